@@ -1,0 +1,100 @@
+/**
+ * Command-line wiring only: parse flags, build the config, call the modules.
+ * Bad input anywhere exits 2 with one line naming the key and the value.
+ */
+import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { FeedlockError, toFeedlockError } from '../errors.js';
+import { registerServe } from './serve-command.js';
+import { registerStore } from './store-command.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** Options every command that touches the store accepts. */
+export function storeOptions(cmd: Command): Command {
+  return cmd
+    .option('--store <dir>', 'package store directory (default $DL_DIR/feedlock, else ./downloads)')
+    .option('--index-dir <dir>', 'local LMDB index directory')
+    .option('--snapshot-dir <dir>', 'snapshot and environment records (default <store>/snapshots)')
+    .option('--config <file>', 'JSON or YAML config file')
+    .option('--json', 'machine-readable output');
+}
+
+export function serveOptions(cmd: Command): Command {
+  return storeOptions(cmd)
+    .option('--port <n>', 'TCP port (default 3142)')
+    .option('--bind <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--mirror <name=url>', 'named upstream, reached as /NAME/... (repeatable)', collect)
+    .option('--allow-host <host[:port]>', 'allow this upstream host (repeatable)', collect)
+    .option('--no-apt-sources', "do not allow the hosts in this machine's apt sources")
+    .option('--apt-sources-dir <dir>', 'read apt sources from here (default /etc/apt)')
+    .option('--allow-connect', 'tunnel CONNECT to allowed hosts (not cached)')
+    .option('--concurrency <n>', 'concurrent upstream requests per host')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--upstream-proxy <url>', 'reach upstreams through this HTTP proxy')
+    .option('--env <name>', 'default build environment')
+    .option('--offline', 'never contact upstream')
+    .option('--keyring <file>', 'verify captured InRelease/Release.gpg with this OpenPGP keyring')
+    .option('--fallback <url>', 'archive URL for files upstream dropped; {timestamp} is the capture time');
+}
+
+/** Maps commander's option object to config keys (undefined = not given). */
+export function flagsToConfig(opts: Record<string, unknown>): Record<string, unknown> {
+  return {
+    port: opts.port,
+    bind: opts.bind,
+    store: opts.store,
+    indexDir: opts.indexDir,
+    snapshotDir: opts.snapshotDir,
+    mirrors: opts.mirror,
+    allowHosts: opts.allowHost,
+    aptSources: opts.aptSources === false ? false : undefined,
+    aptSourcesDir: opts.aptSourcesDir,
+    allowConnect: opts.allowConnect,
+    concurrency: opts.concurrency,
+    logLevel: opts.logLevel,
+    upstreamProxy: opts.upstreamProxy,
+    env: opts.env,
+    offline: opts.offline,
+    keyring: opts.keyring,
+    fallback: opts.fallback,
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('feedlock')
+    .description('apt/opkg caching proxy that freezes package indices per build environment')
+    .version(version())
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+  registerServe(program);
+  registerStore(program);
+  registerSnapshotCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    const e = toFeedlockError(err);
+    process.stderr.write(`feedlock: ${e.message}\n`);
+    if (!(err instanceof FeedlockError) && process.env.FEEDLOCK_DEBUG) console.error(err);
+    return e.exitCode;
+  }
+}
+
+

@@ -1,0 +1,25 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../config/load-config.js';
+import { createLogger } from '../log.js';
+import { startServer } from '../proxy/server.js';
+import { flagsToConfig, serveOptions } from './main.js';
+import { snapshotParts } from '../snapshot/server-parts.js';
+
+export function registerServe(program: Command): void {
+  serveOptions(program.command('serve').description('run the caching proxy')).action(async (opts: Record<string, unknown>) => {
+    const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
+    const log = createLogger(config.logLevel);
+    const running = await startServer(config, log, snapshotParts(config, log));
+    // Print the bound address on stdout so scripts (and the bitbake class) can read a chosen port.
+    process.stdout.write(`${running.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        log.info(`${signal}: draining and stopping`);
+        running.close().then(resolve, resolve);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    log.flush?.();
+  });
+}

@@ -1,0 +1,205 @@
+/**
+ * The one typed configuration schema. The config file (JSON/YAML), the CLI
+ * flags and the README's table all come from FIELDS below; unknown keys are
+ * rejected so a typo can never silently turn a safety check off.
+ */
+import { FeedlockError } from '../errors.js';
+import { CLASSIFY_KINDS, type ClassifyOverrides } from '../proxy/classify-path.js';
+
+export interface Timeouts {
+  connectMs: number;
+  headersMs: number;
+  bodyMs: number;
+}
+
+export interface Config {
+  port: number;
+  bind: string;
+  store: string;
+  indexDir?: string;
+  mirrors: Record<string, string>;
+  allowHosts: string[];
+  aptSources: boolean;
+  aptSourcesDir: string;
+  allowConnect: boolean;
+  concurrency: number;
+  retries: number;
+  timeouts: Timeouts;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  classify: ClassifyOverrides;
+  upstreamProxy?: string;
+  // snapshot settings
+  env: string;
+  offline: boolean;
+  keyring?: string;
+  snapshotDir?: string;
+  fallback?: string;
+}
+
+type Parser = (value: unknown, key: string) => unknown;
+
+function bad(key: string, value: unknown, expected: string): never {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+  throw new FeedlockError('FL_BAD_CONFIG', `bad config: ${key} = ${shown} (expected ${expected})`, { key, value });
+}
+
+export const parseInteger = (min: number, max: number): Parser => (value, key) => {
+  const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) bad(key, value, `an integer ${min}-${max}`);
+  return n;
+};
+
+const parseString: Parser = (value, key) => {
+  if (typeof value !== 'string' || value.length === 0 || value.includes('\0')) bad(key, value, 'a non-empty string');
+  return value;
+};
+
+const parseBoolean: Parser = (value, key) => {
+  if (typeof value === 'boolean') return value;
+  if (value === 'true' || value === '1' || value === 'yes') return true;
+  if (value === 'false' || value === '0' || value === 'no') return false;
+  return bad(key, value, 'true or false');
+};
+
+const parseUrl = (protocols: string[]): Parser => (value, key) => {
+  if (typeof value !== 'string') bad(key, value, 'a URL');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return bad(key, value, `a URL (${protocols.join(' or ')})`);
+  }
+  if (!protocols.includes(url.protocol)) bad(key, value, `a URL (${protocols.join(' or ')})`);
+  return value;
+};
+
+/** NAME=URL pairs from flags, or an object from the config file. */
+const parseMirrors: Parser = (value, key) => {
+  const out: Record<string, string> = {};
+  const entries: [string, unknown][] = Array.isArray(value)
+    ? value.map((item) => {
+        if (typeof item !== 'string' || !item.includes('=')) bad(key, item, 'NAME=URL');
+        const i = item.indexOf('=');
+        return [item.slice(0, i), item.slice(i + 1)];
+      })
+    : typeof value === 'object' && value !== null
+      ? Object.entries(value)
+      : bad(key, value, 'a map of NAME: URL');
+  for (const [name, url] of entries) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name) || name === 'https' || name === 'http' || name.startsWith('_')) {
+      bad(`${key}.${name}`, name, 'a mirror name of letters, digits, ".", "_", "-" (not "http", "https" or starting with "_")');
+    }
+    parseUrl(['http:', 'https:'])(url, `${key}.${name}`);
+    out[name] = String(url).replace(/\/+$/, '');
+  }
+  return out;
+};
+
+const HOST_PORT = /^(https?:\/\/)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/;
+const parseHostList: Parser = (value, key) => {
+  const list = Array.isArray(value) ? value : bad(key, value, 'a list of HOST[:PORT]');
+  for (const item of list) {
+    if (typeof item !== 'string' || !HOST_PORT.test(item)) bad(key, item, 'HOST[:PORT] or https://HOST[:PORT]');
+    const port = /:(\d+)$/.exec(item);
+    if (port && (Number(port[1]) < 1 || Number(port[1]) > 65535)) bad(key, item, 'a port 1-65535');
+  }
+  return list as string[];
+};
+
+const parseEnum = (values: readonly string[]): Parser => (value, key) => {
+  if (typeof value !== 'string' || !values.includes(value)) bad(key, value, `one of ${values.join(', ')}`);
+  return value;
+};
+
+const parseEnvName: Parser = (value, key) => {
+  if (typeof value !== 'string' || !ENV_NAME.test(value)) bad(key, value, 'an environment name of letters, digits, ".", "_", "-" (max 64)');
+  return value;
+};
+export const ENV_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const parseTimeouts: Parser = (value, key) => {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, 'an object {connectMs, headersMs, bodyMs}');
+  const out: Record<string, number> = { ...DEFAULTS.timeouts };
+  for (const [k, v] of Object.entries(value)) {
+    if (!(k in DEFAULTS.timeouts)) bad(`${key}.${k}`, v, `one of ${Object.keys(DEFAULTS.timeouts).join(', ')}`);
+    out[k] = parseInteger(1, 3_600_000)(v, `${key}.${k}`) as number;
+  }
+  return out;
+};
+
+const parseClassify: Parser = (value, key) => {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, `an object with ${CLASSIFY_KINDS.join('/')} lists of regular expressions`);
+  const out: ClassifyOverrides = {};
+  for (const [kind, patterns] of Object.entries(value)) {
+    if (!(CLASSIFY_KINDS as readonly string[]).includes(kind)) bad(`${key}.${kind}`, patterns, `one of ${CLASSIFY_KINDS.join(', ')}`);
+    if (!Array.isArray(patterns)) bad(`${key}.${kind}`, patterns, 'a list of regular expressions');
+    out[kind as keyof ClassifyOverrides] = patterns.map((p, i) => {
+      if (typeof p !== 'string') bad(`${key}.${kind}[${i}]`, p, 'a regular expression string');
+      try {
+        return new RegExp(p);
+      } catch {
+        return bad(`${key}.${kind}[${i}]`, p, 'a valid regular expression');
+      }
+    });
+  }
+  return out;
+};
+
+export const DEFAULTS = {
+  port: 3142,
+  bind: '127.0.0.1',
+  mirrors: {},
+  allowHosts: [],
+  aptSources: true,
+  aptSourcesDir: '/etc/apt',
+  allowConnect: false,
+  concurrency: 8,
+  retries: 2,
+  timeouts: { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000 },
+  logLevel: 'info',
+  classify: {},
+  env: 'default',
+  offline: false,
+} satisfies Partial<Config>;
+
+interface Field {
+  parse: Parser;
+  doc: string;
+}
+
+/** Every accepted key. The README's configuration table is written from this. */
+export const FIELDS: Record<keyof Config, Field> = {
+  port: { parse: parseInteger(0, 65535), doc: 'TCP port to listen on (0 picks a free port)' },
+  bind: { parse: parseString, doc: 'address to listen on' },
+  store: { parse: parseString, doc: 'package store directory (default $DL_DIR/feedlock, else ./downloads)' },
+  indexDir: { parse: parseString, doc: 'local LMDB index directory (must be on local disk)' },
+  mirrors: { parse: parseMirrors, doc: 'named upstreams: NAME -> base URL, reached as /NAME/...' },
+  allowHosts: { parse: parseHostList, doc: 'extra upstream hosts allowed for forward-proxy and /HOST/... remap' },
+  aptSources: { parse: parseBoolean, doc: "also allow the hosts in this machine's apt sources" },
+  aptSourcesDir: { parse: parseString, doc: 'where apt sources are read from' },
+  allowConnect: { parse: parseBoolean, doc: 'allow CONNECT tunnels to allowed hosts (not cached)' },
+  concurrency: { parse: parseInteger(1, 256), doc: 'concurrent upstream requests per host' },
+  retries: { parse: parseInteger(0, 10), doc: 'upstream retries before the first byte is sent' },
+  timeouts: { parse: parseTimeouts, doc: 'upstream timeouts in ms: connectMs, headersMs, bodyMs' },
+  logLevel: { parse: parseEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), doc: 'log level' },
+  classify: { parse: parseClassify, doc: 'extra path rules: {package|index|other: [regex]} checked before the built-in rules' },
+  upstreamProxy: { parse: parseUrl(['http:', 'https:']), doc: 'corporate proxy to reach upstreams through' },
+  env: { parse: parseEnvName, doc: 'default build environment' },
+  offline: { parse: parseBoolean, doc: 'never contact upstream; serve only what the store holds' },
+  keyring: { parse: parseString, doc: 'OpenPGP keyring that captured InRelease/Release.gpg must verify against' },
+  snapshotDir: { parse: parseString, doc: 'where snapshot records and environments are kept (default <store>/snapshots)' },
+  fallback: { parse: parseUrl(['http:', 'https:']), doc: 'archive URL for files upstream no longer has; {timestamp} is replaced by the capture time' },
+};
+
+export function validateConfig(raw: Record<string, unknown>, source: string): Partial<Config> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (value === undefined) continue;
+    const field = (FIELDS as Record<string, Field>)[key];
+    if (!field) {
+      throw new FeedlockError('FL_BAD_CONFIG', `bad config: unknown key "${key}" in ${source} (known keys: ${Object.keys(FIELDS).join(', ')})`, { key });
+    }
+    out[key] = field.parse(value, key);
+  }
+  return out as Partial<Config>;
+}

@@ -1,0 +1,169 @@
+/**
+ * One upstream transfer into the store, shared by every client that asked for
+ * the same URL while it runs (single flight). The transfer writes to a temp
+ * file at upstream speed; each client tails that file at its own speed, so a
+ * slow client never holds the upstream connection and memory stays flat no
+ * matter how large the file or how many clients wait.
+ */
+import type { Store } from '../store/store.js';
+import type { BlobWriter, ExpectedContent } from '../store/blob-writer.js';
+import type { UrlRecord } from '../store/url-index.js';
+import { FeedlockError, toFeedlockError } from '../errors.js';
+import { discard, type UpstreamClient } from './upstream-client.js';
+
+export interface DownloadHead {
+  /** Upstream said 304: the stored record is still current. */
+  notModified: boolean;
+  size?: number;
+  lastModified?: string;
+  contentType?: string;
+}
+
+export interface DownloadRequest {
+  url: URL;
+  expected?: ExpectedContent;
+  /** Conditional headers for revalidating an index file. */
+  revalidate?: UrlRecord;
+}
+
+type Settle<T> = { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void };
+function deferred<T>(): Settle<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // observed by whoever awaits; never an unhandled rejection
+  return { promise, resolve, reject };
+}
+
+export class Download {
+  readonly head = deferred<DownloadHead>();
+  readonly finished = deferred<UrlRecord>();
+  writer?: BlobWriter;
+  /** Bytes safely written to the temp file; readers may read up to here. */
+  bytes = 0;
+  done = false;
+  error?: FeedlockError;
+  private wakers: (() => void)[] = [];
+  private store?: Store;
+
+  constructor(readonly request: DownloadRequest) {}
+
+  /** Resolves on the next progress, completion or failure. */
+  changed(): Promise<void> {
+    return new Promise((resolve) => this.wakers.push(resolve));
+  }
+
+  private wake(): void {
+    const w = this.wakers;
+    this.wakers = [];
+    for (const fn of w) fn();
+  }
+
+  blobPathOf(sha256: string): string {
+    return this.store!.blobPath(sha256);
+  }
+
+  async run(store: Store, upstream: UpstreamClient): Promise<void> {
+    this.store = store;
+    const { url, expected, revalidate } = this.request;
+    const headers: Record<string, string> = {};
+    if (revalidate?.upstreamEtag) headers['if-none-match'] = revalidate.upstreamEtag;
+    if (revalidate?.lastModified) headers['if-modified-since'] = revalidate.lastModified;
+    try {
+      await upstream.fetch(url, { headers }, async (res) => {
+        if (res.status === 304 && revalidate) {
+          void discard(res.body);
+          this.head.resolve({ notModified: true });
+          this.finish(revalidate);
+          return;
+        }
+        if (res.status !== 200) {
+          void discard(res.body);
+          if (res.status === 404 || res.status === 410) throw new FeedlockError('FL_NOT_FOUND', `upstream ${url} answered ${res.status}`, { url: String(url), status: res.status });
+          throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status}`, { url: String(url), status: res.status });
+        }
+        const lengthHeader = res.headers['content-length'];
+        const size = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
+        if (size !== undefined && expected?.size !== undefined && size !== expected.size) {
+          void discard(res.body);
+          throw new FeedlockError('FL_SIZE_MISMATCH', `upstream ${url} announces ${size} bytes but ${expected.source ?? 'the index'} says ${expected.size}`, { expected: expected.size, found: size });
+        }
+        this.writer = await store.createWriter();
+        this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
+        for await (const chunk of res.body) {
+          await this.writer.write(chunk);
+          this.bytes = this.writer.bytes;
+          this.wake();
+        }
+        if (size !== undefined && this.bytes !== size) {
+          throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.bytes} of ${size} bytes`, { url: String(url) });
+        }
+        const blob = await this.writer.commit({ ...expected, size: expected?.size ?? size });
+        const record: UrlRecord = {
+          url: String(url),
+          sha256: blob.sha256,
+          size: blob.size,
+          storedAt: Date.now(),
+          lastModified: res.headers['last-modified'],
+          contentType: res.headers['content-type'],
+          upstreamEtag: res.headers.etag,
+        };
+        await store.index.put(record);
+        this.finish(record);
+      });
+    } catch (err) {
+      const e = err instanceof FeedlockError ? err : toFeedlockError(err);
+      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} failed mid-body: ${(err as Error).message}`, {}, { cause: err }) : e;
+      await this.writer?.abort();
+      this.fail(mapped);
+    }
+  }
+
+  private finish(record: UrlRecord): void {
+    this.done = true;
+    this.finished.resolve(record);
+    this.wake();
+  }
+
+  private fail(err: FeedlockError): void {
+    this.error = err;
+    this.done = true;
+    this.head.reject(err);
+    this.finished.reject(err);
+    this.wake();
+  }
+}
+
+/** At most one Download per URL in this process. */
+export class SingleFlight {
+  private readonly inflight = new Map<string, Download>();
+  coalesced = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly upstream: UpstreamClient,
+  ) {}
+
+  get size(): number {
+    return this.inflight.size;
+  }
+
+  /** Returns the running download for this URL, or starts one. */
+  join(req: DownloadRequest): { download: Download; leader: boolean } {
+    // Keyed by URL and expected digest: two environments may pin different
+    // content under one URL (opkg feeds rebuild files in place).
+    const key = `${req.url} ${req.expected?.sha256 ?? ''}`;
+    const running = this.inflight.get(key);
+    if (running) {
+      this.coalesced++;
+      return { download: running, leader: false };
+    }
+    const download = new Download(req);
+    this.inflight.set(key, download);
+    void download.run(this.store, this.upstream).finally(() => this.inflight.delete(key));
+    return { download, leader: true };
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The request path: route -> classify -> resolve (snapshot for indices, store
+ * for packages) -> respond. Resolution returns either a stored file or a
+ * running download; this module only wires the pieces together.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FeedlockError, toFeedlockError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
+import type { UrlRecord } from '../store/url-index.js';
+import type { BlobReader } from './blob-reader.js';
+import type { PathClassifier, PathKind } from './classify-path.js';
+import type { Download, SingleFlight } from './download.js';
+import { contentTypeFor } from './http-semantics.js';
+import { sendDownloading, sendError, sendStored, waitDrain, type StoredFile } from './respond.js';
+import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
+import type { CacheResult, ProxyStats } from './stats.js';
+import type { UpstreamClient } from './upstream-client.js';
+
+export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string> } | { type: 'download'; download: Download; leader: boolean };
+
+export interface RequestContext {
+  route: UpstreamRoute;
+  env: string;
+  kind: PathKind;
+  req: IncomingMessage;
+}
+
+/** Decides what to serve for index files and package files. Snapshots plug in here. */
+export interface Resolver {
+  resolve(ctx: RequestContext): Promise<Resolution>;
+}
+
+export type AdminHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> | void;
+
+export interface HandlerDeps {
+  routeContext: RouteContext;
+  classifier: PathClassifier;
+  store: Store;
+  reader: BlobReader;
+  flights: SingleFlight;
+  upstream: UpstreamClient;
+  resolver: Resolver;
+  stats: ProxyStats;
+  log: Logger;
+  defaultEnv: string;
+  admin?: AdminHandler;
+}
+
+export function storedFileOf(rec: UrlRecord, path: string): StoredFile {
+  return {
+    sha256: rec.sha256,
+    size: rec.size,
+    lastModified: rec.lastModified ?? new Date(rec.storedAt).toUTCString(),
+    contentType: contentTypeFor(path),
+  };
+}
+
+export function createRequestHandler(deps: HandlerDeps) {
+  const { log, stats } = deps;
+
+  return function handle(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now();
+    const target = req.url ?? '/';
+    let result: CacheResult = 'error';
+    let env: string | undefined;
+    let bytes = 0;
+    const socketStart = req.socket.bytesWritten;
+
+    res.once('close', () => {
+      bytes = req.socket.bytesWritten - socketStart;
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      const entry = { at: Date.now(), method: req.method ?? '?', path: target.slice(0, 300), env, result, status: res.statusCode, ms };
+      stats.record(entry, bytes);
+      log.info({ ...entry, at: undefined, bytes, complete: res.writableFinished }, 'request');
+    });
+
+    const fail = (err: unknown): void => {
+      const e = sendError(res, err);
+      if (e.code === 'FL_FORBIDDEN_HOST' || e.code === 'FL_BAD_REQUEST' || e.code === 'FL_FORBIDDEN_METHOD') result = 'refused';
+      else result = 'error';
+      if (e.httpStatus >= 500) log.warn({ code: e.code, url: target.slice(0, 300) }, e.message);
+    };
+
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return fail(new FeedlockError('FL_FORBIDDEN_METHOD', `method ${req.method} is not supported; feedlock serves GET and HEAD`));
+    }
+
+    let routed;
+    try {
+      routed = routeRequest(target, req.headers, deps.routeContext);
+    } catch (err) {
+      return fail(err);
+    }
+    if (routed.kind === 'admin') {
+      result = 'admin';
+      if (!deps.admin) return fail(new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${routed.path}`));
+      Promise.resolve(deps.admin(req, res, routed.path)).catch(fail);
+      return;
+    }
+    const route = routed;
+    env = route.env ?? deps.defaultEnv;
+    const kind: PathKind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
+
+    const serve = async (): Promise<void> => {
+      if (kind === 'other') {
+        result = 'pass';
+        return passThrough(deps, req, res, route);
+      }
+      const resolution = await deps.resolver.resolve({ route, env: env!, kind, req });
+      if (resolution.type === 'stored') {
+        result = resolution.result;
+        try {
+          return await sendStored(req, res, resolution.file, deps.reader, { 'x-feedlock-cache': result, ...resolution.headers });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
+          // The blob vanished (gc on another host): forget it and fetch again.
+          await deps.store.index.forget(String(route.upstream));
+          const again = await deps.resolver.resolve({ route, env: env!, kind, req });
+          if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
+          return serveDownload(again.download, again.leader);
+        }
+      }
+      return serveDownload(resolution.download, resolution.leader);
+    };
+
+    const serveDownload = async (download: Download, leader: boolean): Promise<void> => {
+      result = leader ? 'miss' : 'coalesced';
+      const head = await download.head.promise;
+      // HEAD and Range answers must carry the stored file's validators, so they
+      // wait for the committed blob (opkg compares HEAD with the later GET).
+      if (head.notModified || req.method === 'HEAD' || req.headers.range) {
+        const rec = await download.finished.promise;
+        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.reader, { 'x-feedlock-cache': result });
+      }
+      const outcome = await sendDownloading(res, download, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result });
+      if (outcome === 'failed') result = 'error';
+    };
+
+    serve().catch(fail);
+  };
+}
+
+/** Anything that is neither an index nor a package: relayed, never stored. */
+async function passThrough(deps: HandlerDeps, req: IncomingMessage, res: ServerResponse, route: UpstreamRoute): Promise<void> {
+  const ac = new AbortController();
+  res.once('close', () => ac.abort());
+  await deps.upstream.fetch(route.upstream, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', signal: ac.signal }, async (up) => {
+    const headers: Record<string, string> = { 'x-feedlock-cache': 'pass' };
+    for (const h of ['content-type', 'content-length', 'last-modified', 'etag']) if (up.headers[h]) headers[h] = up.headers[h]!;
+    res.writeHead(up.status, headers);
+    try {
+      for await (const chunk of up.body) {
+        if (!res.write(chunk) && !(await waitDrain(res))) {
+          up.body.destroy();
+          return;
+        }
+      }
+    } catch (err) {
+      res.destroy();
+      throw toFeedlockError(err);
+    }
+    res.end();
+  });
+}

@@ -1,0 +1,137 @@
+/**
+ * Wires config, store, upstream client and request handler into an HTTP
+ * server. GETs are served with node:http (package files need real streaming);
+ * CONNECT is refused unless enabled, then tunnelled with node:net.
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { Store } from '../store/store.js';
+import { readAptSourceUris } from './apt-sources.js';
+import { BlobReader } from './blob-reader.js';
+import { PathClassifier } from './classify-path.js';
+import { SingleFlight } from './download.js';
+import { createRequestHandler, type AdminHandler, type Resolver } from './handle-request.js';
+import { LiveResolver } from './live-resolver.js';
+import { ProxyStats } from './stats.js';
+import { UpstreamClient } from './upstream-client.js';
+import { UpstreamPolicy } from './upstream-policy.js';
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  port: number;
+  store: Store;
+  stats: ProxyStats;
+  flights: SingleFlight;
+  upstream: UpstreamClient;
+  policy: UpstreamPolicy;
+  close(): Promise<void>;
+}
+
+export interface ServerParts {
+  /** Swap in the snapshot resolver (or a test double of the index layer). */
+  resolver?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient }) => Resolver;
+  admin?: (parts: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient }) => AdminHandler;
+}
+
+export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
+  const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];
+  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris });
+  const store = await Store.open(config.store, config.indexDir!);
+  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
+  const flights = new SingleFlight(store, upstream);
+  const stats = new ProxyStats();
+  const reader = new BlobReader((sha) => store.blobPath(sha));
+  const resolver = parts.resolver?.({ store, flights, upstream }) ?? new LiveResolver(store, flights);
+
+  const handler = createRequestHandler({
+    routeContext: { mirrors: config.mirrors, policy },
+    classifier: new PathClassifier(config.classify),
+    store,
+    reader,
+    flights,
+    upstream,
+    resolver,
+    stats,
+    log,
+    defaultEnv: config.env,
+    admin: parts.admin?.({ store, stats, flights, upstream }),
+  });
+
+  const server = createServer({ keepAliveTimeout: 30_000, headersTimeout: 20_000, requestTimeout: 0 }, handler);
+  // Bound idle keep-alive sockets and slow header senders (slowloris).
+  server.maxRequestsPerSocket = 0;
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => tunnel(req, socket, head, config, policy, log));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    log.info({ code: err.code }, `rejected malformed request: ${err.message}`);
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: malformed HTTP request\n');
+    else socket.destroy();
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.bind, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  log.info({ store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env }, `feedlock listening on http://${host}:${addr.port}`);
+
+  return {
+    server,
+    url: `http://${host}:${addr.port}`,
+    port: addr.port,
+    store,
+    stats,
+    flights,
+    upstream,
+    policy,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        for (const s of sockets) s.destroy();
+      });
+      reader.closeAll();
+      await upstream.close();
+      await store.close();
+    },
+  };
+}
+
+function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: Config, policy: UpstreamPolicy, log: Logger): void {
+  const refuse = (status: string, why: string) => {
+    log.info({ target: req.url }, `CONNECT refused: ${why}`);
+    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nfeedlock: ${why}\n`);
+  };
+  if (!config.allowConnect) return refuse('403 Forbidden', 'CONNECT tunnels are disabled (their content cannot be cached); use http:// sources or the /https/HOST/... remap, or set allowConnect');
+  let target: URL;
+  try {
+    target = new URL(`https://${req.url}`);
+  } catch {
+    return refuse('400 Bad Request', `bad CONNECT target ${JSON.stringify(req.url)}`);
+  }
+  if (!policy.isAllowed(target)) return refuse('403 Forbidden', `CONNECT to ${target.host} is not an allowed host`);
+  const upstream = connect(Number(target.port || 443), target.hostname, () => {
+    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (head.length) upstream.write(head);
+    upstream.pipe(client);
+    client.pipe(upstream);
+  });
+  const end = () => {
+    upstream.destroy();
+    client.destroy();
+  };
+  upstream.on('error', (err) => (client.writable && !upstream.readable ? refuse('502 Bad Gateway', `cannot reach ${target.host}: ${err.message}`) : end()));
+  client.on('error', end);
+  client.on('close', end);
+}

@@ -1,0 +1,180 @@
+/**
+ * Talks to upstream mirrors. undici keeps a connection pool per origin; a
+ * p-queue per host bounds how many transfers run against one mirror at once.
+ * Retries and redirects live here so route handlers never see them: a retry
+ * happens only before the response is handed out (before any byte reached a
+ * client), and a redirect is followed only to an allowed origin.
+ */
+import PQueue from 'p-queue';
+import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
+import { FeedlockError } from '../errors.js';
+import type { Timeouts } from '../config/schema.js';
+import { UpstreamPolicy } from './upstream-policy.js';
+
+export interface UpstreamResponse {
+  url: URL;
+  status: number;
+  headers: Record<string, string | undefined>;
+  body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void; dump(opts?: { limit: number }): Promise<void> };
+}
+
+export interface UpstreamOptions {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  /** Abort before the response arrives (e.g. every waiting client left). */
+  signal?: AbortSignal;
+}
+
+export interface UpstreamClientOptions {
+  policy: UpstreamPolicy;
+  timeouts: Timeouts;
+  concurrency: number;
+  retries: number;
+  upstreamProxy?: string;
+  userAgent?: string;
+}
+
+const RETRYABLE_STATUS = new Set([500, 502, 503, 504]);
+const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+
+export interface UpstreamHostState {
+  host: string;
+  requests: number;
+  lastError?: string;
+  lastErrorAt?: number;
+}
+
+export class UpstreamClient {
+  private readonly dispatcher: Dispatcher;
+  private readonly queues = new Map<string, PQueue>();
+  readonly hosts = new Map<string, UpstreamHostState>();
+
+  constructor(private readonly opts: UpstreamClientOptions) {
+    const common = {
+      connect: { timeout: opts.timeouts.connectMs },
+      headersTimeout: opts.timeouts.headersMs,
+      bodyTimeout: opts.timeouts.bodyMs,
+      keepAliveTimeout: 30_000,
+      connections: opts.concurrency,
+    };
+    this.dispatcher = opts.upstreamProxy ? new ProxyAgent({ uri: opts.upstreamProxy, ...common }) : new Agent(common);
+  }
+
+  private queueFor(host: string): PQueue {
+    let q = this.queues.get(host);
+    if (!q) {
+      q = new PQueue({ concurrency: this.opts.concurrency });
+      this.queues.set(host, q);
+    }
+    return q;
+  }
+
+  private hostState(host: string): UpstreamHostState {
+    let s = this.hosts.get(host);
+    if (!s) {
+      s = { host, requests: 0 };
+      this.hosts.set(host, s);
+    }
+    return s;
+  }
+
+  /**
+   * Runs `consume` with the upstream response inside the host's concurrency
+   * slot; the slot is held until consume settles (the body is fully read).
+   */
+  async fetch<T>(url: URL, options: UpstreamOptions, consume: (res: UpstreamResponse) => Promise<T>): Promise<T> {
+    const queue = this.queueFor(url.host);
+    return queue.add(async () => consume(await this.open(url, options))) as Promise<T>;
+  }
+
+  private async open(original: URL, options: UpstreamOptions): Promise<UpstreamResponse> {
+    let url = original;
+    for (let redirects = 0; ; redirects++) {
+      const res = await this.openWithRetries(url, options);
+      if (!REDIRECT_STATUS.has(res.status)) return res;
+      void discard(res.body);
+      const location = res.headers.location;
+      if (!location) throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status} without a Location`, { url: String(url) });
+      const next = new URL(location, url);
+      if (!this.opts.policy.isAllowed(next)) {
+        throw new FeedlockError('FL_FORBIDDEN_HOST', `upstream ${url} redirected to ${next.protocol}//${next.host}, which is not an allowed host`, { url: String(url), location: String(next) });
+      }
+      if (redirects >= MAX_REDIRECTS) throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${original} redirected more than ${MAX_REDIRECTS} times`, { url: String(original) });
+      url = next;
+    }
+  }
+
+  private async openWithRetries(url: URL, options: UpstreamOptions): Promise<UpstreamResponse> {
+    const state = this.hostState(url.host);
+    for (let attempt = 0; ; attempt++) {
+      state.requests++;
+      try {
+        const res = await request(url, {
+          method: options.method ?? 'GET',
+          headers: { 'user-agent': this.opts.userAgent ?? 'feedlock', ...options.headers },
+          dispatcher: this.dispatcher,
+          signal: options.signal,
+        });
+        // Errors of a body nobody reads (discarded, or its client left) must not crash the process.
+        res.body.on('error', () => {});
+        const headers = flattenHeaders(res.headers);
+        if (RETRYABLE_STATUS.has(res.statusCode) && attempt < this.opts.retries) {
+          void discard(res.body);
+          state.lastError = `HTTP ${res.statusCode}`;
+          state.lastErrorAt = Date.now();
+          await backoff(attempt, options.signal);
+          continue;
+        }
+        if (res.statusCode >= 500) {
+          state.lastError = `HTTP ${res.statusCode}`;
+          state.lastErrorAt = Date.now();
+        }
+        return { url, status: res.statusCode, headers, body: res.body };
+      } catch (err) {
+        const mapped = mapUpstreamError(err, url);
+        state.lastError = mapped.message;
+        state.lastErrorAt = Date.now();
+        if (options.signal?.aborted || attempt >= this.opts.retries) throw mapped;
+        await backoff(attempt, options.signal);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+/** Drops a body we will not use, keeping the connection reusable when it is small. */
+export function discard(body: UpstreamResponse['body']): Promise<void> {
+  return body.dump({ limit: 64 * 1024 }).catch(() => {});
+}
+
+function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const ms = Math.min(2000, 150 * 2 ** attempt) * (0.75 + Math.random() / 2);
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+}
+
+function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(headers)) out[k] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
+}
+
+export function mapUpstreamError(err: unknown, url: URL): FeedlockError {
+  if (err instanceof FeedlockError) return err;
+  const e = err as { code?: string; message?: string; name?: string };
+  const code = e?.code ?? e?.name ?? 'error';
+  const what = `${e?.message ?? String(err)} (${code})`;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new FeedlockError('FL_UPSTREAM_TIMEOUT', `upstream ${url} timed out: ${what}`, { url: String(url) }, { cause: err });
+  }
+  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+    return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent a body that does not match its Content-Length`, { url: String(url) }, { cause: err });
+  }
+  return new FeedlockError('FL_UPSTREAM_UNREACHABLE', `upstream ${url} unreachable: ${what}`, { url: String(url) }, { cause: err });
+}

@@ -1,0 +1,100 @@
+/**
+ * The only way feedlock makes a file visible in the store: write a unique temp
+ * file in the store's own tmp/ (same filesystem), fsync, rename. Readers on
+ * any host see either the old file or the complete new one, never a part.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, unlink, readdir, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+
+const HOST = hostname().replace(/[^A-Za-z0-9-]/g, '_');
+
+/** Temp names carry host and pid so a cleaner only removes what is provably dead. */
+export function tempName(tmpDir: string, label = 'part'): string {
+  return join(tmpDir, `${HOST}.${process.pid}.${randomBytes(6).toString('hex')}.${label}`);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  // Makes the rename itself durable; some filesystems refuse fsync on a directory.
+  try {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    /* best effort */
+  }
+}
+
+/** Moves a finished temp file into place, creating the parent directory. */
+export async function publish(tempPath: string, finalPath: string): Promise<void> {
+  await mkdir(dirname(finalPath), { recursive: true });
+  await rename(tempPath, finalPath);
+  await fsyncDir(dirname(finalPath));
+}
+
+export async function writeFileAtomic(tmpDir: string, finalPath: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(tmpDir, { recursive: true });
+  const temp = tempName(tmpDir, 'rec');
+  const fh = await open(temp, 'wx', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+  await fh.close();
+  try {
+    await publish(temp, finalPath);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temp files left by crashed writers: ours by dead pid on this host,
+ * other hosts' only when old (we cannot see their processes).
+ */
+export async function cleanTempDir(tmpDir: string, otherHostMaxAgeMs = 24 * 3600_000): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(tmpDir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const [host, pidText] = name.split('.');
+    const path = join(tmpDir, name);
+    let remove = false;
+    if (host === HOST) {
+      const pid = Number(pidText);
+      remove = !Number.isInteger(pid) || (pid !== process.pid && !pidAlive(pid));
+    } else {
+      const st = await stat(path).catch(() => undefined);
+      remove = st !== undefined && Date.now() - st.mtimeMs > otherHostMaxAgeMs;
+    }
+    if (remove) {
+      await unlink(path).then(
+        () => removed++,
+        () => {},
+      );
+    }
+  }
+  return removed;
+}

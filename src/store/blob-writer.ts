@@ -1,0 +1,87 @@
+/**
+ * Writes one blob: bytes go to a temp file while being hashed; commit() checks
+ * the digest and size the caller expected, fsyncs and renames the file to its
+ * content path. Until then nothing can serve it from the store.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { FeedlockError, toFeedlockError } from '../errors.js';
+import { publish, tempName } from './atomic-file.js';
+import type { StoreLayout } from './layout.js';
+
+export interface ExpectedContent {
+  sha256?: string;
+  size?: number;
+  /** Where the expectation came from, for the error message. */
+  source?: string;
+}
+
+export interface CommittedBlob {
+  sha256: string;
+  size: number;
+}
+
+export class BlobWriter {
+  bytes = 0;
+  private readonly hash: Hash = createHash('sha256');
+  private closed = false;
+
+  private constructor(
+    private readonly layout: StoreLayout,
+    readonly tempPath: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  static async create(layout: StoreLayout): Promise<BlobWriter> {
+    await mkdir(layout.tmpDir, { recursive: true });
+    const path = tempName(layout.tmpDir);
+    const fh = await open(path, 'wx', 0o644);
+    return new BlobWriter(layout, path, fh);
+  }
+
+  /** Resolves when the chunk is on its way to disk: the caller's backpressure. */
+  async write(chunk: Uint8Array): Promise<void> {
+    this.hash.update(chunk);
+    let offset = 0;
+    try {
+      while (offset < chunk.length) {
+        const { bytesWritten } = await this.fh.write(chunk, offset, chunk.length - offset, this.bytes + offset);
+        offset += bytesWritten;
+      }
+    } catch (err) {
+      throw toFeedlockError(err);
+    }
+    this.bytes += chunk.length;
+  }
+
+  async commit(expected: ExpectedContent = {}): Promise<CommittedBlob> {
+    const sha256 = this.hash.digest('hex');
+    const from = expected.source ? ` (expected by ${expected.source})` : '';
+    if (expected.size !== undefined && expected.size !== this.bytes) {
+      await this.abort();
+      throw new FeedlockError('FL_SIZE_MISMATCH', `size mismatch: expected ${expected.size} bytes${from}, got ${this.bytes}`, { expected: expected.size, found: this.bytes });
+    }
+    if (expected.sha256 !== undefined && expected.sha256 !== sha256) {
+      await this.abort();
+      throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${expected.sha256}${from}, got ${sha256}`, { expected: expected.sha256, found: sha256 });
+    }
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      this.closed = true;
+      await publish(this.tempPath, this.layout.blobPath(sha256));
+    } catch (err) {
+      await this.abort();
+      throw toFeedlockError(err);
+    }
+    return { sha256, size: this.bytes };
+  }
+
+  async abort(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close().catch(() => {});
+    }
+    await unlink(this.tempPath).catch(() => {});
+  }
+}

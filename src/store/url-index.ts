@@ -1,0 +1,132 @@
+/**
+ * upstream URL -> stored blob. The truth is one small JSON record per URL in
+ * the store (urls/…, atomically replaced, readable by every host); LMDB on
+ * local disk is a fast copy of those records that `reindex` rebuilds.
+ */
+import { readFile, readdir, rm, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { open as openLmdb, type RootDatabase } from 'lmdb';
+import { FeedlockError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { SHA256_HEX, type StoreLayout } from './layout.js';
+
+export interface UrlRecord {
+  url: string;
+  sha256: string;
+  size: number;
+  /** ms since epoch */
+  storedAt: number;
+  lastModified?: string;
+  contentType?: string;
+  /** Upstream ETag, used to revalidate; clients see the blob digest instead. */
+  upstreamEtag?: string;
+}
+
+function isUrlRecord(value: unknown): value is UrlRecord {
+  const r = value as UrlRecord;
+  return typeof r === 'object' && r !== null && typeof r.url === 'string' && typeof r.sha256 === 'string' && SHA256_HEX.test(r.sha256) && Number.isSafeInteger(r.size) && r.size >= 0 && typeof r.storedAt === 'number';
+}
+
+export class UrlIndex {
+  private constructor(
+    private readonly layout: StoreLayout,
+    readonly indexDir: string,
+    private readonly db: RootDatabase<UrlRecord, string>,
+  ) {}
+
+  static async open(layout: StoreLayout, indexDir: string): Promise<UrlIndex> {
+    await mkdir(indexDir, { recursive: true });
+    let db: RootDatabase<UrlRecord, string>;
+    try {
+      db = openLmdb<UrlRecord, string>({ path: join(indexDir, 'urls.mdb'), compression: false, noSubdir: true, mapSize: 2 ** 34 });
+      db.get('\0probe');
+    } catch (err) {
+      throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} cannot be opened (${(err as Error).message}); rebuild it from the store with: feedlock store reindex --store ${layout.root} --index-dir ${indexDir}`, { indexDir }, { cause: err });
+    }
+    return new UrlIndex(layout, indexDir, db);
+  }
+
+  /** Synchronous LMDB read: the hot path of every cache hit. */
+  getCached(url: string): UrlRecord | undefined {
+    const rec = this.db.get(url);
+    return rec && isUrlRecord(rec) && rec.url === url ? rec : undefined;
+  }
+
+  /** LMDB first, then the store's record (another process or host may have written it). */
+  async get(url: string): Promise<UrlRecord | undefined> {
+    const cached = this.getCached(url);
+    if (cached) return cached;
+    const rec = await this.readRecordFile(this.layout.urlRecordPath(url));
+    if (rec && rec.url === url) {
+      void this.db.put(url, rec);
+      return rec;
+    }
+    return undefined;
+  }
+
+  async put(rec: UrlRecord): Promise<void> {
+    await writeFileAtomic(this.layout.tmpDir, this.layout.urlRecordPath(rec.url), JSON.stringify(rec));
+    await this.db.put(rec.url, rec);
+  }
+
+  /** Drops a stale LMDB entry (its blob vanished); the record file decides again. */
+  async forget(url: string): Promise<void> {
+    await this.db.remove(url);
+  }
+
+  private async readRecordFile(path: string): Promise<UrlRecord | undefined> {
+    try {
+      const rec: unknown = JSON.parse(await readFile(path, 'utf8'));
+      return isUrlRecord(rec) ? rec : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async *records(): AsyncGenerator<{ path: string; record?: UrlRecord }> {
+    let buckets: string[] = [];
+    try {
+      buckets = await readdir(this.layout.urlsDir);
+    } catch {
+      return;
+    }
+    for (const bucket of buckets.sort()) {
+      const dir = join(this.layout.urlsDir, bucket);
+      for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+        if (!name.endsWith('.json')) continue;
+        const path = join(dir, name);
+        yield { path, record: await this.readRecordFile(path) };
+      }
+    }
+  }
+
+  /** Rebuilds LMDB from the record files; returns how many records it holds. */
+  async reindex(): Promise<{ records: number; unreadable: string[] }> {
+    await this.db.clearAsync();
+    let records = 0;
+    const unreadable: string[] = [];
+    for await (const { path, record } of this.records()) {
+      if (!record) {
+        unreadable.push(path);
+        continue;
+      }
+      await this.db.put(record.url, record);
+      records++;
+    }
+    await this.db.flushed;
+    return { records, unreadable };
+  }
+
+  count(): number {
+    return this.db.getCount();
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+
+  static async destroy(indexDir: string): Promise<void> {
+    await rm(join(indexDir, 'urls.mdb'), { force: true });
+    await rm(join(indexDir, 'urls.mdb-lock'), { force: true });
+  }
+}

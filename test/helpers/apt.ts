@@ -1,0 +1,57 @@
+/**
+ * Runs the system's real apt-get with its own state under a temp dir, so it
+ * never reads or touches the machine's apt configuration.
+ */
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { createHash } from 'node:crypto';
+
+const run = promisify(execFile);
+
+export interface AptClient {
+  dir: string;
+  archives: string;
+  get(...args: string[]): Promise<{ stdout: string; stderr: string }>;
+  /** name -> sha256 of every .deb in the archives dir */
+  downloaded(): Record<string, string>;
+}
+
+export function aptClient(dir: string, sources: string, options: { proxy?: string; extraOptions?: string[] } = {}): AptClient {
+  for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'etc/trusted.gpg.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
+  writeFileSync(join(dir, 'etc/sources.list'), sources);
+  writeFileSync(join(dir, 'status'), '');
+  const opts = [
+    `Dir::Etc=${join(dir, 'etc')}`,
+    `Dir::Etc::SourceList=${join(dir, 'etc/sources.list')}`,
+    `Dir::Etc::SourceParts=${join(dir, 'etc/sources.list.d')}`,
+    `Dir::Etc::Parts=${join(dir, 'etc/apt.conf.d')}`,
+    `Dir::Etc::PreferencesParts=${join(dir, 'etc/preferences.d')}`,
+    `Dir::Etc::TrustedParts=${join(dir, 'etc/trusted.gpg.d')}`,
+    `Dir::State=${join(dir, 'state')}`,
+    `Dir::State::status=${join(dir, 'status')}`,
+    `Dir::Cache=${join(dir, 'cache')}`,
+    'Debug::NoLocking=1',
+    'APT::Architecture=amd64',
+    'APT::Architectures=amd64',
+    'APT::Sandbox::User=root',
+    'Acquire::Languages=none',
+    'Acquire::Retries=0',
+    `Acquire::http::Proxy=${options.proxy ?? 'DIRECT'}`,
+    ...(options.extraOptions ?? []),
+  ].flatMap((o) => ['-o', o]);
+  const archives = join(dir, 'cache/archives');
+  return {
+    dir,
+    archives,
+    get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '' }, maxBuffer: 16 << 20 }),
+    downloaded() {
+      const out: Record<string, string> = {};
+      for (const f of readdirSync(archives)) {
+        if (f.endsWith('.deb')) out[f] = createHash('sha256').update(readFileSync(join(archives, f))).digest('hex');
+      }
+      return out;
+    },
+  };
+}
