@@ -71,9 +71,8 @@ export function buildProgram(): Command {
   const program = new Command('feedlock')
     .description('apt/opkg caching proxy that freezes package indices per build environment')
     .version(version())
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+    .configureOutput({ outputError: (str, write) => write(`feedlock: ${str.split('\n')[0].replace(/^error: /, '')} (see --help)\n`) });
   registerServe(program);
   registerStore(program);
   registerSnapshotCommands(program);
