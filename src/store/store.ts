@@ -109,7 +109,7 @@ export class Store {
     for await (const { record } of this.index.records()) {
       if (record && !(await this.hasBlob(record.sha256))) {
         report.danglingUrls.push(record.url);
-        await this.index.forget(record.url);
+        await this.index.delete(record.url);
       }
     }
     return report;

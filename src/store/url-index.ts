@@ -3,7 +3,7 @@
  * the store (urls/…, atomically replaced, readable by every host); LMDB on
  * local disk is a fast copy of those records that `reindex` rebuilds.
  */
-import { readFile, readdir, rm, mkdir } from 'node:fs/promises';
+import { open as openFile, readFile, readdir, rm, mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type RootDatabase } from 'lmdb';
 import { FeedlockError } from '../errors.js';
@@ -36,6 +36,7 @@ export class UrlIndex {
 
   static async open(layout: StoreLayout, indexDir: string): Promise<UrlIndex> {
     await mkdir(indexDir, { recursive: true });
+    await checkLmdbFile(join(indexDir, 'urls.mdb'), layout.root, indexDir);
     let db: RootDatabase<UrlRecord, string>;
     try {
       db = openLmdb<UrlRecord, string>({ path: join(indexDir, 'urls.mdb'), compression: false, noSubdir: true, mapSize: 2 ** 34 });
@@ -67,6 +68,12 @@ export class UrlIndex {
   async put(rec: UrlRecord): Promise<void> {
     await writeFileAtomic(this.layout.tmpDir, this.layout.urlRecordPath(rec.url), JSON.stringify(rec));
     await this.db.put(rec.url, rec);
+  }
+
+  /** Removes a URL's record everywhere (its blob is gone for good). */
+  async delete(url: string): Promise<void> {
+    await unlink(this.layout.urlRecordPath(url)).catch(() => {});
+    await this.db.remove(url);
   }
 
   /** Drops a stale LMDB entry (its blob vanished); the record file decides again. */
@@ -128,5 +135,29 @@ export class UrlIndex {
   static async destroy(indexDir: string): Promise<void> {
     await rm(join(indexDir, 'urls.mdb'), { force: true });
     await rm(join(indexDir, 'urls.mdb-lock'), { force: true });
+  }
+}
+
+/**
+ * LMDB trusts its file: a damaged one can crash the process instead of raising
+ * an error. Both meta pages must carry LMDB's magic before we hand it over.
+ */
+async function checkLmdbFile(path: string, storeRoot: string, indexDir: string): Promise<void> {
+  let fh;
+  try {
+    fh = await openFile(path, 'r');
+  } catch {
+    return; // a new index
+  }
+  try {
+    const buf = Buffer.alloc(8192);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const magicAt = (off: number) => buf.readUInt32LE(off + 24) === 0xbeefc0de;
+    if (bytesRead === 0) return;
+    if (bytesRead < 8192 || !magicAt(0) || !magicAt(4096)) {
+      throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} is damaged (not an LMDB file); nothing in the store is lost: rebuild it with: feedlock store reindex --store ${storeRoot} --index-dir ${indexDir}`, { indexDir });
+    }
+  } finally {
+    await fh.close();
   }
 }

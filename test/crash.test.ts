@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { startStaticUpstream } from '../fixtures/static-server.js';
+import { tempDir } from './helpers/feedlock.js';
+
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.js');
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+function startCli(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.once('line', (url) => resolve({ child, url }));
+    child.once('exit', (code) => reject(new Error(`feedlock exited with ${code}`)));
+  });
+}
+
+function download(url: string): Promise<{ ok: boolean; body: Buffer }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const req = httpRequest(url, (res) => {
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ ok: res.statusCode === 200 && res.complete, body: Buffer.concat(chunks) }));
+      res.on('error', () => resolve({ ok: false, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', () => resolve({ ok: false, body: Buffer.concat(chunks) }));
+    req.end();
+  });
+}
+
+function blobCount(store: string): number {
+  const root = join(store, 'blobs', 'sha256');
+  return readdirSync(root).reduce((n, b) => n + readdirSync(join(root, b)).length, 0);
+}
+
+describe('kill -9 during downloads', () => {
+  it('leaves no servable partial file; after restart every retried download is byte-identical', async () => {
+    const dir = tempDir('crash');
+    const pool = join(dir, 'up', 'pool');
+    mkdirSync(pool, { recursive: true });
+    const files = Array.from({ length: 10 }, (_, i) => ({ name: `pkg${i}_1_amd64.deb`, data: randomBytes(2_000_000 + i) }));
+    for (const f of files) writeFileSync(join(pool, f.name), f.data);
+    const upstream = await startStaticUpstream(join(dir, 'up'));
+    let slow = true;
+    // Trickle the bodies so the kill lands mid-transfer.
+    upstream.fault = (req, res, file) => {
+      if (!slow) return false;
+      const f = files.find((x) => file.endsWith(x.name));
+      if (!f) return false;
+      res.writeHead(200, { 'content-length': f.data.length });
+      let off = 0;
+      const tick = setInterval(() => {
+        if (off >= f.data.length || res.destroyed) return clearInterval(tick);
+        res.write(f.data.subarray(off, (off += 64 * 1024)));
+      }, 10);
+      return true;
+    };
+    const store = join(dir, 'store');
+    const args = ['--store', store, '--index-dir', join(dir, 'index'), '--allow-host', `127.0.0.1:${upstream.port}`];
+    const first = await startCli(args);
+    const pending = files.flatMap((f) => [0, 1, 2, 3, 4].map(() => download(`${first.url}/127.0.0.1:${upstream.port}/pool/${f.name}`)));
+    await new Promise((r) => setTimeout(r, 150 + Math.random() * 200));
+    first.child.kill('SIGKILL');
+    const results = await Promise.all(pending);
+    expect(results.every((r) => !r.ok), 'no client may believe it got a whole file').toBe(true);
+    expect(readdirSync(join(store, 'tmp')).length).toBeGreaterThan(0);
+    expect(blobCount(store)).toBe(0);
+
+    slow = false;
+    const second = await startCli(args);
+    try {
+      expect(readdirSync(join(store, 'tmp')), 'dead temp files are removed at start').toEqual([]);
+      for (const f of files) {
+        const r = await download(`${second.url}/127.0.0.1:${upstream.port}/pool/${f.name}`);
+        expect(r.ok).toBe(true);
+        expect(sha(r.body)).toBe(sha(f.data));
+      }
+      expect(blobCount(store)).toBe(files.length);
+    } finally {
+      second.child.kill('SIGTERM');
+      await upstream.close();
+    }
+  });
+
+  it('two servers on one store (different ports) download the same files at once without corruption', async () => {
+    const dir = tempDir('two-servers');
+    const pool = join(dir, 'up', 'pool');
+    mkdirSync(pool, { recursive: true });
+    const files = Array.from({ length: 12 }, (_, i) => ({ name: `p${i}_1_all.deb`, data: randomBytes(300_000 + i * 1000) }));
+    for (const f of files) writeFileSync(join(pool, f.name), f.data);
+    const upstream = await startStaticUpstream(join(dir, 'up'));
+    const store = join(dir, 'store');
+    const a = await startCli(['--store', store, '--index-dir', join(dir, 'index-a'), '--allow-host', `127.0.0.1:${upstream.port}`]);
+    const b = await startCli(['--store', store, '--index-dir', join(dir, 'index-b'), '--allow-host', `127.0.0.1:${upstream.port}`]);
+    try {
+      const all = await Promise.all(files.flatMap((f) => [a, b, a, b].map((s) => download(`${s.url}/127.0.0.1:${upstream.port}/pool/${f.name}`).then((r) => ({ r, f })))));
+      for (const { r, f } of all) {
+        expect(r.ok).toBe(true);
+        expect(sha(r.body)).toBe(sha(f.data));
+      }
+      expect(blobCount(store)).toBe(files.length);
+      expect(readdirSync(join(store, 'tmp'))).toEqual([]);
+    } finally {
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      await upstream.close();
+    }
+  });
+});
