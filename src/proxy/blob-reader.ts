@@ -4,7 +4,7 @@
  * Measured choices (see bench/): one createReadStream per hit costs ~5 thread
  * pool round trips per small file (open, read×n, close), readFile costs four and
  * allocates a fresh buffer each time. Here an LRU of open descriptors makes a
- * small hit a single positional read into a pooled buffer: one round trip, no
+ * small hit a single positional read into a pooled buffer (buffer-pool.ts): one round trip, no
  * open/close, and memory bounded by the pool. Blobs are content-addressed and
  * never rewritten, so a cached descriptor can never yield other bytes than its
  * name says, even if gc unlinks the path meanwhile.
@@ -19,15 +19,10 @@ interface OpenBlob {
 
 export class BlobReader {
   private readonly fds = new Map<string, OpenBlob>();
-  private readonly pool: Buffer[] = [];
-  private pooledBytes = 0;
 
   constructor(
     private readonly blobPath: (sha256: string) => string,
     private readonly maxOpen = 512,
-    /** Small files are read whole; this is also the pooled buffer size. */
-    readonly smallFileMax = 1 << 20,
-    private readonly maxPooledBytes = 32 << 20,
   ) {}
 
   /** Opens (or reuses) a descriptor; the caller must release() it. */
@@ -77,26 +72,6 @@ export class BlobReader {
       this.fds.delete(sha);
       entry.evicted = true;
       if (entry.users === 0) close(entry.fd, () => {});
-    }
-  }
-
-  /** A buffer of at least `size` bytes; pooled when small. */
-  takeBuffer(size: number): Buffer {
-    if (size <= this.smallFileMax) {
-      const b = this.pool.pop();
-      if (b) {
-        this.pooledBytes -= b.length;
-        return b;
-      }
-      return Buffer.allocUnsafeSlow(this.smallFileMax);
-    }
-    return Buffer.allocUnsafeSlow(size);
-  }
-
-  giveBuffer(buf: Buffer): void {
-    if (buf.length === this.smallFileMax && this.pooledBytes + buf.length <= this.maxPooledBytes) {
-      this.pool.push(buf);
-      this.pooledBytes += buf.length;
     }
   }
 

@@ -9,7 +9,7 @@ import type { Store } from '../store/store.js';
 import type { BlobWriter, ExpectedContent } from '../store/blob-writer.js';
 import type { UrlRecord } from '../store/url-index.js';
 import { FeedlockError, toFeedlockError } from '../errors.js';
-import { discard, type UpstreamClient } from './upstream-client.js';
+import { discard, type UpstreamClient, type UpstreamResponse } from './upstream-client.js';
 
 export interface DownloadHead {
   /** Upstream said 304: the stored record is still current. */
@@ -93,11 +93,7 @@ export class Download {
         }
         this.writer = await store.createWriter();
         this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
-        for await (const chunk of res.body) {
-          await this.writer.write(chunk);
-          this.bytes = this.writer.bytes;
-          this.wake();
-        }
+        await this.drainBody(res.body, this.writer);
         if (size !== undefined && this.bytes !== size) {
           throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.bytes} of ${size} bytes`, { url: String(url) });
         }
@@ -120,6 +116,68 @@ export class Download {
       await this.writer?.abort();
       this.fail(mapped);
     }
+  }
+
+  /**
+   * Moves the body to disk. Chunks that arrive while a write is running are
+   * gathered and written with one writev; reading pauses when too much is
+   * buffered, so a slow disk slows the upstream and memory stays bounded.
+   */
+  private drainBody(body: UpstreamResponse['body'], writer: BlobWriter): Promise<void> {
+    const HIGH_WATER = 4 << 20;
+    return new Promise((resolve, reject) => {
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      let writing = false;
+      let ended = false;
+      let failed = false;
+      const pump = async (): Promise<void> => {
+        if (writing || failed) return;
+        writing = true;
+        try {
+          while (pending.length) {
+            const batch = pending;
+            pending = [];
+            pendingBytes = 0;
+            if (body.isPaused()) body.resume();
+            await writer.writev(batch);
+            this.bytes = writer.bytes;
+            this.wake();
+          }
+        } catch (err) {
+          failed = true;
+          body.destroy();
+          reject(err);
+          return;
+        } finally {
+          writing = false;
+        }
+        if (ended) resolve();
+      };
+      const fail = (err: unknown) => {
+        if (failed) return;
+        failed = true;
+        reject(err);
+      };
+      // The body may have failed while the temp file was being created.
+      if (body.errored) return fail(body.errored);
+      if (body.destroyed) return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
+      body.on('data', (chunk: Buffer) => {
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= HIGH_WATER) body.pause();
+        void pump();
+      });
+      body.on('end', () => {
+        ended = true;
+        if (!writing && pending.length === 0 && !failed) resolve();
+      });
+      body.on('error', fail);
+      // A body that closes without 'end' was cut short (undici may not emit an error).
+      body.on('close', () => {
+        if (!ended) fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.bytes} bytes`));
+      });
+    });
   }
 
   private finish(record: UrlRecord): void {

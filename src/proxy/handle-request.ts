@@ -8,11 +8,10 @@ import { FeedlockError, toFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { UrlRecord } from '../store/url-index.js';
-import type { BlobReader } from './blob-reader.js';
 import type { PathClassifier, PathKind } from './classify-path.js';
 import type { Download, SingleFlight } from './download.js';
 import { contentTypeFor } from './http-semantics.js';
-import { sendDownloading, sendError, sendStored, waitDrain, type StoredFile } from './respond.js';
+import { sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
 import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
 import type { CacheResult, ProxyStats } from './stats.js';
 import type { UpstreamClient } from './upstream-client.js';
@@ -37,7 +36,7 @@ export interface HandlerDeps {
   routeContext: RouteContext;
   classifier: PathClassifier;
   store: Store;
-  reader: BlobReader;
+  io: BlobIo;
   flights: SingleFlight;
   upstream: UpstreamClient;
   resolver: Resolver;
@@ -112,7 +111,7 @@ export function createRequestHandler(deps: HandlerDeps) {
       if (resolution.type === 'stored') {
         result = resolution.result;
         try {
-          return await sendStored(req, res, resolution.file, deps.reader, { 'x-feedlock-cache': result, ...resolution.headers });
+          return await sendStored(req, res, resolution.file, deps.io, { 'x-feedlock-cache': result, ...resolution.headers });
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
           // The blob vanished (gc on another host): forget it and fetch again.
@@ -132,9 +131,9 @@ export function createRequestHandler(deps: HandlerDeps) {
       // wait for the committed blob (opkg compares HEAD with the later GET).
       if (head.notModified || req.method === 'HEAD' || req.headers.range) {
         const rec = await download.finished.promise;
-        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.reader, { 'x-feedlock-cache': result });
+        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result });
       }
-      const outcome = await sendDownloading(res, download, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result });
+      const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result });
       if (outcome === 'failed') result = 'error';
     };
 

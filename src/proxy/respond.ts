@@ -7,6 +7,7 @@ import { open as openFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import type { BlobReader } from './blob-reader.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { Download } from './download.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
 
@@ -18,6 +19,7 @@ export interface StoredFile {
 }
 
 const CHUNK = 1 << 20;
+const TAIL_CHUNK = 256 << 10;
 
 export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
@@ -38,8 +40,30 @@ export function waitDrain(res: ServerResponse): Promise<boolean> {
   });
 }
 
+export interface BlobIo {
+  reader: BlobReader;
+  buffers: BufferPool;
+}
+
+/**
+ * Writes a pooled buffer; it returns to the pool when the socket has taken it.
+ * If the client vanishes first the callback may never run and the buffer is
+ * simply left to the garbage collector.
+ */
+function writePooled(res: ServerResponse, io: BlobIo, buf: Buffer, length: number, end: boolean): boolean {
+  const data = length === buf.length ? buf : buf.subarray(0, length);
+  const giveBack = (err?: Error | null) => {
+    if (!err) io.buffers.give(buf);
+  };
+  if (end) {
+    res.end(data, giveBack);
+    return true;
+  }
+  return res.write(data, giveBack);
+}
+
 /** Serves a stored blob with validators, conditional requests and Range. */
-export async function sendStored(req: IncomingMessage, res: ServerResponse, file: StoredFile, reader: BlobReader, extraHeaders: Record<string, string> = {}): Promise<void> {
+export async function sendStored(req: IncomingMessage, res: ServerResponse, file: StoredFile, io: BlobIo, extraHeaders: Record<string, string> = {}): Promise<void> {
   const rep = representationOf(file);
   const headers = { ...representationHeaders(rep), ...extraHeaders };
   if (isNotModified(req.headers, rep)) {
@@ -55,50 +79,47 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
   }
   const start = range ? range.start : 0;
   const end = range ? range.end : rep.size - 1;
-  const length = end - start + 1;
-  const status = range ? 206 : 200;
-  const lengthHeaders: Record<string, string> = { 'content-length': String(Math.max(0, length)) };
+  const length = Math.max(0, end - start + 1);
+  const lengthHeaders: Record<string, string> = { 'content-length': String(length) };
   if (range) lengthHeaders['content-range'] = `bytes ${start}-${end}/${rep.size}`;
 
   // Open before writing headers: a vanished blob must become a miss, not a broken 200.
-  const blob = await reader.acquire(file.sha256);
+  const blob = await io.reader.acquire(file.sha256);
   try {
-    res.writeHead(status, { ...headers, ...lengthHeaders });
-    if (req.method === 'HEAD' || length <= 0) {
+    if (req.method === 'HEAD' || length === 0) {
+      res.writeHead(range ? 206 : 200, { ...headers, ...lengthHeaders });
       res.end();
       return;
     }
-    if (length <= reader.smallFileMax) {
-      const buf = reader.takeBuffer(length);
+    // Read the first chunk before the headers too: a short blob is an error we can still report.
+    let pos = start;
+    let n = Math.min(CHUNK, length);
+    let buf = io.buffers.take(n);
+    try {
+      await io.reader.readInto(blob.fd, buf, n, pos);
+    } catch (err) {
+      io.buffers.give(buf);
+      throw err;
+    }
+    res.writeHead(range ? 206 : 200, { ...headers, ...lengthHeaders });
+    for (;;) {
+      pos += n;
+      const last = pos > end;
+      const flowing = writePooled(res, io, buf, n, last);
+      if (last) return;
+      if (!flowing && !(await waitDrain(res))) return;
+      if (res.destroyed) return;
+      n = Math.min(CHUNK, end - pos + 1);
+      buf = io.buffers.take(n);
       try {
-        await reader.readInto(blob.fd, buf, length, start);
+        await io.reader.readInto(blob.fd, buf, n, pos);
       } catch (err) {
-        reader.giveBuffer(buf);
+        io.buffers.give(buf);
         throw err;
       }
-      let returned = false;
-      const giveBack = () => {
-        if (!returned) {
-          returned = true;
-          reader.giveBuffer(buf);
-        }
-      };
-      // The buffer goes back to the pool only once the socket is done with it.
-      res.once('close', giveBack);
-      res.end(buf.subarray(0, length), giveBack);
-      return;
     }
-    let pos = start;
-    while (pos <= end && !res.destroyed) {
-      const n = Math.min(CHUNK, end - pos + 1);
-      const buf = Buffer.allocUnsafe(n);
-      await reader.readInto(blob.fd, buf, n, pos);
-      pos += n;
-      if (!res.write(buf) && !(await waitDrain(res))) return;
-    }
-    res.end();
   } finally {
-    reader.release(blob);
+    io.reader.release(blob);
   }
 }
 
@@ -108,7 +129,7 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
  * verified), so a client never receives a complete-looking bad file: on
  * failure its connection is cut short instead.
  */
-export async function sendDownloading(res: ServerResponse, download: Download, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
+export async function sendDownloading(res: ServerResponse, download: Download, io: BlobIo, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
   const head = await download.head.promise;
   const out: Record<string, string> = { 'accept-ranges': 'bytes', ...headers };
   if (head.size !== undefined) out['content-length'] = String(head.size);
@@ -132,12 +153,15 @@ export async function sendDownloading(res: ServerResponse, download: Download, h
       // Hold back the final byte until the download is verified and committed.
       const readable = download.done ? download.bytes : download.bytes - 1;
       if (pos < readable) {
-        const n = Math.min(CHUNK, readable - pos);
-        const buf = Buffer.allocUnsafe(n);
-        const { bytesRead } = await fh.read(buf, 0, n, pos);
-        if (bytesRead === 0) throw new FeedlockError('FL_INTERNAL', 'temp file shorter than written bytes');
+        const want = Math.min(TAIL_CHUNK, readable - pos);
+        const buf = io.buffers.take(want);
+        const { bytesRead } = await fh.read(buf, 0, want, pos);
+        if (bytesRead === 0) {
+          io.buffers.give(buf);
+          throw new FeedlockError('FL_INTERNAL', 'temp file shorter than written bytes');
+        }
         pos += bytesRead;
-        if (!res.write(bytesRead === n ? buf : buf.subarray(0, bytesRead)) && !(await waitDrain(res))) return 'client-gone';
+        if (!writePooled(res, io, buf, bytesRead, false) && !(await waitDrain(res))) return 'client-gone';
         continue;
       }
       if (download.done) {

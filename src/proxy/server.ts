@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import { Store } from '../store/store.js';
 import { readAptSourceUris } from './apt-sources.js';
 import { BlobReader } from './blob-reader.js';
+import { BufferPool } from './buffer-pool.js';
 import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
 import { createRequestHandler, type AdminHandler, type Resolver } from './handle-request.js';
@@ -50,7 +51,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     routeContext: { mirrors: config.mirrors, policy },
     classifier: new PathClassifier(config.classify),
     store,
-    reader,
+    io: { reader, buffers: new BufferPool() },
     flights,
     upstream,
     resolver,

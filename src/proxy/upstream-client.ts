@@ -15,7 +15,7 @@ export interface UpstreamResponse {
   url: URL;
   status: number;
   headers: Record<string, string | undefined>;
-  body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void; dump(opts?: { limit: number }): Promise<void> };
+  body: import('node:stream').Readable & { dump(opts?: { limit: number }): Promise<void> };
 }
 
 export interface UpstreamOptions {

@@ -29,20 +29,40 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Moves a finished temp file into place, creating the parent directory. */
+const madeDirs = new Set<string>();
+
+/**
+ * Moves a finished (already fsynced) temp file into place. The directory is
+ * not fsynced: after a power cut the rename may be lost, which only means the
+ * file is fetched again; it can never leave a partial file at the final path.
+ */
 export async function publish(tempPath: string, finalPath: string): Promise<void> {
-  await mkdir(dirname(finalPath), { recursive: true });
-  await rename(tempPath, finalPath);
-  await fsyncDir(dirname(finalPath));
+  const dir = dirname(finalPath);
+  if (!madeDirs.has(dir)) {
+    await mkdir(dir, { recursive: true });
+    madeDirs.add(dir);
+  }
+  try {
+    await rename(tempPath, finalPath);
+  } catch (err) {
+    // Another host's gc may have removed an emptied bucket directory.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(dir, { recursive: true });
+    await rename(tempPath, finalPath);
+  }
 }
 
-export async function writeFileAtomic(tmpDir: string, finalPath: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(tmpDir, { recursive: true });
+/**
+ * Small records (URL records, snapshot records): temp + rename. `durable`
+ * adds an fsync for records that are the only copy of a decision (snapshots);
+ * URL records can be lost in a power cut at the price of a refetch.
+ */
+export async function writeFileAtomic(tmpDir: string, finalPath: string, data: string | Uint8Array, durable = false): Promise<void> {
   const temp = tempName(tmpDir, 'rec');
   const fh = await open(temp, 'wx', 0o644);
   try {
     await fh.writeFile(data);
-    await fh.sync();
+    if (durable) await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});
     await unlink(temp).catch(() => {});
@@ -51,6 +71,7 @@ export async function writeFileAtomic(tmpDir: string, finalPath: string, data: s
   await fh.close();
   try {
     await publish(temp, finalPath);
+    if (durable) await fsyncDir(dirname(finalPath));
   } catch (err) {
     await unlink(temp).catch(() => {});
     throw err;

@@ -54,6 +54,31 @@ export class BlobWriter {
     this.bytes += chunk.length;
   }
 
+  /** Writes a batch of chunks with one system call where the OS allows. */
+  async writev(chunks: Uint8Array[]): Promise<void> {
+    if (chunks.length === 1) return this.write(chunks[0]);
+    let total = 0;
+    for (const c of chunks) {
+      this.hash.update(c);
+      total += c.length;
+    }
+    try {
+      const { bytesWritten } = await this.fh.writev(chunks, this.bytes);
+      if (bytesWritten < total) {
+        // Partial vectored write: finish the rest plainly.
+        const rest = Buffer.concat(chunks).subarray(bytesWritten);
+        let offset = 0;
+        while (offset < rest.length) {
+          const r = await this.fh.write(rest, offset, rest.length - offset, this.bytes + bytesWritten + offset);
+          offset += r.bytesWritten;
+        }
+      }
+    } catch (err) {
+      throw toFeedlockError(err);
+    }
+    this.bytes += total;
+  }
+
   async commit(expected: ExpectedContent = {}): Promise<CommittedBlob> {
     const sha256 = this.hash.digest('hex');
     const from = expected.source ? ` (expected by ${expected.source})` : '';

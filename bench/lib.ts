@@ -1,0 +1,252 @@
+/**
+ * Shared pieces of the benchmarks: a synthetic repository, child processes
+ * with RSS sampling, wrk (or a Node fallback) as load generator. Every figure
+ * is reported as a ratio to a baseline measured in the same run.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const ROOT = join(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.js');
+
+export interface SyntheticRepo {
+  root: string;
+  small: { path: string; size: number }[];
+  large: { path: string; size: number; sha256: string };
+}
+
+/** Deterministic pseudo-random bytes, fast enough for hundreds of MB. */
+function fill(buf: Buffer, seed: number): void {
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i + 4 <= buf.length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    buf.writeUInt32LE(x >>> 0, i);
+  }
+}
+
+export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: number): SyntheticRepo {
+  const pool = join(root, 'debian', 'pool', 'main');
+  mkdirSync(pool, { recursive: true });
+  const small: SyntheticRepo['small'] = [];
+  for (let i = 0; i < smallCount; i++) {
+    const size = 20_000 + ((i * 7919) % 480_000);
+    const path = `/debian/pool/main/p${i % 50}/pkg${i}_1.0-1_amd64.deb`;
+    const file = join(root, path);
+    if (!existsSync(file)) {
+      mkdirSync(join(pool, `p${i % 50}`), { recursive: true });
+      const buf = Buffer.allocUnsafe(size);
+      fill(buf, i + 1);
+      writeFileSync(file, buf);
+    }
+    small.push({ path, size });
+  }
+  const largePath = '/debian/pool/main/large/large_1.0-1_amd64.deb';
+  const largeFile = join(root, largePath);
+  const largeSize = largeMiB << 20;
+  mkdirSync(join(pool, 'large'), { recursive: true });
+  const hash = createHash('sha256');
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  const write = !existsSync(largeFile);
+  const fd = write ? openSync(largeFile, 'w') : -1;
+  for (let i = 0; i < largeMiB; i++) {
+    fill(chunk, 0x9e3779b9 + i);
+    hash.update(chunk);
+    if (write) writeSync(fd, chunk);
+  }
+  if (write) closeSync(fd);
+  return { root, small, large: { path: largePath, size: largeSize, sha256: hash.digest('hex') } };
+}
+
+export interface Proc {
+  child: ChildProcess;
+  url: string;
+  port: number;
+  rss: RssSampler;
+  stop(): Promise<void>;
+}
+
+/** Samples a process's RSS from /proc every 50 ms; peak() since the last reset(). */
+export class RssSampler {
+  private peakKb = 0;
+  private timer: NodeJS.Timeout;
+  constructor(private readonly pid: number) {
+    this.timer = setInterval(() => this.sample(), 50);
+    this.timer.unref();
+  }
+  current(): number {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      return m ? Number(m[1]) : 0;
+    } catch {
+      return 0;
+    }
+  }
+  private sample(): void {
+    this.peakKb = Math.max(this.peakKb, this.current());
+  }
+  reset(): void {
+    this.peakKb = this.current();
+  }
+  /** Peak RSS in MB since reset. */
+  peakMb(): number {
+    this.sample();
+    return Math.round(this.peakKb / 1024);
+  }
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/** Starts a child that prints its URL as the first stdout line. */
+export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Proc> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.once('line', (line) => {
+      const url = line.trim();
+      const rss = new RssSampler(child.pid!);
+      resolve({
+        child,
+        url,
+        port: Number(new URL(url).port),
+        rss,
+        stop: () =>
+          new Promise((r) => {
+            rss.stop();
+            if (child.exitCode !== null) return r();
+            child.once('exit', () => r());
+            child.kill('SIGTERM');
+            setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+          }),
+      });
+    });
+    child.once('exit', (code) => reject(new Error(`${cmd} exited early with ${code}`)));
+  });
+}
+
+export function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface LoadResult {
+  tool: string;
+  requests: number;
+  reqPerSec: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+}
+
+const WRK_SCRIPT = `
+local paths = {}
+for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
+local counter = 0
+function setup(thread) thread:set("offset", counter * 997); counter = counter + 1 end
+local i = 0
+function request()
+  i = i + 1
+  return wrk.format("GET", paths[((i + offset) % #paths) + 1])
+end
+function done(summary, latency, requests)
+  io.stderr:write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
+end
+`;
+
+/** Warm small-file load: 64 connections rotating over all paths. */
+export async function loadTest(baseUrl: string, paths: string[], seconds: number, connections = 64, workDir: string): Promise<LoadResult> {
+  if (hasCommand('wrk')) {
+    const pathsFile = join(workDir, 'wrk-paths.txt');
+    const script = join(workDir, 'rotate.lua');
+    writeFileSync(pathsFile, paths.map((p) => new URL(baseUrl + p).pathname).join('\n') + '\n');
+    writeFileSync(script, WRK_SCRIPT);
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, baseUrl], { env: { ...process.env, WRK_PATHS: pathsFile }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      child.on('exit', (code) => (code === 0 ? resolve(err) : reject(new Error(`wrk failed: ${err}`))));
+    });
+    const j = JSON.parse(/WRKJSON (.*)/.exec(out)![1]) as { requests: number; duration_us: number; p50: number; p99: number; errors: number };
+    return { tool: 'wrk', requests: j.requests, reqPerSec: Math.round(j.requests / (j.duration_us / 1e6)), p50ms: j.p50 / 1000, p99ms: j.p99 / 1000, errors: j.errors };
+  }
+  return nodeLoad(baseUrl, paths, seconds, connections);
+}
+
+async function nodeLoad(baseUrl: string, paths: string[], seconds: number, connections: number): Promise<LoadResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  const latencies: number[] = [];
+  let errors = 0;
+  let next = 0;
+  const end = Date.now() + seconds * 1000;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (Date.now() < end) {
+        const p = paths[next++ % paths.length];
+        const t = performance.now();
+        const ok = await fetchDiscard(baseUrl + p, agent);
+        if (!ok) errors++;
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const q = (f: number) => Math.round(latencies[Math.floor(f * (latencies.length - 1))] * 100) / 100;
+  return { tool: 'node', requests: latencies.length, reqPerSec: Math.round(latencies.length / ((Date.now() - started) / 1000)), p50ms: q(0.5), p99ms: q(0.99), errors };
+}
+
+export function fetchDiscard(url: string, agent?: Agent): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpRequest(url, { agent }, (res) => {
+      res.on('data', () => {});
+      res.on('end', () => resolve(res.statusCode === 200 && res.complete));
+      res.on('error', () => resolve(false));
+    });
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+/** Fetches a URL and returns its sha256 and byte count, with the time of the first byte. */
+export function fetchHash(url: string, agent?: Agent): Promise<{ ok: boolean; sha256: string; bytes: number; firstByteAt: number; endAt: number }> {
+  return new Promise((resolve) => {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let firstByteAt = 0;
+    const req = httpRequest(url, { agent }, (res) => {
+      res.on('data', (c: Buffer) => {
+        if (!firstByteAt) firstByteAt = performance.now();
+        bytes += c.length;
+        hash.update(c);
+      });
+      res.on('end', () => resolve({ ok: res.statusCode === 200 && res.complete, sha256: hash.digest('hex'), bytes, firstByteAt, endAt: performance.now() }));
+      res.on('error', () => resolve({ ok: false, sha256: '', bytes, firstByteAt, endAt: performance.now() }));
+    });
+    req.on('error', () => resolve({ ok: false, sha256: '', bytes, firstByteAt, endAt: performance.now() }));
+    req.end();
+  });
+}
+
+export async function runPool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+  let i = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (i < items.length) await fn(items[i++]);
+  }));
+}
+
+export function ratio(a: number, b: number): number {
+  return b ? Math.round((a / b) * 100) / 100 : 0;
+}

@@ -1,0 +1,44 @@
+/**
+ * Reusable read buffers in power-of-two size classes. Serving a hit means
+ * reading a file into memory and handing it to the socket; allocating a fresh
+ * buffer each time leaves the GC to reclaim hundreds of MB of external memory
+ * late, which is what pushed RSS past 100 MB in measurements. A buffer goes
+ * back to the pool only after the socket has finished with it.
+ */
+const MIN_CLASS = 14; // 16 KiB
+const MAX_CLASS = 20; // 1 MiB
+
+export class BufferPool {
+  private readonly free: Buffer[][] = [];
+  private pooledBytes = 0;
+
+  constructor(private readonly maxPooledBytes = 24 << 20) {
+    for (let c = 0; c <= MAX_CLASS; c++) this.free.push([]);
+  }
+
+  static readonly maxPooledSize = 1 << MAX_CLASS;
+
+  private classOf(size: number): number {
+    return Math.max(MIN_CLASS, 32 - Math.clz32(Math.max(1, size) - 1));
+  }
+
+  /** A buffer of at least `size` bytes (exactly `size` when too large to pool). */
+  take(size: number): Buffer {
+    if (size > BufferPool.maxPooledSize) return Buffer.allocUnsafeSlow(size);
+    const c = this.classOf(size);
+    const b = this.free[c].pop();
+    if (b) {
+      this.pooledBytes -= b.length;
+      return b;
+    }
+    return Buffer.allocUnsafeSlow(1 << c);
+  }
+
+  give(buf: Buffer): void {
+    const c = this.classOf(buf.length);
+    if (buf.length !== 1 << c || c > MAX_CLASS) return;
+    if (this.pooledBytes + buf.length > this.maxPooledBytes) return;
+    this.free[c].push(buf);
+    this.pooledBytes += buf.length;
+  }
+}
