@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
-export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.js');
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
 
 export interface SyntheticRepo {
   root: string;

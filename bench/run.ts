@@ -38,7 +38,7 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
   console.error(`upstream: Node static server at ${upstream.url}`);
   const startFeedlock = (store: string): Promise<Proc> =>
-    startProcess(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upstream.port}`]);
+    startProcess(CLI, ['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upstream.port}`]);
   let feedlock = await startFeedlock(join(work, 'store'));
   const via = (p: string) => `${feedlock.url}/127.0.0.1:${upstream.port}${p}`;
   const direct = (p: string) => `${upstream.url}${p}`;

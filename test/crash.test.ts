@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { startStaticUpstream } from '../fixtures/static-server.js';
 import { tempDir } from './helpers/feedlock.js';
 
-const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.js');
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 function startCli(args: string[]): Promise<{ child: ChildProcess; url: string }> {

@@ -62,6 +62,7 @@ describe('HTTP behaviour of the proxy', () => {
       expect(sha(r.body)).toBe(sha(big));
     }
     expect(upstream.requests.filter((r) => r.url.endsWith('big_1_amd64.deb')).length - before).toBe(1);
+    await feedlock.flights.idle();
     expect(results.map((r) => r.headers['x-feedlock-cache']).sort()).toEqual([...Array(15).fill('coalesced'), 'miss']);
   });
 
@@ -245,6 +246,7 @@ describe('HTTP behaviour of the proxy', () => {
         const ok = await get(`${base}/pool/main/${file}`);
         expect(ok.status).toBe(200);
         expect(sha(ok.body)).toBe(sha(good));
+        await feedlock.flights.idle();
         expect((await get(`${base}/pool/main/${file}`)).headers['x-feedlock-cache']).toBe('hit');
       });
     }

@@ -9,7 +9,7 @@ import { Store } from '../src/store/store.js';
 import { tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);
-const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.js');
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 async function putBlob(store: Store, url: string, data: Buffer) {

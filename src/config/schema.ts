@@ -153,7 +153,7 @@ export const DEFAULTS = {
   aptSources: true,
   aptSourcesDir: '/etc/apt',
   allowConnect: false,
-  concurrency: 8,
+  concurrency: 16,
   retries: 2,
   timeouts: { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000 },
   logLevel: 'info',

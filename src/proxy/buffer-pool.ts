@@ -12,7 +12,7 @@ export class BufferPool {
   private readonly free: Buffer[][] = [];
   private pooledBytes = 0;
 
-  constructor(private readonly maxPooledBytes = 24 << 20) {
+  constructor(private readonly maxPooledBytes = 8 << 20) {
     for (let c = 0; c <= MAX_CLASS; c++) this.free.push([]);
   }
 

@@ -44,6 +44,8 @@ export class Download {
   writer?: BlobWriter;
   /** Bytes safely written to the temp file; readers may read up to here. */
   bytes = 0;
+  /** Every byte arrived and matched the expected size and digest. */
+  verified = false;
   done = false;
   error?: FeedlockError;
   private wakers: (() => void)[] = [];
@@ -73,12 +75,12 @@ export class Download {
     if (revalidate?.upstreamEtag) headers['if-none-match'] = revalidate.upstreamEtag;
     if (revalidate?.lastModified) headers['if-modified-since'] = revalidate.lastModified;
     try {
-      await upstream.fetch(url, { headers }, async (res) => {
+      // The upstream slot is held only while bytes flow; fsync and rename happen after.
+      const headersOf = await upstream.fetch(url, { headers }, async (res) => {
         if (res.status === 304 && revalidate) {
           void discard(res.body);
           this.head.resolve({ notModified: true });
-          this.finish(revalidate);
-          return;
+          return undefined;
         }
         if (res.status !== 200) {
           void discard(res.body);
@@ -97,19 +99,28 @@ export class Download {
         if (size !== undefined && this.bytes !== size) {
           throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.bytes} of ${size} bytes`, { url: String(url) });
         }
-        const blob = await this.writer.commit({ ...expected, size: expected?.size ?? size });
-        const record: UrlRecord = {
-          url: String(url),
-          sha256: blob.sha256,
-          size: blob.size,
-          storedAt: Date.now(),
-          lastModified: res.headers['last-modified'],
-          contentType: res.headers['content-type'],
-          upstreamEtag: res.headers.etag,
-        };
-        await store.index.put(record);
-        this.finish(record);
+        await this.writer.verify({ ...expected, size: expected?.size ?? size });
+        // Verified: clients may have their last byte now, the fsync need not delay them.
+        this.verified = true;
+        this.wake();
+        return res.headers;
       });
+      if (!headersOf) {
+        this.finish(revalidate!);
+        return;
+      }
+      const blob = await this.writer!.publish();
+      const record: UrlRecord = {
+        url: String(url),
+        sha256: blob.sha256,
+        size: blob.size,
+        storedAt: Date.now(),
+        lastModified: headersOf['last-modified'],
+        contentType: headersOf['content-type'],
+        upstreamEtag: headersOf.etag,
+      };
+      await store.index.put(record);
+      this.finish(record);
     } catch (err) {
       const e = err instanceof FeedlockError ? err : toFeedlockError(err);
       const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} failed mid-body: ${(err as Error).message}`, {}, { cause: err }) : e;
@@ -124,7 +135,7 @@ export class Download {
    * buffered, so a slow disk slows the upstream and memory stays bounded.
    */
   private drainBody(body: UpstreamResponse['body'], writer: BlobWriter): Promise<void> {
-    const HIGH_WATER = 4 << 20;
+    const HIGH_WATER = 1 << 20;
     return new Promise((resolve, reject) => {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
@@ -198,6 +209,7 @@ export class Download {
 /** At most one Download per URL in this process. */
 export class SingleFlight {
   private readonly inflight = new Map<string, Download>();
+  private readonly idleWaiters: (() => void)[] = [];
   coalesced = 0;
 
   constructor(
@@ -221,7 +233,16 @@ export class SingleFlight {
     }
     const download = new Download(req);
     this.inflight.set(key, download);
-    void download.run(this.store, this.upstream).finally(() => this.inflight.delete(key));
+    void download.run(this.store, this.upstream).finally(() => {
+      this.inflight.delete(key);
+      if (this.inflight.size === 0) for (const fn of this.idleWaiters.splice(0)) fn();
+    });
     return { download, leader: true };
+  }
+
+  /** Resolves when no download is running (graceful shutdown, tests). */
+  idle(): Promise<void> {
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 }

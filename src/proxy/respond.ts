@@ -18,8 +18,9 @@ export interface StoredFile {
   contentType: string;
 }
 
-const CHUNK = 1 << 20;
-const TAIL_CHUNK = 256 << 10;
+// Bounded per response: 64 busy clients hold at most 64 x 256 KiB of read buffers.
+const CHUNK = 256 << 10;
+const TAIL_CHUNK = 128 << 10;
 
 export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
@@ -125,8 +126,8 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
 
 /**
  * Streams a download that is still running to one client by tailing its temp
- * file. The last byte is held back until the blob is committed (size and hash
- * verified), so a client never receives a complete-looking bad file: on
+ * file. The last byte is held back until size and hash are verified, so a
+ * client never receives a complete-looking bad file: on
  * failure its connection is cut short instead.
  */
 export async function sendDownloading(res: ServerResponse, download: Download, io: BlobIo, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
@@ -146,12 +147,13 @@ export async function sendDownloading(res: ServerResponse, download: Download, i
   try {
     for (;;) {
       if (res.destroyed) return 'client-gone';
-      if (download.error) {
+      // A failure after verification (e.g. the fsync) does not make the bytes wrong.
+      if (download.error && !download.verified) {
         res.destroy(download.error);
         return 'failed';
       }
-      // Hold back the final byte until the download is verified and committed.
-      const readable = download.done ? download.bytes : download.bytes - 1;
+      // Hold back the final byte until the download is verified.
+      const readable = download.verified ? download.bytes : download.bytes - 1;
       if (pos < readable) {
         const want = Math.min(TAIL_CHUNK, readable - pos);
         const buf = io.buffers.take(want);
@@ -164,7 +166,7 @@ export async function sendDownloading(res: ServerResponse, download: Download, i
         if (!writePooled(res, io, buf, bytesRead, false) && !(await waitDrain(res))) return 'client-gone';
         continue;
       }
-      if (download.done) {
+      if (download.verified) {
         res.end();
         return 'complete';
       }

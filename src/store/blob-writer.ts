@@ -25,6 +25,7 @@ export class BlobWriter {
   bytes = 0;
   private readonly hash: Hash = createHash('sha256');
   private closed = false;
+  private verified?: CommittedBlob;
 
   private constructor(
     private readonly layout: StoreLayout,
@@ -33,9 +34,16 @@ export class BlobWriter {
   ) {}
 
   static async create(layout: StoreLayout): Promise<BlobWriter> {
-    await mkdir(layout.tmpDir, { recursive: true });
     const path = tempName(layout.tmpDir);
-    const fh = await open(path, 'wx', 0o644);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'wx', 0o644);
+    } catch (err) {
+      // tmp/ is made when the store opens; recreate it if someone removed it since.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toFeedlockError(err);
+      await mkdir(layout.tmpDir, { recursive: true });
+      fh = await open(path, 'wx', 0o644);
+    }
     return new BlobWriter(layout, path, fh);
   }
 
@@ -79,7 +87,13 @@ export class BlobWriter {
     this.bytes += total;
   }
 
-  async commit(expected: ExpectedContent = {}): Promise<CommittedBlob> {
+  /**
+   * Checks size and digest against what the caller expected. After this the
+   * bytes are known good and may be released to clients; publish() makes them
+   * durable and visible in the store.
+   */
+  async verify(expected: ExpectedContent = {}): Promise<CommittedBlob> {
+    if (this.verified) return this.verified;
     const sha256 = this.hash.digest('hex');
     const from = expected.source ? ` (expected by ${expected.source})` : '';
     if (expected.size !== undefined && expected.size !== this.bytes) {
@@ -90,16 +104,30 @@ export class BlobWriter {
       await this.abort();
       throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${expected.sha256}${from}, got ${sha256}`, { expected: expected.sha256, found: sha256 });
     }
+    this.verified = { sha256, size: this.bytes };
+    return this.verified;
+  }
+
+  /** fsync, then rename to the content path: visible only when complete. */
+  async publish(): Promise<CommittedBlob> {
+    const blob = this.verified;
+    if (!blob) throw new FeedlockError('FL_INTERNAL', 'publish() before verify()');
     try {
-      await this.fh.sync();
+      // fdatasync: the data and size must be durable; timestamps need not be.
+      await this.fh.datasync();
       await this.fh.close();
       this.closed = true;
-      await publish(this.tempPath, this.layout.blobPath(sha256));
+      await publish(this.tempPath, this.layout.blobPath(blob.sha256));
     } catch (err) {
       await this.abort();
       throw toFeedlockError(err);
     }
-    return { sha256, size: this.bytes };
+    return blob;
+  }
+
+  async commit(expected: ExpectedContent = {}): Promise<CommittedBlob> {
+    await this.verify(expected);
+    return this.publish();
   }
 
   async abort(): Promise<void> {

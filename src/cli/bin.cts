@@ -1,0 +1,19 @@
+#!/usr/bin/env -S node --max-semi-space-size=2
+// --max-semi-space-size=2: V8's young generation otherwise reserves ~35 MB that
+// a proxy moving buffers (not objects) does not need (measured in npm run bench).
+// CommonJS on purpose: this file must run before anything touches libuv's
+// thread pool (the ESM loader reads modules through it). fsync of finished
+// blobs can take tens of ms on virtual disks, and with the default 4 threads a
+// few of them stall every other file operation.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
+import('./main.js').then(
+  async ({ main }) => {
+    const code = await main(process.argv);
+    if (code !== 0) process.exitCode = code;
+  },
+  (err) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
