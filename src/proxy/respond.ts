@@ -135,6 +135,9 @@ export async function sendDownloading(res: ServerResponse, download: Download, i
   const out: Record<string, string> = { 'accept-ranges': 'bytes', ...headers };
   if (head.size !== undefined) out['content-length'] = String(head.size);
   if (head.lastModified) out['last-modified'] = head.lastModified;
+  // When the digest is known in advance (by-hash, snapshot), a miss carries the same ETag as a later hit.
+  const expectedSha = download.request.expected?.sha256;
+  if (expectedSha) out.etag = etagFor(expectedSha);
   res.writeHead(200, out);
 
   let fh = await openFile(download.writer!.tempPath, 'r').catch(() => undefined);
