@@ -201,6 +201,19 @@ describe('HTTP behaviour of the proxy', () => {
       expect((await get(`${base}/pool/main/big_1_amd64.deb`, { range: 'bytes=0-0' })).status).toBe(206);
     });
 
+    it('with allowConnect, CONNECT tunnels to allowed hosts only', async () => {
+      const f = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], allowConnect: true });
+      try {
+        const ok = await raw(f.port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\nGET /repo/dists/stable/Release HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+        expect(ok).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200 OK[\s\S]*Suite: stable/);
+        const refused = await raw(f.port, `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        expect(refused).toMatch(/^HTTP\/1\.1 403/);
+        expect(bystanderHits).toBe(0);
+      } finally {
+        await f.close();
+      }
+    });
+
     it('only GET and HEAD are served', async () => {
       const r = await request(`${base}/pool/main/big_1_amd64.deb`, { method: 'POST', body: 'x' });
       expect(r.statusCode).toBe(405);

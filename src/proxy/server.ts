@@ -3,7 +3,7 @@
  * server. GETs are served with node:http (package files need real streaming);
  * CONNECT is refused unless enabled, then tunnelled with node:net.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -122,17 +122,34 @@ function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: Conf
     return refuse('400 Bad Request', `bad CONNECT target ${JSON.stringify(req.url)}`);
   }
   if (!policy.isAllowed(target)) return refuse('403 Forbidden', `CONNECT to ${target.host} is not an allowed host`);
-  const upstream = connect(Number(target.port || 443), target.hostname, () => {
+  const splice = (upstream: Socket, upstreamHead: Buffer = Buffer.alloc(0)) => {
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (upstreamHead.length) client.write(upstreamHead);
     if (head.length) upstream.write(head);
+    // pipe() carries backpressure both ways.
     upstream.pipe(client);
     client.pipe(upstream);
-  });
-  const end = () => {
-    upstream.destroy();
-    client.destroy();
+    upstream.on('error', end);
+    upstream.on('close', end);
+    client.on('close', () => upstream.destroy());
   };
-  upstream.on('error', (err) => (client.writable && !upstream.readable ? refuse('502 Bad Gateway', `cannot reach ${target.host}: ${err.message}`) : end()));
+  const end = () => client.destroy();
   client.on('error', end);
-  client.on('close', end);
+  const port = Number(target.port || 443);
+  if (config.upstreamProxy) {
+    // Chain through the corporate proxy with its own CONNECT.
+    const proxyReq = httpRequest(config.upstreamProxy, { method: 'CONNECT', path: `${target.hostname}:${port}`, headers: { host: `${target.hostname}:${port}` } });
+    proxyReq.once('connect', (res, socket, upstreamHead) => {
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        return refuse('502 Bad Gateway', `upstream proxy refused CONNECT to ${target.host}: ${res.statusCode}`);
+      }
+      splice(socket, upstreamHead);
+    });
+    proxyReq.once('error', (err) => refuse('502 Bad Gateway', `upstream proxy unreachable: ${err.message}`));
+    proxyReq.end();
+    return;
+  }
+  const upstream = connect(port, target.hostname, () => splice(upstream));
+  upstream.once('error', (err) => (client.writable ? refuse('502 Bad Gateway', `cannot reach ${target.host}: ${err.message}`) : end()));
 }
