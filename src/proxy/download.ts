@@ -93,7 +93,7 @@ export class Download {
           void discard(res.body);
           throw new FeedlockError('FL_SIZE_MISMATCH', `upstream ${url} announces ${size} bytes but ${expected.source ?? 'the index'} says ${expected.size}`, { expected: expected.size, found: size });
         }
-        this.writer = await store.createWriter();
+        this.writer = await store.createWriter({ md5: expected?.md5 !== undefined });
         this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
         await this.drainBody(res.body, this.writer);
         if (size !== undefined && this.bytes !== size) {
@@ -118,6 +118,7 @@ export class Download {
         lastModified: headersOf['last-modified'],
         contentType: headersOf['content-type'],
         upstreamEtag: headersOf.etag,
+        md5: blob.md5,
       };
       await store.index.put(record);
       this.finish(record);

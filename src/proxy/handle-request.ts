@@ -43,6 +43,7 @@ export interface HandlerDeps {
   stats: ProxyStats;
   log: Logger;
   defaultEnv: string;
+  offline?: boolean;
   admin?: AdminHandler;
 }
 
@@ -104,6 +105,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     const serve = async (): Promise<void> => {
       if (kind === 'other') {
+        if (deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
         result = 'pass';
         return passThrough(deps, req, res, route);
       }

@@ -33,19 +33,21 @@ export interface RunningServer {
 
 export interface ServerParts {
   /** Swap in the snapshot resolver (or a test double of the index layer). */
-  resolver?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient }) => Resolver;
+  resolver?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient; policy: UpstreamPolicy }) => Resolver | Promise<Resolver>;
   admin?: (parts: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient }) => AdminHandler;
 }
 
 export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
   const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];
-  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris });
+  // A fallback archive is an upstream like any other: allowed, and nothing else is.
+  const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
+  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] });
   const store = await Store.open(config.store, config.indexDir!);
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha));
-  const resolver = parts.resolver?.({ store, flights, upstream }) ?? new LiveResolver(store, flights);
+  const resolver = (await parts.resolver?.({ store, flights, upstream, policy })) ?? new LiveResolver(store, flights);
 
   const handler = createRequestHandler({
     routeContext: { mirrors: config.mirrors, policy },
@@ -58,6 +60,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     stats,
     log,
     defaultEnv: config.env,
+    offline: config.offline,
     admin: parts.admin?.({ store, stats, flights, upstream }),
   });
 

@@ -59,7 +59,14 @@ export async function publish(tempPath: string, finalPath: string): Promise<void
  */
 export async function writeFileAtomic(tmpDir: string, finalPath: string, data: string | Uint8Array, durable = false): Promise<void> {
   const temp = tempName(tmpDir, 'rec');
-  const fh = await open(temp, 'wx', 0o644);
+  let fh;
+  try {
+    fh = await open(temp, 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(tmpDir, { recursive: true });
+    fh = await open(temp, 'wx', 0o644);
+  }
   try {
     await fh.writeFile(data);
     if (durable) await fh.sync();

@@ -11,6 +11,8 @@ import type { StoreLayout } from './layout.js';
 
 export interface ExpectedContent {
   sha256?: string;
+  /** Only for feeds that list nothing stronger (old opkg feeds). */
+  md5?: string;
   size?: number;
   /** Where the expectation came from, for the error message. */
   source?: string;
@@ -19,11 +21,13 @@ export interface ExpectedContent {
 export interface CommittedBlob {
   sha256: string;
   size: number;
+  md5?: string;
 }
 
 export class BlobWriter {
   bytes = 0;
   private readonly hash: Hash = createHash('sha256');
+  private readonly md5?: Hash;
   private closed = false;
   private verified?: CommittedBlob;
 
@@ -31,9 +35,12 @@ export class BlobWriter {
     private readonly layout: StoreLayout,
     readonly tempPath: string,
     private readonly fh: FileHandle,
-  ) {}
+    withMd5: boolean,
+  ) {
+    if (withMd5) this.md5 = createHash('md5');
+  }
 
-  static async create(layout: StoreLayout): Promise<BlobWriter> {
+  static async create(layout: StoreLayout, options: { md5?: boolean } = {}): Promise<BlobWriter> {
     const path = tempName(layout.tmpDir);
     let fh: FileHandle;
     try {
@@ -44,12 +51,13 @@ export class BlobWriter {
       await mkdir(layout.tmpDir, { recursive: true });
       fh = await open(path, 'wx', 0o644);
     }
-    return new BlobWriter(layout, path, fh);
+    return new BlobWriter(layout, path, fh, options.md5 ?? false);
   }
 
   /** Resolves when the chunk is on its way to disk: the caller's backpressure. */
   async write(chunk: Uint8Array): Promise<void> {
     this.hash.update(chunk);
+    this.md5?.update(chunk);
     let offset = 0;
     try {
       while (offset < chunk.length) {
@@ -68,6 +76,7 @@ export class BlobWriter {
     let total = 0;
     for (const c of chunks) {
       this.hash.update(c);
+      this.md5?.update(c);
       total += c.length;
     }
     try {
@@ -95,6 +104,7 @@ export class BlobWriter {
   async verify(expected: ExpectedContent = {}): Promise<CommittedBlob> {
     if (this.verified) return this.verified;
     const sha256 = this.hash.digest('hex');
+    const md5 = this.md5?.digest('hex');
     const from = expected.source ? ` (expected by ${expected.source})` : '';
     if (expected.size !== undefined && expected.size !== this.bytes) {
       await this.abort();
@@ -104,7 +114,11 @@ export class BlobWriter {
       await this.abort();
       throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${expected.sha256}${from}, got ${sha256}`, { expected: expected.sha256, found: sha256 });
     }
-    this.verified = { sha256, size: this.bytes };
+    if (expected.md5 !== undefined && expected.md5 !== md5) {
+      await this.abort();
+      throw new FeedlockError('FL_HASH_MISMATCH', `md5 mismatch: expected ${expected.md5}${from}, got ${md5}`, { expected: expected.md5, found: md5 });
+    }
+    this.verified = { sha256, size: this.bytes, md5 };
     return this.verified;
   }
 

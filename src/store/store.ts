@@ -49,8 +49,8 @@ export class Store {
     return this.layout.blobPath(sha256);
   }
 
-  createWriter(): Promise<BlobWriter> {
-    return BlobWriter.create(this.layout);
+  createWriter(options: { md5?: boolean } = {}): Promise<BlobWriter> {
+    return BlobWriter.create(this.layout, options);
   }
 
   async hasBlob(sha256: string): Promise<boolean> {

@@ -5,7 +5,7 @@
  */
 import { open as openFile, readFile, readdir, rm, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { open as openLmdb, type RootDatabase } from 'lmdb';
+import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { FeedlockError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { SHA256_HEX, type StoreLayout } from './layout.js';
@@ -20,6 +20,8 @@ export interface UrlRecord {
   contentType?: string;
   /** Upstream ETag, used to revalidate; clients see the blob digest instead. */
   upstreamEtag?: string;
+  /** Recorded when an index only vouched for the file by md5. */
+  md5?: string;
 }
 
 function isUrlRecord(value: unknown): value is UrlRecord {
@@ -28,11 +30,26 @@ function isUrlRecord(value: unknown): value is UrlRecord {
 }
 
 export class UrlIndex {
+  private readonly db: Database<UrlRecord, string>;
+  private readonly subDbs = new Map<string, Database<unknown, string>>();
+
   private constructor(
     private readonly layout: StoreLayout,
     readonly indexDir: string,
-    private readonly db: RootDatabase<UrlRecord, string>,
-  ) {}
+    private readonly root: RootDatabase<unknown, string>,
+  ) {
+    this.db = root.openDB<UrlRecord, string>({ name: 'urls' });
+  }
+
+  /** Another derived table in the same local LMDB (e.g. parsed package indices). */
+  table<T>(name: string): Database<T, string> {
+    let db = this.subDbs.get(name);
+    if (!db) {
+      db = this.root.openDB<unknown, string>({ name });
+      this.subDbs.set(name, db);
+    }
+    return db as Database<T, string>;
+  }
 
   /**
    * The index is a cache of the record files, so LMDB runs without fsync
@@ -49,10 +66,10 @@ export class UrlIndex {
     const tornByReboot = previous !== undefined && previous !== boot;
     if (tornByReboot) await UrlIndex.destroy(indexDir);
     await checkLmdbFile(join(indexDir, 'urls.mdb'), layout.root, indexDir);
-    let db: RootDatabase<UrlRecord, string>;
+    let db: RootDatabase<unknown, string>;
     try {
-      db = openLmdb<UrlRecord, string>({ path: join(indexDir, 'urls.mdb'), compression: false, noSubdir: true, mapSize: 2 ** 34, noSync: true });
-      db.get('\0probe');
+      db = openLmdb<unknown, string>({ path: join(indexDir, 'urls.mdb'), compression: false, noSubdir: true, mapSize: 2 ** 34, noSync: true, maxDbs: 8 });
+      db.openDB({ name: 'urls' }).get('\0probe');
     } catch (err) {
       throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} cannot be opened (${(err as Error).message}); rebuild it from the store with: feedlock store reindex --store ${layout.root} --index-dir ${indexDir}`, { indexDir }, { cause: err });
     }
@@ -125,6 +142,8 @@ export class UrlIndex {
   /** Rebuilds LMDB from the record files; returns how many records it holds. */
   async reindex(): Promise<{ records: number; unreadable: string[] }> {
     await this.db.clearAsync();
+    // Every other table is derived from blobs and refills itself on demand.
+    for (const name of ['packages']) await this.table(name).clearAsync();
     let records = 0;
     const unreadable: string[] = [];
     for await (const { path, record } of this.records()) {
@@ -135,7 +154,7 @@ export class UrlIndex {
       await this.db.put(record.url, record);
       records++;
     }
-    await this.db.flushed;
+    await this.root.flushed;
     return { records, unreadable };
   }
 
@@ -144,8 +163,8 @@ export class UrlIndex {
   }
 
   async close(): Promise<void> {
-    await this.db.flushed;
-    await this.db.close();
+    await this.root.flushed;
+    await this.root.close();
     // Closed cleanly: no rebuild needed whatever happens to the machine next.
     await unlink(join(this.indexDir, 'open-since-boot')).catch(() => {});
   }

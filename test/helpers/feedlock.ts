@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config/load-config.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer, type ServerParts } from '../../src/proxy/server.js';
 import type { Config } from '../../src/config/schema.js';
+import { snapshotParts } from '../../src/snapshot/server-parts.js';
 
 export function tempDir(label: string): string {
   return mkdtempSync(join(tmpdir(), `feedlock-${label}-`));
@@ -15,6 +16,7 @@ export async function startFeedlock(flags: Record<string, unknown>, parts?: Serv
   const store = (flags.store as string) ?? join(tempDir('store'), 'store');
   const config = loadConfig({ port: 0, aptSources: false, logLevel: process.env.FEEDLOCK_TEST_LOG ?? 'silent', store, indexDir: join(store, '..', 'index'), ...flags }, undefined, {});
   const log = createLogger(config.logLevel, { pretty: false });
-  const running = await startServer(config, log, parts);
+  // The product's wiring (snapshots on) unless a test swaps parts in.
+  const running = await startServer(config, log, parts ?? snapshotParts(config, log));
   return Object.assign(running, { config });
 }

@@ -1,0 +1,109 @@
+/**
+ * Build environments: which snapshot each one serves, and the only places
+ * where that changes (first sight of a repository, reset, pin, delete).
+ */
+import { FeedlockError } from '../errors.js';
+import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
+import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
+
+export interface EnvView {
+  state: EnvState;
+  snapshot?: SnapshotRecord;
+}
+
+/** Env states are re-read at most this often on the package hot path. */
+const STATE_TTL_MS = 1000;
+
+export class Environments {
+  private readonly cache = new Map<string, { at: number; view: EnvView }>();
+  private readonly capturing = new Map<string, Promise<EnvView>>();
+
+  constructor(
+    readonly records: SnapshotRecords,
+    private readonly capture: CaptureDeps,
+  ) {}
+
+  async view(name: string, fresh = false): Promise<EnvView> {
+    const hit = this.cache.get(name);
+    if (!fresh && hit && Date.now() - hit.at < STATE_TTL_MS) return hit.view;
+    const state = await this.records.readEnv(name);
+    const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.records.getSnapshot(state.snapshot) : undefined };
+    this.cache.set(name, { at: Date.now(), view });
+    return view;
+  }
+
+  private remember(state: EnvState, snapshot?: SnapshotRecord): EnvView {
+    const view = { state, snapshot };
+    this.cache.set(state.name, { at: Date.now(), view });
+    return view;
+  }
+
+  /**
+   * Pins the repository `guess` names into the environment: exactly one
+   * capture per repository, even with many requests, processes or hosts at
+   * once. A process that loses the race adopts the winner's pin.
+   */
+  pinRepository(env: string, guess: RepoGuess): Promise<EnvView> {
+    const key = `${env}\0${guess.url}`;
+    let running = this.capturing.get(key);
+    if (!running) {
+      running = this.doPin(env, guess).finally(() => this.capturing.delete(key));
+      this.capturing.set(key, running);
+    }
+    return running;
+  }
+
+  private async doPin(env: string, guess: RepoGuess): Promise<EnvView> {
+    const before = await this.view(env, true);
+    const known = before.snapshot?.repos.find((r) => r.url === guess.url);
+    if (known) return before;
+    if (before.state.locked) throw notInSnapshot(env, before.state.snapshot, guess.url);
+    const repo = await captureRepo(this.capture, guess);
+    let snapshot: SnapshotRecord | undefined;
+    const state = await this.records.updateEnv(env, `captured ${repo.url}`, async (current) => {
+      const currentSnap = current.snapshot && !current.deleted ? await this.records.getSnapshot(current.snapshot) : undefined;
+      if (currentSnap?.repos.some((r) => r.url === repo.url)) {
+        snapshot = currentSnap;
+        return undefined; // someone else pinned it first: theirs wins
+      }
+      if (current.locked && !current.deleted) throw notInSnapshot(env, current.snapshot, repo.url);
+      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), repo]);
+      return { snapshot: snapshot.id, locked: false };
+    });
+    return this.remember(state, snapshot);
+  }
+
+  async reset(env: string): Promise<EnvState> {
+    const state = await this.records.updateEnv(env, 'reset', () => ({ snapshot: null, locked: false }));
+    this.cache.delete(env);
+    return state;
+  }
+
+  async pin(env: string, ref: string): Promise<EnvState> {
+    const id = await this.records.resolveId(ref);
+    await this.records.getSnapshot(id);
+    const state = await this.records.updateEnv(env, `pinned ${id}`, () => ({ snapshot: id, locked: true }));
+    this.cache.delete(env);
+    return state;
+  }
+
+  async delete(env: string): Promise<EnvState> {
+    const current = await this.records.readEnv(env);
+    if (current.seq === 0 || current.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`);
+    const state = await this.records.updateEnv(env, 'deleted', () => ({ snapshot: null, locked: false, deleted: true }));
+    this.cache.delete(env);
+    return state;
+  }
+}
+
+export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
+  return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });
+}
+
+export function repoFor(snapshot: SnapshotRecord | undefined, url: string): PinnedRepo | undefined {
+  let best: PinnedRepo | undefined;
+  for (const r of snapshot?.repos ?? []) {
+    if (url.startsWith(r.url + '/') && (!best || r.url.length > best.url.length)) best = r;
+  }
+  return best;
+}

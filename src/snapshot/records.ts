@@ -1,0 +1,223 @@
+/**
+ * Snapshot and environment records, kept as small JSON files beside the
+ * store (or in a per-build state dir). They may live on NFS and be written by
+ * several hosts at once, so:
+ *  - a snapshot record is named by its content-derived id and never changes:
+ *    two hosts writing the same snapshot write the same file;
+ *  - an environment is a sequence of numbered states; a new state is created
+ *    with link(2), which fails if another writer took that number first. The
+ *    loser re-reads and retries, so concurrent updates never get lost and no
+ *    lock file can be left held by a crashed host.
+ */
+import { createHash } from 'node:crypto';
+import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FeedlockError } from '../errors.js';
+import { writeFileAtomic, tempName } from '../store/atomic-file.js';
+
+export interface AnchorFile {
+  sha256: string;
+  size: number;
+}
+
+export interface PinnedRepo {
+  /** apt: ".../dists/<suite>" (or a flat repository's directory); opkg: the feed directory. No trailing slash. */
+  url: string;
+  kind: 'apt' | 'opkg';
+  /** Package file names in the indices are relative to this URL. */
+  archiveRoot: string;
+  /** ISO time of capture. */
+  capturedAt: string;
+  /** InRelease/Release/Release.gpg or Packages/Packages.gz/Packages.sig that upstream published. */
+  anchors: Record<string, AnchorFile>;
+  /** Key id that signed the anchor, when a keyring was given. */
+  signedBy?: string;
+}
+
+export interface SnapshotRecord {
+  id: string;
+  createdAt: string;
+  repos: PinnedRepo[];
+}
+
+export interface EnvHistoryEntry {
+  snapshot: string | null;
+  at: string;
+  reason: string;
+}
+
+export interface EnvState {
+  name: string;
+  seq: number;
+  snapshot: string | null;
+  /** Pinned to an exact snapshot: repositories it lacks are refused, not captured. */
+  locked: boolean;
+  deleted?: boolean;
+  updatedAt: string;
+  history: EnvHistoryEntry[];
+}
+
+const HISTORY_MAX = 50;
+
+export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean };
+const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
+
+/** Content-derived: the same upstream state captured anywhere gives the same id. */
+export function snapshotId(repos: PinnedRepo[]): string {
+  const h = createHash('sha256');
+  for (const r of [...repos].sort((a, b) => (a.url < b.url ? -1 : 1))) {
+    h.update(`repo ${r.kind} ${r.url} ${r.archiveRoot}\n`);
+    for (const name of Object.keys(r.anchors).sort()) h.update(`${name} ${r.anchors[name].sha256} ${r.anchors[name].size}\n`);
+  }
+  return h.digest('hex').slice(0, 20);
+}
+
+export function emptyEnv(name: string): EnvState {
+  return { name, seq: 0, snapshot: null, locked: false, updatedAt: new Date(0).toISOString(), history: [] };
+}
+
+export class SnapshotRecords {
+  /** Temp files live beside the records: link(2) and rename(2) do not cross filesystems. */
+  private readonly tmpDir: string;
+
+  constructor(readonly dir: string) {
+    this.tmpDir = join(dir, 'tmp');
+  }
+
+  private recordPath(id: string): string {
+    return join(this.dir, 'records', `${id}.json`);
+  }
+
+  private envDir(name: string): string {
+    return join(this.dir, 'envs', name);
+  }
+
+  async putSnapshot(repos: PinnedRepo[]): Promise<SnapshotRecord> {
+    const sorted = [...repos].sort((a, b) => (a.url < b.url ? -1 : 1));
+    const id = snapshotId(sorted);
+    const existing = await this.getSnapshot(id).catch(() => undefined);
+    if (existing) return existing;
+    const record: SnapshotRecord = { id, createdAt: new Date().toISOString(), repos: sorted };
+    await writeFileAtomic(this.tmpDir, this.recordPath(id), JSON.stringify(record, null, 1), true);
+    return record;
+  }
+
+  private readonly snapshotCache = new Map<string, SnapshotRecord>();
+
+  async getSnapshot(id: string): Promise<SnapshotRecord> {
+    if (!SNAPSHOT_ID.test(id)) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `not a snapshot id: ${JSON.stringify(id)} (20 hex digits)`);
+    const cached = this.snapshotCache.get(id);
+    if (cached) return cached;
+    let text: string;
+    try {
+      text = await readFile(this.recordPath(id), 'utf8');
+    } catch {
+      throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `no snapshot ${id} in ${this.dir}; see feedlock snapshot list`, { id });
+    }
+    const record = JSON.parse(text) as SnapshotRecord;
+    if (snapshotId(record.repos) !== id) throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${id} does not match its content`, { id });
+    this.snapshotCache.set(id, record);
+    return record;
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    const names = await readdir(join(this.dir, 'records')).catch(() => [] as string[]);
+    const out: SnapshotRecord[] = [];
+    for (const n of names) {
+      const id = n.replace(/\.json$/, '');
+      if (SNAPSHOT_ID.test(id)) out.push(await this.getSnapshot(id));
+    }
+    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  async readEnv(name: string): Promise<EnvState> {
+    const dir = this.envDir(name);
+    const seqs = (await readdir(dir).catch(() => [] as string[]))
+      .map((n) => /^(\d{10})\.json$/.exec(n)?.[1])
+      .filter((x): x is string => x !== undefined)
+      .map(Number)
+      .sort((a, b) => b - a);
+    for (const seq of seqs) {
+      try {
+        return JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
+      } catch {
+        // pruned under us by another writer: take the next
+      }
+    }
+    return emptyEnv(name);
+  }
+
+  async listEnvs(): Promise<EnvState[]> {
+    const names = await readdir(join(this.dir, 'envs')).catch(() => [] as string[]);
+    const states = await Promise.all(names.sort().map((n) => this.readEnv(n)));
+    return states.filter((s) => s.seq > 0 && !s.deleted);
+  }
+
+  /**
+   * Applies `change` to the current state and stores the result as the next
+   * state. `change` may return undefined to leave the state alone (for
+   * example: another process already pinned what we wanted to pin).
+   */
+  async updateEnv(name: string, reason: string, change: (current: EnvState) => EnvChange | undefined | Promise<EnvChange | undefined>): Promise<EnvState> {
+    const dir = this.envDir(name);
+    await mkdir(dir, { recursive: true });
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const current = await this.readEnv(name);
+      const wanted = await change(current);
+      if (!wanted) return current;
+      const next: EnvState = {
+        ...wanted,
+        name,
+        seq: current.seq + 1,
+        updatedAt: new Date().toISOString(),
+        history: [...current.history, { snapshot: wanted.snapshot, at: new Date().toISOString(), reason }].slice(-HISTORY_MAX),
+      };
+      const temp = tempName(this.tmpDir, 'env');
+      await mkdir(this.tmpDir, { recursive: true });
+      await writeFile(temp, JSON.stringify(next, null, 1));
+      try {
+        await link(temp, join(dir, `${String(next.seq).padStart(10, '0')}.json`));
+        await this.prune(dir, next.seq);
+        return next;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        // Another writer took this sequence number: re-read and retry.
+      } finally {
+        await unlink(temp).catch(() => {});
+      }
+    }
+    throw new FeedlockError('FL_INTERNAL', `environment ${name} is being changed too fast to update`);
+  }
+
+  private async prune(dir: string, seq: number): Promise<void> {
+    for (const n of await readdir(dir).catch(() => [] as string[])) {
+      const m = /^(\d{10})\.json$/.exec(n);
+      if (m && Number(m[1]) < seq - 10) await unlink(join(dir, n)).catch(() => {});
+    }
+  }
+
+  async tag(id: string, tag: string): Promise<void> {
+    await this.getSnapshot(id);
+    await writeFileAtomic(this.tmpDir, join(this.dir, 'tags', `${tag}.json`), JSON.stringify({ id, at: new Date().toISOString() }), true);
+  }
+
+  async tags(): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const n of await readdir(join(this.dir, 'tags')).catch(() => [] as string[])) {
+      try {
+        out[n.replace(/\.json$/, '')] = (JSON.parse(await readFile(join(this.dir, 'tags', n), 'utf8')) as { id: string }).id;
+      } catch {
+        /* skip a damaged tag */
+      }
+    }
+    return out;
+  }
+
+  /** An id, or a tag name standing for one. */
+  async resolveId(ref: string): Promise<string> {
+    if (SNAPSHOT_ID.test(ref)) return ref;
+    const tags = await this.tags();
+    if (tags[ref]) return tags[ref];
+    throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `no snapshot or tag named ${JSON.stringify(ref)}; see feedlock snapshot list`);
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * Serving through an environment's snapshot.
+ *  - Index files: the repository's anchor is pinned at first sight; every
+ *    other index file is served only with the digest the pinned Release lists
+ *    (fetched by-hash when upstream offers it, so a mirror update between two
+ *    requests cannot mix states). Pinned index requests never revalidate.
+ *  - Package files: served only with the digest the pinned Packages/Sources
+ *    entry lists; the store is looked up by that digest, so a hit needs no
+ *    upstream and no URL record.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { FeedlockError, isFeedlockError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { SingleFlight } from '../proxy/download.js';
+import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../proxy/handle-request.js';
+import { contentTypeFor } from '../proxy/http-semantics.js';
+import { LiveResolver } from '../proxy/live-resolver.js';
+import type { ExpectedContent } from '../store/blob-writer.js';
+import type { Store } from '../store/store.js';
+import { APT_ANCHORS, guessRepo, OPKG_ANCHORS } from './capture.js';
+import { notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
+import type { PackageEntry, PackageIndex } from './package-index.js';
+import type { PinnedRepo } from './records.js';
+import { parseRelease, type ReleaseFile } from './release-file.js';
+
+export interface SnapshotResolverOptions {
+  offline: boolean;
+  /** Archive URL with an optional {timestamp} for files upstream no longer has. */
+  fallback?: string;
+}
+
+const INDEX_FILE = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
+
+export class SnapshotResolver implements Resolver {
+  private readonly releases = new Map<string, ReleaseFile>();
+  private readonly live: LiveResolver;
+  private readonly warnedExpired = new Set<string>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly flights: SingleFlight,
+    private readonly envs: Environments,
+    private readonly packages: PackageIndex,
+    private readonly opts: SnapshotResolverOptions,
+    private readonly log: Logger,
+  ) {
+    this.live = new LiveResolver(store, flights);
+  }
+
+  async resolve(ctx: RequestContext): Promise<Resolution> {
+    const url = String(ctx.route.upstream);
+    const byHash = /\/by-hash\/SHA256\/[0-9a-f]{64}$/.test(ctx.route.upstream.pathname);
+    if (ctx.kind === 'index' || byHash) return this.resolveIndex(ctx, url);
+    return this.resolvePackage(ctx, url);
+  }
+
+  // ---- index files -------------------------------------------------------
+
+  private async resolveIndex(ctx: RequestContext, url: string): Promise<Resolution> {
+    let view = await this.envs.view(ctx.env);
+    let repo = repoFor(view.snapshot, url);
+    if (!repo) {
+      if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
+      if (this.opts.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: environment ${ctx.env} has not captured the repository of ${url}`, { env: ctx.env });
+      const guess = guessRepo(ctx.route.upstream);
+      view = await this.envs.pinRepository(ctx.env, guess);
+      repo = repoFor(view.snapshot, url);
+      if (!repo) throw new FeedlockError('FL_INTERNAL', `capturing ${guess.url} did not pin a repository for ${url}`);
+    }
+    const rel = url.slice(repo.url.length + 1);
+    const anchor = repo.anchors[rel];
+    if (anchor) return this.serveKnown(ctx, view, repo, { sha256: anchor.sha256, size: anchor.size, source: `the snapshot of ${repo.url}` }, [], rel);
+    if ((repo.kind === 'apt' ? (APT_ANCHORS as readonly string[]) : (OPKG_ANCHORS as readonly string[])).includes(rel) || rel === 'Packages.stamps') {
+      throw new FeedlockError('FL_NOT_FOUND', `${url}: upstream did not publish this file when environment ${ctx.env} captured ${repo.url} (snapshot ${view.state.snapshot})`);
+    }
+    if (repo.kind !== 'apt') throw new FeedlockError('FL_NOT_FOUND', `${url} is not an index file of the pinned feed ${repo.url}`);
+
+    const release = await this.releaseOf(repo);
+    const byHash = /^(.*)\/by-hash\/SHA256\/([0-9a-f]{64})$/.exec(rel);
+    let expected: ExpectedContent | undefined;
+    let path = rel;
+    if (byHash) {
+      for (const [p, e] of release.files) {
+        if (e.sha256 === byHash[2] && p.startsWith(`${byHash[1]}/`)) {
+          expected = { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` };
+          path = p;
+          break;
+        }
+      }
+    } else {
+      const e = release.files.get(rel);
+      if (e) expected = { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` };
+    }
+    if (!expected) {
+      throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `${rel} is not listed in the Release that environment ${ctx.env} pinned for ${repo.url} (snapshot ${view.state.snapshot})`, { env: ctx.env });
+    }
+    const candidates = this.indexCandidates(repo, release, path, expected.sha256!);
+    return this.serveKnown(ctx, view, repo, expected, candidates, path);
+  }
+
+  /** Upstream URLs for an index file, best first: by-hash cannot have changed since capture. */
+  private indexCandidates(repo: PinnedRepo, release: ReleaseFile, path: string, sha256: string): URL[] {
+    const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+    const byHash = `${repo.url}/${dir ? dir + '/' : ''}by-hash/SHA256/${sha256}`;
+    const plain = `${repo.url}/${path}`;
+    const urls = release.acquireByHash ? [byHash, plain] : [plain, byHash];
+    const fallback = this.fallbackUrl(repo, `${repo.url}/${path}`);
+    if (fallback) urls.push(fallback);
+    return urls.map((u) => new URL(u));
+  }
+
+  private fallbackUrl(repo: PinnedRepo, url: string): string | undefined {
+    if (!this.opts.fallback || !url.startsWith(repo.archiveRoot + '/')) return undefined;
+    const ts = repo.capturedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    return `${this.opts.fallback.replace('{timestamp}', ts).replace(/\/+$/, '')}/${url.slice(repo.archiveRoot.length + 1)}`;
+  }
+
+  private async releaseOf(repo: PinnedRepo): Promise<ReleaseFile> {
+    const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+    const cached = this.releases.get(anchor.sha256);
+    if (cached) return cached;
+    const release = parseRelease(await readFile(this.store.blobPath(anchor.sha256), 'utf8'));
+    this.releases.set(anchor.sha256, release);
+    if (release.validUntil && release.validUntil.getTime() < Date.now() && !this.warnedExpired.has(anchor.sha256)) {
+      this.warnedExpired.add(anchor.sha256);
+      this.log.warn({ repo: repo.url, validUntil: release.validUntil.toISOString() }, 'pinned Release is past its Valid-Until: apt clients need Acquire::Check-Valid-Until "false" (the bitbake class sets it)');
+    }
+    return release;
+  }
+
+  // ---- package files -----------------------------------------------------
+
+  private async resolvePackage(ctx: RequestContext, url: string): Promise<Resolution> {
+    const view = await this.envs.view(ctx.env);
+    const found = await this.lookupPackage(view, url);
+    if (found) {
+      const { repo, entry } = found;
+      const expected: ExpectedContent = { sha256: entry.sha256, md5: entry.sha256 ? undefined : entry.md5, size: entry.size >= 0 ? entry.size : undefined, source: `the pinned index of ${repo.url}` };
+      const candidates = [ctx.route.upstream];
+      const fallback = this.fallbackUrl(repo, url);
+      if (fallback) candidates.push(new URL(fallback));
+      return this.serveKnown(ctx, view, repo, expected, candidates, entry.filename);
+    }
+    if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
+    if (this.opts.offline) {
+      const rec = this.store.index.getCached(url) ?? (await this.store.index.get(url));
+      if (rec) return { type: 'stored', file: storedFileOf(rec, ctx.route.upstream.pathname), result: 'hit', headers: { 'x-feedlock-verified': 'no' } };
+      throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${url} is not in the store`, { env: ctx.env });
+    }
+    // Not described by any index this environment has seen (yet): cache by URL, unverified.
+    const live = await this.live.resolve(ctx);
+    return live.type === 'stored' ? { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } } : live;
+  }
+
+  /** Finds the pinned index entry for a package URL across the environment's repositories. */
+  async lookupPackage(view: EnvView, url: string): Promise<{ repo: PinnedRepo; entry: PackageEntry } | undefined> {
+    for (const repo of view.snapshot?.repos ?? []) {
+      if (!url.startsWith(repo.archiveRoot + '/')) continue;
+      const filename = decodeURIComponent(url.slice(repo.archiveRoot.length + 1));
+      for (const index of await this.indexBlobsOf(repo)) {
+        await this.packages.ensureParsed(index.sha256, index.path);
+        const entry = this.packages.lookup(index.sha256, filename);
+        if (entry && (entry.sha256 || entry.md5)) return { repo, entry };
+      }
+    }
+    return undefined;
+  }
+
+  /** The Packages/Sources blobs of a repository that this host holds (one per index, whatever its compression). */
+  async indexBlobsOf(repo: PinnedRepo): Promise<{ path: string; sha256: string }[]> {
+    if (repo.kind === 'opkg') {
+      const a = repo.anchors.Packages ?? repo.anchors['Packages.gz'];
+      return a ? [{ path: repo.anchors.Packages ? 'Packages' : 'Packages.gz', sha256: a.sha256 }] : [];
+    }
+    const release = await this.releaseOf(repo);
+    const seen = new Set<string>();
+    const out: { path: string; sha256: string }[] = [];
+    for (const [path, e] of release.files) {
+      if (!INDEX_FILE.test(path)) continue;
+      const base = path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+      if (seen.has(base)) continue;
+      if (this.packages.isParsed(e.sha256) || (await this.store.hasBlob(e.sha256))) {
+        seen.add(base);
+        out.push({ path, sha256: e.sha256 });
+      }
+    }
+    return out;
+  }
+
+  // ---- common ------------------------------------------------------------
+
+  /** Serves content whose digest the snapshot fixes: from the store, else from the first upstream that has it. */
+  private async serveKnown(ctx: RequestContext, view: EnvView, repo: PinnedRepo, expected: ExpectedContent, candidates: URL[], path: string): Promise<Resolution> {
+    const lastModified = new Date(repo.capturedAt).toUTCString();
+    if (expected.sha256 && (await this.store.hasBlob(expected.sha256))) {
+      this.afterIndexServed(path, expected.sha256);
+      return { type: 'stored', file: { sha256: expected.sha256, size: expected.size ?? (await this.sizeOf(expected.sha256)), lastModified, contentType: contentTypeFor(path) }, result: 'hit' };
+    }
+    if (!expected.sha256 && expected.md5) {
+      // md5-only feeds: the URL record tells which blob was verified against this md5 before.
+      const rec = this.store.index.getCached(String(ctx.route.upstream));
+      if (rec && rec.md5 === expected.md5 && (await this.store.hasBlob(rec.sha256))) return { type: 'stored', file: storedFileOf(rec, path), result: 'hit' };
+    }
+    if (this.opts.offline || candidates.length === 0) {
+      throw new FeedlockError('FL_OFFLINE_MISS', `${this.opts.offline ? 'offline' : 'not in the store'}: ${ctx.route.upstream} (${expected.sha256 ?? expected.md5}) of environment ${ctx.env}, snapshot ${view.state.snapshot}, is not in the store`, { env: ctx.env });
+    }
+    const problems: string[] = [];
+    for (const url of candidates) {
+      const { download, leader } = this.flights.join({ url, expected });
+      try {
+        await download.head.promise;
+        if (INDEX_FILE.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
+        return { type: 'download', download, leader };
+      } catch (err) {
+        if (!isFeedlockError(err, 'FL_NOT_FOUND') && !isFeedlockError(err, 'FL_SIZE_MISMATCH')) throw err;
+        problems.push(`${url}: ${(err as Error).message}`);
+      }
+    }
+    throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `upstream no longer has ${path} as pinned by environment ${ctx.env} (snapshot ${view.state.snapshot}, captured ${repo.capturedAt}): ${problems.join('; ')}. Configure --fallback with an archive of that date, or run: feedlock env reset ${ctx.env}`, { env: ctx.env });
+  }
+
+  private async sizeOf(sha256: string): Promise<number> {
+    return (await stat(this.store.blobPath(sha256))).size;
+  }
+
+  /** Parse a Packages/Sources file in the background once a client got it: package requests follow. */
+  private afterIndexServed(path: string, sha256: string): void {
+    if (!INDEX_FILE.test(path) || this.packages.isParsed(sha256)) return;
+    this.packages.ensureParsed(sha256, path).catch((err) => this.log.warn({ path, err: (err as Error).message }, 'cannot parse index'));
+  }
+}
