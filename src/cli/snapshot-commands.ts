@@ -1,3 +1,269 @@
+/**
+ * feedlock env … and feedlock snapshot …: the lifecycle of environments and
+ * snapshots. They work while servers run on the same store: every change is
+ * a new numbered environment state or an immutable snapshot record.
+ */
 import type { Command } from 'commander';
+import { writeFile } from 'node:fs/promises';
+import { loadConfig } from '../config/load-config.js';
+import { ENV_NAME, type Config } from '../config/schema.js';
+import { FeedlockError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { SingleFlight } from '../proxy/download.js';
+import { UpstreamClient } from '../proxy/upstream-client.js';
+import { UpstreamPolicy } from '../proxy/upstream-policy.js';
+import { readAptSourceUris } from '../proxy/apt-sources.js';
+import { Store } from '../store/store.js';
+import { fetchVerified, indexFileUrls, type CaptureDeps } from '../snapshot/capture.js';
+import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
+import { Environments } from '../snapshot/environments.js';
+import { PackageIndex } from '../snapshot/package-index.js';
+import { SnapshotRecords, type EnvState, type SnapshotRecord } from '../snapshot/records.js';
+import { parseRelease } from '../snapshot/release-file.js';
+import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { loadKeyring } from '../snapshot/signature.js';
+import { readFile } from 'node:fs/promises';
+import { flagsToConfig, storeOptions } from './main.js';
+import { print } from './output.js';
 
-export function registerSnapshotCommands(_program: Command): void {}
+interface Ctx {
+  config: Config;
+  store: Store;
+  records: SnapshotRecords;
+  envs: Environments;
+  close(): Promise<void>;
+}
+
+async function open(opts: Record<string, unknown>, extraAllowed: string[] = []): Promise<Ctx & { flights: SingleFlight; upstream: UpstreamClient }> {
+  const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
+  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, { pretty: false });
+  const store = await Store.open(config.store, config.indexDir!);
+  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [] });
+  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
+  const flights = new SingleFlight(store, upstream);
+  const records = new SnapshotRecords(snapshotDirOf(config, store.root));
+  const capture: CaptureDeps = { store, flights, keyring: config.keyring ? await loadKeyring(config.keyring) : undefined, log };
+  return {
+    config,
+    store,
+    records,
+    envs: new Environments(records, capture),
+    flights,
+    upstream,
+    async close() {
+      await flights.idle();
+      await upstream.close();
+      await store.close();
+    },
+  };
+}
+
+function checkEnvName(name: string): string {
+  if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
+  return name;
+}
+
+function envSummary(s: EnvState): Record<string, unknown> {
+  return { name: s.name, snapshot: s.snapshot, locked: s.locked, updatedAt: s.updatedAt };
+}
+
+function snapshotText(r: SnapshotRecord, tags: string[]): string {
+  return [
+    `snapshot ${r.id}${tags.length ? ` (${tags.join(', ')})` : ''}`,
+    `created   ${r.createdAt}`,
+    ...r.repos.map((p) => `  ${p.kind.padEnd(4)} ${p.url}  captured ${p.capturedAt}${p.signedBy ? `, signed by ${p.signedBy}` : ''}\n${Object.entries(p.anchors).map(([n, a]) => `         ${n} ${a.sha256} ${a.size}`).join('\n')}`),
+  ].join('\n');
+}
+
+export function registerSnapshotCommands(program: Command): void {
+  const env = program.command('env').description('build environments: list, show, reset, pin, delete');
+
+  storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
+    const ctx = await open(opts);
+    try {
+      const envs = await ctx.records.listEnvs();
+      print(opts, envs.map(envSummary), () => (envs.length ? envs.map((e) => `${e.name.padEnd(24)} ${e.snapshot ?? '(empty)'}${e.locked ? '  pinned' : ''}  ${e.updatedAt}`).join('\n') : 'no environments yet'));
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(env.command('show').argument('<name>').description('an environment, its snapshot and history')).action(async (name: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const state = await ctx.records.readEnv(checkEnvName(name));
+      if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
+      const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
+      print(opts, { ...state, repos: snapshot?.repos ?? [] }, () =>
+        [
+          `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
+          ...(snapshot?.repos ?? []).map((r) => `  ${r.kind} ${r.url} captured ${r.capturedAt}`),
+          'history:',
+          ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
+        ].join('\n'),
+      );
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(env.command('reset').argument('<name>').description('start a fresh capture on next use; the old snapshot is kept')).action(async (name: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const before = await ctx.records.readEnv(checkEnvName(name));
+      const state = await ctx.envs.reset(name);
+      print(opts, { ...envSummary(state), previous: before.snapshot }, () => `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(env.command('pin').argument('<name>').argument('<snapshot>', 'snapshot id or tag').description('serve exactly this snapshot; other repositories are refused')).action(async (name: string, ref: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const state = await ctx.envs.pin(checkEnvName(name), ref);
+      print(opts, envSummary(state), () => `environment ${name} pinned to ${state.snapshot}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(env.command('delete').argument('<name>').description('forget an environment (its snapshots stay)')).action(async (name: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      await ctx.envs.delete(checkEnvName(name));
+      print(opts, { name, deleted: true }, () => `environment ${name} deleted`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  const snapshot = program.command('snapshot').description('snapshots: list, show, diff, capture, tag, export');
+
+  storeOptions(snapshot.command('list').description('every snapshot record')).action(async (opts) => {
+    const ctx = await open(opts);
+    try {
+      const all = await ctx.records.listSnapshots();
+      const tags = await ctx.records.tags();
+      const envs = await ctx.records.listEnvs();
+      const rows = all.map((r) => ({ id: r.id, createdAt: r.createdAt, repos: r.repos.length, tags: Object.keys(tags).filter((t) => tags[t] === r.id), envs: envs.filter((e) => e.snapshot === r.id).map((e) => e.name) }));
+      print(opts, rows, () => (rows.length ? rows.map((r) => `${r.id}  ${r.createdAt}  ${r.repos} repos${r.envs.length ? `  env: ${r.envs.join(',')}` : ''}${r.tags.length ? `  tags: ${r.tags.join(',')}` : ''}`).join('\n') : 'no snapshots yet'));
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('show').argument('<id>', 'snapshot id or tag')).action(async (ref: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const r = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
+      const tags = await ctx.records.tags();
+      print(opts, r, () => snapshotText(r, Object.keys(tags).filter((t) => tags[t] === r.id)));
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('diff').argument('<a>', 'old snapshot id, tag or env:NAME').argument('<b>', 'new snapshot id, tag or env:NAME').description('packages added, removed, upgraded, downgraded')).action(async (a: string, b: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const resolve = async (ref: string) => {
+        if (ref.startsWith('env:')) {
+          const s = await ctx.records.readEnv(checkEnvName(ref.slice(4)));
+          if (!s.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${ref.slice(4)} has no snapshot`);
+          return ctx.records.getSnapshot(s.snapshot);
+        }
+        return ctx.records.getSnapshot(await ctx.records.resolveId(ref));
+      };
+      const diff = await diffSnapshots(ctx.store, await resolve(a), await resolve(b));
+      print(opts, diff, () => formatDiff(diff));
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('tag').argument('<id>').argument('<tag>').description('name a snapshot (tags keep it from gc)')).action(async (id: string, tag: string, opts) => {
+    if (!ENV_NAME.test(tag)) throw new FeedlockError('FL_BAD_CONFIG', `bad tag ${JSON.stringify(tag)} (letters, digits, ".", "_", "-")`);
+    const ctx = await open(opts);
+    try {
+      await ctx.records.tag(await ctx.records.resolveId(id), tag);
+      print(opts, { id, tag }, () => `tagged ${id} as ${tag}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('lock').argument('<env>').option('--out <file>', 'lock file to write', 'feedlock.lock').description('write the environment\'s snapshot id to a lock file a layer can commit')).action(async (name: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const s = await ctx.records.readEnv(checkEnvName(name));
+      if (!s.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} has no snapshot yet; build once or run feedlock snapshot capture`);
+      await writeFile(opts.out, `# feedlock snapshot pin for environment ${name}; use with: feedlock env pin ${name} $(grep -v '^#' ${opts.out})\n${s.snapshot}\n`);
+      print(opts, { env: name, snapshot: s.snapshot, file: opts.out }, () => `wrote ${s.snapshot} to ${opts.out}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(
+    snapshot
+      .command('capture')
+      .description('capture every index a build will need, ahead of time')
+      .requiredOption('--env <name>', 'environment to capture into')
+      .requiredOption('--repo <url>', 'repository base URL (the part before dists/)')
+      .option('--suite <suite...>', 'suite(s); omit for a flat repository or an opkg feed')
+      .option('--arch <arch...>', 'architectures (default: amd64)')
+      .option('--component <component...>', 'components (default: all in the Release)')
+      .option('--sources', 'also capture Sources indices')
+      .option('--allow-host <host[:port]>', 'allow this upstream host (repeatable)', (v: string, p: string[] = []) => [...p, v]),
+  ).action(async (opts) => {
+    let repoUrl: URL;
+    try {
+      repoUrl = new URL(String(opts.repo).replace(/\/+$/, ''));
+      if (repoUrl.protocol !== 'http:' && repoUrl.protocol !== 'https:') throw new Error();
+    } catch {
+      throw new FeedlockError('FL_BAD_CONFIG', `bad --repo ${JSON.stringify(opts.repo)} (expected an http or https URL)`);
+    }
+    checkEnvName(opts.env);
+    // Naming the repository on the command line allows its host.
+    const ctx = await open(opts, [repoUrl.port ? repoUrl.host : `${repoUrl.protocol === 'https:' ? 'https://' : ''}${repoUrl.hostname}`]);
+    try {
+      const base = String(repoUrl).replace(/\/+$/, '');
+      const packages = new PackageIndex(ctx.store);
+      const fetched: string[] = [];
+      const suites: (string | undefined)[] = opts.suite ?? [undefined];
+      let view;
+      for (const suite of suites) {
+        const guess = suite ? { url: `${base}/dists/${suite}`, archiveRoot: base, kind: 'apt' as const } : { url: base, archiveRoot: base };
+        view = await ctx.envs.pinRepository(opts.env, guess);
+        const repo = view.snapshot!.repos.find((r) => r.url === guess.url)!;
+        if (repo.kind !== 'apt') continue;
+        const release = parseRelease(await readFile(ctx.store.blobPath((repo.anchors.InRelease ?? repo.anchors.Release).sha256), 'utf8'));
+        const archs: string[] = opts.arch ?? ['amd64'];
+        const components: string[] = opts.component ?? release.components;
+        if (components.length === 0) components.push('');
+        const wanted: string[] = [];
+        for (const c of components) {
+          const prefix = c ? `${c}/` : '';
+          for (const a of [...archs, 'all']) wanted.push(`${prefix}binary-${a}/Packages`);
+          if (opts.sources) wanted.push(`${prefix}source/Sources`);
+        }
+        for (const w of wanted) {
+          const variant = ['.xz', '.gz', '', '.bz2'].map((ext) => w + ext).find((p) => release.files.has(p));
+          if (!variant) continue;
+          const e = release.files.get(variant)!;
+          if (!(await ctx.store.hasBlob(e.sha256))) {
+            const { download } = await fetchVerified(ctx.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), { sha256: e.sha256, size: e.size, source: `the Release of ${repo.url}` });
+            await download.finished.promise;
+          }
+          await packages.ensureParsed(e.sha256, variant);
+          fetched.push(`${repo.url}/${variant}`);
+        }
+      }
+      const state = view!.state;
+      print(opts, { env: opts.env, snapshot: state.snapshot, indices: fetched }, () => [`environment ${opts.env}: snapshot ${state.snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'));
+    } finally {
+      await ctx.close();
+    }
+  });
+}

@@ -8,7 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { SingleFlight } from '../proxy/download.js';
+import type { Download, SingleFlight } from '../proxy/download.js';
+import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import type { AnchorFile, PinnedRepo } from './records.js';
 import { clearsignedBody } from './release-file.js';
@@ -141,4 +142,31 @@ export async function captureRepo(deps: CaptureDeps, guess: RepoGuess): Promise<
   const found = repo ?? (guess.kind === 'apt' ? undefined : await captureOpkg(deps, guess));
   if (!found) throw new FeedlockError('FL_NOT_FOUND', `no repository at ${guess.url}: upstream has neither InRelease/Release nor an opkg Packages index there`, { repo: guess.url });
   return found;
+}
+
+/**
+ * Fetches content whose digest is known from the first upstream URL that has
+ * it (by-hash first, then the plain path, then a fallback archive).
+ */
+export async function fetchVerified(flights: SingleFlight, candidates: URL[], expected: ExpectedContent): Promise<{ download: Download; leader: boolean }> {
+  const problems: string[] = [];
+  for (const url of candidates) {
+    const joined = flights.join({ url, expected });
+    try {
+      await joined.download.head.promise;
+      return joined;
+    } catch (err) {
+      if (!isFeedlockError(err, 'FL_NOT_FOUND') && !isFeedlockError(err, 'FL_SIZE_MISMATCH')) throw err;
+      problems.push(`${url}: ${(err as Error).message}`);
+    }
+  }
+  throw new FeedlockError('FL_NOT_FOUND', `no upstream has the pinned file any more: ${problems.join('; ')}`);
+}
+
+/** Upstream URLs for an index file listed in a Release, best first. */
+export function indexFileUrls(repoUrl: string, path: string, sha256: string, byHashFirst: boolean): URL[] {
+  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
+  const byHash = `${repoUrl}/${dir}by-hash/SHA256/${sha256}`;
+  const plain = `${repoUrl}/${path}`;
+  return (byHashFirst ? [byHash, plain] : [plain, byHash]).map((u) => new URL(u));
 }

@@ -17,7 +17,7 @@ import { contentTypeFor } from '../proxy/http-semantics.js';
 import { LiveResolver } from '../proxy/live-resolver.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
-import { APT_ANCHORS, guessRepo, OPKG_ANCHORS } from './capture.js';
+import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } from './capture.js';
 import { notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
@@ -57,7 +57,8 @@ export class SnapshotResolver implements Resolver {
   // ---- index files -------------------------------------------------------
 
   private async resolveIndex(ctx: RequestContext, url: string): Promise<Resolution> {
-    let view = await this.envs.view(ctx.env);
+    // Fresh state on every index request: a reset or pin from the CLI applies to the next apt-get update.
+    let view = await this.envs.view(ctx.env, true);
     let repo = repoFor(view.snapshot, url);
     if (!repo) {
       if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
@@ -100,13 +101,9 @@ export class SnapshotResolver implements Resolver {
 
   /** Upstream URLs for an index file, best first: by-hash cannot have changed since capture. */
   private indexCandidates(repo: PinnedRepo, release: ReleaseFile, path: string, sha256: string): URL[] {
-    const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
-    const byHash = `${repo.url}/${dir ? dir + '/' : ''}by-hash/SHA256/${sha256}`;
-    const plain = `${repo.url}/${path}`;
-    const urls = release.acquireByHash ? [byHash, plain] : [plain, byHash];
+    const urls = indexFileUrls(repo.url, path, sha256, release.acquireByHash);
     const fallback = this.fallbackUrl(repo, `${repo.url}/${path}`);
-    if (fallback) urls.push(fallback);
-    return urls.map((u) => new URL(u));
+    return fallback ? [...urls, new URL(fallback)] : urls;
   }
 
   private fallbackUrl(repo: PinnedRepo, url: string): string | undefined {
@@ -204,19 +201,14 @@ export class SnapshotResolver implements Resolver {
     if (this.opts.offline || candidates.length === 0) {
       throw new FeedlockError('FL_OFFLINE_MISS', `${this.opts.offline ? 'offline' : 'not in the store'}: ${ctx.route.upstream} (${expected.sha256 ?? expected.md5}) of environment ${ctx.env}, snapshot ${view.state.snapshot}, is not in the store`, { env: ctx.env });
     }
-    const problems: string[] = [];
-    for (const url of candidates) {
-      const { download, leader } = this.flights.join({ url, expected });
-      try {
-        await download.head.promise;
-        if (INDEX_FILE.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
-        return { type: 'download', download, leader };
-      } catch (err) {
-        if (!isFeedlockError(err, 'FL_NOT_FOUND') && !isFeedlockError(err, 'FL_SIZE_MISMATCH')) throw err;
-        problems.push(`${url}: ${(err as Error).message}`);
-      }
+    try {
+      const { download, leader } = await fetchVerified(this.flights, candidates, expected);
+      if (INDEX_FILE.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
+      return { type: 'download', download, leader };
+    } catch (err) {
+      if (!isFeedlockError(err, 'FL_NOT_FOUND')) throw err;
+      throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `upstream no longer has ${path} as pinned by environment ${ctx.env} (snapshot ${view.state.snapshot}, captured ${repo.capturedAt}): ${(err as Error).message}. Configure --fallback with an archive of that date, or run: feedlock env reset ${ctx.env}`, { env: ctx.env });
     }
-    throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `upstream no longer has ${path} as pinned by environment ${ctx.env} (snapshot ${view.state.snapshot}, captured ${repo.capturedAt}): ${problems.join('; ')}. Configure --fallback with an archive of that date, or run: feedlock env reset ${ctx.env}`, { env: ctx.env });
   }
 
   private async sizeOf(sha256: string): Promise<number> {

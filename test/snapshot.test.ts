@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { request } from 'undici';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { aptClient } from './helpers/apt.js';
+import { startFeedlock, tempDir } from './helpers/feedlock.js';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
+
+describe('frozen snapshots per environment', () => {
+  let dir: string;
+  let key: GpgKey;
+  let repo: AptRepo;
+  let upstream: StaticUpstream;
+  let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
+  let storeArgs: string[];
+
+  const sources = (env: string) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`;
+  async function install(env: string, ...pkgs: string[]) {
+    const apt = aptClient(tempDir(`client-${env}`), sources(env));
+    await apt.get('update');
+    await apt.get('install', '--download-only', '-y', ...pkgs);
+    return apt.downloaded();
+  }
+  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
+  const blobCount = () => readdirSync(join(dir, 'store', 'blobs', 'sha256')).reduce((n, b) => n + readdirSync(join(dir, 'store', 'blobs', 'sha256', b)).length, 0);
+
+  beforeAll(async () => {
+    dir = tempDir('snap');
+    key = createGpgKey(dir);
+    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), keyring: key.keyring });
+    storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
+  });
+  afterAll(async () => {
+    await feedlock?.close();
+    await upstream?.close();
+  });
+
+  let oldSnapshot: string;
+  let oldHello: [string, string];
+
+  it('serves the same versions after upstream moved on, from the store; reset takes the new ones; diff shows exactly that upgrade', async () => {
+    const first = await install('prod', 'fl-hello');
+    oldHello = Object.entries(first).find(([f]) => f.startsWith('fl-hello_'))!;
+    expect(oldHello[0]).toBe('fl-hello_1.0-1_amd64.deb');
+    oldSnapshot = (await cli('env', 'show', 'prod')).snapshot;
+    expect(oldSnapshot).toMatch(/^[0-9a-f]{20}$/);
+
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo', padBytes: 200_000 }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() + 60_000));
+    const inReleaseBefore = upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length;
+
+    const again = await install('prod', 'fl-hello');
+    expect(again).toEqual(first);
+    expect(upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length, 'a pinned environment never revalidates').toBe(inReleaseBefore);
+
+    await cli('env', 'reset', 'prod');
+    const fresh = await install('prod', 'fl-hello');
+    expect(Object.keys(fresh).find((f) => f.startsWith('fl-hello_'))).toBe('fl-hello_1.1-1_amd64.deb');
+    const newSnapshot = (await cli('env', 'show', 'prod')).snapshot;
+    expect(newSnapshot).not.toBe(oldSnapshot);
+
+    const diff = await cli('snapshot', 'diff', oldSnapshot, newSnapshot);
+    expect(diff.changes).toEqual([{ repo: `http://127.0.0.1:${upstream.port}/debian/dists/stable`, arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.1-1' }], downgraded: [] }]);
+  });
+
+  it('two environments on one daemon, pinned to different snapshots, serve different versions side by side', async () => {
+    await cli('env', 'pin', 'old', oldSnapshot);
+    const [old, cur] = await Promise.all([install('old', 'fl-hello'), install('prod', 'fl-hello')]);
+    expect(old[oldHello[0]]).toBe(oldHello[1]);
+    expect(Object.keys(cur).some((f) => f.startsWith('fl-hello_1.1-1'))).toBe(true);
+  });
+
+  it('the proxy user name selects the environment in forward-proxy mode', async () => {
+    const apt = aptClient(tempDir('client-proxyuser'), `deb [signed-by=${key.keyring}] ${upstream.url}/debian stable main\n`, { proxy: `http://old@127.0.0.1:${feedlock.port}` });
+    await apt.get('update');
+    await apt.get('install', '--download-only', '-y', 'fl-hello');
+    expect(apt.downloaded()[oldHello[0]]).toBe(oldHello[1]);
+  });
+
+  it('a pinned environment refuses repositories its snapshot does not hold', async () => {
+    const r = await request(`${feedlock.url}/_env/old/127.0.0.1:${upstream.port}/other/dists/stable/InRelease`);
+    expect(r.statusCode).toBe(404);
+    expect(await r.body.text()).toMatch(new RegExp(`environment old is pinned to snapshot ${oldSnapshot}.*feedlock env reset old`));
+  });
+
+  it('exactly one capture per repository under 24 concurrent first requests', async () => {
+    const before = upstream.requests.filter((r) => r.url.endsWith('/dists/stable/InRelease')).length;
+    const results = await Promise.all(Array.from({ length: 24 }, () => request(`${feedlock.url}/_env/burst/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))));
+    expect(results.every((r) => r.status === 200 && r.body === results[0].body)).toBe(true);
+    expect(upstream.requests.filter((r) => r.url.endsWith('/dists/stable/InRelease')).length - before).toBe(1);
+  });
+
+  it('a tampered package upstream is refused with both hashes, and nothing is stored', async () => {
+    const victim = repo.packages.find((p) => p.name === 'fl-big')!;
+    const env = 'tamper';
+    await install(env, 'fl-epoch'); // captures the environment
+    upstream.fault = (req, res) => {
+      if (!req.url?.endsWith(victim.filename.split('/').pop()!)) return false;
+      const evil = Buffer.alloc(victim.size, 7);
+      res.writeHead(200, { 'content-length': evil.length }).end(evil);
+      return true;
+    };
+    const blobs = blobCount();
+    const outcome = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`)
+      .then((r) => r.body.arrayBuffer())
+      .then(
+        () => 'complete',
+        (err) => String(err),
+      );
+    expect(outcome, 'the client must not receive a complete bad file').toMatch(/terminated|closed|socket|aborted/i);
+    await feedlock.flights.idle();
+    expect(blobCount()).toBe(blobs);
+    const second = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`, { method: 'HEAD' });
+    expect(second.statusCode).toBe(502);
+    expect(second.headers['x-feedlock-error']).toBe('FL_HASH_MISMATCH');
+    upstream.fault = undefined;
+    const ok = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`);
+    expect(ok.statusCode).toBe(200);
+    expect(Buffer.from(await ok.body.arrayBuffer()).length).toBe(victim.size);
+  });
+
+  it('a tampered index (hash no longer matches the pinned Release) is refused', async () => {
+    const env = 'tamper-index';
+    // A new upstream state, so its index files are not in the store yet.
+    updateAptRepo(repo, key, { add: [{ name: 'fl-new', version: '1' }] }, new Date(Date.now() + 120_000));
+    upstream.fault = (req, res) => {
+      if (!/binary-amd64\/(by-hash|Packages)/.test(req.url ?? '')) return false;
+      res.writeHead(200).end('Package: evil\nVersion: 9\n');
+      return true;
+    };
+    try {
+      const apt = aptClient(tempDir('client-tamper'), sources(env));
+      const out = await apt.get('update').catch((e: { stdout: string; stderr: string }) => e);
+      expect(out.stdout + out.stderr).toMatch(/Failed to fetch|Hash Sum mismatch|502/);
+      const r = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/dists/stable/main/binary-amd64/Packages`, { method: 'HEAD' });
+      expect(r.statusCode).toBe(502);
+      expect(r.headers['x-feedlock-error']).toMatch(/FL_(SIZE|HASH)_MISMATCH/);
+    } finally {
+      upstream.fault = undefined;
+    }
+  });
+});
