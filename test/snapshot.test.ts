@@ -53,7 +53,7 @@ describe('frozen snapshots per environment', () => {
     oldSnapshot = (await cli('env', 'show', 'prod')).snapshot;
     expect(oldSnapshot).toMatch(/^[0-9a-f]{20}$/);
 
-    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo', padBytes: 200_000 }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() + 60_000));
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo', padBytes: 200_000 }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
     const inReleaseBefore = upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length;
 
     const again = await install('prod', 'fl-hello');
@@ -107,6 +107,7 @@ describe('frozen snapshots per environment', () => {
       res.writeHead(200, { 'content-length': evil.length }).end(evil);
       return true;
     };
+    await feedlock.flights.idle();
     const blobs = blobCount();
     const outcome = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`)
       .then((r) => r.body.arrayBuffer())
@@ -129,7 +130,7 @@ describe('frozen snapshots per environment', () => {
   it('a tampered index (hash no longer matches the pinned Release) is refused', async () => {
     const env = 'tamper-index';
     // A new upstream state, so its index files are not in the store yet.
-    updateAptRepo(repo, key, { add: [{ name: 'fl-new', version: '1' }] }, new Date(Date.now() + 120_000));
+    updateAptRepo(repo, key, { add: [{ name: 'fl-new', version: '1' }] }, new Date(Date.now() - 120_000));
     upstream.fault = (req, res) => {
       if (!/binary-amd64\/(by-hash|Packages)/.test(req.url ?? '')) return false;
       res.writeHead(200).end('Package: evil\nVersion: 9\n');

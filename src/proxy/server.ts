@@ -90,6 +90,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   log.info({ store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env }, `feedlock listening on http://${host}:${addr.port}`);
 
+  let closing: Promise<void> | undefined;
   return {
     server,
     url: `http://${host}:${addr.port}`,
@@ -99,17 +100,24 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     flights,
     upstream,
     policy,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        for (const s of sockets) s.destroy();
-      });
-      reader.closeAll();
-      await upstream.close();
-      await store.close();
+    close() {
+      closing ??= closeAll();
+      return closing;
     },
   };
+
+  async function closeAll(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+      for (const s of sockets) s.destroy();
+    });
+    // Let running downloads finish into the store (bounded), so a restart finds them whole.
+    await Promise.race([flights.idle(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    reader.closeAll();
+    await upstream.close();
+    await store.close();
+  }
 }
 
 function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: Config, policy: UpstreamPolicy, log: Logger): void {

@@ -21,6 +21,9 @@ export interface AptClient {
 export function aptClient(dir: string, sources: string, options: { proxy?: string; extraOptions?: string[] } = {}): AptClient {
   for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'etc/trusted.gpg.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
   writeFileSync(join(dir, 'etc/sources.list'), sources);
+  // APT_CONFIG is read before /etc/apt/apt.conf.d, so pointing it here keeps
+  // the machine's own apt settings (proxies, Check-Valid-Until...) out of tests.
+  writeFileSync(join(dir, 'etc/apt.conf'), `Dir::Etc::Parts "${join(dir, 'etc/apt.conf.d')}";\nDir::Etc::main "${join(dir, 'etc/apt.conf')}";\n`);
   writeFileSync(join(dir, 'status'), '');
   const opts = [
     `Dir::Etc=${join(dir, 'etc')}`,
@@ -45,7 +48,7 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
   return {
     dir,
     archives,
-    get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '' }, maxBuffer: 16 << 20 }),
+    get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
     downloaded() {
       const out: Record<string, string> = {};
       for (const f of readdirSync(archives)) {
