@@ -16,6 +16,8 @@ import { readAptSourceUris } from '../proxy/apt-sources.js';
 import { Store } from '../store/store.js';
 import { fetchVerified, indexFileUrls, type CaptureDeps } from '../snapshot/capture.js';
 import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
+import { collectGarbage } from '../snapshot/gc.js';
+import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { Environments } from '../snapshot/environments.js';
 import { PackageIndex } from '../snapshot/package-index.js';
 import { SnapshotRecords, type EnvState, type SnapshotRecord } from '../snapshot/records.js';
@@ -200,6 +202,41 @@ export function registerSnapshotCommands(program: Command): void {
       if (!s.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} has no snapshot yet; build once or run feedlock snapshot capture`);
       await writeFile(opts.out, `# feedlock snapshot pin for environment ${name}; use with: feedlock env pin ${name} $(grep -v '^#' ${opts.out})\n${s.snapshot}\n`);
       print(opts, { env: name, snapshot: s.snapshot, file: opts.out }, () => `wrote ${s.snapshot} to ${opts.out}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('export').argument('<id>', 'snapshot id or tag').argument('<file>', 'tar file to write').option('--packages', 'include every package file of the snapshot the store holds').description('write a snapshot (and its blobs) to one file')).action(async (ref: string, file: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const record = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
+      const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages) });
+      const bytes = index.blobs.reduce((n, b) => n + b.size, 0);
+      print(opts, { id: record.id, file, blobs: index.blobs.length, bytes }, () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('import').argument('<file>').option('--env <name>', 'pin this environment to the imported snapshot').description('read a snapshot export into the store')).action(async (file: string, opts) => {
+    const ctx = await open(opts);
+    try {
+      const result = await importSnapshot(ctx.store, ctx.records, file);
+      if (opts.env) await ctx.envs.pin(checkEnvName(opts.env), result.snapshot.id);
+      print(opts, { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null }, () => `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  storeOptions(snapshot.command('gc').option('--dry-run', 'only report').option('--grace <minutes>', 'spare blobs younger than this', '60').description('remove blobs no kept snapshot references')).action(async (opts) => {
+    const grace = Number(opts.grace);
+    if (!Number.isFinite(grace) || grace < 0) throw new FeedlockError('FL_BAD_CONFIG', `bad --grace ${JSON.stringify(opts.grace)} (expected minutes >= 0)`);
+    const ctx = await open(opts);
+    try {
+      const report = await collectGarbage(ctx.store, ctx.records, { dryRun: Boolean(opts.dryRun), graceMs: grace * 60_000 });
+      print(opts, report, () => `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`);
     } finally {
       await ctx.close();
     }

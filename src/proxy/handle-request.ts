@@ -16,7 +16,7 @@ import { routeRequest, type RouteContext, type UpstreamRoute } from './route-req
 import type { CacheResult, ProxyStats } from './stats.js';
 import type { UpstreamClient } from './upstream-client.js';
 
-export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string> } | { type: 'download'; download: Download; leader: boolean };
+export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string> } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
 
 export interface RequestContext {
   route: UpstreamRoute;
@@ -120,22 +120,22 @@ export function createRequestHandler(deps: HandlerDeps) {
           await deps.store.index.forget(String(route.upstream));
           const again = await deps.resolver.resolve({ route, env: env!, kind, req });
           if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
-          return serveDownload(again.download, again.leader);
+          return serveDownload(again.download, again.leader, again.headers);
         }
       }
-      return serveDownload(resolution.download, resolution.leader);
+      return serveDownload(resolution.download, resolution.leader, resolution.headers);
     };
 
-    const serveDownload = async (download: Download, leader: boolean): Promise<void> => {
+    const serveDownload = async (download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> => {
       result = leader ? 'miss' : 'coalesced';
       const head = await download.head.promise;
       // HEAD and Range answers must carry the stored file's validators, so they
       // wait for the committed blob (opkg compares HEAD with the later GET).
       if (head.notModified || req.method === 'HEAD' || req.headers.range) {
         const rec = await download.finished.promise;
-        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result });
+        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result, ...extra });
       }
-      const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result });
+      const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result, ...extra });
       if (outcome === 'failed') result = 'error';
     };
 

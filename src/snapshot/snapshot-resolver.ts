@@ -146,7 +146,7 @@ export class SnapshotResolver implements Resolver {
     }
     // Not described by any index this environment has seen (yet): cache by URL, unverified.
     const live = await this.live.resolve(ctx);
-    return live.type === 'stored' ? { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } } : live;
+    return { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } };
   }
 
   /** Finds the pinned index entry for a package URL across the environment's repositories. */

@@ -1,0 +1,57 @@
+/**
+ * Everything in the store that a snapshot stands on: its anchors, the index
+ * files its Release lists, and (optionally) every package file those indices
+ * list. Used by export, gc and manifests.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Store } from '../store/store.js';
+import { readIndexEntries } from './package-index.js';
+import type { SnapshotRecord } from './records.js';
+import { parseRelease } from './release-file.js';
+
+export interface SnapshotBlob {
+  sha256: string;
+  size: number;
+  kind: 'anchor' | 'index' | 'package';
+  /** Upstream URL the blob stands for. */
+  url: string;
+}
+
+const INDEX = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
+
+export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, options: { packages: boolean }): AsyncGenerator<SnapshotBlob> {
+  const seen = new Set<string>();
+  const once = (b: SnapshotBlob) => (seen.has(b.sha256) ? false : (seen.add(b.sha256), true));
+  for (const repo of snapshot.repos) {
+    const indices: { path: string; sha256: string }[] = [];
+    for (const [name, a] of Object.entries(repo.anchors)) {
+      const b: SnapshotBlob = { sha256: a.sha256, size: a.size, kind: 'anchor', url: `${repo.url}/${name}` };
+      if (once(b)) yield b;
+      if (repo.kind === 'opkg' && /^Packages(\.gz)?$/.test(name)) indices.push({ path: name, sha256: a.sha256 });
+    }
+    if (repo.kind === 'apt') {
+      const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+      const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
+      for (const [path, e] of release.files) {
+        if (!(await store.hasBlob(e.sha256))) continue;
+        const b: SnapshotBlob = { sha256: e.sha256, size: e.size, kind: 'index', url: `${repo.url}/${path}` };
+        if (once(b)) yield b;
+        if (INDEX.test(path)) indices.push({ path, sha256: e.sha256 });
+      }
+    }
+    if (!options.packages) continue;
+    const parsedBases = new Set<string>();
+    for (const idx of indices) {
+      // Packages, Packages.gz and Packages.xz list the same files: read one.
+      const base = idx.path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+      if (parsedBases.has(base)) continue;
+      parsedBases.add(base);
+      for await (const e of readIndexEntries(store.blobPath(idx.sha256), idx.path)) {
+        if (!e.sha256 || seen.has(e.sha256) || !(await store.hasBlob(e.sha256))) continue;
+        const b: SnapshotBlob = { sha256: e.sha256, size: e.size, kind: 'package', url: `${repo.archiveRoot}/${e.filename}` };
+        seen.add(b.sha256);
+        yield b;
+      }
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Moving a snapshot between machines as one tar file: the snapshot record,
+ * its blobs (anchors, index files, optionally packages) and a manifest of
+ * them. Import verifies every blob against its digest before it enters the
+ * store and the record against its content-derived id.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, unlink } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { extract as tarExtract, pack as tarPack } from 'tar-stream';
+import { FeedlockError } from '../errors.js';
+
+import type { Store } from '../store/store.js';
+import { snapshotBlobs, type SnapshotBlob } from './contents.js';
+import { snapshotId, type SnapshotRecord, type SnapshotRecords } from './records.js';
+
+export const EXPORT_FORMAT = 'feedlock-snapshot/1';
+
+interface ExportIndex {
+  format: string;
+  snapshot: SnapshotRecord;
+  blobs: SnapshotBlob[];
+}
+
+export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, file: string, options: { packages: boolean }, onBlob?: (b: SnapshotBlob) => void): Promise<ExportIndex> {
+  const blobs: SnapshotBlob[] = [];
+  for await (const b of snapshotBlobs(store, snapshot, options)) blobs.push(b);
+  const index: ExportIndex = { format: EXPORT_FORMAT, snapshot, blobs };
+  const pack = tarPack();
+  const temp = `${file}.${process.pid}.part`;
+  const written = pipeline(pack, createWriteStream(temp));
+  const header = (name: string, size: number) => ({ name, size, mode: 0o644, mtime: new Date(0) });
+  try {
+    const json = Buffer.from(JSON.stringify(index, null, 1));
+    pack.entry(header('feedlock-snapshot.json', json.length), json);
+    for (const b of blobs) {
+      const sink = pack.entry(header(`blobs/${b.sha256}`, b.size));
+      await pipeline(createReadStream(store.blobPath(b.sha256)), sink);
+      onBlob?.(b);
+    }
+    pack.finalize();
+    await written;
+    await rename(temp, file);
+  } catch (err) {
+    pack.destroy();
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+  return index;
+}
+
+export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number }> {
+  const extract = tarExtract();
+  let index: ExportIndex | undefined;
+  let blobs = 0;
+  let added = 0;
+  const source = createReadStream(file);
+  source.once('error', (err) => extract.destroy(err));
+  source.pipe(extract);
+  for await (const entry of extract) {
+    const name = entry.header.name;
+    if (name === 'feedlock-snapshot.json') {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      index = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportIndex;
+      if (index.format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a feedlock snapshot export (format ${JSON.stringify(index.format)})`);
+      if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_STORE_CORRUPT', `${file}: snapshot record does not match its id ${index.snapshot.id}`);
+      continue;
+    }
+    const m = /^blobs\/([0-9a-f]{64})$/.exec(name);
+    if (!m || !index) {
+      entry.resume();
+      throw new FeedlockError('FL_BAD_CONFIG', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
+    }
+    blobs++;
+    if (await store.hasBlob(m[1])) {
+      entry.resume();
+      continue;
+    }
+    const writer = await store.createWriter();
+    try {
+      for await (const c of entry) await writer.write(c as Buffer);
+      await writer.commit({ sha256: m[1], source: `its name in ${file}` });
+      added++;
+      onBlob?.(m[1]);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+  if (!index) throw new FeedlockError('FL_BAD_CONFIG', `${file} holds no feedlock-snapshot.json`);
+  for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
+    if (!(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_STORE_CORRUPT', `${file} lacks ${b.url} (${b.sha256})`);
+  }
+  const snapshot = await records.putSnapshot(index.snapshot.repos);
+  return { snapshot, blobs, added };
+}
+
