@@ -56,7 +56,7 @@ describe('kill -9 during downloads', () => {
       let off = 0;
       const tick = setInterval(() => {
         if (off >= f.data.length || res.destroyed) return clearInterval(tick);
-        res.write(f.data.subarray(off, (off += 64 * 1024)));
+        res.write(f.data.subarray(off, (off += 16 * 1024)));
       }, 10);
       return true;
     };
@@ -64,7 +64,8 @@ describe('kill -9 during downloads', () => {
     const args = ['--store', store, '--index-dir', join(dir, 'index'), '--allow-host', `127.0.0.1:${upstream.port}`];
     const first = await startCli(args);
     const pending = files.flatMap((f) => [0, 1, 2, 3, 4].map(() => download(`${first.url}/127.0.0.1:${upstream.port}/pool/${f.name}`)));
-    await new Promise((r) => setTimeout(r, 150 + Math.random() * 200));
+    // Bodies take over 1 s to trickle in; the kill lands at a random point well inside that.
+    await new Promise((r) => setTimeout(r, 100 + Math.random() * 400));
     first.child.kill('SIGKILL');
     const results = await Promise.all(pending);
     expect(results.every((r) => !r.ok), 'no client may believe it got a whole file').toBe(true);
