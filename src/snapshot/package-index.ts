@@ -8,7 +8,7 @@
 import { basename } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Store } from '../store/store.js';
-import { parseStanzas, type Stanza } from './deb822.js';
+import { detach, parseStanzas, type Stanza } from './deb822.js';
 import { openDecompressed } from './decompress.js';
 
 export interface PackageEntry {
@@ -37,11 +37,11 @@ export function entriesOf(stanza: Stanza, sources: boolean): PackageEntry[] {
     const size = Number(stanza.Size);
     return [
       {
-        filename: stanza.Filename.replace(/^\.\//, ''),
-        name: stanza.Package,
-        version: stanza.Version ?? '',
-        arch: stanza.Architecture,
-        source: stanza.Source,
+        filename: detach(stanza.Filename.replace(/^\.\//, '')),
+        name: detach(stanza.Package),
+        version: detach(stanza.Version ?? ''),
+        arch: stanza.Architecture && detach(stanza.Architecture),
+        source: stanza.Source && detach(stanza.Source),
         sha256: (stanza.SHA256 ?? stanza.SHA256sum)?.toLowerCase(),
         md5: (stanza.MD5sum ?? stanza.MD5Sum)?.toLowerCase(),
         size: Number.isFinite(size) ? size : -1,
