@@ -8,6 +8,7 @@ import { FeedlockError, toFeedlockError } from '../errors.js';
 import { registerServe } from './serve-command.js';
 import { registerStore } from './store-command.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
+import { registerExport, registerManifest } from './manifest-command.js';
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -71,11 +72,14 @@ export function buildProgram(): Command {
   const program = new Command('feedlock')
     .description('apt/opkg caching proxy that freezes package indices per build environment')
     .version(version())
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`feedlock: ${str.split('\n')[0].replace(/^error: /, '')} (see --help)\n`) });
   registerServe(program);
   registerStore(program);
   registerSnapshotCommands(program);
+  registerManifest(program);
+  registerExport(program);
   return program;
 }
 

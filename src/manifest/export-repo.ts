@@ -1,0 +1,71 @@
+/**
+ * A static repository that plain apt or opkg can use with no feedlock
+ * running: the snapshot's original signed anchors and index files (so apt
+ * still verifies them with the upstream key) and a pool holding exactly the
+ * packages needed. Files are hard-linked from the store when it is on the
+ * same filesystem, copied otherwise.
+ */
+import { copyFile, link, mkdir, readFile, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Store } from '../store/store.js';
+import { snapshotBlobs } from '../snapshot/contents.js';
+import type { SnapshotRecord } from '../snapshot/records.js';
+import { parseRelease } from '../snapshot/release-file.js';
+import type { Manifest } from './manifest.js';
+
+export interface ExportedRepo {
+  dir: string;
+  files: number;
+  linked: number;
+  copied: number;
+  /** apt source lines (or opkg src/gz lines) for the exported repositories. */
+  sources: string[];
+}
+
+/** Where an upstream URL lands inside the export: DIR/<host>/<path>. */
+export function localPath(outDir: string, url: string): string {
+  const u = new URL(url);
+  const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
+  if (parts.some((p) => p === '..' || p === '.')) throw new Error(`refusing to export ${url}: dot segment`);
+  return join(outDir, u.host.replace(/[^A-Za-z0-9.-]/g, '_'), ...parts);
+}
+
+async function place(store: Store, sha256: string, dest: string, counts: { linked: number; copied: number }): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true });
+  await unlink(dest).catch(() => {});
+  try {
+    await link(store.blobPath(sha256), dest);
+    counts.linked++;
+  } catch {
+    await copyFile(store.blobPath(sha256), dest);
+    counts.copied++;
+  }
+}
+
+export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir: string, manifests: Manifest[] = []): Promise<ExportedRepo> {
+  const wanted = manifests.length ? new Set(manifests.flatMap((m) => m.packages.map((p) => p.sha256).filter((s): s is string => !!s))) : undefined;
+  const counts = { linked: 0, copied: 0 };
+  let files = 0;
+  for await (const b of snapshotBlobs(store, snapshot, { packages: true })) {
+    if (b.kind === 'package' && wanted && !wanted.has(b.sha256)) continue;
+    await place(store, b.sha256, localPath(outDir, b.url), counts);
+    files++;
+    // by-hash copies, for clients with Acquire-By-Hash.
+    if (b.kind === 'index') {
+      const dir = b.url.slice(0, b.url.lastIndexOf('/'));
+      await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
+    }
+  }
+  const sources: string[] = [];
+  for (const repo of snapshot.repos) {
+    if (repo.kind === 'opkg') {
+      sources.push(`src/gz ${repo.url.split('/').pop()} file://${localPath(outDir, repo.url)}`);
+      continue;
+    }
+    const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+    const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
+    const suite = repo.url.slice(repo.archiveRoot.length + '/dists/'.length);
+    sources.push(repo.url.includes('/dists/') ? `deb file:${localPath(outDir, repo.archiveRoot)} ${suite} ${release.components.join(' ')}` : `deb file:${localPath(outDir, repo.archiveRoot)} ./`);
+  }
+  return { dir: outDir, files, ...counts, sources };
+}

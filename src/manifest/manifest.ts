@@ -1,0 +1,83 @@
+/**
+ * The version manifest of an image: every installed package joined with the
+ * environment's snapshot (where it came from, its digest and size). JSON is
+ * the source of truth; the other formats are views of it.
+ */
+import type { Store } from '../store/store.js';
+import type { SnapshotRecord } from '../snapshot/records.js';
+import { snapshotBlobs } from '../snapshot/contents.js';
+import { readIndexEntries } from '../snapshot/package-index.js';
+import { parseSourceField, readInstalledPackages, type PackageManager } from './installed-packages.js';
+
+export const MANIFEST_SCHEMA = 'feedlock-manifest/1';
+
+export interface ManifestPackage {
+  name: string;
+  version: string;
+  arch: string;
+  source: string;
+  sourceVersion: string;
+  /** "snapshot": found in a pinned index; "local": installed but in no pinned index (built locally). */
+  origin: 'snapshot' | 'local';
+  sha256?: string;
+  size?: number;
+  /** Pinned repository (apt: .../dists/<suite>; opkg: the feed URL). */
+  repository?: string;
+  /** Path relative to the repository's archive root (Filename:). */
+  filename?: string;
+  url?: string;
+}
+
+export interface Manifest {
+  schema: typeof MANIFEST_SCHEMA;
+  createdAt: string;
+  env: string;
+  snapshot: string | null;
+  packageManager: PackageManager;
+  rootfs: string;
+  packages: ManifestPackage[];
+}
+
+const key = (name: string, version: string, arch: string) => `${name}\0${version}\0${arch}`;
+
+export async function buildManifest(store: Store, env: string, snapshot: SnapshotRecord | undefined, rootfs: string): Promise<Manifest> {
+  const installed = await readInstalledPackages(rootfs);
+  const wanted = new Map(installed.packages.map((p) => [key(p.name, p.version, p.arch), p]));
+  const found = new Map<string, ManifestPackage>();
+  if (snapshot) {
+    for (const repo of snapshot.repos) {
+      const indices: { url: string; sha256: string }[] = [];
+      for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: false })) {
+        if (/\/Packages(\.(gz|xz|bz2|zst))?$/.test(b.url)) indices.push({ url: b.url, sha256: b.sha256 });
+      }
+      for (const idx of indices) {
+        for await (const e of readIndexEntries(store.blobPath(idx.sha256), idx.url)) {
+          const k = key(e.name, e.version, e.arch ?? 'all');
+          const p = wanted.get(k);
+          if (!p || found.has(k)) continue;
+          const [source, sourceVersion] = parseSourceField(e.source, e.name, e.version);
+          found.set(k, {
+            ...p,
+            source: p.source !== p.name ? p.source : source,
+            sourceVersion: p.source !== p.name ? p.sourceVersion : sourceVersion,
+            origin: 'snapshot',
+            sha256: e.sha256,
+            size: e.size,
+            repository: repo.url,
+            filename: e.filename,
+            url: `${repo.archiveRoot}/${e.filename}`,
+          });
+        }
+      }
+    }
+  }
+  return {
+    schema: MANIFEST_SCHEMA,
+    createdAt: new Date().toISOString(),
+    env,
+    snapshot: snapshot?.id ?? null,
+    packageManager: installed.manager,
+    rootfs,
+    packages: installed.packages.map((p) => found.get(key(p.name, p.version, p.arch)) ?? { ...p, origin: 'local' as const }),
+  };
+}

@@ -1,0 +1,151 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { aptClient } from './helpers/apt.js';
+import { startFeedlock, tempDir } from './helpers/feedlock.js';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
+const SCHEMAS = join(import.meta.dirname, '..', 'node_modules', '@cyclonedx', 'cyclonedx-library', 'res', 'schema');
+
+/** Installs .debs into a directory with dpkg --root: a real dpkg database, no chroot. */
+function dpkgInstall(rootfs: string, debs: string[]) {
+  for (const d of ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/lib/dpkg/triggers']) mkdirSync(join(rootfs, d), { recursive: true });
+  writeFileSync(join(rootfs, 'var/lib/dpkg/status'), '', { flag: 'a' });
+  execFileSync('dpkg', ['--root', rootfs, '--force-script-chrootless', '--force-not-root', '-i', ...debs], { stdio: 'ignore' });
+}
+
+describe('manifests, SBOMs and offline repositories', () => {
+  let dir: string;
+  let key: GpgKey;
+  let repo: AptRepo;
+  let upstream: StaticUpstream;
+  let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
+  const storeArgs = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
+  const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, ...storeArgs()]);
+  const WANTED = ['fl-hello', 'fl-epoch', 'fl-foo-tools'];
+
+  async function buildRootfs(name: string) {
+    const apt = aptClient(tempDir(`m-${name}`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`);
+    await apt.get('update');
+    await apt.get('install', '--download-only', '-y', ...WANTED);
+    const rootfs = join(dir, name);
+    const debs = Object.keys(apt.downloaded()).map((f) => join(apt.archives, f));
+    // A package built locally (as Isar builds its own recipes): in the image, in no pinned index.
+    const local = join(dir, 'local-pkg');
+    mkdirSync(join(local, 'DEBIAN'), { recursive: true });
+    writeFileSync(join(local, 'DEBIAN/control'), 'Package: fl-local\nVersion: 0.1\nArchitecture: amd64\nMaintainer: x <x@example.org>\nDescription: local\n');
+    execFileSync('dpkg-deb', ['--build', local, join(dir, 'fl-local_0.1_amd64.deb')], { stdio: 'ignore' });
+    dpkgInstall(rootfs, [...debs, join(dir, 'fl-local_0.1_amd64.deb')]);
+    await feedlock.flights.idle();
+    return rootfs;
+  }
+
+  let rootfs1: string;
+  let manifestFile: string;
+
+  beforeAll(async () => {
+    dir = tempDir('manifest');
+    key = createGpgKey(dir);
+    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
+    rootfs1 = await buildRootfs('rootfs1');
+    manifestFile = join(dir, 'image1.feedlock.json');
+    await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--out', manifestFile);
+  });
+  afterAll(async () => {
+    await feedlock?.close();
+    await upstream?.close();
+  });
+
+  it('lists every installed package with the fixture\'s own version, sha256, size and repository; local builds as local', () => {
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    expect(m.schema).toBe('feedlock-manifest/1');
+    expect(m.snapshot).toMatch(/^[0-9a-f]{20}$/);
+    const expected = repo.packages.filter((p) => ['fl-base', 'fl-libfoo', 'fl-foo-tools', 'fl-hello', 'fl-epoch'].includes(p.name));
+    for (const p of expected) {
+      const got = m.packages.find((x: { name: string }) => x.name === p.name);
+      expect(got, p.name).toMatchObject({ version: p.version, arch: 'amd64', sha256: p.sha256, size: p.size, filename: p.filename, origin: 'snapshot', repository: `http://127.0.0.1:${upstream.port}/debian/dists/stable` });
+    }
+    expect(m.packages.find((x: { name: string }) => x.name === 'fl-libfoo')).toMatchObject({ source: 'foo', sourceVersion: '2.1-3' });
+    expect(m.packages.find((x: { name: string }) => x.name === 'fl-local')).toMatchObject({ version: '0.1', origin: 'local' });
+    expect(m.packages).toHaveLength(expected.length + 1);
+  });
+
+  it('text and sha256sum formats; CycloneDX validates against its published schema; SPDX carries purls', async () => {
+    const text = (await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'text')).stdout;
+    expect(text.split('\n')).toContain('fl-epoch 1:0.9-1 amd64');
+    const sums = (await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'sha256sum')).stdout;
+    expect(sums).toContain(`${repo.packages.find((p) => p.name === 'fl-hello')!.sha256}  pool/main/f/fl-hello/fl-hello_1.0-1_amd64.deb`);
+    expect(sums).not.toContain('fl-local');
+
+    const cdx = JSON.parse((await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'cyclonedx')).stdout);
+    const ajv = new Ajv({ strict: false, validateFormats: true });
+    addFormats.default(ajv);
+    // bom-1.6 refers to its companions by file name relative to its own $id.
+    for (const f of ['spdx.SNAPSHOT.schema.json', 'jsf-0.82.SNAPSHOT.schema.json', 'cryptography-defs.SNAPSHOT.schema.json']) {
+      const { $id: _id, ...schema } = JSON.parse(readFileSync(join(SCHEMAS, f), 'utf8'));
+      ajv.addSchema(schema, `http://cyclonedx.org/schema/${f}`);
+    }
+    const validate = ajv.compile(JSON.parse(readFileSync(join(SCHEMAS, 'bom-1.6.SNAPSHOT.schema.json'), 'utf8')));
+    const valid = validate(cdx);
+    expect(validate.errors ?? [], JSON.stringify(validate.errors?.slice(0, 3))).toEqual([]);
+    expect(valid).toBe(true);
+    expect(cdx.components.map((c: { purl: string }) => c.purl)).toContain('pkg:deb/debian/fl-epoch@1%3A0.9-1?arch=amd64');
+
+    const spdx = JSON.parse((await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'spdx')).stdout);
+    expect(spdx.spdxVersion).toBe('SPDX-2.3');
+    for (const p of spdx.packages) expect(p.externalRefs[0].referenceLocator).toMatch(/^pkg:deb\/debian\/[^@]+@[^?]+\?arch=amd64/);
+  });
+
+  it('manifest check: complete and intact -> exit 0; a missing blob -> exit 1 naming it', async () => {
+    const ok = JSON.parse((await cli('manifest', 'check', manifestFile, '--json')).stdout);
+    expect(ok).toMatchObject({ ok: true, checked: 5 });
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    const victim = m.packages.find((p: { name: string }) => p.name === 'fl-epoch');
+    const copy = join(dir, 'victim.bak');
+    const blob = join(dir, 'store', 'blobs', 'sha256', victim.sha256.slice(0, 2), victim.sha256);
+    writeFileSync(copy, readFileSync(blob));
+    rmSync(blob);
+    const bad = await cli('manifest', 'check', manifestFile).catch((e) => e);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/MISSING fl-epoch 1:0\.9-1 amd64/);
+    writeFileSync(blob, readFileSync(copy));
+  });
+
+  it('export repo: plain apt-get installs from it with feedlock and the upstream gone', async () => {
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    const out = join(dir, 'exported');
+    const r = JSON.parse((await cli('export', 'repo', '--snapshot', m.snapshot, '--manifest', manifestFile, '--out', out, '--json')).stdout);
+    expect(r.files).toBeGreaterThan(5);
+    const hostDir = `127.0.0.1_${upstream.port}`;
+    const plain = await startStaticUpstream(join(out, hostDir));
+    try {
+      const apt = aptClient(tempDir('from-export'), `deb [signed-by=${key.keyring}] ${plain.url}/debian stable main\n`);
+      await apt.get('update');
+      await apt.get('install', '--download-only', '-y', ...WANTED);
+      const got = apt.downloaded();
+      for (const p of m.packages.filter((x: { origin: string }) => x.origin === 'snapshot')) expect(Object.values(got)).toContain(p.sha256);
+      execFileSync('sha256sum', ['-c', '--quiet', '-'], { cwd: join(out, hostDir, 'debian'), input: (await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'sha256sum')).stdout });
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('manifest diff between two builds shows exactly the upgrade', async () => {
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.2-1', depends: 'fl-libfoo' }] }, new Date(Date.now() - 60_000));
+    await cli('env', 'reset', 'img');
+    const rootfs2 = await buildRootfs('rootfs2');
+    const m2 = join(dir, 'image2.feedlock.json');
+    await cli('manifest', '--rootfs', rootfs2, '--env', 'img', '--out', m2);
+    const diff = JSON.parse((await cli('manifest', 'diff', manifestFile, m2, '--json')).stdout);
+    expect(diff).toEqual([{ repo: 'image', arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.2-1' }], downgraded: [] }]);
+  });
+});
