@@ -3,17 +3,14 @@
  * Bad input anywhere exits 2 with one line naming the key and the value.
  */
 import { Command, CommanderError } from 'commander';
-import { readFileSync } from 'node:fs';
+import { version } from '../version.js';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { registerServe } from './serve-command.js';
 import { registerStore } from './store-command.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerExport, registerManifest } from './manifest-command.js';
+import { registerHook } from './hook-command.js';
 
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
@@ -80,6 +77,7 @@ export function buildProgram(): Command {
   registerSnapshotCommands(program);
   registerManifest(program);
   registerExport(program);
+  registerHook(program);
   return program;
 }
 

@@ -15,6 +15,8 @@ import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
 import { createRequestHandler, type AdminHandler, type Resolver } from './handle-request.js';
 import { LiveResolver } from './live-resolver.js';
+import { createAdminHandler } from './admin.js';
+import { version } from '../version.js';
 import { ProxyStats } from './stats.js';
 import { UpstreamClient } from './upstream-client.js';
 import { UpstreamPolicy } from './upstream-policy.js';
@@ -61,7 +63,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     log,
     defaultEnv: config.env,
     offline: config.offline,
-    admin: parts.admin?.({ store, stats, flights, upstream }),
+    admin: parts.admin?.({ store, stats, flights, upstream }) ?? createAdminHandler({ store, stats, flights, upstream, version: version() }),
   });
 
   const server = createServer({ keepAliveTimeout: 30_000, headersTimeout: 20_000, requestTimeout: 0 }, handler);
@@ -164,3 +166,4 @@ function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: Conf
   const upstream = connect(port, target.hostname, () => splice(upstream));
   upstream.once('error', (err) => (client.writable ? refuse('502 Bad Gateway', `cannot reach ${target.host}: ${err.message}`) : end()));
 }
+

@@ -20,7 +20,8 @@ export class Environments {
 
   constructor(
     readonly records: SnapshotRecords,
-    private readonly capture: CaptureDeps,
+    /** Needed only to capture; the lifecycle commands (reset, pin, delete) run without upstream access. */
+    private readonly capture?: CaptureDeps,
   ) {}
 
   async view(name: string, fresh = false): Promise<EnvView> {
@@ -58,6 +59,7 @@ export class Environments {
     const known = before.snapshot?.repos.find((r) => r.url === guess.url);
     if (known) return before;
     if (before.state.locked) throw notInSnapshot(env, before.state.snapshot, guess.url);
+    if (!this.capture) throw new FeedlockError('FL_INTERNAL', 'this Environments instance cannot capture');
     const repo = await captureRepo(this.capture, guess);
     let snapshot: SnapshotRecord | undefined;
     const state = await this.records.updateEnv(env, `captured ${repo.url}`, async (current) => {

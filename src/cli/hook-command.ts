@@ -1,0 +1,99 @@
+/**
+ * feedlock hook …: what bbclass/feedlock.bbclass calls. Kept small: the
+ * class sets variables and calls these; the behaviour lives (and is tested)
+ * in src/bitbake-hooks.
+ */
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { loadConfig } from '../config/load-config.js';
+import { ENV_NAME } from '../config/schema.js';
+import { FeedlockError } from '../errors.js';
+import { choosePort, serverStatus, startServerForBuild, stopServerForBuild } from '../bitbake-hooks/server-lifecycle.js';
+import { Environments } from '../snapshot/environments.js';
+import { SnapshotRecords } from '../snapshot/records.js';
+import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { print } from './output.js';
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new FeedlockError('FL_BAD_CONFIG', `bad config: port = ${JSON.stringify(value)} (expected an integer 0-65535; 0 = any free port)`);
+  return n;
+}
+
+/** The first non-comment line of a feedlock.lock file. */
+export async function readLockFile(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch((err) => {
+    throw new FeedlockError('FL_BAD_CONFIG', `cannot read lock file ${file}: ${(err as Error).message}`);
+  });
+  const id = text.split('\n').map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+  if (!id) throw new FeedlockError('FL_BAD_CONFIG', `lock file ${file} holds no snapshot id`);
+  return id;
+}
+
+export function registerHook(program: Command): void {
+  const hook = program.command('hook').description('build lifecycle for the bitbake class: port, start, stop, status');
+
+  hook
+    .command('port')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .option('--port <n>', 'preferred port', '3142')
+    .option('--json', 'machine-readable output')
+    .description('the port recipes are parsed with (preferred if free, else a free one; stable for the build)')
+    .action(async (opts) => {
+      const p = await choosePort(opts.stateDir, port(opts.port));
+      print(opts, { port: p }, () => String(p));
+    });
+
+  hook
+    .command('start')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .option('--port <n>', 'preferred port', '3142')
+    .option('--url <url>', 'use this already running feedlock (FEEDLOCK_URL) instead of starting one')
+    .option('--env <name>', 'build environment')
+    .option('--store <dir>', 'package store')
+    .option('--index-dir <dir>', 'local LMDB index')
+    .option('--snapshot-dir <dir>', 'snapshot records')
+    .option('--snapshot <id>', 'pin the environment to this snapshot id or tag first')
+    .option('--lock-file <file>', 'pin the environment to the id in this feedlock.lock first')
+    .option('--offline', 'serve only from the store')
+    .option('--json', 'machine-readable output')
+    .argument('[serveArgs...]', 'further `feedlock serve` arguments, after --')
+    .description('start the build\'s feedlock (once; later calls reuse it)')
+    .action(async (serveArgs: string[], opts) => {
+      if (opts.env !== undefined && !ENV_NAME.test(opts.env)) throw new FeedlockError('FL_BAD_CONFIG', `bad config: env = ${JSON.stringify(opts.env)}`);
+      const pinRef = opts.snapshot || (opts.lockFile ? await readLockFile(opts.lockFile) : undefined);
+      if (pinRef && !opts.url) {
+        if (!opts.env) throw new FeedlockError('FL_BAD_CONFIG', '--snapshot/--lock-file need --env NAME');
+        const config = loadConfig({ store: opts.store, indexDir: opts.indexDir, snapshotDir: opts.snapshotDir, aptSources: false }, undefined);
+        const records = new SnapshotRecords(snapshotDirOf(config, config.store));
+        const id = await records.resolveId(pinRef);
+        const current = await records.readEnv(opts.env);
+        // Pinning again to the same id is a no-op, so parallel builds do not churn the history.
+        if (current.snapshot !== id || !current.locked) await new Environments(records).pin(opts.env, id);
+      }
+      const args = [...serveArgs];
+      for (const [flag, value] of [['--env', opts.env], ['--store', opts.store], ['--index-dir', opts.indexDir], ['--snapshot-dir', opts.snapshotDir]] as const) if (value) args.push(flag, value);
+      if (opts.offline) args.push('--offline');
+      const r = await startServerForBuild({ stateDir: opts.stateDir, preferredPort: port(opts.port), serveArgs: args, externalUrl: opts.url });
+      print(opts, r, () => r.url);
+    });
+
+  hook
+    .command('stop')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .option('--json', 'machine-readable output')
+    .description('stop the build\'s feedlock (a shared daemon is left alone)')
+    .action(async (opts) => {
+      const r = await stopServerForBuild(opts.stateDir);
+      print(opts, r, () => (r.stopped ? `stopped feedlock (pid ${r.pid})` : 'no feedlock running for this build'));
+    });
+
+  hook
+    .command('status')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const s = await serverStatus(opts.stateDir);
+      print(opts, s, () => (s.running ? `running: pid ${s.pid} at ${s.url}` : 'not running'));
+    });
+}
