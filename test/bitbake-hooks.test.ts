@@ -48,7 +48,8 @@ describe('bitbake hooks: one server per build', () => {
     const stopped = await hook('stop', '--state-dir', state);
     expect(stopped).toMatchObject({ stopped: true, pid: first.pid });
     expect(alive(first.pid)).toBe(false);
-    for (const f of ['server.pid', 'server.url', 'port']) expect(existsSync(join(state, f)), f).toBe(false);
+    for (const f of ['server.pid', 'server.url']) expect(existsSync(join(state, f)), f).toBe(false);
+    expect(readFileSync(join(state, 'port'), 'utf8').trim(), 'the port stays for the next build').toBe(String(port));
     expect(await hook('stop', '--state-dir', state)).toMatchObject({ stopped: false });
   });
 

@@ -150,12 +150,16 @@ async function stopPid(pid: number, graceMs = 15_000): Promise<void> {
   }
 }
 
-/** Stops the build's server (not a shared daemon) and removes its state. */
+/**
+ * Stops the build's server (not a shared daemon) and removes its state. The
+ * port file stays: bitbake's parse cache may hold it, so the next build in
+ * this build dir keeps the same port unless another program took it.
+ */
 export async function stopServerForBuild(stateDir: string): Promise<{ stopped: boolean; pid?: number }> {
   return withStateLock(stateDir, async () => {
     const pid = await runningPid(stateDir);
     if (pid !== undefined) await stopPid(pid);
-    for (const f of ['server.pid', 'server.url', 'port']) await rm(file(stateDir, f), { force: true });
+    for (const f of ['server.pid', 'server.url']) await rm(file(stateDir, f), { force: true });
     return { stopped: pid !== undefined, pid };
   });
 }

@@ -1,0 +1,147 @@
+/**
+ * feedlock.bbclass under real bitbake (BITBAKE_DIR, default ../shared/tools/isar/bitbake)
+ * on a minimal layer whose two image recipes install from the fixture repo.
+ * Run alone: BITBAKE_DIR=/path/to/bitbake npm run test:bitbake
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, type AptRepo } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { tempDir } from './helpers/feedlock.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const BITBAKE_DIR = process.env.BITBAKE_DIR ? resolve(process.env.BITBAKE_DIR) : resolve(ROOT, '..', 'shared', 'tools', 'isar', 'bitbake');
+const HAVE_BITBAKE = existsSync(join(BITBAKE_DIR, 'bin', 'bitbake'));
+const HAVE_LOCALE = (() => {
+  try {
+    return /en_US\.utf-?8/i.test(execFileSync('locale', ['-a'], { encoding: 'utf8' }));
+  } catch {
+    return false;
+  }
+})();
+const SKIP = !HAVE_BITBAKE
+  ? `bitbake not found at ${BITBAKE_DIR}: run BITBAKE_DIR=/path/to/bitbake npm run test:bitbake`
+  : !HAVE_LOCALE
+    ? 'bitbake needs the en_US.UTF-8 locale: localedef -i en_US -f UTF-8 en_US.UTF-8'
+    : '';
+
+/** Processes whose command line mentions `needle` (our own servers only). */
+function processesMentioning(needle: string): number[] {
+  const pids: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('serve')) pids.push(Number(p));
+    } catch {
+      /* gone */
+    }
+  }
+  return pids;
+}
+
+describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
+  let dir: string;
+  let build: string;
+  let repo: AptRepo;
+  let upstream: StaticUpstream;
+
+  function bitbake(args: string[], options: { signalAfterPidFile?: string } = {}): Promise<{ code: number | null; out: string }> {
+    return new Promise((done) => {
+      const child = spawn(join(BITBAKE_DIR, 'bin', 'bitbake'), args, {
+        cwd: build,
+        env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`, BBPATH: undefined },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (b) => (out += b));
+      child.stderr.on('data', (b) => (out += b));
+      if (options.signalAfterPidFile) {
+        const t = setInterval(() => {
+          if (existsSync(options.signalAfterPidFile!)) {
+            clearInterval(t);
+            setTimeout(() => child.kill('SIGINT'), 300);
+          }
+        }, 50);
+        child.once('exit', () => clearInterval(t));
+      }
+      child.once('exit', (code) => done({ code, out }));
+    });
+  }
+
+  beforeAll(async () => {
+    dir = tempDir('bitbake');
+    const key = createGpgKey(dir);
+    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    build = join(dir, 'build');
+    mkdirSync(join(build, 'conf'), { recursive: true });
+    writeFileSync(join(build, 'conf', 'bblayers.conf'), `BBLAYERS = "${join(ROOT, 'fixtures', 'bitbake-layer')} ${ROOT}"\n`);
+    writeFileSync(
+      join(build, 'conf', 'local.conf'),
+      [
+        'INHERIT += "feedlock"',
+        `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist', 'src', 'cli', 'bin.cjs')}"`,
+        'FEEDLOCK_PORT = "0"',
+        `FEEDLOCK_SERVE_ARGS = "--allow-host 127.0.0.1:${upstream.port} --no-apt-sources --log-level info --index-dir ${join(dir, 'index')}"`,
+        `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`,
+        `FIXTURE_KEYRING = "${key.keyring}"`,
+        `DL_DIR = "${join(dir, 'downloads')}"`,
+      ].join('\n') + '\n',
+    );
+  });
+  afterAll(async () => {
+    await upstream?.close();
+  });
+
+  const deploy = () => join(build, 'tmp', 'deploy', 'images');
+  const manifest = (image: string) => JSON.parse(readFileSync(join(deploy(), `${image}-qemuamd64.feedlock.json`), 'utf8'));
+
+  it('builds two images in one call through one server; both share versions; manifests match the rootfs', async () => {
+    const r = await bitbake(['fixture-image-base', 'fixture-image-debug']);
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const base = manifest('fixture-image-base');
+    const debug = manifest('fixture-image-debug');
+    expect(base.env).toBe('fixture-qemuamd64');
+    expect(base.snapshot).toBe(debug.snapshot);
+    for (const p of base.packages) {
+      const same = debug.packages.find((q: { name: string }) => q.name === p.name);
+      if (same) expect(same, p.name).toMatchObject({ version: p.version, sha256: p.sha256 });
+    }
+    expect(base.packages.map((p: { name: string }) => p.name).sort()).toEqual(['fl-base', 'fl-epoch', 'fl-hello', 'fl-libfoo']);
+    for (const p of base.packages) expect(p.sha256).toBe(repo.packages.find((x) => x.name === p.name)!.sha256);
+    const status = readFileSync(join(build, 'tmp', 'work', 'fixture-image-debug', 'rootfs', 'var/lib/dpkg/status'), 'utf8');
+    for (const p of debug.packages) expect(status).toContain(`Package: ${p.name}\n`);
+    expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.manifest'))).toBe(true);
+    expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.spdx.json'))).toBe(true);
+    // One server for the whole bitbake call, one capture of the repository.
+    const log = readFileSync(join(build, 'tmp', 'feedlock', 'server.log'), 'utf8');
+    expect(log.match(/feedlock listening on/g)).toHaveLength(1);
+    expect(upstream.requests.filter((q) => q.url.endsWith('/InRelease'))).toHaveLength(1);
+    expect(processesMentioning(join(dir, 'downloads')), 'no server left after the build').toEqual([]);
+    expect(existsSync(join(build, 'tmp', 'feedlock', 'server.pid'))).toBe(false);
+  }, 300_000);
+
+  it('a failing task still stops the server', async () => {
+    const r = await bitbake(['fixture-broken']);
+    expect(r.code).not.toBe(0);
+    expect(readFileSync(join(build, 'tmp', 'work', 'fixture-broken', 'temp', 'log.do_rootfs'), 'utf8')).toMatch(/Unable to locate package fl-does-not-exist/);
+    expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
+  }, 300_000);
+
+  it('Ctrl-C during the build leaves no server behind', async () => {
+    rmSync(join(build, 'tmp', 'stamps'), { recursive: true, force: true });
+    const pidFile = join(build, 'tmp', 'feedlock', 'server.pid');
+    let sawServer = false;
+    const watch = setInterval(() => (sawServer ||= existsSync(pidFile)), 20);
+    const r = await bitbake(['fixture-image-debug'], { signalAfterPidFile: pidFile });
+    clearInterval(watch);
+    expect(sawServer, 'the build got as far as starting feedlock').toBe(true);
+    expect(r.code).not.toBe(0);
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
+  }, 300_000);
+});
+
+if (SKIP) describe('feedlock.bbclass under real bitbake', () => it.skip(SKIP, () => {}));
