@@ -11,6 +11,8 @@ export interface RequestLogEntry {
   ms: number;
 }
 
+const RECENT = 100;
+
 export class ProxyStats {
   readonly startedAt = Date.now();
   requests = 0;
@@ -18,13 +20,20 @@ export class ProxyStats {
   bytesServed = 0;
   bytesFetched = 0;
   verificationFailures = 0;
-  readonly recent: RequestLogEntry[] = [];
+  /** Ring buffer of the last RECENT requests. */
+  private readonly ring: RequestLogEntry[] = [];
+  private next = 0;
 
   record(entry: RequestLogEntry, bytes: number): void {
     this.requests++;
     this.byResult[entry.result]++;
     this.bytesServed += bytes;
-    this.recent.push(entry);
-    if (this.recent.length > 100) this.recent.shift();
+    this.ring[this.next] = entry;
+    this.next = (this.next + 1) % RECENT;
+  }
+
+  /** Oldest first. */
+  get recent(): RequestLogEntry[] {
+    return [...this.ring.slice(this.next), ...this.ring.slice(0, this.next)];
   }
 }

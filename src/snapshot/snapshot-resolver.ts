@@ -149,26 +149,38 @@ export class SnapshotResolver implements Resolver {
     return { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } };
   }
 
-  /** Finds the pinned index entry for a package URL across the environment's repositories. */
+  /**
+   * Finds the pinned index entry for a package URL across the environment's
+   * repositories. The hot path of a build: it uses the in-memory list of
+   * index blobs known to be parsed; only a miss rescans the Release (an index
+   * may have been fetched by another process since).
+   */
   async lookupPackage(view: EnvView, url: string): Promise<{ repo: PinnedRepo; entry: PackageEntry } | undefined> {
-    for (const repo of view.snapshot?.repos ?? []) {
-      if (!url.startsWith(repo.archiveRoot + '/')) continue;
-      const filename = decodeURIComponent(url.slice(repo.archiveRoot.length + 1));
-      for (const index of await this.indexBlobsOf(repo)) {
-        await this.packages.ensureParsed(index.sha256, index.path);
-        const entry = this.packages.lookup(index.sha256, filename);
-        if (entry && (entry.sha256 || entry.md5)) return { repo, entry };
+    for (const rescan of [false, true]) {
+      for (const repo of view.snapshot?.repos ?? []) {
+        if (!url.startsWith(repo.archiveRoot + '/')) continue;
+        const filename = decodeURIComponent(url.slice(repo.archiveRoot.length + 1));
+        for (const index of await this.indexBlobsOf(repo, rescan)) {
+          await this.packages.ensureParsed(index.sha256, index.path);
+          const entry = this.packages.lookup(index.sha256, filename);
+          if (entry && (entry.sha256 || entry.md5)) return { repo, entry };
+        }
       }
     }
     return undefined;
   }
 
+  private readonly indexBlobCache = new Map<string, { path: string; sha256: string }[]>();
+
   /** The Packages/Sources blobs of a repository that this host holds (one per index, whatever its compression). */
-  async indexBlobsOf(repo: PinnedRepo): Promise<{ path: string; sha256: string }[]> {
+  async indexBlobsOf(repo: PinnedRepo, rescan = false): Promise<{ path: string; sha256: string }[]> {
     if (repo.kind === 'opkg') {
       const a = repo.anchors.Packages ?? repo.anchors['Packages.gz'];
       return a ? [{ path: repo.anchors.Packages ? 'Packages' : 'Packages.gz', sha256: a.sha256 }] : [];
     }
+    const key = (repo.anchors.InRelease ?? repo.anchors.Release).sha256;
+    const cached = this.indexBlobCache.get(key);
+    if (cached && !rescan) return cached;
     const release = await this.releaseOf(repo);
     const seen = new Set<string>();
     const out: { path: string; sha256: string }[] = [];
@@ -181,6 +193,7 @@ export class SnapshotResolver implements Resolver {
         out.push({ path, sha256: e.sha256 });
       }
     }
+    this.indexBlobCache.set(key, out);
     return out;
   }
 
@@ -218,6 +231,9 @@ export class SnapshotResolver implements Resolver {
   /** Parse a Packages/Sources file in the background once a client got it: package requests follow. */
   private afterIndexServed(path: string, sha256: string): void {
     if (!INDEX_FILE.test(path) || this.packages.isParsed(sha256)) return;
-    this.packages.ensureParsed(sha256, path).catch((err) => this.log.warn({ path, err: (err as Error).message }, 'cannot parse index'));
+    this.packages.ensureParsed(sha256, path).then(
+      () => this.indexBlobCache.clear(),
+      (err) => this.log.warn({ path, err: (err as Error).message }, 'cannot parse index'),
+    );
   }
 }

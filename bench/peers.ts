@@ -1,0 +1,230 @@
+/**
+ * npm run bench:peers: feedlock side by side with apt-cacher-ng and an nginx
+ * proxy_cache, against one static upstream (nginx when installed, else Node),
+ * on the same repository, in the same run. Each proxy starts from an empty
+ * cache in its own temp dir and is stopped by the harness.
+ *
+ *   node dist/bench/peers.js [--small 1000] [--large-mib 200] [--seconds 8]
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CLI, ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc } from './lib.js';
+
+const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '8' } } });
+
+interface Peer {
+  name: string;
+  /** URL for an upstream path through this peer. */
+  url(path: string): string;
+  base: string;
+  rss?: RssSampler;
+  stop(): Promise<void>;
+}
+
+const freePort = async () => {
+  const { createServer } = await import('node:net');
+  return new Promise<number>((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
+  });
+};
+
+async function waitUp(url: string): Promise<void> {
+  for (let i = 0; i < 30; i++) {
+    try {
+      await fetch(url, { signal: AbortSignal.timeout(500) });
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+function daemon(cmd: string, argv: string[]): { pid: number; stop(): Promise<void> } {
+  const child = spawn(cmd, argv, { stdio: 'ignore' });
+  return {
+    pid: child.pid!,
+    stop: () =>
+      new Promise((r) => {
+        if (child.exitCode !== null) return r();
+        child.once('exit', () => r());
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+      }),
+  };
+}
+
+async function startNginxStatic(root: string, work: string): Promise<{ url: string; port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  mkdirSync(join(work, 'nginx-static'), { recursive: true });
+  const conf = join(work, 'nginx-static', 'nginx.conf');
+  writeFileSync(conf, `daemon off; user root; worker_processes 1; pid ${join(work, 'nginx-static', 'pid')}; error_log stderr error;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path ${work}/nginx-static/cb; proxy_temp_path ${work}/nginx-static/pt; fastcgi_temp_path ${work}/nginx-static/ft; uwsgi_temp_path ${work}/nginx-static/ut; scgi_temp_path ${work}/nginx-static/st;
+  server { listen 127.0.0.1:${port}; root ${root}; location / { } } }\n`);
+  const d = daemon('nginx', ['-c', conf, '-e', 'stderr']);
+  await waitUp(`http://127.0.0.1:${port}/`);
+  return { url: `http://127.0.0.1:${port}`, port, stop: d.stop };
+}
+
+async function startFeedlockPeer(work: string, upPort: number): Promise<Peer> {
+  const store = join(work, 'feedlock-store');
+  const p: Proc = await startProcess(CLI, ['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`]);
+  return { name: 'feedlock', base: p.url, url: (path) => `${p.url}/127.0.0.1:${upPort}${path}`, rss: p.rss, stop: p.stop };
+}
+
+async function startAcng(work: string, upPort: number): Promise<Peer | undefined> {
+  if (!hasCommand('apt-cacher-ng') && !hasCommand('/usr/sbin/apt-cacher-ng')) return undefined;
+  const port = await freePort();
+  const dir = join(work, 'acng');
+  mkdirSync(join(dir, 'cache'), { recursive: true });
+  mkdirSync(join(dir, 'log'), { recursive: true });
+  mkdirSync(join(dir, 'conf'), { recursive: true });
+  writeFileSync(join(dir, 'conf', 'acng.conf'), `CacheDir: ${dir}/cache\nLogDir: ${dir}/log\nPort: ${port}\nBindAddress: 127.0.0.1\nForeGround: 1\nPidFile: ${dir}/pid\nSocketPath: ${dir}/socket\nAllowUserPorts: 80 ${upPort}\nExThreshold: 4\nVerboseLog: 0\n`);
+  const d = daemon('/usr/sbin/apt-cacher-ng', ['-c', join(dir, 'conf')]);
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    await waitUp(`${base}/`);
+  } catch {
+    await d.stop();
+    const err = (() => {
+      try {
+        return readFileSync(join(dir, 'log', 'apt-cacher.err'), 'utf8').trim().split('\n').pop();
+      } catch {
+        return '';
+      }
+    })();
+    console.error(`apt-cacher-ng did not start listening on ${base}${err ? `: ${err}` : ''}; run it by hand to see why (seen in sandboxes: "Error resolving address for binding")`);
+    return undefined;
+  }
+  return { name: 'apt-cacher-ng', base, url: (path) => `${base}/127.0.0.1:${upPort}${path}`, rss: new RssSampler(d.pid), stop: d.stop };
+}
+
+async function startNginxCache(work: string, upPort: number): Promise<Peer | undefined> {
+  if (!hasCommand('nginx')) return undefined;
+  const port = await freePort();
+  const dir = join(work, 'nginx-cache');
+  mkdirSync(join(dir, 'cache'), { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(conf, `daemon off; user root; worker_processes 1; pid ${dir}/pid; error_log stderr error;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; keepalive_requests 100000;
+  client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/pt; fastcgi_temp_path ${dir}/ft; uwsgi_temp_path ${dir}/ut; scgi_temp_path ${dir}/st;
+  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=pkgs:10m max_size=10g inactive=7d use_temp_path=off;
+  server { listen 127.0.0.1:${port};
+    location / { proxy_pass http://127.0.0.1:${upPort}; proxy_cache pkgs; proxy_cache_valid 200 7d; proxy_cache_lock on; proxy_cache_lock_timeout 600s; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`);
+  const d = daemon('nginx', ['-c', conf, '-e', 'stderr']);
+  const base = `http://127.0.0.1:${port}`;
+  await waitUp(`${base}/`);
+  return { name: 'nginx proxy_cache', base, url: (path) => `${base}${path}`, rss: new RssSampler(d.pid), stop: d.stop };
+}
+
+type Figures = Record<string, number | string | boolean>;
+
+async function measure(peer: Peer, repo: ReturnType<typeof makeSyntheticRepo>, seconds: number, work: string, count: (suffix: string) => Promise<number>): Promise<Figures> {
+  const f: Figures = {};
+  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  const smallPaths = repo.small.map((s) => s.path);
+  // (3) cold: 16 clients, one uncached large file, at once (before anything else touches it)
+  const before = await count(repo.large.path);
+  peer.rss?.reset();
+  let t = performance.now();
+  const cold = await Promise.all(Array.from({ length: 16 }, () => fetchHash(peer.url(repo.large.path))));
+  const coldEnd = Math.max(...cold.map((r) => r.endAt));
+  f.cold16UpstreamRequests = (await count(repo.large.path)) - before;
+  f.cold16Ms = Math.round(performance.now() - t);
+  f.cold16AllVerified = cold.every((r) => r.ok && r.sha256 === repo.large.sha256);
+  f.cold16FirstByteBeforeEnd = cold.every((r) => r.firstByteAt > 0 && r.firstByteAt < coldEnd - 1);
+  f.cold16RssMb = peer.rss?.peakMb() ?? '-';
+  // warm the small files
+  await runPool(smallPaths, 16, (p) => fetchDiscard(peer.url(p), agent));
+  await runPool(smallPaths, 16, (p) => fetchDiscard(peer.url(p), agent));
+  // (1) warm small hits
+  peer.rss?.reset();
+  const hits = await loadTest(peer.base, smallPaths.map((p) => new URL(peer.url(p)).pathname), seconds, 64, work);
+  f.hitReqPerSec = hits.reqPerSec;
+  f.hitP50ms = hits.p50ms;
+  f.hitP99ms = hits.p99ms;
+  f.hitErrors = hits.errors;
+  f.hitRssMb = peer.rss?.peakMb() ?? '-';
+  // (2) warm large file, sequential and 8 at once
+  peer.rss?.reset();
+  t = performance.now();
+  const one = await fetchHash(peer.url(repo.large.path), agent);
+  f.largeSeqMBps = Math.round(one.bytes / (1 << 20) / ((performance.now() - t) / 1000));
+  t = performance.now();
+  const eight = await Promise.all(Array.from({ length: 8 }, () => fetchHash(peer.url(repo.large.path))));
+  f.large8MBps = Math.round((8 * repo.large.size) / (1 << 20) / ((performance.now() - t) / 1000));
+  f.largeVerified = one.sha256 === repo.large.sha256 && eight.every((r) => r.sha256 === repo.large.sha256);
+  f.largeRssMb = peer.rss?.peakMb() ?? '-';
+  agent.destroy();
+  return f;
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'feedlock-peers-'));
+  const repoDir = join(tmpdir(), 'feedlock-bench-repo');
+  const repo = makeSyntheticRepo(repoDir, Number(args.small), Number(args['large-mib']));
+  const seconds = Number(args.seconds);
+  // The static upstream, and a request counter for the cold single-flight figure.
+  const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
+  let upstreamUrl = nodeUp.url;
+  let upstreamKind = 'Node static server (apt-get install nginx-light for nginx)';
+  let nginxUp: Awaited<ReturnType<typeof startNginxStatic>> | undefined;
+  if (hasCommand('nginx')) {
+    nginxUp = await startNginxStatic(repoDir, work);
+    upstreamUrl = nginxUp.url;
+    upstreamKind = 'nginx static';
+  }
+  // Requests are counted at the Node upstream, so the proxies are pointed there for the cold test;
+  // warm figures do not involve the upstream.
+  const upPort = Number(new URL(nodeUp.url).port);
+  const count = async (suffix: string) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text());
+  console.error(`upstream: ${upstreamKind} at ${upstreamUrl}; request counting via ${nodeUp.url}`);
+  const results: Record<string, Figures> = {};
+  const direct: Peer = { name: 'direct upstream', base: upstreamUrl, url: (p) => `${upstreamUrl}${p}`, stop: async () => {} };
+  results[direct.name] = await measure(direct, repo, seconds, work, count);
+  for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
+    const peer = await start(work, upPort);
+    if (!peer) {
+      console.error(`skipped ${start.name.replace('start', '')}: apt-get install apt-cacher-ng nginx-light wrk`);
+      continue;
+    }
+    try {
+      results[peer.name] = await measure(peer, repo, seconds, work, count);
+    } finally {
+      await peer.stop();
+    }
+  }
+  await nodeUp.stop();
+  await nginxUp?.stop();
+  rmSync(work, { recursive: true, force: true });
+
+  const names = Object.keys(results);
+  const keys = Object.keys(results[names[0]]);
+  const acng = results['apt-cacher-ng'];
+  const dir = results['direct upstream'];
+  const lower = new Set(['hitP50ms', 'hitP99ms', 'cold16Ms']);
+  console.log(['figure', ...names, 'feedlock/acng', 'feedlock/direct'].join('\t'));
+  for (const k of keys) {
+    const fl = results.feedlock?.[k];
+    const r = (other?: Figures) => (typeof fl === 'number' && typeof other?.[k] === 'number' && other[k] !== 0 ? (lower.has(k) ? ratio(other[k] as number, fl) : ratio(fl, other[k] as number)) : '-');
+    console.log([k, ...names.map((n) => String(results[n][k])), String(r(acng)), String(r(dir))].join('\t'));
+  }
+  console.log('ratios: higher is better (latency/time ratios are other/feedlock)');
+  const outDir = join(ROOT, 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const out = join(outDir, `peers-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), upstream: upstreamKind, smallFiles: repo.small.length, largeMiB: Number(args['large-mib']), results }, null, 2));
+  console.log(`saved ${out}`);
+}
+
+await main();
