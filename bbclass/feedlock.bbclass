@@ -66,8 +66,9 @@ FEEDLOCK_SOURCE_BASE = "${@feedlock_base_url(d)}/_env/${FEEDLOCK_ENV}"
 # Isar: its apt snapshot mechanism rewrites every apt source at parse time and
 # marks it [check-valid-until=no], which a pinned environment needs once the
 # pinned Release passes its Valid-Until (Debian security: after 7 days).
+# Isar splits each entry on whitespace: the regexes must not contain spaces.
 ISAR_USE_APT_SNAPSHOT = "1"
-DISTRO_APT_SNAPSHOT_PREMIRROR = "https://([^/ ]+)/ ${FEEDLOCK_SOURCE_BASE}/https/\1/\nhttp://([^/ ]+)/ ${FEEDLOCK_SOURCE_BASE}/\1/\n"
+DISTRO_APT_SNAPSHOT_PREMIRROR = "https://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/https/\1/\nhttp://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/\1/\n"
 
 addhandler feedlock_config_parsed
 feedlock_config_parsed[eventmask] = "bb.event.ConfigParsed"
@@ -117,9 +118,12 @@ python feedlock_build_completed() {
 
 # ---- per image: manifest ------------------------------------------------------
 
+# "1" for recipes that build an image (Isar and OE images inherit "image").
+FEEDLOCK_IMAGE ?= "${@'1' if bb.data.inherits_class('image', d) else '0'}"
+
 python () {
-    # Only image recipes (they define IMAGE_ROOTFS) get the manifest task.
-    if not d.getVar('IMAGE_ROOTFS'):
+    # Only images get the manifest task (Isar sets IMAGE_ROOTFS globally, so it cannot tell).
+    if not bb.utils.to_boolean(d.getVar('FEEDLOCK_IMAGE')) or not d.getVar('IMAGE_ROOTFS'):
         return
     tasks = d.getVar('__BBTASKS', False) or []
     after = [t for t in ('do_rootfs_postprocess', 'do_rootfs') if t in tasks][:1]
