@@ -123,6 +123,25 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(existsSync(join(build, 'tmp', 'feedlock', 'server.pid'))).toBe(false);
   }, 300_000);
 
+  it('the Isar premirror rules rewrite http and https sources the way Isar applies them', async () => {
+    const value = execFileSync(join(BITBAKE_DIR, 'bin', 'bitbake-getvar'), ['-r', 'fixture-image-base', '--value', 'DISTRO_APT_SNAPSHOT_PREMIRROR'], {
+      cwd: build,
+      env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}` },
+      encoding: 'utf8',
+    }).trim();
+    // bootstrap.bbclass get_apt_source_mirror: split on a literal backslash-n, keep
+    // entries of exactly two whitespace-separated words, first regex that matches wins.
+    const rules = value.split('\\n').map((e) => e.trim().split(/\s+/)).filter((e) => e.length === 2);
+    expect(rules).toHaveLength(2);
+    const rewrite = (uri: string) => {
+      for (const [re, to] of rules) if (new RegExp(re).test(uri)) return uri.replace(new RegExp(re), to.replace(/\\(\d)/g, '$$$1'));
+      return uri;
+    };
+    const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
+    expect(rewrite('http://mirror.example.org/debian')).toBe(`http://127.0.0.1:${port}/_env/fixture-qemuamd64/mirror.example.org/debian`);
+    expect(rewrite('https://mirror.example.org/debian-security')).toBe(`http://127.0.0.1:${port}/_env/fixture-qemuamd64/https/mirror.example.org/debian-security`);
+  }, 120_000);
+
   it('a failing task still stops the server', async () => {
     const r = await bitbake(['fixture-broken']);
     expect(r.code).not.toBe(0);
