@@ -42,6 +42,7 @@ function manifestOf(buildDir: string): { snapshot: string; packages: { name: str
 describe.skipIf(Boolean(SKIP))('Isar through feedlock', () => {
   it('builds isar-image-base online, then offline in a loopback-only namespace with the identical package set', () => {
     rmSync(WORK, { recursive: true, force: true });
+    mkdirSync(WORK, { recursive: true });
     const build = join(WORK, 'build');
     execFileSync('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null`], { cwd: ISAR });
     const [deb, sec] = mirrors();
