@@ -1,37 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { startStaticUpstream } from '../fixtures/static-server.js';
+import { download, startCli } from './helpers/cli.js';
 import { tempDir } from './helpers/feedlock.js';
 
-const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function startCli(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    lines.once('line', (url) => resolve({ child, url }));
-    child.once('exit', (code) => reject(new Error(`feedlock exited with ${code}`)));
-  });
-}
-
-function download(url: string): Promise<{ ok: boolean; body: Buffer }> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const req = httpRequest(url, (res) => {
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ ok: res.statusCode === 200 && res.complete, body: Buffer.concat(chunks) }));
-      res.on('error', () => resolve({ ok: false, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', () => resolve({ ok: false, body: Buffer.concat(chunks) }));
-    req.end();
-  });
-}
 
 function blobCount(store: string): number {
   const root = join(store, 'blobs', 'sha256');

@@ -7,15 +7,7 @@
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+import { processAlive } from '../util/process-alive.js';
 
 export async function withStateLock<T>(stateDir: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
   await mkdir(stateDir, { recursive: true });
@@ -31,7 +23,7 @@ export async function withStateLock<T>(stateDir: string, fn: () => Promise<T>, t
       const owner = Number(await readFile(join(lock, 'owner'), 'utf8').catch(() => 'NaN'));
       const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now());
       // Break a lock whose owner died, or one with no owner written for a while.
-      if ((Number.isInteger(owner) && !alive(owner)) || (!Number.isInteger(owner) && age > 5_000)) {
+      if ((Number.isInteger(owner) && !processAlive(owner)) || (!Number.isInteger(owner) && age > 5_000)) {
         const stale = `${lock}.stale.${process.pid}.${Date.now()}`;
         await rename(lock, stale).then(() => rm(stale, { recursive: true, force: true }), () => {});
         continue;
@@ -47,4 +39,4 @@ export async function withStateLock<T>(stateDir: string, fn: () => Promise<T>, t
   }
 }
 
-export { alive as processAlive };
+export { processAlive };

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink, readdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
+import { processAlive } from '../util/process-alive.js';
 
 const HOST = hostname().replace(/[^A-Za-z0-9-]/g, '_');
 
@@ -85,15 +86,6 @@ export async function writeFileAtomic(tmpDir: string, finalPath: string, data: s
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Removes temp files left by crashed writers: ours by dead pid on this host,
  * other hosts' only when old (we cannot see their processes).
@@ -112,7 +104,7 @@ export async function cleanTempDir(tmpDir: string, otherHostMaxAgeMs = 24 * 3600
     let remove = false;
     if (host === HOST) {
       const pid = Number(pidText);
-      remove = !Number.isInteger(pid) || (pid !== process.pid && !pidAlive(pid));
+      remove = !Number.isInteger(pid) || (pid !== process.pid && !processAlive(pid));
     } else {
       const st = await stat(path).catch(() => undefined);
       remove = st !== undefined && Date.now() - st.mtimeMs > otherHostMaxAgeMs;

@@ -5,41 +5,19 @@
  * blob, and every retried download is byte-identical. Loopback only, bounded.
  */
 import { describe, expect, it } from 'vitest';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { startStaticUpstream } from '../../fixtures/static-server.js';
+import { CLI, download, startCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/feedlock.js';
 
 const run = promisify(execFile);
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'bin.cjs');
 const ROUNDS = Number(process.env.CHAOS_ROUNDS ?? 20);
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-function startCli(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'error', ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (url) => resolve({ child, url }));
-    child.once('exit', (code) => reject(new Error(`feedlock exited ${code}`)));
-  });
-}
-
-function download(url: string): Promise<{ ok: boolean; body: Buffer }> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const req = httpRequest(url, (res) => {
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ ok: res.statusCode === 200 && res.complete, body: Buffer.concat(chunks) }));
-      res.on('error', () => resolve({ ok: false, body: Buffer.alloc(0) }));
-    });
-    req.on('error', () => resolve({ ok: false, body: Buffer.alloc(0) }));
-    req.end();
-  });
-}
 
 describe('chaos: kill -9 during 50 concurrent downloads, restart, verify', () => {
   it(`survives ${ROUNDS} random kills`, async () => {
@@ -68,7 +46,7 @@ describe('chaos: kill -9 during 50 concurrent downloads, restart, verify', () =>
     const args = ['--store', store, '--index-dir', join(dir, 'index'), '--allow-host', `127.0.0.1:${upstream.port}`];
     let injected = 0;
     for (let round = 0; round < ROUNDS; round++) {
-      const s = await startCli(args);
+      const s = await startCli(args, 'error');
       const pending = Array.from({ length: 50 }, (_, i) => download(`${s.url}/127.0.0.1:${upstream.port}/pool/${files[(i + round) % files.length].name}`));
       await new Promise((r) => setTimeout(r, 20 + Math.random() * 300));
       s.child.kill('SIGKILL');
@@ -80,7 +58,7 @@ describe('chaos: kill -9 during 50 concurrent downloads, restart, verify', () =>
       expect(verify.bad, `round ${round}`).toEqual([]);
       expect(verify.danglingUrls, `round ${round}`).toEqual([]);
     }
-    const s = await startCli(args);
+    const s = await startCli(args, 'error');
     try {
       for (const f of files) {
         const r = await download(`${s.url}/127.0.0.1:${upstream.port}/pool/${f.name}`);
