@@ -60,6 +60,16 @@ async function open(opts: Record<string, unknown>, extraAllowed: string[] = []):
   };
 }
 
+/** Opens the store and records for one command and always closes them. */
+async function withCtx(opts: Record<string, unknown>, fn: (ctx: Awaited<ReturnType<typeof open>>) => Promise<void>): Promise<void> {
+  const ctx = await open(opts);
+  try {
+    await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
 function checkEnvName(name: string): string {
   if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
   return name;
@@ -81,18 +91,14 @@ export function registerSnapshotCommands(program: Command): void {
   const env = program.command('env').description('build environments: list, show, reset, pin, delete');
 
   storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const envs = await ctx.records.listEnvs();
       print(opts, envs.map(envSummary), () => (envs.length ? envs.map((e) => `${e.name.padEnd(24)} ${e.snapshot ?? '(empty)'}${e.locked ? '  pinned' : ''}  ${e.updatedAt}`).join('\n') : 'no environments yet'));
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(env.command('show').argument('<name>').description('an environment, its snapshot and history')).action(async (name: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const state = await ctx.records.readEnv(checkEnvName(name));
       if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
       const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
@@ -104,71 +110,53 @@ export function registerSnapshotCommands(program: Command): void {
           ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
         ].join('\n'),
       );
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(env.command('reset').argument('<name>').description('start a fresh capture on next use; the old snapshot is kept')).action(async (name: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const before = await ctx.records.readEnv(checkEnvName(name));
       const state = await ctx.envs.reset(name);
       print(opts, { ...envSummary(state), previous: before.snapshot }, () => `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(env.command('pin').argument('<name>').argument('<snapshot>', 'snapshot id or tag').description('serve exactly this snapshot; other repositories are refused')).action(async (name: string, ref: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const state = await ctx.envs.pin(checkEnvName(name), ref);
       print(opts, envSummary(state), () => `environment ${name} pinned to ${state.snapshot}`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(env.command('delete').argument('<name>').description('forget an environment (its snapshots stay)')).action(async (name: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       await ctx.envs.delete(checkEnvName(name));
       print(opts, { name, deleted: true }, () => `environment ${name} deleted`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   const snapshot = program.command('snapshot').description('snapshots: list, show, diff, capture, tag, export');
 
   storeOptions(snapshot.command('list').description('every snapshot record')).action(async (opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const all = await ctx.records.listSnapshots();
       const tags = await ctx.records.tags();
       const envs = await ctx.records.listEnvs();
       const rows = all.map((r) => ({ id: r.id, createdAt: r.createdAt, repos: r.repos.length, tags: Object.keys(tags).filter((t) => tags[t] === r.id), envs: envs.filter((e) => e.snapshot === r.id).map((e) => e.name) }));
       print(opts, rows, () => (rows.length ? rows.map((r) => `${r.id}  ${r.createdAt}  ${r.repos} repos${r.envs.length ? `  env: ${r.envs.join(',')}` : ''}${r.tags.length ? `  tags: ${r.tags.join(',')}` : ''}`).join('\n') : 'no snapshots yet'));
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('show').argument('<id>', 'snapshot id or tag')).action(async (ref: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const r = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
       const tags = await ctx.records.tags();
       print(opts, r, () => snapshotText(r, Object.keys(tags).filter((t) => tags[t] === r.id)));
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('diff').argument('<a>', 'old snapshot id, tag or env:NAME').argument('<b>', 'new snapshot id, tag or env:NAME').description('packages added, removed, upgraded, downgraded')).action(async (a: string, b: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const resolve = async (ref: string) => {
         if (ref.startsWith('env:')) {
           const s = await ctx.records.readEnv(checkEnvName(ref.slice(4)));
@@ -179,67 +167,50 @@ export function registerSnapshotCommands(program: Command): void {
       };
       const diff = await diffSnapshots(ctx.store, await resolve(a), await resolve(b));
       print(opts, diff, () => formatDiff(diff));
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('tag').argument('<id>').argument('<tag>').description('name a snapshot (tags keep it from gc)')).action(async (id: string, tag: string, opts) => {
     if (!ENV_NAME.test(tag)) throw new FeedlockError('FL_BAD_CONFIG', `bad tag ${JSON.stringify(tag)} (letters, digits, ".", "_", "-")`);
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       await ctx.records.tag(await ctx.records.resolveId(id), tag);
       print(opts, { id, tag }, () => `tagged ${id} as ${tag}`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('lock').argument('<env>').option('--out <file>', 'lock file to write', 'feedlock.lock').description('write the environment\'s snapshot id to a lock file a layer can commit')).action(async (name: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const s = await ctx.records.readEnv(checkEnvName(name));
       if (!s.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} has no snapshot yet; build once or run feedlock snapshot capture`);
       await writeFile(opts.out, `# feedlock snapshot pin for environment ${name}; use with: feedlock env pin ${name} $(grep -v '^#' ${opts.out})\n${s.snapshot}\n`);
       print(opts, { env: name, snapshot: s.snapshot, file: opts.out }, () => `wrote ${s.snapshot} to ${opts.out}`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('export').argument('<id>', 'snapshot id or tag').argument('<file>', 'tar file to write').option('--packages', 'include every package file of the snapshot the store holds').description('write a snapshot (and its blobs) to one file')).action(async (ref: string, file: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const record = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
       const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages) });
       const bytes = index.blobs.reduce((n, b) => n + b.size, 0);
       print(opts, { id: record.id, file, blobs: index.blobs.length, bytes }, () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('import').argument('<file>').option('--env <name>', 'pin this environment to the imported snapshot').description('read a snapshot export into the store')).action(async (file: string, opts) => {
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const result = await importSnapshot(ctx.store, ctx.records, file);
       if (opts.env) await ctx.envs.pin(checkEnvName(opts.env), result.snapshot.id);
       print(opts, { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null }, () => `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(snapshot.command('gc').option('--dry-run', 'only report').option('--grace <minutes>', 'spare blobs younger than this', '60').description('remove blobs no kept snapshot references')).action(async (opts) => {
     const grace = Number(opts.grace);
     if (!Number.isFinite(grace) || grace < 0) throw new FeedlockError('FL_BAD_CONFIG', `bad --grace ${JSON.stringify(opts.grace)} (expected minutes >= 0)`);
-    const ctx = await open(opts);
-    try {
+    await withCtx(opts, async (ctx) => {
       const report = await collectGarbage(ctx.store, ctx.records, { dryRun: Boolean(opts.dryRun), graceMs: grace * 60_000 });
       print(opts, report, () => `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 
   storeOptions(

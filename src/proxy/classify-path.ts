@@ -45,8 +45,4 @@ export class PathClassifier {
     for (const rule of this.rules) if (rule.pattern.test(path)) return rule.kind;
     return 'other';
   }
-
-  explain(path: string): ClassifyRule | undefined {
-    return this.rules.find((r) => r.pattern.test(path));
-  }
 }

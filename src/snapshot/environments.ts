@@ -3,6 +3,7 @@
  * where that changes (first sight of a repository, reset, pin, delete).
  */
 import { FeedlockError } from '../errors.js';
+import { SharedPromises } from '../util/shared-promise.js';
 import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
 
@@ -16,7 +17,7 @@ const STATE_TTL_MS = 1000;
 
 export class Environments {
   private readonly cache = new Map<string, { at: number; view: EnvView }>();
-  private readonly capturing = new Map<string, Promise<EnvView>>();
+  private readonly capturing = new SharedPromises<EnvView>();
 
   constructor(
     readonly records: SnapshotRecords,
@@ -45,13 +46,7 @@ export class Environments {
    * once. A process that loses the race adopts the winner's pin.
    */
   pinRepository(env: string, guess: RepoGuess): Promise<EnvView> {
-    const key = `${env}\0${guess.url}`;
-    let running = this.capturing.get(key);
-    if (!running) {
-      running = this.doPin(env, guess).finally(() => this.capturing.delete(key));
-      this.capturing.set(key, running);
-    }
-    return running;
+    return this.capturing.run(`${env}\0${guess.url}`, () => this.doPin(env, guess));
   }
 
   private async doPin(env: string, guess: RepoGuess): Promise<EnvView> {

@@ -8,6 +8,7 @@
 import { basename } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Store } from '../store/store.js';
+import { SharedPromises } from '../util/shared-promise.js';
 import { detach, parseStanzas, type Stanza } from './deb822.js';
 import { openDecompressed } from './decompress.js';
 
@@ -79,7 +80,7 @@ export async function* readIndexEntries(file: string, indexPath: string): AsyncG
 
 export class PackageIndex {
   private readonly table: Database<PackageEntry | number, string>;
-  private readonly parsing = new Map<string, Promise<number>>();
+  private readonly parsing = new SharedPromises<number>();
 
   constructor(private readonly store: Store) {
     this.table = store.index.table<PackageEntry | number>('packages');
@@ -93,12 +94,7 @@ export class PackageIndex {
   ensureParsed(indexSha: string, indexPath: string): Promise<number> {
     const done = this.table.get(`P\0${indexSha}`);
     if (typeof done === 'number') return Promise.resolve(done);
-    let running = this.parsing.get(indexSha);
-    if (!running) {
-      running = this.parse(indexSha, indexPath).finally(() => this.parsing.delete(indexSha));
-      this.parsing.set(indexSha, running);
-    }
-    return running;
+    return this.parsing.run(indexSha, () => this.parse(indexSha, indexPath));
   }
 
   private async parse(indexSha: string, indexPath: string): Promise<number> {
