@@ -39,8 +39,14 @@ describe('kill -9 during downloads', () => {
     const args = ['--store', store, '--index-dir', join(dir, 'index'), '--allow-host', `127.0.0.1:${upstream.port}`];
     const first = await startCli(args);
     const pending = files.flatMap((f) => [0, 1, 2, 3, 4].map(() => download(`${first.url}/127.0.0.1:${upstream.port}/pool/${f.name}`)));
-    // Bodies take over 1 s to trickle in; the kill lands at a random point well inside that.
-    await new Promise((r) => setTimeout(r, 100 + Math.random() * 400));
+    // Bodies take over 1 s to trickle in. Wait until the transfers are under way (temp files
+    // exist; a slow CI machine may need a while), then kill at a random point inside them.
+    const tmp = join(store, 'tmp');
+    for (let waited = 0; readdirSync(tmp).length === 0; waited += 20) {
+      if (waited > 10_000) throw new Error('no download started within 10 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, Math.random() * 300));
     first.child.kill('SIGKILL');
     const results = await Promise.all(pending);
     expect(results.every((r) => !r.ok), 'no client may believe it got a whole file').toBe(true);
