@@ -30,6 +30,8 @@ FEEDLOCK_URL ?= ""
 FEEDLOCK_SERVE_ARGS ?= ""
 # Manifest formats written beside each image
 FEEDLOCK_MANIFEST_FORMATS ?= "json text spdx"
+# Token file for a shared daemon's admin API (build records); the class's own server makes its own
+FEEDLOCK_ADMIN_TOKEN ?= ""
 
 def feedlock_default_env(d):
     import re
@@ -129,15 +131,46 @@ python () {
     after = [t for t in ('do_rootfs_postprocess', 'do_rootfs') if t in tasks][:1]
     before = [t for t in ('do_image',) if t in tasks] or ['do_build']
     bb.build.addtask('do_feedlock_manifest', ' '.join(before), ' '.join(after), d)
+    # Bracket the rootfs tasks with a build record of every package file served.
+    first = [t for t in ('do_rootfs_install', 'do_rootfs') if t in tasks][:1]
+    if first:
+        d.appendVarFlag(first[0], 'prefuncs', ' feedlock_build_open')
+}
+
+def feedlock_build_args(d):
+    import re
+    args = ['--state-dir', d.getVar('FEEDLOCK_STATE_DIR'), '--name', re.sub(r'[^A-Za-z0-9._-]', '-', d.getVar('FEEDLOCK_MANIFEST_BASENAME'))[:64]]
+    if d.getVar('FEEDLOCK_ADMIN_TOKEN'):
+        args += ['--admin-token', d.getVar('FEEDLOCK_ADMIN_TOKEN')]
+    return args
+
+python feedlock_build_open() {
+    # A record left open by an interrupted run of this task is closed first.
+    import subprocess
+    subprocess.call(feedlock_cmd(d, 'hook', 'build-close', *feedlock_build_args(d)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.check_output(feedlock_cmd(d, 'hook', 'build-open', '--env', d.getVar('FEEDLOCK_ENV'), *feedlock_build_args(d)), text=True, stderr=subprocess.STDOUT)
+    except subprocess.CalledProcessError as e:
+        bb.warn('feedlock: no build record for this image: %s' % e.output.strip())
 }
 
 FEEDLOCK_MANIFEST_BASENAME ?= "${@d.getVar('IMAGE_FULLNAME') or d.getVar('PN')}"
+
+# Closing the build record talks to feedlock on loopback; bitbake >= 2.0 cuts
+# the network of tasks that do not ask for it.
+do_feedlock_manifest[network] = "1"
 
 python do_feedlock_manifest() {
     import subprocess
     deploy = d.getVar('DEPLOY_DIR_IMAGE')
     bb.utils.mkdirhier(deploy)
     base = os.path.join(deploy, d.getVar('FEEDLOCK_MANIFEST_BASENAME'))
+    record = '%s.feedlock-downloads.json' % base
+    try:
+        out = subprocess.check_output(feedlock_cmd(d, 'hook', 'build-close', '--out', record, *feedlock_build_args(d)), text=True, stderr=subprocess.STDOUT)
+        bb.note('feedlock: %s; wrote %s' % (out.strip(), record))
+    except subprocess.CalledProcessError as e:
+        bb.note('feedlock: no build record closed: %s' % e.output.strip())
     ext = {'json': 'feedlock.json', 'text': 'feedlock.manifest', 'spdx': 'feedlock.spdx.json', 'cyclonedx': 'feedlock.cdx.json', 'sha256sum': 'feedlock.sha256sum'}
     for fmt in (d.getVar('FEEDLOCK_MANIFEST_FORMATS') or 'json').split():
         out = '%s.%s' % (base, ext.get(fmt, fmt))

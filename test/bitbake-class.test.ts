@@ -115,6 +115,14 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     for (const p of debug.packages) expect(status).toContain(`Package: ${p.name}\n`);
     expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.manifest'))).toBe(true);
     expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.spdx.json'))).toBe(true);
+    // The build record brackets each image's rootfs: every package it installed was served while it was open.
+    for (const [image, m] of [['fixture-image-base', base], ['fixture-image-debug', debug]] as const) {
+      const record = JSON.parse(readFileSync(join(deploy(), `${image}-qemuamd64.feedlock-downloads.json`), 'utf8'));
+      expect(record).toMatchObject({ schema: 'feedlock-build-record/1', name: `${image}-qemuamd64`, env: 'fixture-qemuamd64' });
+      const served = new Set(record.files.map((f: { sha256?: string }) => f.sha256));
+      for (const p of m.packages) expect(served.has(p.sha256), `${image}: ${p.name} in its build record`).toBe(true);
+      for (const f of record.files) expect(f.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/.*\.deb$/);
+    }
     // One server for the whole bitbake call, one capture of the repository.
     const log = readFileSync(join(build, 'tmp', 'feedlock', 'server.log'), 'utf8');
     expect(log.match(/feedlock listening on/g)).toHaveLength(1);

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
-import { aptClient } from './helpers/apt.js';
+import { aptClient, installThroughEnv } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);
@@ -20,13 +20,7 @@ describe('frozen snapshots per environment', () => {
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   let storeArgs: string[];
 
-  const sources = (env: string) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`;
-  async function install(env: string, ...pkgs: string[]) {
-    const apt = aptClient(tempDir(`client-${env}`), sources(env));
-    await apt.get('update');
-    await apt.get('install', '--download-only', '-y', ...pkgs);
-    return apt.downloaded();
-  }
+  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
   const blobCount = () => readdirSync(join(dir, 'store', 'blobs', 'sha256')).reduce((n, b) => n + readdirSync(join(dir, 'store', 'blobs', 'sha256', b)).length, 0);
 
@@ -137,7 +131,7 @@ describe('frozen snapshots per environment', () => {
       return true;
     };
     try {
-      const apt = aptClient(tempDir('client-tamper'), sources(env));
+      const apt = aptClient(tempDir('client-tamper'), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`);
       const out = await apt.get('update').catch((e: { stdout: string; stderr: string }) => e);
       expect(out.stdout + out.stderr).toMatch(/Failed to fetch|Hash Sum mismatch|502/);
       const r = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/dists/stable/main/binary-amd64/Packages`, { method: 'HEAD' });

@@ -5,9 +5,11 @@
  * from a crashed build detected and cleaned.
  *
  * State dir files: port (chosen at parse time), server.pid, server.url,
- * server.log.
+ * server.log, admin.token (the build's own server takes changes such as
+ * build records only with it).
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -112,8 +114,9 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
     }
     if (!(await portFree(port))) throw new FeedlockError('FL_BAD_CONFIG', `port ${port} (chosen at parse time, in ${file(o.stateDir, 'port')}) is taken by another program; remove that file or set FEEDLOCK_PORT`);
     const command = o.command ?? [process.execPath, '--max-semi-space-size=2', process.argv[1]];
+    const token = await ensureAdminToken(o.stateDir);
     const log = openSync(file(o.stateDir, 'server.log'), 'a');
-    const child = spawn(command[0], [...command.slice(1), 'serve', '--port', String(port), '--bind', '127.0.0.1', ...o.serveArgs], { detached: true, stdio: ['ignore', 'ignore', log] });
+    const child = spawn(command[0], [...command.slice(1), 'serve', '--port', String(port), '--bind', '127.0.0.1', '--admin-token', token, ...o.serveArgs], { detached: true, stdio: ['ignore', 'ignore', log] });
     closeSync(log);
     child.unref();
     await writeFile(file(o.stateDir, 'server.pid'), `${child.pid}\n`);
@@ -131,6 +134,13 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
     const tail = ((await readFile(file(o.stateDir, 'server.log'), 'utf8').catch(() => '')) || '').trim().split('\n').slice(-3).join(' | ');
     throw new FeedlockError('FL_INTERNAL', `feedlock serve did not come up on ${url}: ${tail || 'no output'} (log: ${file(o.stateDir, 'server.log')})`);
   });
+}
+
+/** The build's admin token file (created once, owner-only), so only this build's tasks can change its server. */
+export async function ensureAdminToken(stateDir: string): Promise<string> {
+  const path = file(stateDir, 'admin.token');
+  if (!(await readText(path))) await writeFile(path, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+  return path;
 }
 
 async function stopPid(pid: number, graceMs = 15_000): Promise<void> {

@@ -4,7 +4,11 @@
  * in src/bitbake-hooks.
  */
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BuildRecord } from '../manifest/build-records.js';
+import { adminCall, summaryLine } from './build-command.js';
 import { loadConfig } from '../config/load-config.js';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
@@ -13,6 +17,14 @@ import { Environments } from '../snapshot/environments.js';
 import { SnapshotRecords } from '../snapshot/records.js';
 import { snapshotDirOf } from '../snapshot/server-parts.js';
 import { print } from './output.js';
+
+/** URL and token of the build's server, from its state dir. */
+async function buildServer(opts: { stateDir: string; adminToken?: string }): Promise<{ url: string; tokenFile?: string }> {
+  const s = await serverStatus(opts.stateDir);
+  if (!s.url) throw new FeedlockError('FL_NOT_FOUND', `no feedlock is running for the build in ${opts.stateDir} (run feedlock hook start first)`);
+  const own = join(opts.stateDir, 'admin.token');
+  return { url: s.url, tokenFile: opts.adminToken ?? (existsSync(own) ? own : undefined) };
+}
 
 function port(value: string): number {
   const n = Number(value);
@@ -86,6 +98,33 @@ export function registerHook(program: Command): void {
     .action(async (opts) => {
       const r = await stopServerForBuild(opts.stateDir);
       print(opts, r, () => (r.stopped ? `stopped feedlock (pid ${r.pid})` : 'no feedlock running for this build'));
+    });
+
+  hook
+    .command('build-open')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .requiredOption('--name <name>', 'build record name (e.g. the image)')
+    .option('--env <name>', 'record only this environment')
+    .option('--admin-token <file>', 'token file of a shared daemon (default: the build server\'s own)')
+    .option('--json', 'machine-readable output')
+    .description('open a build record on the build\'s feedlock')
+    .action(async (opts) => {
+      const r = await adminCall<BuildRecord>(await buildServer(opts), 'POST', 'api/builds', { name: opts.name, env: opts.env ?? null });
+      print(opts, r, () => `build record ${r.name} open`);
+    });
+
+  hook
+    .command('build-close')
+    .requiredOption('--state-dir <dir>', 'per-build state directory')
+    .requiredOption('--name <name>', 'build record name')
+    .option('--out <file>', 'write the record (JSON) here')
+    .option('--admin-token <file>', 'token file of a shared daemon (default: the build server\'s own)')
+    .option('--json', 'machine-readable output')
+    .description('close a build record and write it out')
+    .action(async (opts) => {
+      const r = await adminCall<BuildRecord>(await buildServer(opts), 'POST', `api/builds/${encodeURIComponent(opts.name)}/close`);
+      if (opts.out) await writeFile(opts.out, JSON.stringify(r, null, 1) + '\n');
+      print(opts, r, () => summaryLine(r));
     });
 
   hook

@@ -10,6 +10,7 @@ import { registerStore } from './store-command.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerExport, registerManifest } from './manifest-command.js';
 import { registerHook } from './hook-command.js';
+import { registerBuild } from './build-command.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -39,7 +40,9 @@ export function serveOptions(cmd: Command): Command {
     .option('--env <name>', 'default build environment')
     .option('--offline', 'never contact upstream')
     .option('--keyring <file>', 'verify captured InRelease/Release.gpg with this OpenPGP keyring')
-    .option('--fallback <url>', 'archive URL for files upstream dropped; {timestamp} is the capture time');
+    .option('--fallback <url>', 'archive URL for files upstream dropped; {timestamp} is the capture time')
+    .option('--admin-token <file>', 'enable the admin API (reset, pin, tag, gc, build records) with the bearer token in this file')
+    .option('--status-allow <cidr>', 'client address or CIDR allowed to read status pages and metrics (repeatable)', collect);
 }
 
 /** Maps commander's option object to config keys (undefined = not given). */
@@ -62,6 +65,8 @@ export function flagsToConfig(opts: Record<string, unknown>): Record<string, unk
     offline: opts.offline,
     keyring: opts.keyring,
     fallback: opts.fallback,
+    adminToken: opts.adminToken,
+    statusAllow: opts.statusAllow,
   };
 }
 
@@ -78,6 +83,7 @@ export function buildProgram(): Command {
   registerManifest(program);
   registerExport(program);
   registerHook(program);
+  registerBuild(program);
   return program;
 }
 

@@ -4,6 +4,7 @@
  * rejected so a typo can never silently turn a safety check off.
  */
 import { FeedlockError } from '../errors.js';
+import { parseAllowList } from '../proxy/admin-access.js';
 import { CLASSIFY_KINDS, type ClassifyOverrides } from '../proxy/classify-path.js';
 
 export interface Timeouts {
@@ -34,6 +35,9 @@ export interface Config {
   keyring?: string;
   snapshotDir?: string;
   fallback?: string;
+  // service settings
+  adminToken?: string;
+  statusAllow: string[];
 }
 
 type Parser = (value: unknown, key: string) => unknown;
@@ -106,6 +110,13 @@ const parseHostList: Parser = (value, key) => {
   return list as string[];
 };
 
+const parseCidrList: Parser = (value, key) => {
+  const list = Array.isArray(value) ? value : typeof value === 'string' ? [value] : bad(key, value, 'a list of addresses or CIDRs');
+  for (const item of list) if (typeof item !== 'string') bad(key, item, 'an address or CIDR');
+  parseAllowList(list as string[], key);
+  return list;
+};
+
 const parseEnum = (values: readonly string[]): Parser => (value, key) => {
   if (typeof value !== 'string' || !values.includes(value)) bad(key, value, `one of ${values.join(', ')}`);
   return value;
@@ -160,6 +171,7 @@ export const DEFAULTS = {
   classify: {},
   env: 'default',
   offline: false,
+  statusAllow: [],
 } satisfies Partial<Config>;
 
 interface Field {
@@ -189,6 +201,8 @@ export const FIELDS: Record<keyof Config, Field> = {
   keyring: { parse: parseString, doc: 'OpenPGP keyring that captured InRelease/Release.gpg must verify against' },
   snapshotDir: { parse: parseString, doc: 'where snapshot records and environments are kept (default <store>/snapshots)' },
   fallback: { parse: parseUrl(['http:', 'https:']), doc: 'archive URL for files upstream no longer has; {timestamp} is replaced by the capture time' },
+  adminToken: { parse: parseString, doc: 'file holding the bearer token that enables the admin API (reset, pin, tag, gc, build records); off without it' },
+  statusAllow: { parse: parseCidrList, doc: 'client addresses/CIDRs allowed to read /_feedlock/ and /metrics (default: anyone who can reach the proxy)' },
 };
 
 export function validateConfig(raw: Record<string, unknown>, source: string): Partial<Config> {

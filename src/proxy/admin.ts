@@ -1,16 +1,22 @@
 /**
- * The reserved /_feedlock/ prefix: liveness, readiness and read-only status
- * JSON. Nothing here changes state, and nothing leaks paths beyond what the
- * operator configured.
+ * The reserved /_feedlock/ prefix (and /metrics): status page, JSON API,
+ * health, metrics, and the token-protected admin API. Reads are limited by
+ * statusAllow; changes need the admin token (see admin-access.ts). Nothing
+ * here shows a filesystem path.
  */
-import { access, constants } from 'node:fs/promises';
+import { access as canAccess, constants } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FeedlockError } from '../errors.js';
+import type { BuildRecorder } from '../manifest/build-records.js';
+import type { SnapshotAdmin, EnvironmentSummary } from '../snapshot/snapshot-admin.js';
 import type { Store } from '../store/store.js';
+import type { AdminAccess } from './admin-access.js';
 import type { SingleFlight } from './download.js';
 import type { AdminHandler } from './handle-request.js';
-import type { ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { Metrics } from './metrics.js';
+import type { ProxyStats, RequestLogEntry } from './stats.js';
+import { renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
+import type { UpstreamClient, UpstreamHostState } from './upstream-client.js';
 
 export interface AdminParts {
   store: Store;
@@ -18,47 +24,213 @@ export interface AdminParts {
   flights: SingleFlight;
   upstream: UpstreamClient;
   version: string;
-  /** Extra status (environments), filled in by the snapshot layer. */
-  environments?: () => Promise<unknown>;
+  defaultEnv: string;
+  access: AdminAccess;
+  metrics: Metrics;
+  storeTotals: StoreTotals;
+  /** The snapshot layer's view; absent in a plain caching proxy. */
+  snapshots?: SnapshotAdmin;
+  builds?: BuildRecorder;
 }
 
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body, null, 1) + '\n';
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+export interface StatusData {
+  version: string;
+  startedAt: string;
+  uptimeSeconds: number;
+  defaultEnv: string;
+  requests: number;
+  results: Record<string, number>;
+  hitRatio: number | null;
+  bytesServed: number;
+  bytesFetched: number;
+  inflightDownloads: number;
+  coalesced: number;
+  store: { blobs: number; bytes: number; urls: number; freeBytes?: number; sampledAt: string } | null;
+  upstreams: UpstreamHostState[];
+  environments: (EnvironmentSummary & { lastUsed: string | null })[];
+  openBuilds: string[];
+  recent: RequestLogEntry[];
+}
+
+/** Store totals walk every blob, so they are sampled at most once a minute, in the background. */
+export class StoreTotals {
+  private value?: StatusData['store'];
+  private refreshing?: Promise<void>;
+  private at = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly maxAgeMs = 60_000,
+  ) {}
+
+  /** The last sample (undefined before the first), starting a refresh when stale. */
+  peek(): StatusData['store'] | undefined {
+    if (Date.now() - this.at > this.maxAgeMs) void this.refresh();
+    return this.value;
+  }
+
+  async get(): Promise<StatusData['store']> {
+    if (!this.value) await this.refresh();
+    return this.peek() ?? null;
+  }
+
+  private refresh(): Promise<void> {
+    this.refreshing ??= this.store
+      .stats()
+      .then((s) => {
+        this.value = { blobs: s.blobs, bytes: s.bytes, urls: s.urls, freeBytes: s.freeBytes, sampledAt: new Date().toISOString() };
+        this.at = Date.now();
+      })
+      .catch(() => undefined)
+      .finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+}
+
+const MAX_BODY = 16 * 1024;
+
+function send(res: ServerResponse, status: number, contentType: string, text: string): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(res.req.method === 'HEAD' ? undefined : text);
 }
 
+const json = (res: ServerResponse, status: number, body: unknown) => send(res, status, 'application/json; charset=utf-8', JSON.stringify(body, null, 1) + '\n');
+const html = (res: ServerResponse, text: string) => send(res, 200, 'text/html; charset=utf-8', text);
+
+/** A small JSON object body; anything else is a 400 or 413 naming the problem. */
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY) throw new FeedlockError('FL_TOO_LARGE', `request body of ${declared} bytes is over the ${MAX_BODY}-byte limit`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new FeedlockError('FL_TOO_LARGE', `request body is over the ${MAX_BODY}-byte limit`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (!text) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new FeedlockError('FL_BAD_REQUEST', `request body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FeedlockError('FL_BAD_REQUEST', 'request body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+function needSnapshots(parts: AdminParts): SnapshotAdmin {
+  if (!parts.snapshots) throw new FeedlockError('FL_NOT_FOUND', 'this server has no snapshot layer');
+  return parts.snapshots;
+}
+
+function needBuilds(parts: AdminParts): BuildRecorder {
+  if (!parts.builds) throw new FeedlockError('FL_NOT_FOUND', 'this server keeps no build records');
+  return parts.builds;
+}
+
+export async function statusData(parts: AdminParts): Promise<StatusData> {
+  const { stats, flights } = parts;
+  const hits = stats.byResult.hit + stats.byResult['not-modified'];
+  const misses = stats.byResult.miss + stats.byResult.coalesced;
+  const envs = parts.snapshots ? await parts.snapshots.environments() : [];
+  return {
+    version: parts.version,
+    startedAt: new Date(stats.startedAt).toISOString(),
+    uptimeSeconds: Math.round((Date.now() - stats.startedAt) / 1000),
+    defaultEnv: parts.defaultEnv,
+    requests: stats.requests,
+    results: stats.byResult,
+    hitRatio: hits + misses ? hits / (hits + misses) : null,
+    bytesServed: stats.bytesServed,
+    bytesFetched: stats.bytesFetched,
+    inflightDownloads: flights.size,
+    coalesced: flights.coalesced,
+    store: await parts.storeTotals.get(),
+    upstreams: [...parts.upstream.hosts.values()],
+    environments: envs.map((e) => ({ ...e, lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null })),
+    openBuilds: parts.builds?.openNames ?? [],
+    recent: stats.recent.slice(-30).map((r) => ({ ...r, upstream: undefined, sha256: undefined })),
+  };
+}
+
+type Route = (req: IncomingMessage, res: ServerResponse, m: RegExpExecArray, url: URL) => Promise<void>;
+
 export function createAdminHandler(parts: AdminParts): AdminHandler {
-  return async (_req: IncomingMessage, res: ServerResponse, path: string) => {
-    switch (path) {
-      case 'health':
-        return json(res, 200, { status: 'ok', version: parts.version, uptimeSeconds: Math.round((Date.now() - parts.stats.startedAt) / 1000) });
-      case 'ready': {
-        const problems: string[] = [];
-        await access(parts.store.layout.tmpDir, constants.W_OK).catch(() => problems.push('store is not writable'));
-        try {
-          parts.store.index.count();
-        } catch {
-          problems.push('index is not open');
-        }
-        return json(res, problems.length ? 503 : 200, { status: problems.length ? 'not ready' : 'ready', problems });
+  const { access } = parts;
+  const reads: [RegExp, Route][] = [
+    [/^$/, async (req, res, _m, url) => {
+      // Relative links need the trailing slash.
+      if (!url.pathname.endsWith('/')) {
+        res.writeHead(301, { location: `${url.pathname}/`, 'content-length': 0 });
+        return void res.end();
       }
-      case 'api/status':
-        return json(res, 200, {
-          version: parts.version,
-          startedAt: new Date(parts.stats.startedAt).toISOString(),
-          requests: parts.stats.requests,
-          results: parts.stats.byResult,
-          bytesServed: parts.stats.bytesServed,
-          inflightDownloads: parts.flights.size,
-          coalesced: parts.flights.coalesced,
-          upstreams: [...parts.upstream.hosts.values()],
-          recent: parts.stats.recent.slice(-20),
-        });
-      case 'api/environments':
-        return json(res, 200, parts.environments ? await parts.environments() : []);
-      default:
-        throw new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${path.slice(0, 100)}`);
+      html(res, renderStatusPage(await statusData(parts)));
+    }],
+    [/^fragment$/, async (_req, res) => html(res, renderStatusFragment(await statusData(parts)))],
+    [/^health$/, async (_req, res) => json(res, 200, { status: 'ok', version: parts.version, uptimeSeconds: Math.round((Date.now() - parts.stats.startedAt) / 1000) })],
+    [/^ready$/, async (_req, res) => {
+      const problems: string[] = [];
+      await canAccess(parts.store.layout.tmpDir, constants.W_OK).catch(() => problems.push('store is not writable'));
+      try {
+        parts.store.index.count();
+      } catch {
+        problems.push('index is not open');
+      }
+      json(res, problems.length ? 503 : 200, { status: problems.length ? 'not ready' : 'ready', problems });
+    }],
+    [/^metrics$/, async (_req, res) => {
+      parts.storeTotals.peek();
+      const m = await parts.metrics.text();
+      send(res, 200, m.contentType, m.body);
+    }],
+    [/^api\/status$/, async (_req, res) => json(res, 200, await statusData(parts))],
+    [/^api\/environments$/, async (_req, res) => json(res, 200, await (parts.snapshots?.environments() ?? []))],
+    [/^api\/environments\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).environment(decodeURIComponent(m[1])))],
+    [/^api\/snapshots\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).snapshot(decodeURIComponent(m[1])))],
+    [/^api\/snapshots\/([^/]+)\/diff$/, async (_req, res, m, url) => json(res, 200, await needSnapshots(parts).diffToPrevious(decodeURIComponent(m[1]), url.searchParams.get('against') ?? undefined))],
+    [/^snapshot\/([^/]+)$/, async (_req, res, m) => {
+      const s = needSnapshots(parts);
+      const id = decodeURIComponent(m[1]);
+      html(res, renderSnapshotPage(await s.snapshot(id), await s.diffToPrevious(id)));
+    }],
+    [/^api\/builds$/, async (_req, res) => json(res, 200, { open: needBuilds(parts).openNames, closed: await needBuilds(parts).history() })],
+    [/^api\/builds\/([^/]+)$/, async (_req, res, m) => json(res, 200, needBuilds(parts).peek(decodeURIComponent(m[1])))],
+  ];
+  const changes: [RegExp, Route][] = [
+    [/^api\/environments\/([^/]+)\/reset$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).reset(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/pin$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).pin(decodeURIComponent(m[1]), (await readJson(req)).snapshot))],
+    [/^api\/snapshots\/([^/]+)\/tag$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).tag(decodeURIComponent(m[1]), (await readJson(req)).tag))],
+    [/^api\/gc$/, async (req, res) => {
+      const body = await readJson(req);
+      const grace = body.graceMinutes ?? 60;
+      if (typeof grace !== 'number' || !Number.isFinite(grace) || grace < 0) throw new FeedlockError('FL_BAD_REQUEST', `bad graceMinutes ${JSON.stringify(grace)} (expected minutes >= 0)`);
+      json(res, 200, await needSnapshots(parts).gc({ dryRun: body.dryRun === true, graceMinutes: grace }));
+    }],
+    [/^api\/builds$/, async (req, res) => {
+      const body = await readJson(req);
+      const env = body.env === undefined || body.env === null ? null : String(body.env);
+      json(res, 201, needBuilds(parts).start(body.name as string, env));
+    }],
+    [/^api\/builds\/([^/]+)\/close$/, async (_req, res, m) => json(res, 200, await needBuilds(parts).finish(decodeURIComponent(m[1])))],
+  ];
+
+  return async (req: IncomingMessage, res: ServerResponse, path: string) => {
+    const url = new URL(req.url ?? '/', 'http://feedlock.invalid');
+    const table = req.method === 'POST' ? changes : reads;
+    for (const [pattern, route] of table) {
+      const m = pattern.exec(path);
+      if (!m) continue;
+      if (req.method === 'POST') access.checkChange(req);
+      else access.checkRead(req);
+      return route(req, res, m, url);
     }
+    const other = (req.method === 'POST' ? reads : changes).some(([p]) => p.test(path));
+    if (other) {
+      res.setHeader('allow', req.method === 'POST' ? 'GET, HEAD' : 'POST');
+      throw new FeedlockError('FL_FORBIDDEN_METHOD', `/_feedlock/${path.slice(0, 100)} takes ${req.method === 'POST' ? 'GET' : 'POST'}`);
+    }
+    throw new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${path.slice(0, 100)}`);
   };
 }

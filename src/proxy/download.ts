@@ -212,6 +212,8 @@ export class SingleFlight {
   private readonly inflight = new Map<string, Download>();
   private readonly idleWaiters: (() => void)[] = [];
   coalesced = 0;
+  /** Told about every download when it ends, good or bad (metrics). */
+  readonly settledListeners: ((download: Download) => void)[] = [];
 
   constructor(
     private readonly store: Store,
@@ -236,6 +238,7 @@ export class SingleFlight {
     this.inflight.set(key, download);
     void download.run(this.store, this.upstream).finally(() => {
       this.inflight.delete(key);
+      for (const fn of this.settledListeners) fn(download);
       if (this.inflight.size === 0) for (const fn of this.idleWaiters.splice(0)) fn();
     });
     return { download, leader: true };

@@ -64,15 +64,29 @@ export function createRequestHandler(deps: HandlerDeps) {
     const target = req.url ?? '/';
     let result: CacheResult = 'error';
     let env: string | undefined;
+    let way: string | undefined;
+    let kind: PathKind | undefined;
+    let upstreamUrl: string | undefined;
+    let sha256: string | undefined;
     let bytes = 0;
     const socketStart = req.socket.bytesWritten;
+
+    // A download's digest is known once it is published, which may be just after the client's last byte.
+    let digestKnown: Promise<unknown> | undefined;
 
     res.once('close', () => {
       bytes = req.socket.bytesWritten - socketStart;
       const ms = Math.round((performance.now() - started) * 10) / 10;
-      const entry = { at: Date.now(), method: req.method ?? '?', path: target.slice(0, 300), env, result, status: res.statusCode, ms };
-      stats.record(entry, bytes);
-      log.info({ ...entry, at: undefined, bytes, complete: res.writableFinished }, 'request');
+      const at = Date.now();
+      const status = res.statusCode;
+      const complete = res.writableFinished;
+      const record = () => {
+        const entry = { at, method: req.method ?? '?', path: target.slice(0, 300), env, result, status, ms, way, kind, upstream: upstreamUrl, sha256 };
+        stats.record(entry, bytes);
+        log.info({ method: entry.method, path: entry.path, env, result, status, ms, bytes, complete }, 'request');
+      };
+      if (sha256 === undefined && digestKnown) void digestKnown.then(record);
+      else record();
     });
 
     const fail = (err: unknown): void => {
@@ -82,10 +96,12 @@ export function createRequestHandler(deps: HandlerDeps) {
       if (e.httpStatus >= 500) log.warn({ code: e.code, url: target.slice(0, 300) }, e.message);
     };
 
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
+    const method = req.method ?? '';
+    const methodNotAllowed = () => {
       res.setHeader('allow', 'GET, HEAD');
-      return fail(new FeedlockError('FL_FORBIDDEN_METHOD', `method ${req.method} is not supported; feedlock serves GET and HEAD`));
-    }
+      return fail(new FeedlockError('FL_FORBIDDEN_METHOD', `method ${method.slice(0, 20)} is not supported; feedlock serves GET and HEAD (and POST to its admin API)`));
+    };
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return methodNotAllowed();
 
     let routed;
     try {
@@ -95,13 +111,17 @@ export function createRequestHandler(deps: HandlerDeps) {
     }
     if (routed.kind === 'admin') {
       result = 'admin';
+      way = 'admin';
       if (!deps.admin) return fail(new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${routed.path}`));
       Promise.resolve(deps.admin(req, res, routed.path)).catch(fail);
       return;
     }
+    if (method === 'POST') return methodNotAllowed();
     const route = routed;
     env = route.env ?? deps.defaultEnv;
-    const kind: PathKind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
+    way = route.wayIn;
+    upstreamUrl = String(route.upstream);
+    kind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
 
     const serve = async (): Promise<void> => {
       if (kind === 'other') {
@@ -109,16 +129,17 @@ export function createRequestHandler(deps: HandlerDeps) {
         result = 'pass';
         return passThrough(deps, req, res, route);
       }
-      const resolution = await deps.resolver.resolve({ route, env: env!, kind, req });
+      const resolution = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
       if (resolution.type === 'stored') {
         result = resolution.result;
+        sha256 = resolution.file.sha256;
         try {
           return await sendStored(req, res, resolution.file, deps.io, { 'x-feedlock-cache': result, ...resolution.headers });
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
           // The blob vanished (gc on another host): forget it and fetch again.
           await deps.store.index.forget(String(route.upstream));
-          const again = await deps.resolver.resolve({ route, env: env!, kind, req });
+          const again = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
           if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
           return serveDownload(again.download, again.leader, again.headers);
         }
@@ -128,6 +149,7 @@ export function createRequestHandler(deps: HandlerDeps) {
 
     const serveDownload = async (download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> => {
       result = leader ? 'miss' : 'coalesced';
+      digestKnown = download.finished.promise.then((rec) => (sha256 = rec.sha256), () => undefined);
       const head = await download.head.promise;
       // HEAD and Range answers must carry the stored file's validators, so they
       // wait for the committed blob (opkg compares HEAD with the later GET).

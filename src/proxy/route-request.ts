@@ -120,6 +120,8 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     segments = segments.slice(2);
   }
   if (segments[0] === '_feedlock') return { kind: 'admin', path: segments.slice(1).join('/'), env };
+  // Prometheus' conventional path; no repository lives at a bare /metrics.
+  if (path === '/metrics') return { kind: 'admin', path: 'metrics' };
 
   const first = segments[0] ?? '';
   const rest = segments.slice(1).join('/');

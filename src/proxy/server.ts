@@ -13,9 +13,13 @@ import { BlobReader } from './blob-reader.js';
 import { BufferPool } from './buffer-pool.js';
 import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
-import { createRequestHandler, type AdminHandler, type Resolver } from './handle-request.js';
+import { createRequestHandler, type Resolver } from './handle-request.js';
 import { LiveResolver } from './live-resolver.js';
-import { createAdminHandler } from './admin.js';
+import { createAdminHandler, StoreTotals } from './admin.js';
+import { AdminAccess, readAdminToken } from './admin-access.js';
+import { Metrics } from './metrics.js';
+import type { BuildRecorder } from '../manifest/build-records.js';
+import type { SnapshotAdmin } from '../snapshot/snapshot-admin.js';
 import { version } from '../version.js';
 import { ProxyStats } from './stats.js';
 import { UpstreamClient } from './upstream-client.js';
@@ -33,10 +37,16 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** What the snapshot layer plugs in: how indices and packages resolve, and its admin views. */
+export interface LayerParts {
+  resolver: Resolver;
+  snapshots?: SnapshotAdmin;
+  builds?: BuildRecorder;
+  metrics?: (metrics: Metrics) => void;
+}
+
 export interface ServerParts {
-  /** Swap in the snapshot resolver (or a test double of the index layer). */
-  resolver?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient; policy: UpstreamPolicy }) => Resolver | Promise<Resolver>;
-  admin?: (parts: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient }) => AdminHandler;
+  layer?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient; policy: UpstreamPolicy }) => Promise<LayerParts>;
 }
 
 export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
@@ -44,12 +54,24 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   // A fallback archive is an upstream like any other: allowed, and nothing else is.
   const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
   const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] });
+  // Checked before the store opens: a bad token file is a config error, exit 2.
+  const access = new AdminAccess({ token: config.adminToken ? readAdminToken(config.adminToken) : undefined, statusAllow: config.statusAllow });
   const store = await Store.open(config.store, config.indexDir!);
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha));
-  const resolver = (await parts.resolver?.({ store, flights, upstream, policy })) ?? new LiveResolver(store, flights);
+  const layer = (await parts.layer?.({ store, flights, upstream, policy })) ?? { resolver: new LiveResolver(store, flights) };
+  flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
+  const storeTotals = new StoreTotals(store);
+  const metrics = new Metrics({ stats, flights, upstream, storeTotals: () => storeTotals.peek() ?? undefined });
+  layer.metrics?.(metrics);
+  if (layer.builds) {
+    const builds = layer.builds;
+    stats.listeners.push((e, bytes) => {
+      if (e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? config.env, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+    });
+  }
 
   const handler = createRequestHandler({
     routeContext: { mirrors: config.mirrors, policy },
@@ -58,12 +80,12 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     io: { reader, buffers: new BufferPool() },
     flights,
     upstream,
-    resolver,
+    resolver: layer.resolver,
     stats,
     log,
     defaultEnv: config.env,
     offline: config.offline,
-    admin: parts.admin?.({ store, stats, flights, upstream }) ?? createAdminHandler({ store, stats, flights, upstream, version: version() }),
+    admin: createAdminHandler({ store, stats, flights, upstream, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });
 
   const server = createServer({ keepAliveTimeout: 30_000, headersTimeout: 20_000, requestTimeout: 0 }, handler);

@@ -9,7 +9,15 @@ export interface RequestLogEntry {
   result: CacheResult;
   status: number;
   ms: number;
+  /** How the request came in and what it asked for (absent for admin pages). */
+  way?: string;
+  kind?: string;
+  /** The upstream URL, and the served file's sha256 when one was served. */
+  upstream?: string;
+  sha256?: string;
 }
+
+export type RequestListener = (entry: RequestLogEntry, bytes: number) => void;
 
 const RECENT = 100;
 
@@ -20,16 +28,22 @@ export class ProxyStats {
   bytesServed = 0;
   bytesFetched = 0;
   verificationFailures = 0;
+  /** When each environment last served a file (status page). */
+  readonly envLastUsed = new Map<string, number>();
   /** Ring buffer of the last RECENT requests. */
   private readonly ring: RequestLogEntry[] = [];
   private next = 0;
+  /** Metrics and build records subscribe here. */
+  readonly listeners: RequestListener[] = [];
 
   record(entry: RequestLogEntry, bytes: number): void {
     this.requests++;
     this.byResult[entry.result]++;
     this.bytesServed += bytes;
+    if (entry.env && entry.way && entry.way !== 'admin') this.envLastUsed.set(entry.env, entry.at);
     this.ring[this.next] = entry;
     this.next = (this.next + 1) % RECENT;
+    for (const fn of this.listeners) fn(entry, bytes);
   }
 
   /** Oldest first. */

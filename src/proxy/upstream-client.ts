@@ -49,6 +49,8 @@ export class UpstreamClient {
   private readonly dispatcher: Dispatcher;
   private readonly queues = new Map<string, PQueue>();
   readonly hosts = new Map<string, UpstreamHostState>();
+  /** Told the time to response headers of every upstream request (metrics). */
+  readonly responseListeners: ((host: string, seconds: number, status: number) => void)[] = [];
 
   constructor(private readonly opts: UpstreamClientOptions) {
     const common = {
@@ -109,6 +111,7 @@ export class UpstreamClient {
     const state = this.hostState(url.host);
     for (let attempt = 0; ; attempt++) {
       state.requests++;
+      const started = performance.now();
       try {
         const res = await request(url, {
           method: options.method ?? 'GET',
@@ -118,6 +121,7 @@ export class UpstreamClient {
         });
         // Errors of a body nobody reads (discarded, or its client left) must not crash the process.
         res.body.on('error', () => {});
+        for (const fn of this.responseListeners) fn(url.host, (performance.now() - started) / 1000, res.statusCode);
         const headers = flattenHeaders(res.headers);
         if (RETRYABLE_STATUS.has(res.statusCode) && attempt < this.opts.retries) {
           void discard(res.body);

@@ -23,6 +23,8 @@ export interface CaptureDeps {
   flights: SingleFlight;
   keyring?: Keyring;
   log: Logger;
+  /** Told after each repository capture (metrics). */
+  onCaptured?: (repoUrl: string) => void;
 }
 
 export interface RepoGuess {

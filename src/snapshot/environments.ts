@@ -56,6 +56,7 @@ export class Environments {
     if (before.state.locked) throw notInSnapshot(env, before.state.snapshot, guess.url);
     if (!this.capture) throw new FeedlockError('FL_INTERNAL', 'this Environments instance cannot capture');
     const repo = await captureRepo(this.capture, guess);
+    this.capture.onCaptured?.(repo.url);
     let snapshot: SnapshotRecord | undefined;
     const state = await this.records.updateEnv(env, `captured ${repo.url}`, async (current) => {
       const currentSnap = current.snapshot && !current.deleted ? await this.records.getSnapshot(current.snapshot) : undefined;

@@ -1,12 +1,14 @@
-/** Plugs environments and snapshots into the proxy server. */
+/** Plugs environments, snapshots and build records into the proxy server. */
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { BuildRecorder } from '../manifest/build-records.js';
 import type { ServerParts } from '../proxy/server.js';
 import { Environments } from './environments.js';
 import { PackageIndex } from './package-index.js';
 import { SnapshotRecords } from './records.js';
 import { loadKeyring } from './signature.js';
+import { SnapshotAdmin } from './snapshot-admin.js';
 import { SnapshotResolver } from './snapshot-resolver.js';
 
 export function snapshotDirOf(config: Pick<Config, 'snapshotDir'>, storeRoot: string): string {
@@ -15,10 +17,18 @@ export function snapshotDirOf(config: Pick<Config, 'snapshotDir'>, storeRoot: st
 
 export function snapshotParts(config: Config, log: Logger): ServerParts {
   return {
-    resolver: async ({ store, flights }) => {
+    layer: async ({ store, flights }) => {
       const keyring = config.keyring ? await loadKeyring(config.keyring) : undefined;
-      const envs = new Environments(new SnapshotRecords(snapshotDirOf(config, store.root)), { store, flights, keyring, log });
-      return new SnapshotResolver(store, flights, envs, new PackageIndex(store), { offline: config.offline, fallback: config.fallback }, log);
+      const dir = snapshotDirOf(config, store.root);
+      const records = new SnapshotRecords(dir);
+      const capture = { store, flights, keyring, log, onCaptured: () => {} };
+      const envs = new Environments(records, capture);
+      return {
+        resolver: new SnapshotResolver(store, flights, envs, new PackageIndex(store), { offline: config.offline, fallback: config.fallback }, log),
+        snapshots: new SnapshotAdmin(store, records, envs),
+        builds: new BuildRecorder(join(dir, 'builds')),
+        metrics: (m) => (capture.onCaptured = () => m.captures.inc()),
+      };
     },
   };
 }

@@ -58,3 +58,11 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
     },
   };
 }
+
+/** A fresh apt client for environment `env` of a feedlock remapping the fixture upstream: update, then download `pkgs`. */
+export async function installThroughEnv(o: { feedlockUrl: string; upstreamPort: number; keyring: string; tempDir: (label: string) => string }, env: string, ...pkgs: string[]): Promise<Record<string, string>> {
+  const apt = aptClient(o.tempDir(`client-${env}`), `deb [signed-by=${o.keyring}] ${o.feedlockUrl}/_env/${env}/127.0.0.1:${o.upstreamPort}/debian stable main\n`);
+  await apt.get('update');
+  await apt.get('install', '--download-only', '-y', ...pkgs);
+  return apt.downloaded();
+}

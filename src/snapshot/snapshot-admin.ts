@@ -1,0 +1,140 @@
+/**
+ * What the status page, the JSON API and the admin API ask of the snapshot
+ * layer. The same operations as the CLI (`env reset/pin`, `snapshot tag`,
+ * `snapshot gc`), on the same records with the same locking, so a change made
+ * over HTTP and one made from a shell cannot disagree.
+ */
+import { readFile } from 'node:fs/promises';
+import { FeedlockError } from '../errors.js';
+import { ENV_NAME } from '../config/schema.js';
+import type { Store } from '../store/store.js';
+import { diffSnapshots, type SnapshotDiff } from './diff.js';
+import type { Environments } from './environments.js';
+import { collectGarbage, type GcReport } from './gc.js';
+import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
+import { parseRelease } from './release-file.js';
+
+export interface RepoSummary {
+  url: string;
+  kind: 'apt' | 'opkg';
+  capturedAt: string;
+  architectures: string[];
+  signedBy?: string;
+}
+
+export interface EnvironmentSummary {
+  name: string;
+  snapshot: string | null;
+  pinned: boolean;
+  updatedAt: string;
+  capturedAt: string | null;
+  repos: RepoSummary[];
+  previousSnapshot: string | null;
+}
+
+export interface SnapshotDetail {
+  snapshot: SnapshotRecord;
+  tags: string[];
+  envs: string[];
+  /** The snapshot the same environment served before this one, for a diff link. */
+  previous: string | null;
+}
+
+export function checkName(what: string, value: unknown): string {
+  if (typeof value !== 'string' || !ENV_NAME.test(value)) throw new FeedlockError('FL_BAD_REQUEST', `bad ${what} ${JSON.stringify(value)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`);
+  return value;
+}
+
+/** The previous distinct snapshot in an environment's history before `id`. */
+function previousOf(state: EnvState, id: string): string | null {
+  const ids = state.history.map((h) => h.snapshot).filter((s): s is string => Boolean(s));
+  const at = ids.lastIndexOf(id);
+  for (let i = at - 1; i >= 0; i--) if (ids[i] !== id) return ids[i];
+  return null;
+}
+
+export class SnapshotAdmin {
+  private readonly archCache = new Map<string, string[]>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly records: SnapshotRecords,
+    private readonly envs: Environments,
+  ) {}
+
+  private async architectures(repo: SnapshotRecord['repos'][number]): Promise<string[]> {
+    if (repo.kind === 'opkg') return [repo.url.split('/').pop() ?? ''];
+    const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+    if (!anchor) return [];
+    let archs = this.archCache.get(anchor.sha256);
+    if (!archs) {
+      archs = await readFile(this.store.blobPath(anchor.sha256), 'utf8').then((t) => parseRelease(t).architectures, () => []);
+      this.archCache.set(anchor.sha256, archs);
+    }
+    return archs;
+  }
+
+  async environments(): Promise<EnvironmentSummary[]> {
+    const out: EnvironmentSummary[] = [];
+    for (const state of await this.records.listEnvs()) out.push(await this.summarise(state));
+    return out;
+  }
+
+  async environment(name: string): Promise<EnvironmentSummary & { history: EnvState['history'] }> {
+    const state = await this.records.readEnv(checkName('environment name', name));
+    if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}`);
+    return { ...(await this.summarise(state)), history: state.history };
+  }
+
+  private async summarise(state: EnvState): Promise<EnvironmentSummary> {
+    const snapshot = state.snapshot ? await this.records.getSnapshot(state.snapshot).catch(() => undefined) : undefined;
+    const repos: RepoSummary[] = [];
+    for (const r of snapshot?.repos ?? []) repos.push({ url: r.url, kind: r.kind, capturedAt: r.capturedAt, architectures: await this.architectures(r), signedBy: r.signedBy });
+    return {
+      name: state.name,
+      snapshot: state.snapshot,
+      pinned: state.locked,
+      updatedAt: state.updatedAt,
+      capturedAt: snapshot ? snapshot.repos.map((r) => r.capturedAt).sort().at(-1) ?? snapshot.createdAt : null,
+      repos,
+      previousSnapshot: state.snapshot ? previousOf(state, state.snapshot) : null,
+    };
+  }
+
+  async snapshot(ref: string): Promise<SnapshotDetail> {
+    const id = await this.records.resolveId(checkName('snapshot id', ref));
+    const snapshot = await this.records.getSnapshot(id);
+    const tags = await this.records.tags();
+    const envs = await this.records.listEnvs();
+    let previous: string | null = null;
+    for (const e of envs) previous ??= previousOf(e, id);
+    return { snapshot, tags: Object.keys(tags).filter((t) => tags[t] === id), envs: envs.filter((e) => e.snapshot === id).map((e) => e.name), previous };
+  }
+
+  /** The diff against the previous snapshot of an environment that used this one; null if none. */
+  async diffToPrevious(ref: string, against?: string): Promise<SnapshotDiff | null> {
+    const detail = await this.snapshot(ref);
+    const from = against ? await this.records.resolveId(checkName('snapshot id', against)) : detail.previous;
+    if (!from) return null;
+    return diffSnapshots(this.store, await this.records.getSnapshot(from), detail.snapshot);
+  }
+
+  reset(name: string): Promise<EnvState> {
+    return this.envs.reset(checkName('environment name', name));
+  }
+
+  pin(name: string, ref: unknown): Promise<EnvState> {
+    return this.envs.pin(checkName('environment name', name), checkName('snapshot id', ref));
+  }
+
+  async tag(ref: string, tag: unknown): Promise<{ id: string; tag: string }> {
+    const id = await this.records.resolveId(checkName('snapshot id', ref));
+    await this.records.getSnapshot(id);
+    await this.records.tag(id, checkName('tag', tag));
+    return { id, tag: tag as string };
+  }
+
+  gc(options: { dryRun: boolean; graceMinutes: number }): Promise<GcReport> {
+    return collectGarbage(this.store, this.records, { dryRun: options.dryRun, graceMs: options.graceMinutes * 60_000 });
+  }
+}
