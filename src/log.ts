@@ -12,5 +12,14 @@ export function createLogger(level: string, options: { pretty?: boolean; destina
   if (pretty) {
     return pino({ level, base: undefined }, pino.transport({ target: 'pino-pretty', options: { destination: fd, ignore: 'pid,hostname' } }));
   }
-  return pino({ level, base: undefined }, pino.destination({ dest: fd, sync: false, minLength: 4096 }));
+  const dest = pino.destination({ dest: fd, sync: false, minLength: 4096 });
+  // Buffered for speed, but never more than a second behind (operators tail these).
+  setInterval(() => {
+    try {
+      dest.flush();
+    } catch {
+      /* nothing buffered yet */
+    }
+  }, 1000).unref();
+  return pino({ level, base: undefined }, dest);
 }

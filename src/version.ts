@@ -1,10 +1,16 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
-/** feedlock's own version, from package.json (dist/src/version.js -> ../../package.json). */
+/** feedlock's own version, from package.json (two levels up from dist/src/, one from src/ under vitest). */
 export function version(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
+  for (const rel of ['../../package.json', '../package.json']) {
+    const url = new URL(rel, import.meta.url);
+    if (!existsSync(url)) continue;
+    try {
+      const pkg = JSON.parse(readFileSync(url, 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'feedlock') return pkg.version;
+    } catch {
+      /* try the next */
+    }
   }
+  return 'unknown';
 }

@@ -11,6 +11,7 @@ import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerExport, registerManifest } from './manifest-command.js';
 import { registerHook } from './hook-command.js';
 import { registerBuild } from './build-command.js';
+import { registerDoctor } from './doctor-command.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -84,6 +85,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerHook(program);
   registerBuild(program);
+  registerDoctor(program);
   return program;
 }
 

@@ -19,6 +19,15 @@ export function registerServe(program: Command): void {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
+      // SIGHUP re-reads the config file (and the same flags): new upstreams apply
+      // to the next request; open connections and running downloads are untouched.
+      process.on('SIGHUP', () => {
+        try {
+          running.reload(loadConfig(flagsToConfig(opts), opts.config as string | undefined));
+        } catch (err) {
+          log.error(`SIGHUP: config not reloaded, keeping the running one: ${(err as Error).message}`);
+        }
+      });
     });
     log.flush?.();
   });

@@ -38,6 +38,7 @@ export interface Config {
   // service settings
   adminToken?: string;
   statusAllow: string[];
+  drainTimeoutMs: number;
 }
 
 type Parser = (value: unknown, key: string) => unknown;
@@ -172,6 +173,7 @@ export const DEFAULTS = {
   env: 'default',
   offline: false,
   statusAllow: [],
+  drainTimeoutMs: 30_000,
 } satisfies Partial<Config>;
 
 interface Field {
@@ -202,6 +204,7 @@ export const FIELDS: Record<keyof Config, Field> = {
   snapshotDir: { parse: parseString, doc: 'where snapshot records and environments are kept (default <store>/snapshots)' },
   fallback: { parse: parseUrl(['http:', 'https:']), doc: 'archive URL for files upstream no longer has; {timestamp} is replaced by the capture time' },
   adminToken: { parse: parseString, doc: 'file holding the bearer token that enables the admin API (reset, pin, tag, gc, build records); off without it' },
+  drainTimeoutMs: { parse: parseInteger(0, 3_600_000), doc: 'on SIGTERM, how long running downloads may finish before they are aborted' },
   statusAllow: { parse: parseCidrList, doc: 'client addresses/CIDRs allowed to read /_feedlock/ and /metrics (default: anyone who can reach the proxy)' },
 };
 

@@ -168,6 +168,8 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
       }
       html(res, renderStatusPage(await statusData(parts)));
     }],
+    // Browsers ask for it on every status page; answer without a 403 in the log.
+    [/^favicon$/, async (_req, res) => void res.writeHead(204, { 'cache-control': 'max-age=86400' }).end()],
     [/^fragment$/, async (_req, res) => html(res, renderStatusFragment(await statusData(parts)))],
     [/^health$/, async (_req, res) => json(res, 200, { status: 'ok', version: parts.version, uptimeSeconds: Math.round((Date.now() - parts.stats.startedAt) / 1000) })],
     [/^ready$/, async (_req, res) => {

@@ -50,6 +50,7 @@ export class Download {
   error?: FeedlockError;
   private wakers: (() => void)[] = [];
   private store?: Store;
+  private readonly abortController = new AbortController();
 
   constructor(readonly request: DownloadRequest) {}
 
@@ -64,6 +65,11 @@ export class Download {
     for (const fn of w) fn();
   }
 
+  /** Stops the transfer; the temp file is removed and every reader sees a failure. */
+  abort(reason: string): void {
+    this.abortController.abort(new FeedlockError('FL_INTERNAL', reason));
+  }
+
   blobPathOf(sha256: string): string {
     return this.store!.blobPath(sha256);
   }
@@ -76,7 +82,7 @@ export class Download {
     if (revalidate?.lastModified) headers['if-modified-since'] = revalidate.lastModified;
     try {
       // The upstream slot is held only while bytes flow; fsync and rename happen after.
-      const headersOf = await upstream.fetch(url, { headers }, async (res) => {
+      const headersOf = await upstream.fetch(url, { headers, signal: this.abortController.signal }, async (res) => {
         if (res.status === 304 && revalidate) {
           void discard(res.body);
           this.head.resolve({ notModified: true });
@@ -242,6 +248,11 @@ export class SingleFlight {
       if (this.inflight.size === 0) for (const fn of this.idleWaiters.splice(0)) fn();
     });
     return { download, leader: true };
+  }
+
+  /** Aborts every running download (shutdown after the drain timeout). */
+  abortAll(reason: string): void {
+    for (const d of this.inflight.values()) d.abort(reason);
   }
 
   /** Resolves when no download is running (graceful shutdown, tests). */

@@ -122,6 +122,7 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
   if (segments[0] === '_feedlock') return { kind: 'admin', path: segments.slice(1).join('/'), env };
   // Prometheus' conventional path; no repository lives at a bare /metrics.
   if (path === '/metrics') return { kind: 'admin', path: 'metrics' };
+  if (path === '/favicon.ico') return { kind: 'admin', path: 'favicon' };
 
   const first = segments[0] ?? '';
   const rest = segments.slice(1).join('/');

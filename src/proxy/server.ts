@@ -34,6 +34,8 @@ export interface RunningServer {
   flights: SingleFlight;
   upstream: UpstreamClient;
   policy: UpstreamPolicy;
+  /** Applies a new config's upstreams (mirrors, allowed hosts, apt sources) and log level; the rest needs a restart. */
+  reload(next: Config): string[];
   close(): Promise<void>;
 }
 
@@ -50,10 +52,7 @@ export interface ServerParts {
 }
 
 export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
-  const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];
-  // A fallback archive is an upstream like any other: allowed, and nothing else is.
-  const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
-  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] });
+  const policy = new UpstreamPolicy(policySources(config));
   // Checked before the store opens: a bad token file is a config error, exit 2.
   const access = new AdminAccess({ token: config.adminToken ? readAdminToken(config.adminToken) : undefined, statusAllow: config.statusAllow });
   const store = await Store.open(config.store, config.indexDir!);
@@ -73,8 +72,9 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     });
   }
 
+  const routeContext = { mirrors: config.mirrors, policy };
   const handler = createRequestHandler({
-    routeContext: { mirrors: config.mirrors, policy },
+    routeContext,
     classifier: new PathClassifier(config.classify),
     store,
     io: { reader, buffers: new BufferPool() },
@@ -105,10 +105,13 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.bind, () => {
+    const done = () => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    // systemd socket activation hands the listening socket over as fd 3.
+    if (socketActivated()) server.listen({ fd: 3 }, done);
+    else server.listen(config.port, config.bind, done);
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -124,6 +127,14 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     flights,
     upstream,
     policy,
+    reload(next: Config) {
+      policy.reload(policySources(next));
+      routeContext.mirrors = next.mirrors;
+      log.level = next.logLevel;
+      const ignored = RESTART_ONLY.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
+      log.info({ allowed: policy.described, needsRestart: ignored }, 'configuration reloaded');
+      return ignored;
+    },
     close() {
       closing ??= closeAll();
       return closing;
@@ -136,12 +147,32 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
       server.closeIdleConnections();
       for (const s of sockets) s.destroy();
     });
-    // Let running downloads finish into the store (bounded), so a restart finds them whole.
-    await Promise.race([flights.idle(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    // Let running downloads finish into the store (bounded), so a restart finds them whole;
+    // past the drain timeout they are aborted and their temp files removed.
+    const drained = await Promise.race([flights.idle().then(() => true), new Promise<false>((r) => setTimeout(r, config.drainTimeoutMs, false).unref())]);
+    if (!drained) {
+      log.warn({ downloads: flights.size }, `drain timeout (${config.drainTimeoutMs} ms): aborting running downloads`);
+      flights.abortAll('feedlock is shutting down');
+      await flights.idle();
+    }
     reader.closeAll();
     await upstream.close();
     await store.close();
   }
+}
+
+/** Settings a running server cannot change (SIGHUP reports them). */
+const RESTART_ONLY = ['port', 'bind', 'store', 'indexDir', 'snapshotDir', 'env', 'offline', 'keyring', 'adminToken', 'statusAllow', 'concurrency', 'timeouts', 'upstreamProxy', 'classify'] as const;
+
+function policySources(config: Config) {
+  const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];
+  // A fallback archive is an upstream like any other: allowed, and nothing else is.
+  const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
+  return { mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] };
+}
+
+function socketActivated(): boolean {
+  return process.env.LISTEN_FDS === '1' && Number(process.env.LISTEN_PID) === process.pid;
 }
 
 function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: Config, policy: UpstreamPolicy, log: Logger): void {

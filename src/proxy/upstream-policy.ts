@@ -21,7 +21,15 @@ export class UpstreamPolicy {
   private readonly httpsHosts = new Set<string>();
   readonly described: string[] = [];
 
-  constructor({ mirrors, allowHosts, aptSourceUris }: PolicySources) {
+  constructor(sources: PolicySources) {
+    this.reload(sources);
+  }
+
+  /** Replaces the allowed origins at once (SIGHUP); requests already running keep going. */
+  reload({ mirrors, allowHosts, aptSourceUris }: PolicySources): void {
+    this.origins.clear();
+    this.httpsHosts.clear();
+    this.described.length = 0;
     for (const url of Object.values(mirrors)) this.addOrigin(new URL(url), 'mirror');
     for (const uri of aptSourceUris) {
       try {
