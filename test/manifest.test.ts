@@ -3,6 +3,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { createHash } from 'node:crypto';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
@@ -118,6 +119,73 @@ describe('manifests, SBOMs and offline repositories', () => {
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/MISSING fl-epoch 1:0\.9-1 amd64/);
     writeFileSync(blob, readFileSync(copy));
+  });
+
+  it('sources fetch: every source package of the image, verified against the pinned Sources; a missing one is reported with exit 1', async () => {
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    // Upstream lost one tarball: reported, the rest still fetched.
+    const epochTar = join(dir, 'up', 'debian', 'pool', 'main', 'f', 'fl-epoch', 'fl-epoch_0.9.orig.tar.gz');
+    const saved = readFileSync(epochTar);
+    rmSync(epochTar);
+    const out = join(dir, 'sources-out');
+    const first = await cli('sources', 'fetch', '--manifest', manifestFile, '--out', out, '--json').catch((e) => e);
+    expect(first.code).toBe(1);
+    const partial = JSON.parse(first.stdout);
+    expect(partial.missing).toEqual([expect.objectContaining({ source: 'fl-epoch', version: '1:0.9-1', binaries: ['fl-epoch'] })]);
+    expect(partial.missing[0].reason).toMatch(/fl-epoch_0\.9\.orig\.tar\.gz/);
+    writeFileSync(epochTar, saved);
+
+    const r = JSON.parse((await cli('sources', 'fetch', '--manifest', manifestFile, '--out', out, '--json')).stdout);
+    expect(r.missing).toEqual([]);
+    expect(r.local).toEqual(['fl-local']);
+    const binaries = m.packages.filter((p: { origin: string }) => p.origin === 'snapshot');
+    const wanted = [...new Set(binaries.map((p: { source: string; sourceVersion: string }) => `${p.source} ${p.sourceVersion}`))].sort();
+    expect(r.sources.map((s: { source: string; version: string }) => `${s.source} ${s.version}`).sort()).toEqual(wanted);
+    expect(wanted).toContain('foo 2.1-3');
+    for (const src of r.sources) {
+      expect(src.files.map((f: { filename: string }) => f.filename.split('/').pop()).some((n: string) => n.endsWith('.dsc'))).toBe(true);
+      for (const f of src.files) {
+        const upstreamBytes = readFileSync(join(dir, 'up', 'debian', f.filename));
+        expect(f.sha256).toBe(createHash('sha256').update(upstreamBytes).digest('hex'));
+        expect(readFileSync(join(out, f.filename)).equals(upstreamBytes)).toBe(true);
+      }
+    }
+    expect(JSON.parse(readFileSync(join(out, 'feedlock-sources.json'), 'utf8')).sources).toHaveLength(r.sources.length);
+  });
+
+  it('bundle round trip: export with sources, import into a fresh store, serve --offline gives every package of the manifest', async () => {
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    const bundle = join(dir, 'release.bundle.tar');
+    const exported = JSON.parse((await cli('export', 'bundle', '--manifest', manifestFile, '--sources', '--out', bundle, '--json')).stdout);
+    expect(exported.snapshot).toBe(m.snapshot);
+    expect(exported.documents).toHaveLength(2);
+    const fresh = ['--store', join(dir, 'store-b'), '--index-dir', join(dir, 'index-b')];
+    const imported = JSON.parse((await run(process.execPath, [CLI, 'import', 'bundle', bundle, '--env', 'img', '--json', ...fresh])).stdout);
+    expect(imported).toMatchObject({ id: m.snapshot, env: 'img' });
+    expect(readFileSync(join(imported.documentsDir, imported.documents[0]), 'utf8')).toContain(m.snapshot);
+
+    const offline = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store-b'), indexDir: join(dir, 'index-b'), offline: true });
+    try {
+      const apt = aptClient(tempDir('from-bundle'), `deb [signed-by=${key.keyring}] ${offline.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`);
+      await apt.get('update');
+      await apt.get('install', '--download-only', '-y', ...WANTED);
+      const got = Object.values(apt.downloaded()).sort();
+      expect(got).toEqual(m.packages.filter((p: { origin: string }) => p.origin === 'snapshot').map((p: { sha256: string }) => p.sha256).sort());
+    } finally {
+      await offline.close();
+    }
+    // The sources came along: an offline sources fetch on the fresh store finds them all.
+    const r = JSON.parse((await run(process.execPath, [CLI, 'sources', 'fetch', '--manifest', manifestFile, '--offline', '--json', ...fresh])).stdout);
+    expect(r.missing).toEqual([]);
+    // A damaged bundle is refused, and nothing of it is kept.
+    const bytes = readFileSync(bundle);
+    const hello = readFileSync(join(dir, 'up', 'debian', m.packages.find((p: { name: string }) => p.name === 'fl-hello').filename));
+    bytes[bytes.indexOf(hello.subarray(0, 256)) + 5000] ^= 0xff;
+    writeFileSync(join(dir, 'bad.bundle.tar'), bytes);
+    const bad = await run(process.execPath, [CLI, 'import', 'bundle', join(dir, 'bad.bundle.tar'), '--store', join(dir, 'store-c'), '--index-dir', join(dir, 'index-c')]).catch((e) => e);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/sha256|digest|mismatch/i);
+    expect(JSON.parse((await run(process.execPath, [CLI, 'snapshot', 'list', '--json', '--store', join(dir, 'store-c'), '--index-dir', join(dir, 'index-c')])).stdout)).toEqual([]);
   });
 
   it('export repo: plain apt-get installs from it with feedlock and the upstream gone', async () => {

@@ -12,6 +12,7 @@ import { registerExport, registerManifest } from './manifest-command.js';
 import { registerHook } from './hook-command.js';
 import { registerBuild } from './build-command.js';
 import { registerDoctor } from './doctor-command.js';
+import { registerArchive } from './archive-commands.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -83,6 +84,7 @@ export function buildProgram(): Command {
   registerSnapshotCommands(program);
   registerManifest(program);
   registerExport(program);
+  registerArchive(program);
   registerHook(program);
   registerBuild(program);
   registerDoctor(program);

@@ -5,70 +5,20 @@
  */
 import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
-import { loadConfig } from '../config/load-config.js';
-import { ENV_NAME, type Config } from '../config/schema.js';
+import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
-import { createLogger } from '../log.js';
-import { SingleFlight } from '../proxy/download.js';
-import { UpstreamClient } from '../proxy/upstream-client.js';
-import { UpstreamPolicy } from '../proxy/upstream-policy.js';
-import { readAptSourceUris } from '../proxy/apt-sources.js';
-import { Store } from '../store/store.js';
-import { fetchVerified, indexFileUrls, type CaptureDeps } from '../snapshot/capture.js';
+import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
 import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
 import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
-import { Environments } from '../snapshot/environments.js';
 import { PackageIndex } from '../snapshot/package-index.js';
-import { SnapshotRecords, type EnvState, type SnapshotRecord } from '../snapshot/records.js';
+import type { EnvState, SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../snapshot/release-file.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
-import { loadKeyring } from '../snapshot/signature.js';
 import { readFile } from 'node:fs/promises';
-import { flagsToConfig, storeOptions } from './main.js';
+import { storeOptions } from './main.js';
+import { openContext as open, withCtx } from './context.js';
 import { print } from './output.js';
-
-interface Ctx {
-  config: Config;
-  store: Store;
-  records: SnapshotRecords;
-  envs: Environments;
-  close(): Promise<void>;
-}
-
-async function open(opts: Record<string, unknown>, extraAllowed: string[] = []): Promise<Ctx & { flights: SingleFlight; upstream: UpstreamClient }> {
-  const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
-  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, { pretty: false });
-  const store = await Store.open(config.store, config.indexDir!);
-  const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [] });
-  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
-  const flights = new SingleFlight(store, upstream);
-  const records = new SnapshotRecords(snapshotDirOf(config, store.root));
-  const capture: CaptureDeps = { store, flights, keyring: config.keyring ? await loadKeyring(config.keyring) : undefined, log };
-  return {
-    config,
-    store,
-    records,
-    envs: new Environments(records, capture),
-    flights,
-    upstream,
-    async close() {
-      await flights.idle();
-      await upstream.close();
-      await store.close();
-    },
-  };
-}
-
-/** Opens the store and records for one command and always closes them. */
-async function withCtx(opts: Record<string, unknown>, fn: (ctx: Awaited<ReturnType<typeof open>>) => Promise<void>): Promise<void> {
-  const ctx = await open(opts);
-  try {
-    await fn(ctx);
-  } finally {
-    await ctx.close();
-  }
-}
+import { progress } from './progress.js';
 
 function checkEnvName(name: string): string {
   if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
@@ -190,7 +140,9 @@ export function registerSnapshotCommands(program: Command): void {
   storeOptions(snapshot.command('export').argument('<id>', 'snapshot id or tag').argument('<file>', 'tar file to write').option('--packages', 'include every package file of the snapshot the store holds').description('write a snapshot (and its blobs) to one file')).action(async (ref: string, file: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const record = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
-      const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages) });
+      const bar = progress('export', 0, { quiet: Boolean(opts.json) });
+      const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages), onTotal: (n) => bar.total(n) }, (b) => bar.tick(b.url, b.size));
+      bar.done();
       const bytes = index.blobs.reduce((n, b) => n + b.size, 0);
       print(opts, { id: record.id, file, blobs: index.blobs.length, bytes }, () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`);
     });
@@ -198,7 +150,9 @@ export function registerSnapshotCommands(program: Command): void {
 
   storeOptions(snapshot.command('import').argument('<file>').option('--env <name>', 'pin this environment to the imported snapshot').description('read a snapshot export into the store')).action(async (file: string, opts) => {
     await withCtx(opts, async (ctx) => {
-      const result = await importSnapshot(ctx.store, ctx.records, file);
+      const bar = progress('import', 0, { quiet: Boolean(opts.json) });
+      const result = await importSnapshot(ctx.store, ctx.records, file, () => bar.tick(), (n) => bar.total(n));
+      bar.done();
       if (opts.env) await ctx.envs.pin(checkEnvName(opts.env), result.snapshot.id);
       print(opts, { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null }, () => `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`);
     });

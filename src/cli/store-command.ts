@@ -4,6 +4,7 @@ import { Store } from '../store/store.js';
 import { UrlIndex } from '../store/url-index.js';
 import { flagsToConfig, storeOptions } from './main.js';
 import { print } from './output.js';
+import { progress } from './progress.js';
 
 function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -42,7 +43,11 @@ export function registerStore(program: Command): void {
     const config = loadConfig(flagsToConfig(opts), opts.config);
     const s = await Store.open(config.store, config.indexDir!);
     try {
-      const report = await s.verify();
+      let total = 0;
+      for await (const _ of s.blobs()) total++;
+      const bar = progress('verify', total, { quiet: Boolean(opts.json) });
+      const report = await s.verify(() => bar.tick());
+      bar.done();
       print(opts, report, () =>
         [
           `verified ${report.blobs} blobs: ${report.bad.length} bad, ${report.danglingUrls.length} URL records without a blob`,

@@ -20,12 +20,30 @@ interface ExportIndex {
   format: string;
   snapshot: SnapshotRecord;
   blobs: SnapshotBlob[];
+  /** Extra documents carried along (a bundle's manifests and sources report), by file name. */
+  documents?: string[];
 }
 
-export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, file: string, options: { packages: boolean }, onBlob?: (b: SnapshotBlob) => void): Promise<ExportIndex> {
+export interface ExportOptions {
+  /** true: every package file of the snapshot the store holds; a set: only these digests; false: none. */
+  packages: boolean | ReadonlySet<string>;
+  documents?: { name: string; data: Buffer }[];
+  onTotal?: (blobs: number) => void;
+}
+
+const DOCUMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$/;
+
+export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, file: string, options: ExportOptions, onBlob?: (b: SnapshotBlob) => void): Promise<ExportIndex> {
   const blobs: SnapshotBlob[] = [];
-  for await (const b of snapshotBlobs(store, snapshot, options)) blobs.push(b);
-  const index: ExportIndex = { format: EXPORT_FORMAT, snapshot, blobs };
+  const wanted = options.packages;
+  for await (const b of snapshotBlobs(store, snapshot, { packages: wanted !== false })) {
+    if (b.kind === 'package' && typeof wanted === 'object' && !wanted.has(b.sha256)) continue;
+    blobs.push(b);
+  }
+  options.onTotal?.(blobs.length);
+  const documents = options.documents ?? [];
+  for (const d of documents) if (!DOCUMENT_NAME.test(d.name)) throw new FeedlockError('FL_BAD_CONFIG', `bad bundle document name ${JSON.stringify(d.name)}`);
+  const index: ExportIndex = { format: EXPORT_FORMAT, snapshot, blobs, documents: documents.map((d) => d.name) };
   const pack = tarPack();
   const temp = `${file}.${process.pid}.part`;
   const written = pipeline(pack, createWriteStream(temp));
@@ -33,6 +51,7 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   try {
     const json = Buffer.from(JSON.stringify(index, null, 1));
     pack.entry(header('feedlock-snapshot.json', json.length), json);
+    for (const d of documents) pack.entry(header(`documents/${d.name}`, d.data.length), d.data);
     for (const b of blobs) {
       const sink = pack.entry(header(`blobs/${b.sha256}`, b.size));
       await pipeline(createReadStream(store.blobPath(b.sha256)), sink);
@@ -49,50 +68,69 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   return index;
 }
 
-export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number }> {
+export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void, onTotal?: (blobs: number) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
   const extract = tarExtract();
   let index: ExportIndex | undefined;
   let blobs = 0;
   let added = 0;
+  const documents = new Map<string, Buffer>();
   const source = createReadStream(file);
   source.once('error', (err) => extract.destroy(err));
   source.pipe(extract);
-  for await (const entry of extract) {
-    const name = entry.header.name;
-    if (name === 'feedlock-snapshot.json') {
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
-      index = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportIndex;
-      if (index.format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a feedlock snapshot export (format ${JSON.stringify(index.format)})`);
-      if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_STORE_CORRUPT', `${file}: snapshot record does not match its id ${index.snapshot.id}`);
-      continue;
+  try {
+    for await (const entry of extract) {
+      const name = entry.header.name;
+      if (name === 'feedlock-snapshot.json') {
+        const chunks: Buffer[] = [];
+        for await (const c of entry) chunks.push(c as Buffer);
+        index = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportIndex;
+        if (index.format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a feedlock snapshot export (format ${JSON.stringify(index.format)})`);
+        if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_STORE_CORRUPT', `${file}: snapshot record does not match its id ${index.snapshot.id}`);
+        onTotal?.(index.blobs.length);
+        continue;
+      }
+      const doc = /^documents\/(.+)$/.exec(name);
+      if (doc && index?.documents?.includes(doc[1]) && DOCUMENT_NAME.test(doc[1])) {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const c of entry) {
+          size += (c as Buffer).length;
+          if (size > 64 * 1024 * 1024) throw new FeedlockError('FL_BAD_CONFIG', `${file}: document ${doc[1]} is too large`);
+          chunks.push(c as Buffer);
+        }
+        documents.set(doc[1], Buffer.concat(chunks));
+        continue;
+      }
+      const m = /^blobs\/([0-9a-f]{64})$/.exec(name);
+      if (!m || !index) {
+        entry.resume();
+        throw new FeedlockError('FL_BAD_CONFIG', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
+      }
+      blobs++;
+      if (await store.hasBlob(m[1])) {
+        entry.resume();
+        continue;
+      }
+      const writer = await store.createWriter();
+      try {
+        for await (const c of entry) await writer.write(c as Buffer);
+        await writer.commit({ sha256: m[1], source: `its name in ${file}` });
+        added++;
+        onBlob?.(m[1]);
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
     }
-    const m = /^blobs\/([0-9a-f]{64})$/.exec(name);
-    if (!m || !index) {
-      entry.resume();
-      throw new FeedlockError('FL_BAD_CONFIG', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
-    }
-    blobs++;
-    if (await store.hasBlob(m[1])) {
-      entry.resume();
-      continue;
-    }
-    const writer = await store.createWriter();
-    try {
-      for await (const c of entry) await writer.write(c as Buffer);
-      await writer.commit({ sha256: m[1], source: `its name in ${file}` });
-      added++;
-      onBlob?.(m[1]);
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+  } catch (err) {
+    if (err instanceof FeedlockError) throw err;
+    throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable feedlock export: ${(err as Error).message}`, {}, { cause: err });
   }
   if (!index) throw new FeedlockError('FL_BAD_CONFIG', `${file} holds no feedlock-snapshot.json`);
   for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
     if (!(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_STORE_CORRUPT', `${file} lacks ${b.url} (${b.sha256})`);
   }
   const snapshot = await records.putSnapshot(index.snapshot.repos);
-  return { snapshot, blobs, added };
+  return { snapshot, blobs, added, documents };
 }
 
