@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { readSigningKey } from '../manifest/signed-repo.js';
 import { loadConfig } from '../config/load-config.js';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
@@ -94,13 +95,17 @@ export function registerExport(program: Command): void {
       .description('a static repository (original signed indices + the needed packages) that plain apt/opkg can use')
       .requiredOption('--snapshot <id>', 'snapshot id or tag')
       .requiredOption('--out <dir>', 'directory to write')
-      .option('--manifest <file...>', 'only the packages these manifests list'),
+      .option('--manifest <file...>', 'only the packages these manifests list')
+      .option('--sign-key <file>', 'with --manifest: write fresh indices trimmed to those packages, signed with this OpenPGP secret key')
+      .option('--sign-passphrase-file <file>', 'passphrase of --sign-key'),
   ).action(async (opts) => {
+    const passphrase = opts.signPassphraseFile ? (await readFile(opts.signPassphraseFile, 'utf8')).trim() : undefined;
+    const key = opts.signKey ? await readSigningKey(opts.signKey, passphrase) : undefined;
     const { store, records } = await openStore(opts);
     try {
       const snapshot = await records.getSnapshot(await records.resolveId(opts.snapshot));
       const manifests = await Promise.all(((opts.manifest as string[] | undefined) ?? []).map((f) => readManifest(f)));
-      const result = await exportRepo(store, snapshot, opts.out, manifests);
+      const result = await exportRepo(store, snapshot, opts.out, manifests, key);
       print(opts, { snapshot: snapshot.id, ...result }, () => [`exported snapshot ${snapshot.id} to ${result.dir}: ${result.files} files (${result.linked} hard links, ${result.copied} copies)`, 'sources:', ...result.sources.map((l) => `  ${l}`)].join('\n'));
     } finally {
       await store.close();

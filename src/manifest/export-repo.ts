@@ -11,7 +11,10 @@ import type { Store } from '../store/store.js';
 import { snapshotBlobs } from '../snapshot/contents.js';
 import type { SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../snapshot/release-file.js';
+import type { PrivateKey } from 'openpgp';
+import { FeedlockError } from '../errors.js';
 import type { Manifest } from './manifest.js';
+import { writeSignedIndices } from './signed-repo.js';
 
 export interface ExportedRepo {
   dir: string;
@@ -20,6 +23,8 @@ export interface ExportedRepo {
   copied: number;
   /** apt source lines (or opkg src/gz lines) for the exported repositories. */
   sources: string[];
+  /** With a signing key: the public key clients verify the trimmed indices with. */
+  publicKey?: string;
 }
 
 /** Where an upstream URL lands inside the export: DIR/<host>/<path>. */
@@ -42,12 +47,15 @@ async function place(store: Store, sha256: string, dest: string, counts: { linke
   }
 }
 
-export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir: string, manifests: Manifest[] = []): Promise<ExportedRepo> {
+export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir: string, manifests: Manifest[] = [], signingKey?: PrivateKey): Promise<ExportedRepo> {
   const wanted = manifests.length ? new Set(manifests.flatMap((m) => m.packages.map((p) => p.sha256).filter((s): s is string => !!s))) : undefined;
+  if (signingKey && !wanted) throw new FeedlockError('FL_BAD_CONFIG', '--sign-key writes indices trimmed to the manifests: pass --manifest FILE');
   const counts = { linked: 0, copied: 0 };
   let files = 0;
   for await (const b of snapshotBlobs(store, snapshot, { packages: true })) {
     if (b.kind === 'package' && wanted && !wanted.has(b.sha256)) continue;
+    // Signing: the upstream indices are replaced by trimmed ones, written below.
+    if (signingKey && b.kind !== 'package') continue;
     await place(store, b.sha256, localPath(outDir, b.url), counts);
     files++;
     // by-hash copies, for clients with Acquire-By-Hash.
@@ -56,6 +64,8 @@ export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir:
       await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
     }
   }
+  const signed = signingKey ? await writeSignedIndices(store, snapshot, outDir, wanted!, signingKey) : undefined;
+  const signedBy = signed ? `[signed-by=${signed.publicKey}] ` : '';
   const sources: string[] = [];
   for (const repo of snapshot.repos) {
     if (repo.kind === 'opkg') {
@@ -65,7 +75,7 @@ export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir:
     const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
     const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
     const suite = repo.url.slice(repo.archiveRoot.length + '/dists/'.length);
-    sources.push(repo.url.includes('/dists/') ? `deb file:${localPath(outDir, repo.archiveRoot)} ${suite} ${release.components.join(' ')}` : `deb file:${localPath(outDir, repo.archiveRoot)} ./`);
+    sources.push(repo.url.includes('/dists/') ? `deb ${signedBy}file:${localPath(outDir, repo.archiveRoot)} ${suite} ${release.components.join(' ')}` : `deb ${signedBy}file:${localPath(outDir, repo.archiveRoot)} ./`);
   }
-  return { dir: outDir, files, ...counts, sources };
+  return { dir: outDir, files: files + (signed?.indices ?? 0), ...counts, sources, publicKey: signed?.publicKey };
 }

@@ -13,6 +13,8 @@ const run = promisify(execFile);
 export interface AptClient {
   dir: string;
   archives: string;
+  /** apt's lists dir (downloaded indices) */
+  lists: string;
   get(...args: string[]): Promise<{ stdout: string; stderr: string }>;
   /** name -> sha256 of every .deb in the archives dir */
   downloaded(): Record<string, string>;
@@ -48,6 +50,7 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
   return {
     dir,
     archives,
+    lists: join(dir, 'state/lists'),
     get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
     downloaded() {
       const out: Record<string, string> = {};
