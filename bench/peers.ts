@@ -35,6 +35,24 @@ const freePort = async () => {
   });
 };
 
+/**
+ * apt-cacher-ng 3.7 keeps ports in a signed 16-bit value: a port >= 32768 (any
+ * ephemeral port) fails with "Error resolving address for binding", for its
+ * own listener and for upstream URLs. Its side of the bench uses lower ports.
+ */
+const freeLowPort = async (): Promise<number> => {
+  const { createServer } = await import('node:net');
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const ok = await new Promise<boolean>((r) => {
+      const s = createServer();
+      s.once('error', () => r(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => r(true)));
+    });
+    if (ok) return port;
+  }
+};
+
 async function waitUp(url: string): Promise<void> {
   for (let i = 0; i < 30; i++) {
     try {
@@ -83,7 +101,7 @@ async function startFeedlockPeer(work: string, upPort: number): Promise<Peer> {
 
 async function startAcng(work: string, upPort: number): Promise<Peer | undefined> {
   if (!hasCommand('apt-cacher-ng') && !hasCommand('/usr/sbin/apt-cacher-ng')) return undefined;
-  const port = await freePort();
+  const port = await freeLowPort();
   const dir = join(work, 'acng');
   mkdirSync(join(dir, 'cache'), { recursive: true });
   mkdirSync(join(dir, 'log'), { recursive: true });
@@ -102,7 +120,7 @@ async function startAcng(work: string, upPort: number): Promise<Peer | undefined
         return '';
       }
     })();
-    console.error(`apt-cacher-ng did not start listening on ${base}${err ? `: ${err}` : ''}; run it by hand to see why (seen in sandboxes: "Error resolving address for binding")`);
+    console.error(`apt-cacher-ng did not start listening on ${base}${err ? `: ${err}` : ''}; run it by hand to see why`);
     return undefined;
   }
   return { name: 'apt-cacher-ng', base, url: (path) => `${base}/127.0.0.1:${upPort}${path}`, rss: new RssSampler(d.pid), stop: d.stop };
@@ -175,7 +193,7 @@ async function main(): Promise<void> {
   const repo = makeSyntheticRepo(repoDir, Number(args.small), Number(args['large-mib']));
   const seconds = Number(args.seconds);
   // The static upstream, and a request counter for the cold single-flight figure.
-  const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
+  const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir, String(await freeLowPort())]);
   let upstreamUrl = nodeUp.url;
   let upstreamKind = 'Node static server (apt-get install nginx-light for nginx)';
   let nginxUp: Awaited<ReturnType<typeof startNginxStatic>> | undefined;

@@ -2,7 +2,7 @@
 import { startStaticUpstream } from '../fixtures/static-server.js';
 
 const root = process.argv[2];
-const up = await startStaticUpstream(root);
+const up = await startStaticUpstream(root, Number(process.argv[3] ?? 0));
 up.fault = (req, res) => {
   if (!req.url?.startsWith('/__count')) return false;
   const suffix = new URL(req.url, 'http://x').searchParams.get('suffix') ?? '';

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { PathClassifier } from '../src/proxy/classify-path.js';
 
 describe('path classifier', () => {
@@ -34,5 +35,20 @@ describe('path classifier', () => {
     expect(custom.classify('/debian/pool/nocache/x.deb')).toBe('other');
     expect(custom.classify('/images/disk.img')).toBe('package');
     expect(custom.classify('/debian/pool/main/x.deb')).toBe('package');
+  });
+
+  it('fuzz: any path classifies as exactly one kind, quickly, without throwing', () => {
+    const segment = fc.oneof(fc.constantFrom('dists', 'pool', 'by-hash', 'SHA256', 'InRelease', 'Packages.xz', 'x.deb', 'x.ipk', '..', '%2e', '', 'Release.gpg', 'a'.repeat(300)), fc.string({ maxLength: 20 }), fc.string({ unit: 'grapheme', maxLength: 8 }));
+    fc.assert(
+      fc.property(fc.array(segment, { maxLength: 12 }), (parts) => {
+        const path = '/' + parts.join('/');
+        const t0 = performance.now();
+        const kind = c.classify(path);
+        expect(['index', 'package', 'other']).toContain(kind);
+        // Rules are anchored regexes: no catastrophic backtracking on long input.
+        expect(performance.now() - t0).toBeLessThan(50);
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

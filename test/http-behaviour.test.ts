@@ -161,6 +161,9 @@ describe('HTTP behaviour of the proxy', () => {
         `${feedlock.url}/localhost:${bystanderPort}/x.deb`,
         `${feedlock.url}/https/127.0.0.1:${bystanderPort}/x.deb`,
         `${feedlock.url}/[::ffff:127.0.0.1]:${bystanderPort}/x.deb`,
+        `${feedlock.url}/[::1]:${bystanderPort}/x.deb`,
+        `${feedlock.url}/2130706433:${bystanderPort}/x.deb`,
+        `${feedlock.url}/127.1:${bystanderPort}/x.deb`,
       ];
       for (const t of targets) expect((await get(t)).status, t).toBe(403);
       const forward = await raw(feedlock.port, `GET http://127.0.0.1:${bystanderPort}/x.deb HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\nConnection: close\r\n\r\n`);

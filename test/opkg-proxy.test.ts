@@ -1,15 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI, download } from './helpers/cli.js';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { createOpkgFeed, SAMPLE_IPKS, type OpkgFeed } from '../fixtures/opkg-feed.js';
+import { addIpks, createOpkgFeed, publishOpkgFeed, removeIpk, SAMPLE_IPKS, type OpkgFeed } from '../fixtures/opkg-feed.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { OPKG_SKIP, opkgAvailable, opkgClient } from './helpers/opkg.js';
 
 const SUBFEEDS = ['all', 'core2-64', 'qemux86_64'];
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const run = promisify(execFile);
 
 describe('opkg feeds through feedlock', () => {
   let dir: string;
@@ -21,8 +25,9 @@ describe('opkg feeds through feedlock', () => {
     dir = tempDir('opkg');
     feed = createOpkgFeed(join(dir, 'up', 'ipk'), SAMPLE_IPKS);
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store') });
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
   });
+  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli'), '--json'])).stdout);
   afterAll(async () => {
     await feedlock?.close();
     await upstream?.close();
@@ -61,5 +66,65 @@ describe('opkg feeds through feedlock', () => {
       expect(readFileSync(join(client.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.2-r0\n');
     });
   }
+  it.skipIf(!opkgAvailable())('an environment keeps its feed frozen: upstream publishes 1.3, the env still installs 1.2; reset takes 1.3; diff shows it', async () => {
+    const env = 'oe-prod';
+    const feeds = () => SUBFEEDS.map((s) => ({ name: s, url: `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/ipk/${s}` }));
+    const install = async () => {
+      const client = opkgClient(tempDir('opkg-env'), feeds());
+      await client.run('update');
+      await client.run('install', 'foo-tools');
+      return readFileSync(join(client.root, 'usr/share/foo-tools/VERSION'), 'utf8').trim();
+    };
+    expect(await install()).toBe('1.2-r0');
+    const before = (await cli('env', 'show', env)).snapshot;
+
+    addIpks(feed, [
+      { name: 'libfoo1', version: '1.3-r0', arch: 'core2-64', source: 'foo' },
+      { name: 'foo-tools', version: '1.3-r0', arch: 'core2-64', depends: 'libfoo1 (= 1.3-r0)', source: 'foo' },
+    ]);
+    removeIpk(feed, 'foo-tools', '1.2-r0');
+    removeIpk(feed, 'libfoo1', '1.2-r0');
+    publishOpkgFeed(feed);
+    expect(await install(), 'frozen: served from the store, though upstream dropped 1.2').toBe('1.2-r0');
+
+    await cli('env', 'reset', env);
+    expect(await install()).toBe('1.3-r0');
+    const after = (await cli('env', 'show', env)).snapshot;
+    const diff = await cli('snapshot', 'diff', before, after);
+    const upgraded = diff.changes.flatMap((c: { upgraded: unknown[] }) => c.upgraded);
+    expect(upgraded).toEqual(expect.arrayContaining([{ name: 'foo-tools', from: '1.2-r0', to: '1.3-r0' }, { name: 'libfoo1', from: '1.2-r0', to: '1.3-r0' }]));
+    expect(upgraded).toHaveLength(2);
+  });
+
+  it.skipIf(!opkgAvailable())('an .ipk changed upstream after the snapshot is refused, and nothing is stored', async () => {
+    const env = 'oe-tamper';
+    // A package no earlier test fetched, so the store cannot answer from a good copy.
+    addIpks(feed, [{ name: 'fresh-tool', version: '1.0-r0', arch: 'all' }]);
+    publishOpkgFeed(feed);
+    const client = opkgClient(tempDir('opkg-tamper'), SUBFEEDS.map((s) => ({ name: s, url: `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/ipk/${s}` })));
+    await client.run('update');
+    const tz = feed.packages.find((p) => p.name === 'fresh-tool')!;
+    const path = join(feed.root, tz.feed, tz.filename);
+    const original = readFileSync(path);
+    const evil = Buffer.from(original);
+    evil[evil.length - 10] ^= 0xff;
+    writeFileSync(path, evil);
+    try {
+      const out = await client.run('install', 'fresh-tool').then((r) => r, (e) => e);
+      expect(out.code ?? 0, `${out.stdout}${out.stderr}`).not.toBe(0);
+      const url = `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/ipk/${tz.feed}/${tz.filename}`;
+      // A GET streams while it downloads: the held-back last byte never comes, the connection is cut.
+      const got = await download(url);
+      expect(got.ok).toBe(false);
+      // HEAD waits for the verified file: it names the problem.
+      const r = await request(url, { method: 'HEAD' });
+      expect(r.statusCode).toBe(502);
+      expect(r.headers['x-feedlock-error']).toBe('FL_HASH_MISMATCH');
+      expect(await feedlock.store.hasBlob(sha(evil))).toBe(false);
+    } finally {
+      writeFileSync(path, original);
+    }
+  });
+
   if (!opkgAvailable()) it.skip(OPKG_SKIP, () => {});
 });

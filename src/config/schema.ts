@@ -39,6 +39,15 @@ export interface Config {
   adminToken?: string;
   statusAllow: string[];
   drainTimeoutMs: number;
+  clientTimeouts: ClientTimeouts;
+  maxConnections: number;
+}
+
+export interface ClientTimeouts {
+  /** A client must send its whole request head within this (slowloris). */
+  headersMs: number;
+  /** Idle keep-alive connections are closed after this. */
+  keepAliveMs: number;
 }
 
 type Parser = (value: unknown, key: string) => unknown;
@@ -139,6 +148,16 @@ const parseTimeouts: Parser = (value, key) => {
   return out;
 };
 
+const parseClientTimeouts: Parser = (value, key) => {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, 'an object {headersMs, keepAliveMs}');
+  const out: Record<string, number> = { ...DEFAULTS.clientTimeouts };
+  for (const [k, v] of Object.entries(value)) {
+    if (!(k in DEFAULTS.clientTimeouts)) bad(`${key}.${k}`, v, `one of ${Object.keys(DEFAULTS.clientTimeouts).join(', ')}`);
+    out[k] = parseInteger(100, 3_600_000)(v, `${key}.${k}`) as number;
+  }
+  return out;
+};
+
 const parseClassify: Parser = (value, key) => {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, `an object with ${CLASSIFY_KINDS.join('/')} lists of regular expressions`);
   const out: ClassifyOverrides = {};
@@ -174,6 +193,8 @@ export const DEFAULTS = {
   offline: false,
   statusAllow: [],
   drainTimeoutMs: 30_000,
+  clientTimeouts: { headersMs: 20_000, keepAliveMs: 30_000 },
+  maxConnections: 4096,
 } satisfies Partial<Config>;
 
 interface Field {
@@ -204,6 +225,8 @@ export const FIELDS: Record<keyof Config, Field> = {
   snapshotDir: { parse: parseString, doc: 'where snapshot records and environments are kept (default <store>/snapshots)' },
   fallback: { parse: parseUrl(['http:', 'https:']), doc: 'archive URL for files upstream no longer has; {timestamp} is replaced by the capture time' },
   adminToken: { parse: parseString, doc: 'file holding the bearer token that enables the admin API (reset, pin, tag, gc, build records); off without it' },
+  clientTimeouts: { parse: parseClientTimeouts, doc: 'client-side timeouts in ms: headersMs (whole request head; slowloris), keepAliveMs (idle keep-alive connections)' },
+  maxConnections: { parse: parseInteger(16, 1_000_000), doc: 'client connections held at once; more are refused until some close' },
   drainTimeoutMs: { parse: parseInteger(0, 3_600_000), doc: 'on SIGTERM, how long running downloads may finish before they are aborted' },
   statusAllow: { parse: parseCidrList, doc: 'client addresses/CIDRs allowed to read /_feedlock/ and /metrics (default: anyone who can reach the proxy)' },
 };

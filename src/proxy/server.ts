@@ -88,9 +88,12 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     admin: createAdminHandler({ store, stats, flights, upstream, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });
 
-  const server = createServer({ keepAliveTimeout: 30_000, headersTimeout: 20_000, requestTimeout: 0 }, handler);
-  // Bound idle keep-alive sockets and slow header senders (slowloris).
+  // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
+  // sockets at keepAliveTimeout; at most maxConnections at once. No request
+  // timeout: a slow reader of a big file is legitimate and holds no upstream.
+  const server = createServer({ keepAliveTimeout: config.clientTimeouts.keepAliveMs, headersTimeout: config.clientTimeouts.headersMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs) }, handler);
   server.maxRequestsPerSocket = 0;
+  server.maxConnections = config.maxConnections;
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -98,9 +101,10 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   });
   server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => tunnel(req, socket, head, config, policy, log));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    log.info({ code: err.code }, `rejected malformed request: ${err.message}`);
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: malformed HTTP request\n');
-    else socket.destroy();
+    const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADER_TIMEOUT';
+    log.info({ code: err.code }, timeout ? 'closed a client that did not finish its request head in time' : `rejected malformed request: ${err.message}`);
+    if (!socket.writable) return void socket.destroy();
+    socket.end(timeout ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: request head not received in time\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: malformed HTTP request\n');
   });
 
   await new Promise<void>((resolve, reject) => {
