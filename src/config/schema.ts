@@ -138,25 +138,20 @@ const parseEnvName: Parser = (value, key) => {
 };
 export const ENV_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-const parseTimeouts: Parser = (value, key) => {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, 'an object {connectMs, headersMs, bodyMs}');
-  const out: Record<string, number> = { ...DEFAULTS.timeouts };
+/** An object of millisecond settings, each optional, defaulting to `defaults()` (lazy: DEFAULTS is defined below). */
+const parseMsObject = (defaults: () => Record<string, number>, min: number): Parser => (value, key) => {
+  const known = Object.keys(defaults());
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, `an object {${known.join(', ')}}`);
+  const out: Record<string, number> = { ...defaults() };
   for (const [k, v] of Object.entries(value)) {
-    if (!(k in DEFAULTS.timeouts)) bad(`${key}.${k}`, v, `one of ${Object.keys(DEFAULTS.timeouts).join(', ')}`);
-    out[k] = parseInteger(1, 3_600_000)(v, `${key}.${k}`) as number;
+    if (!known.includes(k)) bad(`${key}.${k}`, v, `one of ${known.join(', ')}`);
+    out[k] = parseInteger(min, 3_600_000)(v, `${key}.${k}`) as number;
   }
   return out;
 };
 
-const parseClientTimeouts: Parser = (value, key) => {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, 'an object {headersMs, keepAliveMs}');
-  const out: Record<string, number> = { ...DEFAULTS.clientTimeouts };
-  for (const [k, v] of Object.entries(value)) {
-    if (!(k in DEFAULTS.clientTimeouts)) bad(`${key}.${k}`, v, `one of ${Object.keys(DEFAULTS.clientTimeouts).join(', ')}`);
-    out[k] = parseInteger(100, 3_600_000)(v, `${key}.${k}`) as number;
-  }
-  return out;
-};
+const parseTimeouts = parseMsObject(() => DEFAULTS.timeouts, 1);
+const parseClientTimeouts = parseMsObject(() => DEFAULTS.clientTimeouts, 100);
 
 const parseClassify: Parser = (value, key) => {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) bad(key, value, `an object with ${CLASSIFY_KINDS.join('/')} lists of regular expressions`);
