@@ -3,7 +3,7 @@
  * anything else (CI logs, bitbake) a plain line at most every few seconds.
  * Always on stderr, so stdout stays the command's result (--json included).
  */
-import { SingleBar, Presets } from 'cli-progress';
+import { createRequire } from 'node:module';
 
 export interface Progress {
   /** Count one item of `bytes` (bytes optional). */
@@ -19,6 +19,7 @@ export function progress(what: string, total: number, options: { quiet?: boolean
   const stream = options.stream ?? process.stderr;
   if (options.quiet) return { tick() {}, total() {}, done() {} };
   if (stream.isTTY) {
+    const { SingleBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
     const bar = new SingleBar({ format: `${what} [{bar}] {value}/{total} {label}`, stream, hideCursor: true, clearOnComplete: false, etaBuffer: 50 }, Presets.shades_classic);
     bar.start(total, 0, { label: '' });
     return {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { FeedlockError } from '../errors.js';
 import { DEFAULTS, validateConfig, type Config } from './schema.js';
 
@@ -18,7 +18,7 @@ export function readConfigFile(file: string): Record<string, unknown> {
   }
   let data: unknown;
   try {
-    data = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
+    data = /\.json$/i.test(file) ? JSON.parse(text) : (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
   } catch (err) {
     const msg = (err as Error).message.split('\n')[0];
     throw new FeedlockError('FL_BAD_CONFIG', `bad config: ${file} is not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${msg}`);

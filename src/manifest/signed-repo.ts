@@ -10,7 +10,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { gzipSync } from 'node:zlib';
-import * as openpgp from 'openpgp';
+import type * as OpenPgp from 'openpgp';
+
+const pgp = (): Promise<typeof OpenPgp> => import('openpgp');
 import { FeedlockError } from '../errors.js';
 import { openDecompressed } from '../snapshot/decompress.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
@@ -18,14 +20,15 @@ import { parseRelease } from '../snapshot/release-file.js';
 import type { Store } from '../store/store.js';
 import { localPath } from './export-repo.js';
 
-export async function readSigningKey(file: string, passphrase?: string): Promise<openpgp.PrivateKey> {
+export async function readSigningKey(file: string, passphrase?: string): Promise<OpenPgp.PrivateKey> {
   let text: string;
   try {
     text = await readFile(file, 'latin1');
   } catch (err) {
     throw new FeedlockError('FL_BAD_CONFIG', `bad --sign-key ${JSON.stringify(file)} (cannot read: ${(err as Error).message})`);
   }
-  let key: openpgp.PrivateKey;
+  const openpgp = await pgp();
+  let key: OpenPgp.PrivateKey;
   try {
     key = text.includes('-----BEGIN PGP PRIVATE KEY BLOCK-----') ? await openpgp.readPrivateKey({ armoredKey: text }) : await openpgp.readPrivateKey({ binaryKey: await readFile(file) });
   } catch (err) {
@@ -71,7 +74,7 @@ export interface SignedRepoResult {
   packages: number;
 }
 
-export async function writeSignedIndices(store: Store, snapshot: SnapshotRecord, outDir: string, wanted: ReadonlySet<string>, key: openpgp.PrivateKey): Promise<SignedRepoResult> {
+export async function writeSignedIndices(store: Store, snapshot: SnapshotRecord, outDir: string, wanted: ReadonlySet<string>, key: OpenPgp.PrivateKey): Promise<SignedRepoResult> {
   let indices = 0;
   const listed = new Set<string>();
   for (const repo of snapshot.repos) {
@@ -94,7 +97,7 @@ export async function writeSignedIndices(store: Store, snapshot: SnapshotRecord,
   return { publicKey, indices, packages: listed.size };
 }
 
-async function writeAptRepo(store: Store, repo: PinnedRepo, outDir: string, wanted: ReadonlySet<string>, key: openpgp.PrivateKey, listed: Set<string>): Promise<number> {
+async function writeAptRepo(store: Store, repo: PinnedRepo, outDir: string, wanted: ReadonlySet<string>, key: OpenPgp.PrivateKey, listed: Set<string>): Promise<number> {
   const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
   const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
   const written: { path: string; data: Buffer }[] = [];
@@ -121,12 +124,14 @@ async function writeAptRepo(store: Store, repo: PinnedRepo, outDir: string, want
   ].join('\n') + '\n';
   await write(join(dists, 'Release'), body);
   await write(join(dists, 'Release.gpg'), await detachedSignature(Buffer.from(body), key, false));
+  const openpgp = await pgp();
   const clear = await openpgp.sign({ message: await openpgp.createCleartextMessage({ text: body }), signingKeys: key });
   await write(join(dists, 'InRelease'), clear);
   return written.length;
 }
 
-async function detachedSignature(data: Buffer, key: openpgp.PrivateKey, armored: boolean): Promise<Uint8Array | string> {
+async function detachedSignature(data: Buffer, key: OpenPgp.PrivateKey, armored: boolean): Promise<Uint8Array | string> {
+  const openpgp = await pgp();
   const message = await openpgp.createMessage({ binary: data });
   return armored ? openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored' }) : openpgp.sign({ message, signingKeys: key, detached: true, format: 'binary' });
 }

@@ -3,6 +3,7 @@
  * server. GETs are served with node:http (package files need real streaming);
  * CONNECT is refused unless enabled, then tunnelled with node:net.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
@@ -59,7 +60,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
-  const reader = new BlobReader((sha) => store.blobPath(sha));
+  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget());
   const layer = (await parts.layer?.({ store, flights, upstream, policy })) ?? { resolver: new LiveResolver(store, flights) };
   flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
   const storeTotals = new StoreTotals(store);
@@ -173,6 +174,23 @@ function policySources(config: Config) {
   // A fallback archive is an upstream like any other: allowed, and nothing else is.
   const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
   return { mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] };
+}
+
+/**
+ * How many blob descriptors the hit path keeps open: a warm build rotates over
+ * thousands of files, and an LRU smaller than that set reopens (and closes)
+ * a file on nearly every hit, two extra thread-pool trips. A quarter of the
+ * process's open-file limit, between 256 and 16384.
+ */
+function blobDescriptorBudget(): number {
+  let limit = 1024;
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) limit = Number(m[1]);
+  } catch {
+    /* not Linux: keep the conservative default */
+  }
+  return Math.max(256, Math.min(16384, Math.floor(limit / 4)));
 }
 
 function socketActivated(): boolean {

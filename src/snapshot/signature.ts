@@ -3,10 +3,13 @@
  * opkg Packages.sig) with openpgp.js: no gpg binary, no keyring state on disk.
  */
 import { readFile } from 'node:fs/promises';
-import * as openpgp from 'openpgp';
+import type * as OpenPgp from 'openpgp';
+
+/** openpgp.js is large (~15 MB resident): loaded only when a keyring is in use. */
+const pgp = (): Promise<typeof OpenPgp> => import('openpgp');
 import { FeedlockError } from '../errors.js';
 
-export type Keyring = openpgp.Key[];
+export type Keyring = OpenPgp.Key[];
 
 const cache = new Map<string, Promise<Keyring>>();
 
@@ -21,6 +24,7 @@ export function loadKeyring(file: string): Promise<Keyring> {
       } catch (err) {
         throw new FeedlockError('FL_BAD_CONFIG', `bad config: keyring = ${JSON.stringify(file)} (cannot read: ${(err as Error).message})`);
       }
+      const openpgp = await pgp();
       try {
         const text = data.toString('latin1');
         return text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----') ? await openpgp.readKeys({ armoredKeys: text }) : await openpgp.readKeys({ binaryKeys: data });
@@ -34,7 +38,7 @@ export function loadKeyring(file: string): Promise<Keyring> {
   return keys;
 }
 
-async function check(verifications: { keyID: openpgp.KeyID; verified: Promise<true> }[], what: string): Promise<string> {
+async function check(verifications: { keyID: OpenPgp.KeyID; verified: Promise<true> }[], what: string): Promise<string> {
   const problems: string[] = [];
   for (const v of verifications) {
     try {
@@ -49,6 +53,7 @@ async function check(verifications: { keyID: openpgp.KeyID; verified: Promise<tr
 
 /** Verifies a clear-signed InRelease; returns the signing key id. */
 export async function verifyClearsigned(text: string, keyring: Keyring, what: string): Promise<string> {
+  const openpgp = await pgp();
   let message;
   try {
     message = await openpgp.readCleartextMessage({ cleartextMessage: text });
@@ -61,6 +66,7 @@ export async function verifyClearsigned(text: string, keyring: Keyring, what: st
 
 /** Verifies a detached signature (Release.gpg, Packages.sig), armored or binary. */
 export async function verifyDetached(data: Uint8Array, signature: Uint8Array, keyring: Keyring, what: string): Promise<string> {
+  const openpgp = await pgp();
   let sig;
   try {
     const text = Buffer.from(signature).toString('latin1');

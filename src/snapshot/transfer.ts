@@ -7,7 +7,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { extract as tarExtract, pack as tarPack } from 'tar-stream';
+
 import { FeedlockError } from '../errors.js';
 
 import type { Store } from '../store/store.js';
@@ -44,6 +44,7 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   const documents = options.documents ?? [];
   for (const d of documents) if (!DOCUMENT_NAME.test(d.name)) throw new FeedlockError('FL_BAD_CONFIG', `bad bundle document name ${JSON.stringify(d.name)}`);
   const index: ExportIndex = { format: EXPORT_FORMAT, snapshot, blobs, documents: documents.map((d) => d.name) };
+  const { pack: tarPack } = await import('tar-stream');
   const pack = tarPack();
   const temp = `${file}.${process.pid}.part`;
   const written = pipeline(pack, createWriteStream(temp));
@@ -69,6 +70,7 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
 }
 
 export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void, onTotal?: (blobs: number) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
+  const { extract: tarExtract } = await import('tar-stream');
   const extract = tarExtract();
   let index: ExportIndex | undefined;
   let blobs = 0;
