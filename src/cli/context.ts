@@ -16,6 +16,7 @@ import { SnapshotRecords } from '../snapshot/records.js';
 import { snapshotDirOf } from '../snapshot/server-parts.js';
 import { loadKeyring } from '../snapshot/signature.js';
 import { Store } from '../store/store.js';
+import { Parent } from '../proxy/parent.js';
 import { flagsToConfig } from './main.js';
 
 export interface Ctx {
@@ -32,12 +33,13 @@ export async function openContext(opts: Record<string, unknown>, extraAllowed: s
   const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
   const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, { pretty: false });
   const store = await Store.open(config.store, config.indexDir!);
-  const sources = { mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [] };
+  const sources = { mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: [...(config.aptSources ? readAptSourceUris(config.aptSourcesDir) : []), ...(config.parent ? [config.parent] : [])] };
   const policy = new UpstreamPolicy(sources);
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
   const flights = new SingleFlight(store, upstream);
   const records = new SnapshotRecords(snapshotDirOf(config, store.root));
-  const capture: CaptureDeps = { store, flights, keyring: config.keyring ? await loadKeyring(config.keyring) : undefined, log };
+  const parent = config.parent ? new Parent(config.parent) : undefined;
+  const capture: CaptureDeps = { store, flights, keyring: config.keyring ? await loadKeyring(config.keyring) : undefined, log, parent };
   return {
     config,
     store,

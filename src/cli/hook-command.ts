@@ -9,13 +9,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuildRecord } from '../manifest/build-records.js';
 import { adminCall, summaryLine } from './build-command.js';
-import { loadConfig } from '../config/load-config.js';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { choosePort, serverStatus, startServerForBuild, stopServerForBuild } from '../bitbake-hooks/server-lifecycle.js';
-import { Environments } from '../snapshot/environments.js';
-import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { withCtx } from './context.js';
 import { print } from './output.js';
 
 /** URL and token of the build's server, from its state dir. */
@@ -76,12 +73,15 @@ export function registerHook(program: Command): void {
       const pinRef = opts.snapshot || (opts.lockFile ? await readLockFile(opts.lockFile) : undefined);
       if (pinRef && !opts.url) {
         if (!opts.env) throw new FeedlockError('FL_BAD_CONFIG', '--snapshot/--lock-file need --env NAME');
-        const config = loadConfig({ store: opts.store, indexDir: opts.indexDir, snapshotDir: opts.snapshotDir, aptSources: false }, undefined);
-        const records = new SnapshotRecords(snapshotDirOf(config, config.store));
-        const id = await records.resolveId(pinRef);
-        const current = await records.readEnv(opts.env);
-        // Pinning again to the same id is a no-op, so parallel builds do not churn the history.
-        if (current.snapshot !== id || !current.locked) await new Environments(records).pin(opts.env, id);
+        // An edge (serve --parent URL) may pin an id only its parent holds: fetch it from there.
+        const parentAt = serveArgs.indexOf('--parent');
+        const parent = parentAt !== -1 ? serveArgs[parentAt + 1] : undefined;
+        await withCtx({ store: opts.store, indexDir: opts.indexDir, snapshotDir: opts.snapshotDir, aptSources: false, parent }, async (ctx) => {
+          const id = await ctx.records.resolveId(pinRef);
+          const current = await ctx.records.readEnv(opts.env);
+          // Pinning again to the same id is a no-op, so parallel builds do not churn the history.
+          if (current.snapshot !== id || !current.locked) await ctx.envs.pin(opts.env, id);
+        });
       }
       const args = [...serveArgs];
       for (const [flag, value] of [['--env', opts.env], ['--store', opts.store], ['--index-dir', opts.indexDir], ['--snapshot-dir', opts.snapshotDir]] as const) if (value) args.push(flag, value);

@@ -24,6 +24,7 @@ export function storeOptions(cmd: Command): Command {
     .option('--index-dir <dir>', 'local LMDB index directory')
     .option('--snapshot-dir <dir>', 'snapshot and environment records (default <store>/snapshots)')
     .option('--config <file>', 'JSON or YAML config file')
+    .option('--parent <url>', 'central feedlock to fetch snapshots and blobs from (edge mode)')
     .option('--json', 'machine-readable output');
 }
 
@@ -63,6 +64,7 @@ export function flagsToConfig(opts: Record<string, unknown>): Record<string, unk
     concurrency: opts.concurrency,
     logLevel: opts.logLevel,
     upstreamProxy: opts.upstreamProxy,
+    parent: opts.parent,
     env: opts.env,
     offline: opts.offline,
     keyring: opts.keyring,

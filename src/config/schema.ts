@@ -29,6 +29,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   classify: ClassifyOverrides;
   upstreamProxy?: string;
+  /** A central feedlock that this (edge) instance sends its misses to. */
+  parent?: string;
   // snapshot settings
   env: string;
   offline: boolean;
@@ -214,6 +216,7 @@ export const FIELDS: Record<keyof Config, Field> = {
   logLevel: { parse: parseEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), doc: 'log level' },
   classify: { parse: parseClassify, doc: 'extra path rules: {package|index|other: [regex]} checked before the built-in rules' },
   upstreamProxy: { parse: parseUrl(['http:', 'https:']), doc: 'corporate proxy to reach upstreams through' },
+  parent: { parse: parseUrl(['http:', 'https:']), doc: 'central feedlock this edge sends its misses to (blobs by digest, snapshots by id) instead of the mirrors' },
   env: { parse: parseEnvName, doc: 'default build environment' },
   offline: { parse: parseBoolean, doc: 'never contact upstream; serve only what the store holds' },
   keyring: { parse: parseString, doc: 'OpenPGP keyring that captured InRelease/Release.gpg must verify against' },

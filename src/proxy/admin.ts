@@ -4,7 +4,7 @@
  * statusAllow; changes need the admin token (see admin-access.ts). Nothing
  * here shows a filesystem path.
  */
-import { access as canAccess, constants } from 'node:fs/promises';
+import { access as canAccess, constants, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FeedlockError } from '../errors.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
@@ -15,6 +15,7 @@ import type { SingleFlight } from './download.js';
 import type { AdminHandler } from './handle-request.js';
 import type { Metrics } from './metrics.js';
 import type { ProxyStats, RequestLogEntry } from './stats.js';
+import { sendStored, type BlobIo } from './respond.js';
 import { renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
 import type { UpstreamClient, UpstreamHostState } from './upstream-client.js';
 
@@ -28,6 +29,7 @@ export interface AdminParts {
   access: AdminAccess;
   metrics: Metrics;
   storeTotals: StoreTotals;
+  io: BlobIo;
   /** The snapshot layer's view; absent in a plain caching proxy. */
   snapshots?: SnapshotAdmin;
   builds?: BuildRecorder;
@@ -187,6 +189,13 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
       const m = await parts.metrics.text();
       send(res, 200, m.contentType, m.body);
     }],
+    // Content by digest, for edge instances (and anyone who knows a hash): verified by the reader.
+    [/^blob\/sha256\/([0-9a-f]{64})$/, async (req, res, m) => {
+      const sha256 = m[1];
+      if (!(await parts.store.hasBlob(sha256))) throw new FeedlockError('FL_NOT_FOUND', `no blob ${sha256} in this store`);
+      const size = (await stat(parts.store.blobPath(sha256))).size;
+      await sendStored(req, res, { sha256, size, lastModified: new Date(0).toUTCString(), contentType: 'application/octet-stream' }, parts.io, { 'x-feedlock-cache': 'hit' });
+    }],
     [/^api\/status$/, async (_req, res) => json(res, 200, await statusData(parts))],
     [/^api\/environments$/, async (_req, res) => json(res, 200, await (parts.snapshots?.environments() ?? []))],
     [/^api\/environments\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).environment(decodeURIComponent(m[1])))],
@@ -225,7 +234,8 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
       const m = pattern.exec(path);
       if (!m) continue;
       if (req.method === 'POST') access.checkChange(req);
-      else access.checkRead(req);
+      // Blobs are what the proxy serves anyway; statusAllow guards the status pages, not content.
+      else if (!path.startsWith('blob/')) access.checkRead(req);
       return route(req, res, m, url);
     }
     const other = (req.method === 'POST' ? reads : changes).some(([p]) => p.test(path));

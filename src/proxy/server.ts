@@ -19,6 +19,7 @@ import { LiveResolver } from './live-resolver.js';
 import { createAdminHandler, StoreTotals } from './admin.js';
 import { AdminAccess, readAdminToken } from './admin-access.js';
 import { Metrics } from './metrics.js';
+import { Parent } from './parent.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
 import type { SnapshotAdmin } from '../snapshot/snapshot-admin.js';
 import { version } from '../version.js';
@@ -49,7 +50,7 @@ export interface LayerParts {
 }
 
 export interface ServerParts {
-  layer?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient; policy: UpstreamPolicy }) => Promise<LayerParts>;
+  layer?: (parts: { store: Store; flights: SingleFlight; upstream: UpstreamClient; policy: UpstreamPolicy; parent?: Parent }) => Promise<LayerParts>;
 }
 
 export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
@@ -57,11 +58,12 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   // Checked before the store opens: a bad token file is a config error, exit 2.
   const access = new AdminAccess({ token: config.adminToken ? readAdminToken(config.adminToken) : undefined, statusAllow: config.statusAllow });
   const store = await Store.open(config.store, config.indexDir!);
-  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
+  const parent = config.parent ? new Parent(config.parent) : undefined;
+  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy, parent });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget());
-  const layer = (await parts.layer?.({ store, flights, upstream, policy })) ?? { resolver: new LiveResolver(store, flights) };
+  const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
   flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
   const storeTotals = new StoreTotals(store);
   const metrics = new Metrics({ stats, flights, upstream, storeTotals: () => storeTotals.peek() ?? undefined });
@@ -74,11 +76,12 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   }
 
   const routeContext = { mirrors: config.mirrors, policy };
+  const io = { reader, buffers: new BufferPool() };
   const handler = createRequestHandler({
     routeContext,
     classifier: new PathClassifier(config.classify),
     store,
-    io: { reader, buffers: new BufferPool() },
+    io,
     flights,
     upstream,
     resolver: layer.resolver,
@@ -86,7 +89,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     log,
     defaultEnv: config.env,
     offline: config.offline,
-    admin: createAdminHandler({ store, stats, flights, upstream, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
+    admin: createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });
 
   // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
@@ -173,7 +176,9 @@ function policySources(config: Config) {
   const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];
   // A fallback archive is an upstream like any other: allowed, and nothing else is.
   const fallback = config.fallback ? [config.fallback.replace('{timestamp}', 'x')] : [];
-  return { mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback] };
+  // An edge contacts its parent (redirects there included), and only it.
+  const parent = config.parent ? [config.parent] : [];
+  return { mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: [...aptSourceUris, ...fallback, ...parent] };
 }
 
 /**

@@ -6,6 +6,7 @@
  * client), and a redirect is followed only to an allowed origin.
  */
 import PQueue from 'p-queue';
+import type { Parent } from './parent.js';
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 import { FeedlockError } from '../errors.js';
 import type { Timeouts } from '../config/schema.js';
@@ -32,6 +33,8 @@ export interface UpstreamClientOptions {
   retries: number;
   upstreamProxy?: string;
   userAgent?: string;
+  /** Edge mode: every request goes to this parent feedlock instead of the mirror. */
+  parent?: Parent;
 }
 
 const RETRYABLE_STATUS = new Set([500, 502, 503, 504]);
@@ -91,7 +94,7 @@ export class UpstreamClient {
   }
 
   private async open(original: URL, options: UpstreamOptions): Promise<UpstreamResponse> {
-    let url = original;
+    let url = this.opts.parent ? this.opts.parent.remap(original) : original;
     for (let redirects = 0; ; redirects++) {
       const res = await this.openWithRetries(url, options);
       if (!REDIRECT_STATUS.has(res.status)) return res;

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { Download, SingleFlight } from '../proxy/download.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
+import type { Parent } from '../proxy/parent.js';
 import type { AnchorFile, PinnedRepo } from './records.js';
 import { clearsignedBody } from './release-file.js';
 import { verifyClearsigned, verifyDetached, type Keyring } from './signature.js';
@@ -25,6 +26,8 @@ export interface CaptureDeps {
   log: Logger;
   /** Told after each repository capture (metrics). */
   onCaptured?: (repoUrl: string) => void;
+  /** Edge mode: snapshots come from this parent feedlock, by id. */
+  parent?: Parent;
 }
 
 export interface RepoGuess {

@@ -2,7 +2,8 @@
  * Build environments: which snapshot each one serves, and the only places
  * where that changes (first sight of a repository, reset, pin, delete).
  */
-import { FeedlockError } from '../errors.js';
+import { FeedlockError, isFeedlockError } from '../errors.js';
+import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
 import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
@@ -29,9 +30,20 @@ export class Environments {
     const hit = this.cache.get(name);
     if (!fresh && hit && Date.now() - hit.at < STATE_TTL_MS) return hit.view;
     const state = await this.records.readEnv(name);
-    const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.records.getSnapshot(state.snapshot) : undefined };
+    const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
     this.cache.set(name, { at: Date.now(), view });
     return view;
+  }
+
+  /** A snapshot record; in edge mode one this host lacks comes from the parent, by id. */
+  private async snapshotRecord(id: string): Promise<SnapshotRecord> {
+    try {
+      return await this.records.getSnapshot(id);
+    } catch (err) {
+      const parent = this.capture?.parent;
+      if (!parent || !isFeedlockError(err, 'FL_NO_SUCH_SNAPSHOT')) throw err;
+      return snapshotFromParent({ ...this.capture!, parent }, this.records, id);
+    }
   }
 
   private remember(state: EnvState, snapshot?: SnapshotRecord): EnvView {
@@ -54,18 +66,21 @@ export class Environments {
     const known = before.snapshot?.repos.find((r) => r.url === guess.url);
     if (known) return before;
     if (before.state.locked) throw notInSnapshot(env, before.state.snapshot, guess.url);
-    if (!this.capture) throw new FeedlockError('FL_INTERNAL', 'this Environments instance cannot capture');
-    const repo = await captureRepo(this.capture, guess);
-    this.capture.onCaptured?.(repo.url);
+    const capture = this.capture;
+    if (!capture) throw new FeedlockError('FL_INTERNAL', 'this Environments instance cannot capture');
+    // Edge mode adopts the parent's pins; otherwise capture from upstream.
+    const incoming = capture.parent ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess) : [await captureRepo(capture, guess)];
+    for (const r of incoming) capture.onCaptured?.(r.url);
     let snapshot: SnapshotRecord | undefined;
-    const state = await this.records.updateEnv(env, `captured ${repo.url}`, async (current) => {
-      const currentSnap = current.snapshot && !current.deleted ? await this.records.getSnapshot(current.snapshot) : undefined;
-      if (currentSnap?.repos.some((r) => r.url === repo.url)) {
+    const state = await this.records.updateEnv(env, `captured ${guess.url}${capture.parent ? ` from ${capture.parent.base}` : ''}`, async (current) => {
+      const currentSnap = current.snapshot && !current.deleted ? await this.snapshotRecord(current.snapshot) : undefined;
+      if (currentSnap?.repos.some((r) => r.url === guess.url)) {
         snapshot = currentSnap;
         return undefined; // someone else pinned it first: theirs wins
       }
-      if (current.locked && !current.deleted) throw notInSnapshot(env, current.snapshot, repo.url);
-      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), repo]);
+      if (current.locked && !current.deleted) throw notInSnapshot(env, current.snapshot, guess.url);
+      const known = new Set(currentSnap?.repos.map((r) => r.url));
+      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), ...incoming.filter((r) => !known.has(r.url))]);
       return { snapshot: snapshot.id, locked: false };
     });
     return this.remember(state, snapshot);
@@ -79,7 +94,7 @@ export class Environments {
 
   async pin(env: string, ref: string): Promise<EnvState> {
     const id = await this.records.resolveId(ref);
-    await this.records.getSnapshot(id);
+    await this.snapshotRecord(id);
     const state = await this.records.updateEnv(env, `pinned ${id}`, () => ({ snapshot: id, locked: true }));
     this.cache.delete(env);
     return state;

@@ -17,14 +17,14 @@ export function snapshotDirOf(config: Pick<Config, 'snapshotDir'>, storeRoot: st
 
 export function snapshotParts(config: Config, log: Logger): ServerParts {
   return {
-    layer: async ({ store, flights }) => {
+    layer: async ({ store, flights, parent }) => {
       const keyring = config.keyring ? await loadKeyring(config.keyring) : undefined;
       const dir = snapshotDirOf(config, store.root);
       const records = new SnapshotRecords(dir);
-      const capture = { store, flights, keyring, log, onCaptured: () => {} };
+      const capture = { store, flights, keyring, log, parent, onCaptured: (_url: string) => {} };
       const envs = new Environments(records, capture);
       return {
-        resolver: new SnapshotResolver(store, flights, envs, new PackageIndex(store), { offline: config.offline, fallback: config.fallback }, log),
+        resolver: new SnapshotResolver(store, flights, envs, new PackageIndex(store), { offline: config.offline, fallback: config.fallback, parent }, log),
         snapshots: new SnapshotAdmin(store, records, envs),
         builds: new BuildRecorder(join(dir, 'builds')),
         metrics: (m) => (capture.onCaptured = () => m.captures.inc()),

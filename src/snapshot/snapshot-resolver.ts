@@ -22,11 +22,14 @@ import { notInSnapshot, repoFor, type Environments, type EnvView } from './envir
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
 import { parseRelease, type ReleaseFile } from './release-file.js';
+import type { Parent } from '../proxy/parent.js';
 
 export interface SnapshotResolverOptions {
   offline: boolean;
   /** Archive URL with an optional {timestamp} for files upstream no longer has. */
   fallback?: string;
+  /** Edge mode: fetch by digest from this parent first, then through its remap for the same environment. */
+  parent?: Parent;
 }
 
 const INDEX_FILE = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
@@ -200,7 +203,10 @@ export class SnapshotResolver implements Resolver {
   // ---- common ------------------------------------------------------------
 
   /** Serves content whose digest the snapshot fixes: from the store, else from the first upstream that has it. */
-  private async serveKnown(ctx: RequestContext, view: EnvView, repo: PinnedRepo, expected: ExpectedContent, candidates: URL[], path: string): Promise<Resolution> {
+  private async serveKnown(ctx: RequestContext, view: EnvView, repo: PinnedRepo, expected: ExpectedContent, upstreamCandidates: URL[], path: string): Promise<Resolution> {
+    const parent = this.opts.parent;
+    // An edge asks its parent: by digest (any environment's copy will do), else through the same environment.
+    const candidates = parent ? [...(expected.sha256 ? [parent.blobUrl(expected.sha256)] : []), ...upstreamCandidates.map((u) => parent.remap(u, ctx.env))] : upstreamCandidates;
     const lastModified = new Date(repo.capturedAt).toUTCString();
     if (expected.sha256 && (await this.store.hasBlob(expected.sha256))) {
       this.afterIndexServed(path, expected.sha256);
