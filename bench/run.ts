@@ -12,6 +12,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CLI, ROOT, fetchDiscard, fetchHash, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc } from './lib.js';
 import { benchIndices } from './indices.js';
+import { benchFleet, type FleetRow } from './fleet.js';
+import { benchIsar, isarSkipReason, type IsarRow } from './isar.js';
+
+let fleet: FleetRow[] = [];
+let isar: IsarRow[] = [];
 
 const { values: args } = parseArgs({
   options: {
@@ -20,6 +25,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '8' },
     'skip-index': { type: 'boolean', default: false },
     'skip-proxy': { type: 'boolean', default: false },
+    'skip-fleet': { type: 'boolean', default: false },
+    'skip-isar': { type: 'boolean', default: false },
   },
 });
 
@@ -114,6 +121,10 @@ async function benchProxy(): Promise<Record<string, unknown>> {
     const peakRss = Math.max(coldRss, hitRss, largeColdRss, largeWarmRss, cold16Rss);
     rows.push({ figure: 'feedlock peak RSS (small cold / hits / large cold / large warm / cold 16-way)', direct: '-', feedlock: `${coldRss}/${hitRss}/${largeColdRss}/${largeWarmRss}/${cold16Rss}`, ratio: '-', unit: 'MB' });
     rows.push({ figure: `RSS growth streaming ${largeMiB} MiB (cold)`, direct: '-', feedlock: Math.round(largeColdRss - rssBefore), ratio: '-', unit: 'MB' });
+    if (!args['skip-fleet']) {
+      await feedlock.stop();
+      fleet = await benchFleet(repo, upstream);
+    }
     return { smallFiles: repo.small.length, smallBytes, largeMiB, loadTool: f.tool, peakRssMb: peakRss };
   } finally {
     agent.destroy();
@@ -137,8 +148,21 @@ if (!args['skip-index']) {
   for (const r of await benchIndices()) rows.push(r);
 }
 printTable();
+if (fleet.length) {
+  console.log('\nfleet: every client fetches the same files');
+  console.table(fleet);
+}
+if (!args['skip-isar']) {
+  const why = isarSkipReason();
+  if (why) console.error(`Isar wall times skipped: ${why} (or pass --skip-isar)`);
+  else {
+    isar = await benchIsar();
+    console.log('\nIsar isar-image-base (qemuamd64, bookworm) wall time');
+    console.table(isar);
+  }
+}
 const outDir = join(ROOT, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 const out = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-writeFileSync(out, JSON.stringify({ ...meta, rows }, null, 2));
+writeFileSync(out, JSON.stringify({ ...meta, rows, fleet, isar }, null, 2));
 console.log(`saved ${out}`);

@@ -9,32 +9,12 @@
  * Needs ../shared/tools/isar, root, and Isar's host packages (see README).
  */
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bitbake, isarSkipReason, setupIsarBuild } from '../../bench/isar-build.js';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const ISAR = resolve(ROOT, '..', 'shared', 'tools', 'isar');
 const WORK = process.env.FEEDLOCK_E2E_DIR ?? '/tmp/feedlock-e2e';
-
-function mirrors(): string[] {
-  const text = readFileSync('/etc/apt/sources.list.d/debian.sources', 'utf8');
-  return [...text.matchAll(/^URIs:\s*(\S+)/gm)].map((m) => m[1].replace(/\/+$/, ''));
-}
-
-const SKIP = !existsSync(join(ISAR, 'isar-init-build-env'))
-  ? `Isar not found at ${ISAR}`
-  : process.getuid?.() !== 0
-    ? 'the Isar build needs root'
-    : !existsSync('/etc/apt/sources.list.d/debian.sources')
-      ? 'no /etc/apt/sources.list.d/debian.sources to read the mirror from'
-      : '';
-
-function bitbake(buildDir: string, offlineNetns: boolean, images = ['isar-image-base']): void {
-  const script = `set +u; . ./isar-init-build-env ${buildDir} > /dev/null; export LANG=en_US.UTF-8; bitbake ${images.join(' ')} -c feedlock_manifest`;
-  const argv = offlineNetns ? ['-n', 'bash', '-c', `ip link set lo up; ${script}`] : ['bash', '-c', script];
-  execFileSync(offlineNetns ? 'unshare' : argv[0], offlineNetns ? argv : argv.slice(1), { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 });
-}
+const SKIP = isarSkipReason();
 
 function manifestOf(buildDir: string, image = 'isar-image-base'): { snapshot: string; packages: { name: string; version: string; sha256?: string; origin: string }[] } {
   return JSON.parse(readFileSync(join(buildDir, `tmp/deploy/images/qemuamd64/${image}-debian-bookworm-qemuamd64.feedlock.json`), 'utf8'));
@@ -45,20 +25,9 @@ describe.skipIf(Boolean(SKIP))('Isar through feedlock', () => {
     rmSync(WORK, { recursive: true, force: true });
     mkdirSync(WORK, { recursive: true });
     const build = join(WORK, 'build');
-    execFileSync('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null`], { cwd: ISAR });
-    const [deb, sec] = mirrors();
-    const list = join(build, 'conf', 'debian-bookworm.list');
-    writeFileSync(list, `deb\t${deb} bookworm main contrib non-free-firmware non-free\ndeb\t${sec ?? deb} bookworm-security main contrib non-free-firmware non-free\ndeb\t${deb} bookworm-updates main contrib non-free-firmware non-free\n`);
-    writeFileSync(join(build, 'conf', 'local.conf'), [
-      readFileSync(join(build, 'conf', 'local.conf'), 'utf8'),
-      'BBMULTICONFIG = ""', 'MACHINE = "qemuamd64"', 'DISTRO = "debian-bookworm"', 'DISTRO_ARCH = "amd64"', 'IMAGE_INSTALL = ""', 'BB_NUMBER_THREADS = "2"',
-      'ROOTFS_FEATURES:remove = "generate-sbom"', 'ROOTFS_APT_ARGS:append = " -o APT::Sandbox::User=root"',
-      `DISTRO_APT_SOURCES = "${list}"`, `HOST_DISTRO_APT_SOURCES = "${list}"`, `DL_DIR = "${join(WORK, 'downloads')}"`,
-      'INHERIT += "feedlock"', `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist/src/cli/bin.cjs')}"`, '',
-    ].join('\n'));
-    writeFileSync(join(build, 'conf', 'bblayers.conf'), readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${ROOT}"\n`);
+    setupIsarBuild(build, join(WORK, 'downloads'), { feedlock: true });
     // Two images in one bitbake call: one environment, one snapshot, the same version of every shared package.
-    bitbake(build, false, ['isar-image-base', 'isar-image-debug']);
+    bitbake(build, ['isar-image-base', 'isar-image-debug'], 'feedlock_manifest');
     const online = manifestOf(build);
     expect(online.packages.length).toBeGreaterThan(50);
     expect(online.packages.every((p) => p.origin === 'snapshot' && p.sha256)).toBe(true);
@@ -78,7 +47,7 @@ describe.skipIf(Boolean(SKIP))('Isar through feedlock', () => {
     mkdirSync(build2, { recursive: true });
     cpSync(join(build, 'conf'), join(build2, 'conf'), { recursive: true });
     writeFileSync(join(build2, 'conf', 'local.conf'), readFileSync(join(build2, 'conf', 'local.conf'), 'utf8') + 'FEEDLOCK_OFFLINE = "1"\n');
-    bitbake(build2, true);
+    bitbake(build2, ['isar-image-base'], 'feedlock_manifest', true);
     const offline = manifestOf(build2);
     const key = (m: typeof online) => m.packages.map((p) => `${p.name} ${p.version} ${p.sha256}`).sort();
     expect(offline.snapshot).toBe(online.snapshot);
