@@ -72,11 +72,36 @@ FEEDLOCK_SOURCE_BASE = "${@feedlock_base_url(d)}/_env/${FEEDLOCK_ENV}"
 ISAR_USE_APT_SNAPSHOT = "1"
 DISTRO_APT_SNAPSHOT_PREMIRROR = "https://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/https/\1/\nhttp://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/\1/\n"
 
+# OpenEmbedded: remote ipk feeds that do_rootfs installs from (IPK_FEED_URIS,
+# "name##uri ...") go through feedlock's host-remap form in the environment.
+def feedlock_feed_uris(d, value):
+    import re
+    base = d.getVar('FEEDLOCK_SOURCE_BASE')
+    out = []
+    for item in (value or '').split():
+        name, sep, uri = item.partition('##')
+        if not sep:
+            name, uri = '', item
+        m = re.match(r'^(https?)://(.+)$', uri)
+        if m and not uri.startswith(base):
+            uri = '%s/%s%s' % (base, 'https/' if m.group(1) == 'https' else '', m.group(2))
+        out.append('%s##%s' % (name, uri) if sep else uri)
+    return ' '.join(out)
+
+python () {
+    feeds = d.getVar('IPK_FEED_URIS')
+    if feeds:
+        d.setVar('IPK_FEED_URIS', feedlock_feed_uris(d, feeds))
+}
+
 addhandler feedlock_config_parsed
 feedlock_config_parsed[eventmask] = "bb.event.ConfigParsed"
 python feedlock_config_parsed() {
     # The port must be known while recipes parse; `hook port` picks it once per build.
     import subprocess
+    if d.getVar('IMAGE_PKGTYPE') == 'ipk' and not d.getVar('IPK_FEED_URIS'):
+        # Said once per build, not per task: OE installs from its own deploy feed here.
+        bb.note('feedlock: this build installs packages from its own deploy feed (IPK_FEED_URIS is empty), so nothing is fetched through feedlock; manifests are still written')
     if d.getVar('FEEDLOCK_URL'):
         return
     try:

@@ -172,9 +172,15 @@ describe('status API, metrics and the admin API', () => {
     const hostile = `/127.0.0.1:${upstream.port}/debian/pool/"><script>alert(1)</script>.deb`;
     // Sent raw (fetch would percent-encode it).
     await new Promise((resolve) => httpRequest(`${feedlock.url}/`, { path: hostile }, (res) => res.resume().on('end', resolve)).on('error', resolve).end());
+    // A hostile environment name is refused (400) before it is anything but a logged path.
+    const badEnv = `/_env/<svg/onload=alert(2)>/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`;
+    const badStatus = await new Promise<number>((resolve) => httpRequest(`${feedlock.url}/`, { path: badEnv }, (res) => (res.resume(), resolve(res.statusCode ?? 0))).on('error', () => resolve(0)).end());
+    expect(badStatus).toBe(400);
     const html = await (await get('/_feedlock/')).text();
     expect(html).not.toContain('<script>alert(1)');
     expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(html).not.toContain('<svg');
+    expect(html).toContain('&lt;svg/onload=alert(2)&gt;');
 
     // A served CLI process at debug level: admin calls must not log the token.
     const logDir = tempDir('admin-log');

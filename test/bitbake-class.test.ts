@@ -88,6 +88,8 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
         `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`,
         `FIXTURE_KEYRING = "${key.keyring}"`,
         `DL_DIR = "${join(dir, 'downloads')}"`,
+        // OE's remote ipk feeds for do_rootfs: rewritten by the class (checked below).
+        'IPK_FEED_URIS = "core##http://feeds.example.org/ipk/core2-64 all##https://feeds.example.org/ipk/all local##file:///srv/feed"',
       ].join('\n') + '\n',
     );
   });
@@ -96,6 +98,13 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   });
 
   const deploy = () => join(build, 'tmp', 'deploy', 'images');
+  /** A variable as the fixture image recipe sees it, from real bitbake. */
+  const getvar = (name: string) =>
+    execFileSync(join(BITBAKE_DIR, 'bin', 'bitbake-getvar'), ['-r', 'fixture-image-base', '--value', name], {
+      cwd: build,
+      env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}` },
+      encoding: 'utf8',
+    }).trim();
   const manifest = (image: string) => JSON.parse(readFileSync(join(deploy(), `${image}-qemuamd64.feedlock.json`), 'utf8'));
 
   it('builds two images in one call through one server; both share versions; manifests match the rootfs', async () => {
@@ -131,12 +140,15 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(existsSync(join(build, 'tmp', 'feedlock', 'server.pid'))).toBe(false);
   }, 300_000);
 
+  it('OE remote ipk feeds (IPK_FEED_URIS) go through feedlock; local feeds are left alone', async () => {
+    const value = getvar('IPK_FEED_URIS');
+    const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
+    const base = `http://127.0.0.1:${port}/_env/fixture-qemuamd64`;
+    expect(value.split(/\s+/)).toEqual([`core##${base}/feeds.example.org/ipk/core2-64`, `all##${base}/https/feeds.example.org/ipk/all`, 'local##file:///srv/feed']);
+  });
+
   it('the Isar premirror rules rewrite http and https sources the way Isar applies them', async () => {
-    const value = execFileSync(join(BITBAKE_DIR, 'bin', 'bitbake-getvar'), ['-r', 'fixture-image-base', '--value', 'DISTRO_APT_SNAPSHOT_PREMIRROR'], {
-      cwd: build,
-      env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}` },
-      encoding: 'utf8',
-    }).trim();
+    const value = getvar('DISTRO_APT_SNAPSHOT_PREMIRROR');
     // bootstrap.bbclass get_apt_source_mirror: split on a literal backslash-n, keep
     // entries of exactly two whitespace-separated words, first regex that matches wins.
     const rules = value.split('\\n').map((e) => e.trim().split(/\s+/)).filter((e) => e.length === 2);

@@ -13,6 +13,7 @@ import { registerHook } from './hook-command.js';
 import { registerBuild } from './build-command.js';
 import { registerDoctor } from './doctor-command.js';
 import { registerArchive } from './archive-commands.js';
+import { registerRelease, registerSearch } from './release-command.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -87,6 +88,8 @@ export function buildProgram(): Command {
   registerManifest(program);
   registerExport(program);
   registerArchive(program);
+  registerRelease(program);
+  registerSearch(program);
   registerHook(program);
   registerBuild(program);
   registerDoctor(program);

@@ -16,7 +16,8 @@ import type { AdminHandler } from './handle-request.js';
 import type { Metrics } from './metrics.js';
 import type { ProxyStats, RequestLogEntry } from './stats.js';
 import { sendStored, type BlobIo } from './respond.js';
-import { renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
+import { renderPackagesPage, renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
+import type { SearchQuery } from '../snapshot/search.js';
 import type { UpstreamClient, UpstreamHostState } from './upstream-client.js';
 
 export interface AdminParts {
@@ -51,6 +52,7 @@ export interface StatusData {
   upstreams: UpstreamHostState[];
   environments: (EnvironmentSummary & { lastUsed: string | null })[];
   openBuilds: string[];
+  releases: { name: string; snapshot: string; createdAt: string }[];
   recent: RequestLogEntry[];
 }
 
@@ -153,8 +155,14 @@ export async function statusData(parts: AdminParts): Promise<StatusData> {
     upstreams: [...parts.upstream.hosts.values()],
     environments: envs.map((e) => ({ ...e, lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null })),
     openBuilds: parts.builds?.openNames ?? [],
+    releases: ((await parts.snapshots?.releases()) ?? []).map((r) => ({ name: r.name, snapshot: r.snapshot, createdAt: r.createdAt })),
     recent: stats.recent.slice(-30).map((r) => ({ ...r, upstream: undefined, sha256: undefined })),
   };
+}
+
+function searchQuery(url: URL): SearchQuery {
+  const p = url.searchParams;
+  return { name: p.get('q') ?? '', substring: p.get('substring') !== '0', arch: p.get('arch') || undefined, snapshot: p.get('snapshot') || undefined, limit: 500 };
 }
 
 type Route = (req: IncomingMessage, res: ServerResponse, m: RegExpExecArray, url: URL) => Promise<void>;
@@ -205,6 +213,13 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
       const s = needSnapshots(parts);
       const id = decodeURIComponent(m[1]);
       html(res, renderSnapshotPage(await s.snapshot(id), await s.diffToPrevious(id)));
+    }],
+    [/^api\/releases$/, async (_req, res) => json(res, 200, await needSnapshots(parts).releases())],
+    [/^api\/packages$/, async (_req, res, _m, url) => json(res, 200, await needSnapshots(parts).search(searchQuery(url)))],
+    [/^packages$/, async (_req, res, _m, url) => {
+      const q = url.searchParams.get('q') ?? '';
+      const browse = Boolean(q || url.searchParams.get('snapshot'));
+      html(res, renderPackagesPage(q, browse ? await needSnapshots(parts).search(searchQuery(url)) : undefined, Object.fromEntries(url.searchParams)));
     }],
     [/^api\/builds$/, async (_req, res) => json(res, 200, { open: needBuilds(parts).openNames, closed: await needBuilds(parts).history() })],
     [/^api\/builds\/([^/]+)$/, async (_req, res, m) => json(res, 200, needBuilds(parts).peek(decodeURIComponent(m[1])))],

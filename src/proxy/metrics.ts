@@ -37,8 +37,10 @@ export class Metrics {
     new Gauge({ name: 'feedlock_inflight_downloads', help: 'Upstream downloads running now', registers, collect() {
       this.set(src.flights.size);
     } });
-    new Gauge({ name: 'feedlock_coalesced_requests_total', help: 'Requests that joined a running download instead of fetching again', registers, collect() {
-      this.set(src.flights.coalesced);
+    let coalescedSeen = 0;
+    new Counter({ name: 'feedlock_coalesced_requests_total', help: 'Requests that joined a running download instead of fetching again', registers, collect() {
+      this.inc(src.flights.coalesced - coalescedSeen);
+      coalescedSeen = src.flights.coalesced;
     } });
     new Gauge({ name: 'feedlock_store_bytes', help: 'Bytes of blobs in the store (sampled)', registers, collect() {
       const t = src.storeTotals();

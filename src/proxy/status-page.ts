@@ -7,6 +7,7 @@
  */
 import type { SnapshotDiff } from '../snapshot/diff.js';
 import type { EnvironmentSummary, SnapshotDetail } from '../snapshot/snapshot-admin.js';
+import type { PackageVersion } from '../snapshot/search.js';
 import type { StatusData } from './admin.js';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
@@ -43,6 +44,7 @@ h2{font-size:1rem;margin:.2rem 0 .5rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.2rem .4rem;border-bottom:1px solid #eef0f2;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em;word-break:break-all}
 .hit{color:#17753a}.miss{color:#9a5b00}.error,.refused{color:#b3261e}.pin{background:#e8eefc;border-radius:3px;padding:0 .3rem}
+form.search{margin-left:auto}form.search input{padding:.2rem .4rem;max-width:12rem}
 @media (max-width:40rem){main{padding:.3rem}th:nth-child(n+4),td:nth-child(n+4){display:none}}
 `;
 
@@ -75,6 +77,7 @@ export function renderStatusFragment(s: StatusData): string {
 ${card('requests', String(s.requests), 'c-requests')}${card('hit ratio', hitRatio, 'c-hit-ratio')}${card('served', formatBytes(s.bytesServed), 'c-served')}${card('fetched upstream', formatBytes(s.bytesFetched), 'c-fetched')}${card('coalesced misses', String(s.coalesced), 'c-coalesced')}${card('downloads running', String(s.inflightDownloads), 'c-inflight')}
 </div></section>
 <section><h2>Environments</h2>${envRows(s.environments, now)}</section>
+${s.releases.length ? `<section><h2>Releases</h2><table id="releases"><thead><tr><th>Release</th><th>Snapshot</th><th>Created</th></tr></thead><tbody>${s.releases.map((r) => `<tr><td><a href="packages?snapshot=${esc(r.snapshot)}">${esc(r.name)}</a></td><td><a href="snapshot/${esc(r.snapshot)}"><code>${esc(r.snapshot)}</code></a></td><td>${esc(r.createdAt)}</td></tr>`).join('')}</tbody></table></section>` : ''}
 <section><h2>Store</h2><div class="cards">
 ${card('blobs', s.store ? String(s.store.blobs) : '…', 'c-blobs')}${card('size', formatBytes(s.store?.bytes), 'c-store-bytes')}${card('free disk', formatBytes(s.store?.freeBytes), 'c-free')}${card('known URLs', s.store ? String(s.store.urls) : '…', 'c-urls')}
 </div></section>
@@ -89,9 +92,36 @@ ${card('blobs', s.store ? String(s.store.blobs) : '…', 'c-blobs')}${card('size
     .join('')}</tbody></table></section>`;
 }
 
+const SEARCH_FORM = (q = '') => `<form action="packages" method="get" class="search"><input name="q" value="${esc(q)}" placeholder="package name" aria-label="package name"> <button>Find versions</button></form>`;
+
 export function renderStatusPage(s: StatusData): string {
-  const header = `<header><h1>feedlock</h1><span>version ${esc(s.version)}</span><span>up ${esc(ago(s.startedAt, Date.now()).replace(' ago', ''))}</span><span>default environment <b>${esc(s.defaultEnv)}</b></span><a href="api/status">JSON</a><a href="/metrics">metrics</a></header>`;
+  const header = `<header><h1>feedlock</h1><span>version ${esc(s.version)}</span><span>up ${esc(ago(s.startedAt, Date.now()).replace(' ago', ''))}</span><span>default environment <b>${esc(s.defaultEnv)}</b></span><a href="api/status">JSON</a><a href="/metrics">metrics</a>${SEARCH_FORM()}</header>`;
   return page('feedlock status', `${header}<main id="live">${renderStatusFragment(s)}</main>`, true);
+}
+
+/** Where a package file can be downloaded through this feedlock (first environment that pins it). */
+function downloadPath(v: PackageVersion): string {
+  const u = new URL(v.url);
+  const remap = `${u.protocol === 'https:' ? '/https' : ''}/${u.host}${u.pathname}`;
+  return v.envs.length ? `/_env/${encodeURIComponent(v.envs[0])}${remap}` : remap;
+}
+
+/** The feed viewer: every version of the packages matching a name, across snapshots and releases. */
+export function renderPackagesPage(q: string, found: PackageVersion[] | undefined, params: Record<string, string>): string {
+  const filters = ['arch', 'snapshot'].filter((k) => params[k]).map((k) => `${k} ${esc(params[k])}`).join(', ');
+  const rows = (found ?? [])
+    .map(
+      (v) => `<tr><td><b>${esc(v.name)}</b></td><td>${esc(v.version)}</td><td>${esc(v.arch)}</td><td>${esc(v.source ?? v.name)}</td><td class="n">${formatBytes(v.size)}</td><td><code title="${esc(v.sha256)}">${esc(v.sha256.slice(0, 16))}…</code></td><td>${v.inStore ? `<a href="${esc(downloadPath(v))}">download</a>` : 'not stored'}</td><td>${esc([...v.envs.map((e) => `env ${e}`), ...v.releases.map((r) => `release ${r}`), ...v.tags.map((t) => `tag ${t}`)].join(', '))}<br><small>${v.snapshots.map((id) => `<a href="snapshot/${esc(id)}"><code>${esc(id)}</code></a>`).join(' ')}</small></td></tr>`,
+    )
+    .join('');
+  const body = found
+    ? found.length
+      ? `<table id="packages"><thead><tr><th>Package</th><th>Version</th><th>Arch</th><th>Source</th><th>Size</th><th>sha256</th><th>File</th><th>Pinned by</th></tr></thead><tbody>${rows}</tbody></table>`
+      : `<p>No package matching <b>${esc(q)}</b>${filters ? ` (${filters})` : ''} in the known snapshots.</p>`
+    : '<p>Type a package name (a part of it is enough), or open a release below the status page to browse it.</p>';
+  const count = found ? `${found.length} file${found.length === 1 ? '' : 's'}${q ? ` for <q>${esc(q)}</q>` : ''}` : 'Find a package';
+  const header = `<header><h1>packages</h1><a href="./">status</a><a href="api/packages?q=${esc(encodeURIComponent(q))}">JSON</a>${SEARCH_FORM(q)}</header>`;
+  return page(`feedlock packages ${q}`, `${header}<main><section><h2>${count}${filters ? ` <small>(${filters})</small>` : ''}</h2>${body}</section></main>`);
 }
 
 function diffTable(diff: SnapshotDiff): string {

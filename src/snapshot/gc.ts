@@ -5,6 +5,7 @@
  * download has just written but not yet recorded, on this host or another.
  */
 import { stat, unlink } from 'node:fs/promises';
+import { Releases } from './releases.js';
 import type { Store } from '../store/store.js';
 import { snapshotBlobs } from './contents.js';
 import type { SnapshotRecords } from './records.js';
@@ -25,6 +26,7 @@ export async function collectGarbage(store: Store, records: SnapshotRecords, opt
     for (const h of env.history) if (h.snapshot) kept.add(h.snapshot);
   }
   for (const id of Object.values(await records.tags())) kept.add(id);
+  for (const id of await new Releases(records).snapshotIds()) kept.add(id);
   const reachable = new Set<string>(options.extraRoots ?? []);
   for (const id of kept) {
     const snapshot = await records.getSnapshot(id).catch(() => undefined);

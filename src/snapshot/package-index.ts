@@ -113,4 +113,11 @@ export class PackageIndex {
     const e = this.table.get(`E\0${indexSha}\0${filename}`);
     return typeof e === 'object' ? e : undefined;
   }
+
+  /** Every entry of a parsed index (a range scan of the local index; no decompression). */
+  *entries(indexSha: string): Generator<PackageEntry> {
+    for (const { value } of this.table.getRange({ start: `E\0${indexSha}\0`, end: `E\0${indexSha}\0\uffff` })) {
+      if (typeof value === 'object') yield value;
+    }
+  }
 }

@@ -13,6 +13,8 @@ import type { Environments } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
 import { parseRelease } from './release-file.js';
+import { Releases, type Release } from './releases.js';
+import { searchPackages, type PackageVersion, type SearchQuery } from './search.js';
 
 export interface RepoSummary {
   url: string;
@@ -132,6 +134,19 @@ export class SnapshotAdmin {
     await this.records.getSnapshot(id);
     await this.records.tag(id, checkName('tag', tag));
     return { id, tag: tag as string };
+  }
+
+  /** Package versions for the feed viewer (`feedlock search`). */
+  search(q: SearchQuery): Promise<PackageVersion[]> {
+    if (q.snapshot) checkName('snapshot id', q.snapshot);
+    if (q.arch) checkName('architecture', q.arch);
+    // An empty name browses a whole snapshot (or release).
+    if ((!q.name && !q.snapshot) || q.name.length > 100 || /[^A-Za-z0-9.+~:_-]/.test(q.name)) throw new FeedlockError('FL_BAD_REQUEST', `bad package name ${JSON.stringify(q.name).slice(0, 80)} (letters, digits and . + ~ : _ -)`);
+    return searchPackages(this.store, this.records, q);
+  }
+
+  releases(): Promise<Release[]> {
+    return new Releases(this.records).list();
   }
 
   gc(options: { dryRun: boolean; graceMinutes: number }): Promise<GcReport> {

@@ -1,0 +1,101 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { readLockFile } from '../src/cli/hook-command.js';
+import { installThroughEnv } from './helpers/apt.js';
+import { CLI } from './helpers/cli.js';
+import { startFeedlock, tempDir } from './helpers/feedlock.js';
+
+const run = promisify(execFile);
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+describe('releases and the feed viewer', () => {
+  let dir: string;
+  let key: GpgKey;
+  let repo: AptRepo;
+  let upstream: StaticUpstream;
+  let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
+  let hello10: string;
+  const storeArgs = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')];
+  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs(), '--json'])).stdout);
+  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+
+  beforeAll(async () => {
+    dir = tempDir('releases');
+    key = createGpgKey(dir);
+    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    hello10 = repo.packages.find((p) => p.name === 'fl-hello')!.sha256;
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
+  });
+  afterAll(async () => {
+    await feedlock?.close();
+    await upstream?.close();
+  });
+
+  it('release create / list / show / diff / lock; a name is never reused; gc keeps a release', async () => {
+    await install('base', 'fl-hello');
+    const lock = join(dir, 'feedlock.lock');
+    const r1 = await cli('release', 'create', '1.0', '--env', 'base', '--out', lock);
+    expect(r1).toMatchObject({ schema: 'feedlock-release/1', name: '1.0', env: 'base' });
+    expect(await readLockFile(lock)).toBe(r1.snapshot);
+    const again = await run(process.execPath, [CLI, 'release', 'create', '1.0', '--env', 'base', ...storeArgs()]).catch((e) => e);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/release 1\.0 already exists .* releases never change/);
+
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
+    await cli('env', 'reset', 'base');
+    await install('base', 'fl-hello');
+    const r2 = await cli('release', 'create', '1.1', '--env', 'base');
+    expect(r2.snapshot).not.toBe(r1.snapshot);
+    expect((await cli('release', 'list')).map((r: { name: string }) => r.name)).toEqual(['1.0', '1.1']);
+    expect((await cli('release', 'show', '1.0')).snapshot).toBe(r1.snapshot);
+    const diff = await cli('release', 'diff', '1.0', '1.1');
+    expect(diff.changes.flatMap((c: { upgraded: unknown[] }) => c.upgraded)).toEqual([{ name: 'fl-hello', from: '1.0-1', to: '1.1-1' }]);
+
+    // With its environment gone and no tag, the release alone keeps 1.0's files from gc.
+    await cli('env', 'delete', 'base');
+    await cli('snapshot', 'gc', '--grace', '0');
+    expect(existsSync(join(dir, 'store', 'blobs', 'sha256', hello10.slice(0, 2), hello10))).toBe(true);
+    const bad = await run(process.execPath, [CLI, 'release', 'create', '../x', '--env', 'base', ...storeArgs()]).catch((e) => e);
+    expect(bad.code).toBe(2);
+  });
+
+  it('feedlock search: every version of a package, with the releases that pin it and whether it is stored', async () => {
+    const all = await cli('search', 'fl-hello');
+    expect(all.map((v: { version: string }) => v.version)).toEqual(['1.1-1', '1.0-1']);
+    const v10 = all.find((v: { version: string }) => v.version === '1.0-1');
+    expect(v10).toMatchObject({ name: 'fl-hello', arch: 'amd64', sha256: hello10, inStore: true, releases: ['1.0'] });
+    expect((await cli('search', 'fl-hello', '--release', '1.0')).map((v: { version: string }) => v.version)).toEqual(['1.0-1']);
+    const some = await cli('search', 'foo', '--substring');
+    expect(some.map((v: { name: string }) => v.name).sort()).toEqual(['fl-foo-tools', 'fl-libfoo']);
+  });
+
+  it('the feed viewer lists versions with working download links; the same data as JSON', async () => {
+    const apiList = await (await fetch(`${feedlock.url}/_feedlock/api/packages?q=fl-hello&substring=0`)).json();
+    expect(apiList.map((v: { version: string }) => v.version)).toEqual(['1.1-1', '1.0-1']);
+    const html = await (await fetch(`${feedlock.url}/_feedlock/packages?q=fl-hello&substring=0`)).text();
+    expect(html).toContain('1.0-1');
+    expect(html).toContain('release 1.0');
+    const links = [...html.matchAll(/href="(\/[^"]+\.deb)"/g)].map((m) => m[1].replace(/&amp;/g, '&'));
+    expect(links.length).toBe(2);
+    for (const link of links) {
+      const res = await fetch(`${feedlock.url}${link}`);
+      expect(res.status, link).toBe(200);
+      expect(apiList.map((v: { sha256: string }) => v.sha256)).toContain(sha(Buffer.from(await res.arrayBuffer())));
+    }
+    // Browsing a release's whole snapshot from the status page.
+    const status = await (await fetch(`${feedlock.url}/_feedlock/`)).text();
+    expect(status).toMatch(/<a href="packages\?snapshot=[0-9a-f]{20}">1\.0<\/a>/);
+    const snapshot = /packages\?snapshot=([0-9a-f]{20})">1\.0/.exec(status)![1];
+    const browse = await (await fetch(`${feedlock.url}/_feedlock/api/packages?snapshot=${snapshot}`)).json();
+    expect(browse.map((v: { name: string }) => v.name).sort()).toEqual([...new Set(SAMPLE_PACKAGES.map((p) => p.name))].sort());
+    expect((await fetch(`${feedlock.url}/_feedlock/api/packages?q=${encodeURIComponent('<x>')}`)).status).toBe(400);
+    expect(readFileSync(join(dir, 'feedlock.lock'), 'utf8')).toMatch(/^# feedlock release 1\.0/);
+  });
+});
