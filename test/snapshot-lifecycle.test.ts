@@ -87,6 +87,10 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
     await feedlock.flights.idle();
     const dry = await cli('snapshot', 'gc', '--dry-run', '--grace', '0', ...store1());
     expect(dry.removed.length).toBe(1);
+    // An image manifest that lists the file keeps it.
+    const manifest = join(dir, 'keep.feedlock.json');
+    writeFileSync(manifest, JSON.stringify({ schema: 'feedlock-manifest/1', createdAt: new Date().toISOString(), env: 'x', snapshot: null, packageManager: 'dpkg', rootfs: '/', packages: [{ name: 'extra', version: '1', arch: 'all', source: 'extra', sourceVersion: '1', origin: 'local', sha256: dry.removed[0].sha256 }] }));
+    expect((await cli('snapshot', 'gc', '--dry-run', '--grace', '0', '--keep-manifest', manifest, ...store1())).removed).toEqual([]);
     expect((await cli('store', 'stats', ...store1())).blobs).toBeGreaterThan(dry.reachable - 1);
     const real = await cli('snapshot', 'gc', '--grace', '0', ...store1());
     expect(real.removed.map((x: { sha256: string }) => x.sha256)).toEqual(dry.removed.map((x: { sha256: string }) => x.sha256));

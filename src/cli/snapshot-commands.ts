@@ -18,6 +18,7 @@ import { readFile } from 'node:fs/promises';
 import { storeOptions } from './main.js';
 import { openContext as open, withCtx } from './context.js';
 import { print } from './output.js';
+import { readManifest } from '../manifest/compare.js';
 import { progress } from './progress.js';
 
 function checkEnvName(name: string): string {
@@ -158,11 +159,20 @@ export function registerSnapshotCommands(program: Command): void {
     });
   });
 
-  storeOptions(snapshot.command('gc').option('--dry-run', 'only report').option('--grace <minutes>', 'spare blobs younger than this', '60').description('remove blobs no kept snapshot references')).action(async (opts) => {
+  storeOptions(
+    snapshot
+      .command('gc')
+      .option('--dry-run', 'only report')
+      .option('--grace <minutes>', 'spare blobs younger than this', '60')
+      .option('--keep-manifest <file...>', 'also keep every package file these image manifests list')
+      .description('remove blobs no kept snapshot, release or given manifest references'),
+  ).action(async (opts) => {
     const grace = Number(opts.grace);
     if (!Number.isFinite(grace) || grace < 0) throw new FeedlockError('FL_BAD_CONFIG', `bad --grace ${JSON.stringify(opts.grace)} (expected minutes >= 0)`);
+    const manifests = await Promise.all(((opts.keepManifest as string[] | undefined) ?? []).map((f) => readManifest(f)));
+    const extraRoots = manifests.flatMap((m) => m.packages.map((p) => p.sha256).filter((x): x is string => Boolean(x)));
     await withCtx(opts, async (ctx) => {
-      const report = await collectGarbage(ctx.store, ctx.records, { dryRun: Boolean(opts.dryRun), graceMs: grace * 60_000 });
+      const report = await collectGarbage(ctx.store, ctx.records, { dryRun: Boolean(opts.dryRun), graceMs: grace * 60_000, extraRoots });
       print(opts, report, () => `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`);
     });
   });
