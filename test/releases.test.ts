@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { readLockFile } from '../src/cli/hook-command.js';
-import { installThroughEnv } from './helpers/apt.js';
+import { aptClient, installThroughEnv } from './helpers/apt.js';
 import { CLI } from './helpers/cli.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 
@@ -64,6 +64,32 @@ describe('releases and the feed viewer', () => {
     expect(existsSync(join(dir, 'store', 'blobs', 'sha256', hello10.slice(0, 2), hello10))).toBe(true);
     const bad = await run(process.execPath, [CLI, 'release', 'create', '../x', '--env', 'base', ...storeArgs()]).catch((e) => e);
     expect(bad.code).toBe(2);
+  });
+
+  it('a cumulative signed repository of two releases: apt sees and installs both versions; a later export keeps them', async () => {
+    const out = join(dir, 'feed');
+    const r = await cli('export', 'repo', '--release', '1.0', '1.1', '--cumulative', '--sign-key', key.secretKeyFile, '--out', out);
+    expect(r.snapshots).toHaveLength(2);
+    const apt = aptClient(tempDir('cumulative'), r.sources.join('\n') + '\n');
+    await apt.get('update');
+    const madison = (await apt.get('-qq', 'install', '--download-only', '-y', 'fl-hello=1.0-1').then(() => apt.cache('madison', 'fl-hello'))).stdout;
+    expect(madison).toMatch(/fl-hello \|\s+1\.1-1 \|/);
+    expect(madison).toMatch(/fl-hello \|\s+1\.0-1 \|/);
+    await apt.get('install', '--download-only', '-y', 'fl-hello');
+    // Index entries are the pinned upstream stanzas, verbatim (not rebuilt from control files).
+    const upstreamIndex = readFileSync(join(dir, 'up', 'debian', 'dists', 'stable', 'main', 'binary-amd64', 'Packages'), 'utf8');
+    const exported = readFileSync(join(out, `127.0.0.1_${upstream.port}`, 'debian', 'dists', 'stable', 'main', 'binary-amd64', 'Packages'), 'utf8');
+    const stanza = (text: string, name: string) => text.split('\n\n').find((x) => x.startsWith(`Package: ${name}\n`))!.trim();
+    expect(stanza(exported, 'fl-base')).toBe(stanza(upstreamIndex, 'fl-base'));
+    // Exporting only the newer release into the same directory keeps 1.0-1 listed (and its file).
+    await cli('export', 'repo', '--release', '1.1', '--cumulative', '--sign-key', key.secretKeyFile, '--out', out);
+    const again = aptClient(tempDir('cumulative-2'), r.sources.join('\n') + '\n');
+    await again.get('update');
+    expect((await again.cache('madison', 'fl-hello')).stdout).toMatch(/1\.0-1/);
+    await again.get('install', '--download-only', '-y', 'fl-hello=1.0-1');
+    const bad = await run(process.execPath, [CLI, 'export', 'repo', '--release', '1.0', '1.1', '--out', join(dir, 'x'), ...storeArgs()]).catch((e) => e);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--cumulative/);
   });
 
   it('feedlock search: every version of a package, with the releases that pin it and whether it is stored', async () => {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { readFile, writeFile } from 'node:fs/promises';
 import { readSigningKey } from '../manifest/signed-repo.js';
+import { checkReleaseName, Releases } from '../snapshot/releases.js';
 import { loadConfig } from '../config/load-config.js';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
@@ -93,7 +94,9 @@ export function registerExport(program: Command): void {
     exp
       .command('repo')
       .description('a static repository (original signed indices + the needed packages) that plain apt/opkg can use')
-      .requiredOption('--snapshot <id>', 'snapshot id or tag')
+      .option('--snapshot <id>', 'snapshot id or tag')
+      .option('--release <name...>', 'release(s) instead of --snapshot; several need --cumulative')
+      .option('--cumulative', 'one repository holding every version of the listed releases (with --sign-key); versions published earlier in --out stay')
       .requiredOption('--out <dir>', 'directory to write')
       .option('--manifest <file...>', 'only the packages these manifests list')
       .option('--sign-key <file>', 'with --manifest: write fresh indices trimmed to those packages, signed with this OpenPGP secret key')
@@ -103,10 +106,14 @@ export function registerExport(program: Command): void {
     const key = opts.signKey ? await readSigningKey(opts.signKey, passphrase) : undefined;
     const { store, records } = await openStore(opts);
     try {
-      const snapshot = await records.getSnapshot(await records.resolveId(opts.snapshot));
+      if (!opts.snapshot === !opts.release) throw new FeedlockError('FL_BAD_CONFIG', 'export repo needs --snapshot ID or --release NAME... (one of them)');
+      const releases = new Releases(records);
+      const ids = opts.snapshot ? [await records.resolveId(opts.snapshot)] : await Promise.all((opts.release as string[]).map(async (r) => (await releases.get(checkReleaseName(r))).snapshot));
+      const snapshots = await Promise.all(ids.map((id) => records.getSnapshot(id)));
+      const snapshot = snapshots[0];
       const manifests = await Promise.all(((opts.manifest as string[] | undefined) ?? []).map((f) => readManifest(f)));
-      const result = await exportRepo(store, snapshot, opts.out, manifests, key);
-      print(opts, { snapshot: snapshot.id, ...result }, () => [`exported snapshot ${snapshot.id} to ${result.dir}: ${result.files} files (${result.linked} hard links, ${result.copied} copies)`, 'sources:', ...result.sources.map((l) => `  ${l}`)].join('\n'));
+      const result = await exportRepo(store, snapshots, opts.out, manifests, key, { cumulative: Boolean(opts.cumulative) });
+      print(opts, { snapshot: snapshot.id, snapshots: ids, ...result }, () => [`exported snapshot ${snapshot.id} to ${result.dir}: ${result.files} files (${result.linked} hard links, ${result.copied} copies)`, 'sources:', ...result.sources.map((l) => `  ${l}`)].join('\n'));
     } finally {
       await store.close();
     }

@@ -23,8 +23,9 @@ export interface ExportedRepo {
   copied: number;
   /** apt source lines (or opkg src/gz lines) for the exported repositories. */
   sources: string[];
-  /** With a signing key: the public key clients verify the trimmed indices with. */
+  /** With a signing key: the public key clients verify the new indices with, and how many package files they list. */
   publicKey?: string;
+  packages?: number;
 }
 
 /** Where an upstream URL lands inside the export: DIR/<host>/<path>. */
@@ -47,27 +48,45 @@ async function place(store: Store, sha256: string, dest: string, counts: { linke
   }
 }
 
-export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir: string, manifests: Manifest[] = [], signingKey?: PrivateKey): Promise<ExportedRepo> {
+/**
+ * `snapshots`: one snapshot, or (a cumulative feed) the snapshots of several
+ * releases, whose package files all go into one repository.
+ */
+export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outDir: string, manifests: Manifest[] = [], signingKey?: PrivateKey, options: { cumulative?: boolean } = {}): Promise<ExportedRepo> {
   const wanted = manifests.length ? new Set(manifests.flatMap((m) => m.packages.map((p) => p.sha256).filter((s): s is string => !!s))) : undefined;
-  if (signingKey && !wanted) throw new FeedlockError('FL_BAD_CONFIG', '--sign-key writes indices trimmed to the manifests: pass --manifest FILE');
+  if (options.cumulative && !signingKey) throw new FeedlockError('FL_BAD_CONFIG', '--cumulative writes new indices for all the releases: pass --sign-key FILE');
+  if (signingKey && !wanted && !options.cumulative) throw new FeedlockError('FL_BAD_CONFIG', '--sign-key writes indices trimmed to the manifests: pass --manifest FILE (or --cumulative with --release)');
+  if (!options.cumulative && snapshots.length !== 1) throw new FeedlockError('FL_BAD_CONFIG', 'several releases go into one repository only with --cumulative');
   const counts = { linked: 0, copied: 0 };
   let files = 0;
-  for await (const b of snapshotBlobs(store, snapshot, { packages: true })) {
-    if (b.kind === 'package' && wanted && !wanted.has(b.sha256)) continue;
-    // Signing: the upstream indices are replaced by trimmed ones, written below.
-    if (signingKey && b.kind !== 'package') continue;
-    await place(store, b.sha256, localPath(outDir, b.url), counts);
-    files++;
-    // by-hash copies, for clients with Acquire-By-Hash.
-    if (b.kind === 'index') {
-      const dir = b.url.slice(0, b.url.lastIndexOf('/'));
-      await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
+  const placed = new Set<string>();
+  for (const snapshot of snapshots) {
+    for await (const b of snapshotBlobs(store, snapshot, { packages: true })) {
+      if (b.kind === 'package' && wanted && !wanted.has(b.sha256)) continue;
+      // Signing: the upstream indices are replaced by new ones, written below.
+      if (signingKey && b.kind !== 'package') continue;
+      const dest = localPath(outDir, b.url);
+      if (placed.has(dest)) continue;
+      placed.add(dest);
+      await place(store, b.sha256, dest, counts);
+      files++;
+      // by-hash copies, for clients with Acquire-By-Hash.
+      if (b.kind === 'index') {
+        const dir = b.url.slice(0, b.url.lastIndexOf('/'));
+        await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
+      }
     }
   }
-  const signed = signingKey ? await writeSignedIndices(store, snapshot, outDir, wanted!, signingKey) : undefined;
+  // Cumulative: every version of every release that the store holds; earlier exports into outDir stay listed.
+  const signed = signingKey
+    ? await writeSignedIndices(store, snapshots, outDir, { wanted: wanted ? (sha) => wanted.has(sha) : (sha) => store.hasBlob(sha), keepPublished: options.cumulative }, signingKey)
+    : undefined;
   const signedBy = signed ? `[signed-by=${signed.publicKey}] ` : '';
   const sources: string[] = [];
-  for (const repo of snapshot.repos) {
+  const seen = new Set<string>();
+  for (const repo of snapshots.flatMap((x) => x.repos)) {
+    if (seen.has(repo.url)) continue;
+    seen.add(repo.url);
     if (repo.kind === 'opkg') {
       sources.push(`src/gz ${repo.url.split('/').pop()} file://${localPath(outDir, repo.url)}`);
       continue;
@@ -77,5 +96,5 @@ export async function exportRepo(store: Store, snapshot: SnapshotRecord, outDir:
     const suite = repo.url.slice(repo.archiveRoot.length + '/dists/'.length);
     sources.push(repo.url.includes('/dists/') ? `deb ${signedBy}file:${localPath(outDir, repo.archiveRoot)} ${suite} ${release.components.join(' ')}` : `deb ${signedBy}file:${localPath(outDir, repo.archiveRoot)} ./`);
   }
-  return { dir: outDir, files: files + (signed?.indices ?? 0), ...counts, sources, publicKey: signed?.publicKey };
+  return { dir: outDir, files: files + (signed?.indices ?? 0), ...counts, sources, publicKey: signed?.publicKey, packages: signed?.packages };
 }

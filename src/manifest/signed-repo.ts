@@ -46,13 +46,18 @@ export async function readSigningKey(file: string, passphrase?: string): Promise
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 
-/** Stanzas of an index (any compression) whose SHA256 is wanted, verbatim. */
-async function keptStanzas(file: string, name: string, wanted: ReadonlySet<string>): Promise<string[]> {
-  const out: string[] = [];
+interface Stanza {
+  sha256: string;
+  text: string;
+}
+
+/** Every stanza of an index (any compression) with its SHA256, verbatim. */
+async function stanzasOf(file: string, name: string): Promise<Stanza[]> {
+  const out: Stanza[] = [];
   let lines: string[] = [];
   const flush = () => {
     const m = lines.find((l) => /^SHA256(sum)?:/i.test(l));
-    if (m && wanted.has(m.replace(/^[^:]+:\s*/, '').trim().toLowerCase())) out.push(lines.join('\n'));
+    if (m) out.push({ sha256: m.replace(/^[^:]+:\s*/, '').trim().toLowerCase(), text: lines.join('\n') });
     lines = [];
   };
   for await (const line of createInterface({ input: openDecompressed(file, name), crlfDelay: Infinity })) {
@@ -74,48 +79,100 @@ export interface SignedRepoResult {
   packages: number;
 }
 
-export async function writeSignedIndices(store: Store, snapshot: SnapshotRecord, outDir: string, wanted: ReadonlySet<string>, key: OpenPgp.PrivateKey): Promise<SignedRepoResult> {
+export interface SignedIndexOptions {
+  /** Which package files to list (by sha256). */
+  wanted: (sha256: string) => boolean | Promise<boolean>;
+  /** Keep every stanza the output directory already publishes (a cumulative feed never drops a version). */
+  keepPublished?: boolean;
+}
+
+/** Merges stanza lists, first occurrence of a file wins; the result is sorted by package name. */
+function merge(lists: Stanza[][]): Stanza[] {
+  const seen = new Map<string, Stanza>();
+  for (const list of lists) for (const s of list) if (!seen.has(s.sha256)) seen.set(s.sha256, s);
+  const name = (s: Stanza) => /^Package:\s*(\S+)/m.exec(s.text)?.[1] ?? '';
+  return [...seen.values()].sort((a, b) => name(a).localeCompare(name(b)) || a.text.localeCompare(b.text));
+}
+
+async function filtered(list: Stanza[], wanted: SignedIndexOptions['wanted']): Promise<Stanza[]> {
+  const out: Stanza[] = [];
+  for (const s of list) if (await wanted(s.sha256)) out.push(s);
+  return out;
+}
+
+async function published(path: string, keep: boolean | undefined): Promise<Stanza[]> {
+  if (!keep) return [];
+  try {
+    await readFile(path);
+  } catch {
+    return [];
+  }
+  return stanzasOf(path, 'Packages');
+}
+
+const indexText = (stanzas: Stanza[]) => Buffer.from(stanzas.length ? stanzas.map((s) => s.text).join('\n\n') + '\n' : '');
+
+/**
+ * Writes signed indices for the repositories of `snapshots` (one or, for a
+ * cumulative feed, several snapshots of the same repositories) into outDir.
+ */
+export async function writeSignedIndices(store: Store, snapshots: SnapshotRecord[], outDir: string, options: SignedIndexOptions, key: OpenPgp.PrivateKey): Promise<SignedRepoResult> {
   let indices = 0;
   const listed = new Set<string>();
-  for (const repo of snapshot.repos) {
-    if (repo.kind === 'opkg') {
-      const src = repo.anchors['Packages.gz'] ?? repo.anchors.Packages;
-      const name = repo.anchors['Packages.gz'] ? 'Packages.gz' : 'Packages';
-      const stanzas = await keptStanzas(store.blobPath(src.sha256), name, wanted);
-      const text = Buffer.from(stanzas.length ? stanzas.join('\n\n') + '\n' : '');
-      const dir = localPath(outDir, repo.url);
+  const byUrl = new Map<string, PinnedRepo[]>();
+  for (const snapshot of snapshots) for (const repo of snapshot.repos) byUrl.set(repo.url, [...(byUrl.get(repo.url) ?? []), repo]);
+  for (const [url, repos] of byUrl) {
+    if (repos[0].kind === 'opkg') {
+      const dir = localPath(outDir, url);
+      const lists = [await published(join(dir, 'Packages'), options.keepPublished)];
+      for (const repo of repos) {
+        const src = repo.anchors['Packages.gz'] ?? repo.anchors.Packages;
+        lists.push(await filtered(await stanzasOf(store.blobPath(src.sha256), repo.anchors['Packages.gz'] ? 'Packages.gz' : 'Packages'), options.wanted));
+      }
+      const stanzas = merge(lists);
+      for (const s of stanzas) listed.add(s.sha256);
+      const text = indexText(stanzas);
       await write(join(dir, 'Packages'), text);
       await write(join(dir, 'Packages.gz'), gzipSync(text, { level: 9 }));
       await write(join(dir, 'Packages.sig'), await detachedSignature(text, key, true));
       indices++;
       continue;
     }
-    indices += await writeAptRepo(store, repo, outDir, wanted, key, listed);
+    indices += await writeAptRepo(store, url, repos, outDir, options, key, listed);
   }
   const publicKey = join(outDir, 'feedlock-signing-key.asc');
   await write(publicKey, key.toPublic().armor());
   return { publicKey, indices, packages: listed.size };
 }
 
-async function writeAptRepo(store: Store, repo: PinnedRepo, outDir: string, wanted: ReadonlySet<string>, key: OpenPgp.PrivateKey, listed: Set<string>): Promise<number> {
-  const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
-  const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
-  const written: { path: string; data: Buffer }[] = [];
-  const done = new Set<string>();
-  for (const [path, e] of release.files) {
-    const m = /^(.*binary-[^/]+\/Packages)(\.(gz|xz|bz2|zst))?$/.exec(path);
-    if (!m || done.has(m[1]) || !(await store.hasBlob(e.sha256))) continue;
-    done.add(m[1]);
-    const stanzas = await keptStanzas(store.blobPath(e.sha256), path, wanted);
-    for (const s of stanzas) listed.add(/^SHA256:\s*(\S+)/im.exec(s)?.[1]?.toLowerCase() ?? '');
-    const text = Buffer.from(stanzas.length ? stanzas.join('\n\n') + '\n' : '');
-    written.push({ path: m[1], data: text }, { path: `${m[1]}.gz`, data: gzipSync(text, { level: 9 }) });
+async function writeAptRepo(store: Store, url: string, repos: PinnedRepo[], outDir: string, options: SignedIndexOptions, key: OpenPgp.PrivateKey, listed: Set<string>): Promise<number> {
+  const dists = localPath(outDir, url);
+  const lists = new Map<string, Stanza[][]>();
+  let release: ReturnType<typeof parseRelease> | undefined;
+  for (const repo of repos) {
+    const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+    release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
+    const done = new Set<string>();
+    for (const [path, e] of release.files) {
+      const m = /^(.*binary-[^/]+\/Packages)(\.(gz|xz|bz2|zst))?$/.exec(path);
+      if (!m || done.has(m[1]) || !(await store.hasBlob(e.sha256))) continue;
+      done.add(m[1]);
+      if (!lists.has(m[1])) lists.set(m[1], [await published(join(dists, m[1]), options.keepPublished)]);
+      lists.get(m[1])!.push(await filtered(await stanzasOf(store.blobPath(e.sha256), path), options.wanted));
+    }
   }
-  const dists = localPath(outDir, repo.url);
+  const written: { path: string; data: Buffer }[] = [];
+  for (const [path, l] of lists) {
+    const stanzas = merge(l);
+    for (const s of stanzas) listed.add(s.sha256);
+    const text = indexText(stanzas);
+    written.push({ path, data: text }, { path: `${path}.gz`, data: gzipSync(text, { level: 9 }) });
+  }
   for (const f of written) await write(join(dists, f.path), f.data);
+  // Suite fields from the newest release listed; hashes of what we wrote.
   const keep = ['Origin', 'Label', 'Suite', 'Codename', 'Version', 'Architectures', 'Components', 'Description'];
   const body = [
-    ...keep.filter((k) => release.fields[k]).map((k) => `${k}: ${release.fields[k]}`),
+    ...keep.filter((k) => release!.fields[k]).map((k) => `${k}: ${release!.fields[k]}`),
     `Date: ${new Date().toUTCString()}`,
     'MD5Sum:',
     ...written.map((f) => ` ${md5(f.data)} ${String(f.data.length).padStart(16)} ${f.path}`),

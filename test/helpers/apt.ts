@@ -16,6 +16,8 @@ export interface AptClient {
   /** apt's lists dir (downloaded indices) */
   lists: string;
   get(...args: string[]): Promise<{ stdout: string; stderr: string }>;
+  /** apt-cache with the same isolated state. */
+  cache(...args: string[]): Promise<{ stdout: string; stderr: string }>;
   /** name -> sha256 of every .deb in the archives dir */
   downloaded(): Record<string, string>;
 }
@@ -52,6 +54,7 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
     archives,
     lists: join(dir, 'state/lists'),
     get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
+    cache: (...args: string[]) => run('apt-cache', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
     downloaded() {
       const out: Record<string, string> = {};
       for (const f of readdirSync(archives)) {
