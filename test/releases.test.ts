@@ -92,6 +92,32 @@ describe('releases and the feed viewer', () => {
     expect(bad.stderr).toMatch(/--cumulative/);
   });
 
+  it('a composed environment: release 1.0 frozen underneath, a team feed followed on top until reset', async () => {
+    const team = createAptRepo(join(dir, 'up', 'team'), key, [{ name: 'fl-team', version: '1.0-1' }]);
+    await cli('env', 'compose', 'product', '--base', '1.0');
+    const install = async (label: string, ...pkgs: string[]) => {
+      const apt = aptClient(tempDir(label), ['debian', 'team'].map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/product/127.0.0.1:${upstream.port}/${r} stable main`).join('\n') + '\n');
+      await apt.get('update');
+      await apt.get('install', '--download-only', '-y', ...pkgs);
+      return Object.keys(apt.downloaded());
+    };
+    // Upstream debian is at 1.1-1 by now: the base keeps 1.0-1.
+    expect(await install('compose-1', 'fl-hello', 'fl-team')).toEqual(expect.arrayContaining(['fl-hello_1.0-1_amd64.deb', 'fl-team_1.0-1_amd64.deb']));
+    updateAptRepo(team, key, { add: [{ name: 'fl-team', version: '2.0-1' }] }, new Date(Date.now() - 30_000));
+    expect(await install('compose-2', 'fl-team')).toContain('fl-team_1.0-1_amd64.deb');
+    await cli('env', 'reset', 'product');
+    const after = await install('compose-3', 'fl-hello', 'fl-team');
+    expect(after).toEqual(expect.arrayContaining(['fl-hello_1.0-1_amd64.deb', 'fl-team_2.0-1_amd64.deb']));
+    const shown = await cli('env', 'show', 'product');
+    expect(shown.base).toMatchObject({ release: '1.0' });
+    const text = (await run(process.execPath, [CLI, 'env', 'show', 'product', ...storeArgs()])).stdout;
+    expect(text).toMatch(/composed: release 1\.0/);
+    expect(text).toMatch(/^ {2}= apt .*\/debian\/dists\/stable/m);
+    expect(text).toMatch(/^ {2}\+ apt .*\/team\/dists\/stable/m);
+    const status = await (await fetch(`${feedlock.url}/_feedlock/api/environments/product`)).json();
+    expect(status.base).toMatchObject({ release: '1.0' });
+  });
+
   it('feedlock search: every version of a package, with the releases that pin it and whether it is stored', async () => {
     const all = await cli('search', 'fl-hello');
     expect(all.map((v: { version: string }) => v.version)).toEqual(['1.1-1', '1.0-1']);

@@ -18,6 +18,7 @@ import { readFile } from 'node:fs/promises';
 import { storeOptions } from './main.js';
 import { openContext as open, withCtx } from './context.js';
 import { print } from './output.js';
+import { checkReleaseName, Releases } from '../snapshot/releases.js';
 import { readManifest } from '../manifest/compare.js';
 import { progress } from './progress.js';
 
@@ -53,10 +54,12 @@ export function registerSnapshotCommands(program: Command): void {
       const state = await ctx.records.readEnv(checkEnvName(name));
       if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
       const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
+      const baseRepos = new Set(state.base ? (await ctx.records.getSnapshot(state.base.snapshot)).repos.map((r) => r.url) : []);
       print(opts, { ...state, repos: snapshot?.repos ?? [] }, () =>
         [
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
-          ...(snapshot?.repos ?? []).map((r) => `  ${r.kind} ${r.url} captured ${r.capturedAt}`),
+          ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath; repositories marked + follow upstream until reset`] : []),
+          ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
           'history:',
           ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
         ].join('\n'),
@@ -76,6 +79,22 @@ export function registerSnapshotCommands(program: Command): void {
     await withCtx(opts, async (ctx) => {
       const state = await ctx.envs.pin(checkEnvName(name), ref);
       print(opts, envSummary(state), () => `environment ${name} pinned to ${state.snapshot}`);
+    });
+  });
+
+  storeOptions(
+    env
+      .command('compose')
+      .argument('<name>')
+      .option('--base <release>', 'release whose repositories stay frozen underneath')
+      .option('--base-snapshot <id>', 'or a snapshot id or tag')
+      .description('a release frozen underneath, other repositories (a team feed) followed on top until the next reset'),
+  ).action(async (name: string, opts) => {
+    if (!opts.base === !opts.baseSnapshot) throw new FeedlockError('FL_BAD_CONFIG', 'env compose needs --base RELEASE or --base-snapshot ID (one of them)');
+    await withCtx(opts, async (ctx) => {
+      const id = opts.base ? (await new Releases(ctx.records).get(checkReleaseName(opts.base))).snapshot : await ctx.records.resolveId(opts.baseSnapshot);
+      const state = await ctx.envs.compose(checkEnvName(name), id, opts.base);
+      print(opts, { ...envSummary(state), base: state.base }, () => `environment ${name}: ${opts.base ? `release ${opts.base}` : id} (${id}) frozen underneath; other repositories are captured on first use and follow upstream until feedlock env reset ${name}`);
     });
   });
 

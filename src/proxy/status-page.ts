@@ -61,7 +61,7 @@ function envRows(envs: (EnvironmentSummary & { lastUsed?: string | null })[], no
   if (envs.length === 0) return '<p>No environments yet: the first build through feedlock creates one.</p>';
   return `<table><thead><tr><th>Environment</th><th>Snapshot</th><th>Captured</th><th>Repositories</th><th>Last used</th></tr></thead><tbody>${envs
     .map(
-      (e) => `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b>${e.pinned ? ' <span class="pin">pinned</span>' : ''}</td><td>${e.snapshot ? `<a href="snapshot/${esc(e.snapshot)}"><code>${esc(e.snapshot)}</code></a>` : '(empty: captures on next use)'}</td><td>${esc(e.capturedAt ?? '')}</td><td>${e.repos
+      (e) => `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b>${e.pinned ? ' <span class="pin">pinned</span>' : ''}${e.base ? `<br><small>on ${e.base.release ? `release ${esc(e.base.release)}` : `<code>${esc(e.base.snapshot)}</code>`}</small>` : ''}</td><td>${e.snapshot ? `<a href="snapshot/${esc(e.snapshot)}"><code>${esc(e.snapshot)}</code></a>` : '(empty: captures on next use)'}</td><td>${esc(e.capturedAt ?? '')}</td><td>${e.repos
         .map((r) => `<code>${esc(r.url)}</code> <small>${esc(r.kind)} ${esc(r.architectures.join(' '))}</small>`)
         .join('<br>')}</td><td>${esc(ago(e.lastUsed, now))}</td></tr>`,
     )

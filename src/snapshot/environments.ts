@@ -87,7 +87,8 @@ export class Environments {
   }
 
   async reset(env: string): Promise<EnvState> {
-    const state = await this.records.updateEnv(env, 'reset', () => ({ snapshot: null, locked: false }));
+    // A composed environment goes back to its base; everything on top is captured afresh.
+    const state = await this.records.updateEnv(env, 'reset', (current) => ({ snapshot: current.base?.snapshot ?? null, locked: false }));
     this.cache.delete(env);
     return state;
   }
@@ -96,6 +97,15 @@ export class Environments {
     const id = await this.records.resolveId(ref);
     await this.snapshotRecord(id);
     const state = await this.records.updateEnv(env, `pinned ${id}`, () => ({ snapshot: id, locked: true }));
+    this.cache.delete(env);
+    return state;
+  }
+
+  /** Makes `env` a composition: `snapshotId` (a release's) frozen underneath, other repositories followed on top. */
+  async compose(env: string, snapshotId: string, release?: string): Promise<EnvState> {
+    await this.snapshotRecord(snapshotId);
+    const base = { snapshot: snapshotId, ...(release ? { release } : {}) };
+    const state = await this.records.updateEnv(env, `composed on ${release ? `release ${release}` : snapshotId}`, () => ({ snapshot: snapshotId, locked: false, base }));
     this.cache.delete(env);
     return state;
   }

@@ -53,13 +53,19 @@ export interface EnvState {
   /** Pinned to an exact snapshot: repositories it lacks are refused, not captured. */
   locked: boolean;
   deleted?: boolean;
+  /**
+   * A composed environment: these repositories (a release's snapshot) stay
+   * frozen through resets; repositories added on top follow upstream until
+   * the next reset.
+   */
+  base?: { snapshot: string; release?: string } | null;
   updatedAt: string;
   history: EnvHistoryEntry[];
 }
 
 const HISTORY_MAX = 50;
 
-export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean };
+export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean; base?: EnvState['base'] };
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
 /** Content-derived: the same upstream state captured anywhere gives the same id. */
@@ -166,6 +172,8 @@ export class SnapshotRecords {
       const wanted = await change(current);
       if (!wanted) return current;
       const next: EnvState = {
+        // A composition survives every change but an explicit new base (or deletion).
+        base: wanted.deleted ? null : current.base ?? null,
         ...wanted,
         name,
         seq: current.seq + 1,

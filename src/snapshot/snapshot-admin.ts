@@ -32,6 +32,8 @@ export interface EnvironmentSummary {
   capturedAt: string | null;
   repos: RepoSummary[];
   previousSnapshot: string | null;
+  /** A composed environment's frozen base. */
+  base: EnvState['base'];
 }
 
 export interface SnapshotDetail {
@@ -100,6 +102,7 @@ export class SnapshotAdmin {
       capturedAt: snapshot ? snapshot.repos.map((r) => r.capturedAt).sort().at(-1) ?? snapshot.createdAt : null,
       repos,
       previousSnapshot: state.snapshot ? previousOf(state, state.snapshot) : null,
+      base: state.base ?? null,
     };
   }
 
