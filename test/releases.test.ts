@@ -124,6 +124,7 @@ describe('releases and the feed viewer', () => {
     const v10 = all.find((v: { version: string }) => v.version === '1.0-1');
     expect(v10).toMatchObject({ name: 'fl-hello', arch: 'amd64', sha256: hello10, inStore: true, releases: ['1.0'] });
     expect((await cli('search', 'fl-hello', '--release', '1.0')).map((v: { version: string }) => v.version)).toEqual(['1.0-1']);
+    expect(await cli('search', 'fl-hello', '--repo', '/team/')).toEqual([]);
     const some = await cli('search', 'foo', '--substring');
     expect(some.map((v: { name: string }) => v.name).sort()).toEqual(['fl-foo-tools', 'fl-libfoo']);
   });

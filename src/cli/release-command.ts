@@ -82,13 +82,14 @@ export function registerSearch(program: Command): void {
       .argument('<name>', 'package name')
       .option('--substring', 'names containing NAME')
       .option('--arch <arch>', 'only this architecture')
+      .option('--repo <text>', 'only repositories (feeds) whose URL contains this')
       .option('--snapshot <id>', 'only this snapshot (id or tag)')
       .option('--release <name>', 'only this release')
       .description('every version of a package in the known snapshots: hashes, size, source, and which environments, releases and tags include it'),
   ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const snapshot = opts.release ? (await new Releases(ctx.records).get(checkReleaseName(opts.release))).snapshot : opts.snapshot;
-      const found = await searchPackages(ctx.store, ctx.records, { name, substring: Boolean(opts.substring), arch: opts.arch, snapshot });
+      const found = await searchPackages(ctx.store, ctx.records, { name, substring: Boolean(opts.substring), arch: opts.arch, repo: opts.repo, snapshot });
       print(opts, found, () =>
         found.length
           ? found.map((v) => `${v.name} ${v.version} ${v.arch}  ${v.inStore ? 'stored' : 'not stored'}  sha256 ${v.sha256}  ${v.size} B  source ${v.source ?? v.name}${v.envs.length ? `  env ${v.envs.join(',')}` : ''}${v.releases.length ? `  release ${v.releases.join(',')}` : ''}\n  ${v.url}`).join('\n')

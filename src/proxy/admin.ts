@@ -162,7 +162,7 @@ export async function statusData(parts: AdminParts): Promise<StatusData> {
 
 function searchQuery(url: URL): SearchQuery {
   const p = url.searchParams;
-  return { name: p.get('q') ?? '', substring: p.get('substring') !== '0', arch: p.get('arch') || undefined, snapshot: p.get('snapshot') || undefined, limit: 500 };
+  return { name: p.get('q') ?? '', substring: p.get('substring') !== '0', arch: p.get('arch') || undefined, repo: p.get('repo') || undefined, snapshot: p.get('snapshot') || undefined, limit: 500 };
 }
 
 type Route = (req: IncomingMessage, res: ServerResponse, m: RegExpExecArray, url: URL) => Promise<void>;

@@ -108,7 +108,7 @@ function downloadPath(v: PackageVersion): string {
 
 /** The feed viewer: every version of the packages matching a name, across snapshots and releases. */
 export function renderPackagesPage(q: string, found: PackageVersion[] | undefined, params: Record<string, string>): string {
-  const filters = ['arch', 'snapshot'].filter((k) => params[k]).map((k) => `${k} ${esc(params[k])}`).join(', ');
+  const filters = ['arch', 'repo', 'snapshot'].filter((k) => params[k]).map((k) => `${k} ${esc(params[k])}`).join(', ');
   const rows = (found ?? [])
     .map(
       (v) => `<tr><td><b>${esc(v.name)}</b></td><td>${esc(v.version)}</td><td>${esc(v.arch)}</td><td>${esc(v.source ?? v.name)}</td><td class="n">${formatBytes(v.size)}</td><td><code title="${esc(v.sha256)}">${esc(v.sha256.slice(0, 16))}…</code></td><td>${v.inStore ? `<a href="${esc(downloadPath(v))}">download</a>` : 'not stored'}</td><td>${esc([...v.envs.map((e) => `env ${e}`), ...v.releases.map((r) => `release ${r}`), ...v.tags.map((t) => `tag ${t}`)].join(', '))}<br><small>${v.snapshots.map((id) => `<a href="snapshot/${esc(id)}"><code>${esc(id)}</code></a>`).join(' ')}</small></td></tr>`,

@@ -35,6 +35,8 @@ export interface SearchQuery {
   name: string;
   substring?: boolean;
   arch?: string;
+  /** Only repositories (feeds) whose URL contains this. */
+  repo?: string;
   snapshot?: string;
   limit?: number;
 }
@@ -53,6 +55,7 @@ export async function searchPackages(store: Store, records: SnapshotRecords, q: 
 
   for (const snapshot of snapshots) {
     for (const repo of snapshot.repos) {
+      if (q.repo && !repo.url.includes(q.repo)) continue;
       const seen = new Set<string>();
       for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: false })) {
         const path = b.url.slice(repo.url.length + 1);

@@ -143,6 +143,7 @@ export class SnapshotAdmin {
   search(q: SearchQuery): Promise<PackageVersion[]> {
     if (q.snapshot) checkName('snapshot id', q.snapshot);
     if (q.arch) checkName('architecture', q.arch);
+    if (q.repo && (q.repo.length > 300 || /[\s<>"]/.test(q.repo))) throw new FeedlockError('FL_BAD_REQUEST', `bad repo filter ${JSON.stringify(q.repo).slice(0, 80)}`);
     // An empty name browses a whole snapshot (or release).
     if ((!q.name && !q.snapshot) || q.name.length > 100 || /[^A-Za-z0-9.+~:_-]/.test(q.name)) throw new FeedlockError('FL_BAD_REQUEST', `bad package name ${JSON.stringify(q.name).slice(0, 80)} (letters, digits and . + ~ : _ -)`);
     return searchPackages(this.store, this.records, q);
