@@ -151,4 +151,38 @@ describe('releases and the feed viewer', () => {
     expect((await fetch(`${feedlock.url}/_feedlock/api/packages?q=${encodeURIComponent('<x>')}`)).status).toBe(400);
     expect(readFileSync(join(dir, 'feedlock.lock'), 'utf8')).toMatch(/^# feedlock release 1\.0/);
   });
+
+  it('upgrade-test between two releases reports exactly the upgrade, the added and the obsolete package, and the changed conffile', async () => {
+    await install('u', 'fl-hello', 'fl-epoch', 'fl-base');
+    await cli('release', 'create', 'u1', '--env', 'u');
+    updateAptRepo(
+      repo,
+      key,
+      {
+        add: [
+          { name: 'fl-new', version: '1.0-1' },
+          { name: 'fl-hello', version: '1.2-1', depends: 'fl-libfoo, fl-new' },
+          { name: 'fl-base', version: '1.1-1', files: { '/etc/fl-base.conf': 'setting=2\n' }, conffiles: ['/etc/fl-base.conf'], priority: 'required' },
+        ],
+        remove: [{ name: 'fl-epoch', version: '1:0.9-1' }, { name: 'fl-hello', version: '1.1-1' }, { name: 'fl-base', version: '1.0-1' }],
+      },
+      new Date(Date.now() - 20_000),
+    );
+    await cli('env', 'reset', 'u');
+    await install('u', 'fl-hello', 'fl-base');
+    await cli('release', 'create', 'u2', '--env', 'u');
+    const r = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello,fl-epoch,fl-base', '--format', 'json', ...storeArgs()]);
+    const [report] = JSON.parse(r.stdout);
+    expect(report).toMatchObject({ from: 'release u1', to: 'release u2', clean: true, heldBack: [], failedScripts: [], removed: [], obsolete: ['fl-epoch'] });
+    expect(report.upgraded.sort((a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name))).toEqual([
+      { name: 'fl-base', from: '1.0-1', to: '1.1-1' },
+      { name: 'fl-hello', from: '1.1-1', to: '1.2-1' },
+    ]);
+    expect(report.added).toEqual([{ name: 'fl-new', version: '1.0-1' }]);
+    expect(report.conffilesChanged).toEqual([{ path: '/etc/fl-base.conf', package: 'fl-base' }]);
+    const text = (await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello', ...storeArgs()])).stdout;
+    expect(text).toMatch(/^upgrade release u1 -> release u2: CLEAN/);
+    const bad = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', ...storeArgs()]).catch((e) => e);
+    expect(bad.code).toBe(2);
+  });
 });

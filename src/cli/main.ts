@@ -13,7 +13,7 @@ import { registerHook } from './hook-command.js';
 import { registerBuild } from './build-command.js';
 import { registerDoctor } from './doctor-command.js';
 import { registerArchive } from './archive-commands.js';
-import { registerRelease, registerSearch } from './release-command.js';
+import { registerRelease, registerSearch, registerUpgradeTest } from './release-command.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -90,6 +90,7 @@ export function buildProgram(): Command {
   registerArchive(program);
   registerRelease(program);
   registerSearch(program);
+  registerUpgradeTest(program);
   registerHook(program);
   registerBuild(program);
   registerDoctor(program);

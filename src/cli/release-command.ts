@@ -9,7 +9,10 @@ import { FeedlockError } from '../errors.js';
 import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
 import { checkReleaseName, releaseLockText, Releases, type Release } from '../snapshot/releases.js';
 import { searchPackages } from '../snapshot/search.js';
-import { withCtx } from './context.js';
+import { withCtx, type Ctx } from './context.js';
+import { readManifest } from '../manifest/compare.js';
+import { formatUpgradeReport, upgradeTest, type UpgradeReport } from '../manifest/upgrade-test.js';
+import type { SnapshotRecord } from '../snapshot/records.js';
 import { storeOptions } from './main.js';
 import { print } from './output.js';
 
@@ -95,6 +98,41 @@ export function registerSearch(program: Command): void {
           ? found.map((v) => `${v.name} ${v.version} ${v.arch}  ${v.inStore ? 'stored' : 'not stored'}  sha256 ${v.sha256}  ${v.size} B  source ${v.source ?? v.name}${v.envs.length ? `  env ${v.envs.join(',')}` : ''}${v.releases.length ? `  release ${v.releases.join(',')}` : ''}\n  ${v.url}`).join('\n')
           : `no package ${name} in ${snapshot ? `snapshot ${snapshot}` : 'any known snapshot'}`,
       );
+    });
+  });
+}
+
+/** A release name, else a snapshot id or tag. */
+async function resolveRef(ctx: Ctx, ref: string): Promise<{ label: string; snapshot: SnapshotRecord }> {
+  const releases = new Releases(ctx.records);
+  const named = ENV_NAME.test(ref) ? await releases.get(ref).catch(() => undefined) : undefined;
+  const id = named ? named.snapshot : await ctx.records.resolveId(ref);
+  return { label: named ? `release ${named.name}` : id, snapshot: await ctx.records.getSnapshot(id) };
+}
+
+export function registerUpgradeTest(program: Command): void {
+  storeOptions(
+    program
+      .command('upgrade-test')
+      .requiredOption('--from <release...>', 'release(s) (or snapshot ids) the device runs')
+      .requiredOption('--to <release>', 'release (or snapshot id) to upgrade to')
+      .option('--manifest <file>', 'install the packages of this image manifest first')
+      .option('--packages <names>', 'or these packages (comma-separated)')
+      .option('--format <format>', 'text|json', 'text')
+      .description('install A in a scratch root with the real apt/dpkg, offline from the store, upgrade to B, report; exit 1 unless clean'),
+  ).action(async (opts) => {
+    if (!['text', 'json'].includes(opts.format)) throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected text or json)`);
+    if (!opts.manifest === !opts.packages) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs --manifest FILE or --packages a,b,c (one of them)');
+    const packages: string[] = opts.manifest
+      ? (await readManifest(opts.manifest)).packages.filter((p) => p.origin === 'snapshot').map((p) => p.name)
+      : String(opts.packages).split(',').map((p) => p.trim()).filter(Boolean);
+    for (const p of packages) if (!/^[a-z0-9][a-z0-9.+-]*$/.test(p)) throw new FeedlockError('FL_BAD_CONFIG', `bad package name ${JSON.stringify(p)}`);
+    await withCtx(opts, async (ctx) => {
+      const to = await resolveRef(ctx, opts.to);
+      const reports: UpgradeReport[] = [];
+      for (const ref of opts.from as string[]) reports.push(await upgradeTest(ctx.store, await resolveRef(ctx, ref), to, packages));
+      print({ json: opts.json || opts.format === 'json' }, reports, () => reports.map(formatUpgradeReport).join('\n\n'));
+      if (reports.some((r) => !r.clean)) process.exitCode = 1;
     });
   });
 }

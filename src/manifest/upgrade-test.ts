@@ -1,0 +1,179 @@
+/**
+ * feedlock upgrade-test: does a device on release A upgrade cleanly to B?
+ * Runs the real apt and dpkg in a scratch root, offline, from repositories
+ * exported out of the store (nothing is fetched): install A's package set,
+ * point apt at B, dist-upgrade, and report what was upgraded, added, held
+ * back or left obsolete, which maintainer scripts failed, and which
+ * conffiles changed (a device with local edits would be prompted).
+ *
+ * Maintainer scripts run chrootless (dpkg --root --force-script-chrootless),
+ * as for a rootfs being assembled; opkg feeds are not covered yet.
+ */
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { FeedlockError } from '../errors.js';
+import type { SnapshotRecord } from '../snapshot/records.js';
+import type { Store } from '../store/store.js';
+import { exportRepo } from './export-repo.js';
+
+const run = promisify(execFile);
+
+export interface UpgradeReport {
+  from: string;
+  to: string;
+  installed: number;
+  upgraded: { name: string; from: string; to: string }[];
+  added: { name: string; version: string }[];
+  removed: { name: string; version: string }[];
+  /** Installed, but the target release no longer has them: left as they are. */
+  obsolete: string[];
+  heldBack: string[];
+  failedScripts: string[];
+  /** Conffiles whose shipped content changed: a device with local edits gets a prompt. */
+  conffilesChanged: { path: string; package: string }[];
+  clean: boolean;
+}
+
+function conffiles(status: string): Map<string, { md5: string; pkg: string }> {
+  const out = new Map<string, { md5: string; pkg: string }>();
+  for (const stanza of status.split('\n\n')) {
+    const pkg = /^Package: (\S+)/m.exec(stanza)?.[1];
+    const block = /^Conffiles:\n((?: .*\n?)*)/m.exec(stanza)?.[1];
+    if (!pkg || !block) continue;
+    for (const line of block.split('\n')) {
+      const m = /^ (\S+) ([0-9a-f]{32})/.exec(line);
+      if (m) out.set(m[1], { md5: m[2], pkg });
+    }
+  }
+  return out;
+}
+
+function versions(status: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const stanza of status.split('\n\n')) {
+    const name = /^Package: (\S+)/m.exec(stanza)?.[1];
+    const version = /^Version: (\S+)/m.exec(stanza)?.[1];
+    if (name && version && /^Status: install ok installed/m.test(stanza)) out.set(name, version);
+  }
+  return out;
+}
+
+/** An isolated apt (its own state, sources and cache) working on `rootfs`'s dpkg database. */
+function aptIn(work: string, rootfs: string) {
+  for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(work, d), { recursive: true });
+  writeFileSync(join(work, 'etc/apt.conf'), '');
+  const opts = [
+    `Dir::Etc=${join(work, 'etc')}`,
+    `Dir::Etc::SourceList=${join(work, 'etc/sources.list')}`,
+    `Dir::Etc::SourceParts=${join(work, 'etc/sources.list.d')}`,
+    `Dir::Etc::Parts=${join(work, 'etc/apt.conf.d')}`,
+    `Dir::State=${join(work, 'state')}`,
+    `Dir::State::status=${join(rootfs, 'var/lib/dpkg/status')}`,
+    `Dir::Cache=${join(work, 'cache')}`,
+    'Debug::NoLocking=1',
+    'APT::Sandbox::User=root',
+    'Acquire::Languages=none',
+    'Acquire::Check-Valid-Until=false',
+  ].flatMap((o) => ['-o', o]);
+  const env = { ...process.env, LC_ALL: 'C', APT_CONFIG: join(work, 'etc/apt.conf'), http_proxy: '', HTTP_PROXY: '' };
+  return {
+    archives: join(work, 'cache/archives'),
+    sources: (lines: string[]) => writeFileSync(join(work, 'etc/sources.list'), lines.join('\n') + '\n'),
+    get: (...args: string[]) => run('apt-get', [...opts, ...args], { env, maxBuffer: 64 << 20 }),
+    cache: (...args: string[]) => run('apt-cache', [...opts, ...args], { env, maxBuffer: 64 << 20 }),
+  };
+}
+
+async function dpkg(rootfs: string, args: string[]): Promise<{ ok: boolean; out: string }> {
+  try {
+    const r = await run('dpkg', ['--root', rootfs, '--force-script-chrootless', '--force-not-root', '--force-confdef', '--force-confold', ...args], { maxBuffer: 64 << 20 });
+    return { ok: true, out: r.stdout + r.stderr };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    return { ok: false, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+  }
+}
+
+const debsIn = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.deb')).map((f) => join(dir, f));
+
+export async function upgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[]): Promise<UpgradeReport> {
+  if (from.snapshot.repos.some((r) => r.kind !== 'apt') || to.snapshot.repos.some((r) => r.kind !== 'apt')) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test covers apt repositories; opkg feeds are not supported yet');
+  if (packages.length === 0) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs the package set to install: --manifest FILE or --packages a,b,c');
+  const work = mkdtempSync(join(tmpdir(), 'feedlock-upgrade-'));
+  try {
+    const rootfs = join(work, 'rootfs');
+    for (const d of ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/lib/dpkg/triggers']) mkdirSync(join(rootfs, d), { recursive: true });
+    writeFileSync(join(rootfs, 'var/lib/dpkg/status'), '');
+    // Both releases as local repositories straight from the store: offline, byte-identical to what builds got.
+    const repoA = await exportRepo(store, [from.snapshot], join(work, 'repo-from'));
+    const repoB = await exportRepo(store, [to.snapshot], join(work, 'repo-to'));
+    // copy: (not file:) so apt puts the .debs in its archive dir for dpkg to take.
+    const trusted = (lines: string[]) => lines.map((l) => l.replace(/^deb /, 'deb [trusted=yes] ').replace(' file:', ' copy:'));
+    const apt = aptIn(join(work, 'apt'), rootfs);
+
+    apt.sources(trusted(repoA.sources));
+    await apt.get('update');
+    await apt.get('install', '--download-only', '-y', '--no-install-recommends', ...packages);
+    const first = await dpkg(rootfs, ['-i', ...debsIn(apt.archives)]);
+    if (!first.ok) throw new FeedlockError('FL_INTERNAL', `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`);
+    const before = readFileSync(join(rootfs, 'var/lib/dpkg/status'), 'utf8');
+    for (const f of debsIn(apt.archives)) rmSync(f);
+
+    apt.sources(trusted(repoB.sources));
+    await apt.get('update');
+    const plan = (await apt.get('-s', 'dist-upgrade')).stdout;
+    const heldBack = /The following packages have been kept back:\n((?: .*\n)*)/.exec(plan)?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
+    await apt.get('--download-only', '-y', 'dist-upgrade');
+    const removals = [...plan.matchAll(/^Remv (\S+) \[([^\]]+)\]/gm)].map((m) => ({ name: m[1], version: m[2] }));
+    const second = debsIn(apt.archives).length ? await dpkg(rootfs, ['-i', ...debsIn(apt.archives)]) : { ok: true, out: '' };
+    const purge = removals.length ? await dpkg(rootfs, ['--purge', ...removals.map((r) => r.name)]) : { ok: true, out: '' };
+    const after = readFileSync(join(rootfs, 'var/lib/dpkg/status'), 'utf8');
+
+    const failedScripts = [...`${second.out}\n${purge.out}`.matchAll(/(?:subprocess installed \S+ script|installed \S+ package \S+ script) returned error exit status \d+|dpkg: error processing package (\S+)[^\n]*/g)].map((m) => m[0]);
+    if (!second.ok && failedScripts.length === 0) failedScripts.push(second.out.trim().split('\n').slice(-2).join(' | '));
+    const v0 = versions(before);
+    const v1 = versions(after);
+    // Installed packages that no source of the target offers any more (only the dpkg status knows them).
+    const policy = (await apt.cache('policy', ...v1.keys())).stdout;
+    const offered = new Set<string>();
+    for (const block of policy.split(/^(?=\S+:$)/m)) {
+      const name = /^(\S+):$/m.exec(block)?.[1];
+      if (name && /^\s+\d+ [a-z+]+:/m.test(block)) offered.add(name);
+    }
+    const c0 = conffiles(before);
+    const c1 = conffiles(after);
+    const report: UpgradeReport = {
+      from: from.label,
+      to: to.label,
+      installed: v0.size,
+      upgraded: [...v1].filter(([n, v]) => v0.has(n) && v0.get(n) !== v).map(([name, v]) => ({ name, from: v0.get(name)!, to: v })),
+      added: [...v1].filter(([n]) => !v0.has(n)).map(([name, version]) => ({ name, version })),
+      removed: removals,
+      obsolete: [...v1.keys()].filter((n) => !offered.has(n)),
+      heldBack,
+      failedScripts,
+      conffilesChanged: [...c1].filter(([p, c]) => c0.has(p) && c0.get(p)!.md5 !== c.md5).map(([path, c]) => ({ path, package: c.pkg })),
+      clean: false,
+    };
+    report.clean = second.ok && purge.ok && failedScripts.length === 0 && heldBack.length === 0;
+    return report;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+export function formatUpgradeReport(r: UpgradeReport): string {
+  return [
+    `upgrade ${r.from} -> ${r.to}: ${r.clean ? 'CLEAN' : 'NOT CLEAN'} (${r.installed} packages installed from ${r.from})`,
+    ...r.upgraded.map((u) => `  upgraded   ${u.name} ${u.from} -> ${u.to}`),
+    ...r.added.map((a) => `  added      ${a.name} ${a.version}`),
+    ...r.removed.map((a) => `  removed    ${a.name} ${a.version}`),
+    ...r.obsolete.map((n) => `  obsolete   ${n} (not in ${r.to}; left installed)`),
+    ...r.heldBack.map((n) => `  held back  ${n}`),
+    ...r.failedScripts.map((f) => `  FAILED     ${f}`),
+    ...r.conffilesChanged.map((c) => `  conffile   ${c.path} (${c.package}) changed: a device with local edits would be prompted`),
+  ].join('\n');
+}
