@@ -108,6 +108,10 @@ describe('releases and the feed viewer', () => {
     await cli('env', 'reset', 'product');
     const after = await install('compose-3', 'fl-hello', 'fl-team');
     expect(after).toEqual(expect.arrayContaining(['fl-hello_1.0-1_amd64.deb', 'fl-team_2.0-1_amd64.deb']));
+    // The team rebuilds a base package; apt (version order) takes the team's build, served beside the frozen base.
+    updateAptRepo(team, key, { add: [{ name: 'fl-hello', version: '1.0-1+team1', depends: 'fl-libfoo' }] }, new Date(Date.now() - 25_000));
+    await cli('env', 'reset', 'product');
+    expect(await install('compose-4', 'fl-hello')).toContain('fl-hello_1.0-1+team1_amd64.deb');
     const shown = await cli('env', 'show', 'product');
     expect(shown.base).toMatchObject({ release: '1.0' });
     const text = (await run(process.execPath, [CLI, 'env', 'show', 'product', ...storeArgs()])).stdout;
@@ -119,20 +123,21 @@ describe('releases and the feed viewer', () => {
   });
 
   it('feedlock search: every version of a package, with the releases that pin it and whether it is stored', async () => {
-    const all = await cli('search', 'fl-hello');
+    const all = await cli('search', 'fl-hello', '--repo', '/debian/');
     expect(all.map((v: { version: string }) => v.version)).toEqual(['1.1-1', '1.0-1']);
     const v10 = all.find((v: { version: string }) => v.version === '1.0-1');
     expect(v10).toMatchObject({ name: 'fl-hello', arch: 'amd64', sha256: hello10, inStore: true, releases: ['1.0'] });
     expect((await cli('search', 'fl-hello', '--release', '1.0')).map((v: { version: string }) => v.version)).toEqual(['1.0-1']);
-    expect(await cli('search', 'fl-hello', '--repo', '/team/')).toEqual([]);
+    // The team feed's rebuild is its own file, from its own repository.
+    expect((await cli('search', 'fl-hello', '--repo', '/team/')).map((v: { version: string }) => v.version)).toEqual(['1.0-1+team1']);
     const some = await cli('search', 'foo', '--substring');
     expect(some.map((v: { name: string }) => v.name).sort()).toEqual(['fl-foo-tools', 'fl-libfoo']);
   });
 
   it('the feed viewer lists versions with working download links; the same data as JSON', async () => {
-    const apiList = await (await fetch(`${feedlock.url}/_feedlock/api/packages?q=fl-hello&substring=0`)).json();
+    const apiList = await (await fetch(`${feedlock.url}/_feedlock/api/packages?q=fl-hello&substring=0&repo=/debian/`)).json();
     expect(apiList.map((v: { version: string }) => v.version)).toEqual(['1.1-1', '1.0-1']);
-    const html = await (await fetch(`${feedlock.url}/_feedlock/packages?q=fl-hello&substring=0`)).text();
+    const html = await (await fetch(`${feedlock.url}/_feedlock/packages?q=fl-hello&substring=0&repo=/debian/`)).text();
     expect(html).toContain('1.0-1');
     expect(html).toContain('release 1.0');
     const links = [...html.matchAll(/href="(\/[^"]+\.deb)"/g)].map((m) => m[1].replace(/&amp;/g, '&'));
