@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CLI, download } from './helpers/cli.js';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { addIpks, createOpkgFeed, publishOpkgFeed, removeIpk, SAMPLE_IPKS, type OpkgFeed } from '../fixtures/opkg-feed.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { createGpgKey } from '../fixtures/apt-repo.js';
 import { OPKG_SKIP, opkgAvailable, opkgClient } from './helpers/opkg.js';
 
 const SUBFEEDS = ['all', 'core2-64', 'qemux86_64'];
@@ -94,6 +95,28 @@ describe('opkg feeds through feedlock', () => {
     const upgraded = diff.changes.flatMap((c: { upgraded: unknown[] }) => c.upgraded);
     expect(upgraded).toEqual(expect.arrayContaining([{ name: 'foo-tools', from: '1.2-r0', to: '1.3-r0' }, { name: 'libfoo1', from: '1.2-r0', to: '1.3-r0' }]));
     expect(upgraded).toHaveLength(2);
+
+    // Both states as releases, then one cumulative feed signed with a site key: every version, OE feed layout.
+    await cli('release', 'create', 'oe-1', '--snapshot', before);
+    await cli('release', 'create', 'oe-2', '--snapshot', after);
+    const key = createGpgKey(tempDir('opkg-sign'));
+    const out = join(dir, 'device-feed');
+    const exported = await cli('export', 'repo', '--release', 'oe-1', 'oe-2', '--cumulative', '--sign-key', key.secretKeyFile, '--out', out);
+    const feedDir = (sub: string) => join(out, `127.0.0.1_${upstream.port}`, 'ipk', sub);
+    const index = readFileSync(join(feedDir('core2-64'), 'Packages'), 'utf8');
+    expect(index).toMatch(/Package: foo-tools\nVersion: 1\.2-r0/);
+    expect(index).toMatch(/Package: foo-tools\nVersion: 1\.3-r0/);
+    // Packages.sig verifies against the exported public key (gpgv, as opkg's signature check does with gpgme).
+    const pub = join(dir, 'feed-key.gpg');
+    execFileSync('gpg', ['--batch', '--yes', '--dearmor', '-o', pub, exported.publicKey]);
+    execFileSync('gpgv', ['--keyring', pub, join(feedDir('core2-64'), 'Packages.sig'), join(feedDir('core2-64'), 'Packages')], { stdio: 'ignore' });
+    // A plain opkg installs the newest from it, and the older version is there to pin back to.
+    const device = opkgClient(tempDir('opkg-device'), SUBFEEDS.map((sub) => ({ name: sub, url: `file://${feedDir(sub)}` })));
+    await device.run('update');
+    await device.run('install', 'foo-tools');
+    expect(readFileSync(join(device.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.3-r0\n');
+    const old = join(feedDir('core2-64'), 'foo-tools_1.2-r0_core2-64.ipk');
+    expect(sha(readFileSync(old))).toBe(index.split('\n\n').find((x) => x.includes('Version: 1.2-r0') && x.startsWith('Package: foo-tools'))!.match(/SHA256sum: (\S+)/)![1]);
   });
 
   it.skipIf(!opkgAvailable())('an .ipk changed upstream after the snapshot is refused, and nothing is stored', async () => {
