@@ -10,7 +10,7 @@ import { addIpks, createOpkgFeed, publishOpkgFeed, removeIpk, SAMPLE_IPKS, type 
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { createGpgKey } from '../fixtures/apt-repo.js';
-import { OPKG_SKIP, opkgAvailable, opkgClient } from './helpers/opkg.js';
+import { OPKG, OPKG_SKIP, opkgAvailable, opkgClient } from './helpers/opkg.js';
 
 const SUBFEEDS = ['all', 'core2-64', 'qemux86_64'];
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -115,6 +115,14 @@ describe('opkg feeds through feedlock', () => {
     await device.run('update');
     await device.run('install', 'foo-tools');
     expect(readFileSync(join(device.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.3-r0\n');
+    // upgrade-test with the real opkg: release oe-1 -> oe-2 upgrades foo-tools and its library, cleanly.
+    const upRun = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'oe-1', '--to', 'oe-2', '--packages', 'foo-tools', '--opkg', OPKG, '--format', 'json', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')]);
+    const up = JSON.parse(upRun.stdout);
+    expect(up[0]).toMatchObject({ clean: true, added: [], obsolete: [], failedScripts: [] });
+    expect(up[0].upgraded.sort((a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name))).toEqual([
+      { name: 'foo-tools', from: '1.2-r0', to: '1.3-r0' },
+      { name: 'libfoo1', from: '1.2-r0', to: '1.3-r0' },
+    ]);
     const old = join(feedDir('core2-64'), 'foo-tools_1.2-r0_core2-64.ipk');
     expect(sha(readFileSync(old))).toBe(index.split('\n\n').find((x) => x.includes('Version: 1.2-r0') && x.startsWith('Package: foo-tools'))!.match(/SHA256sum: (\S+)/)![1]);
   });

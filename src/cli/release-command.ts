@@ -119,6 +119,7 @@ export function registerUpgradeTest(program: Command): void {
       .option('--manifest <file>', 'install the packages of this image manifest first')
       .option('--packages <names>', 'or these packages (comma-separated)')
       .option('--format <format>', 'text|json', 'text')
+      .option('--opkg <path>', 'opkg client for opkg feeds', 'opkg')
       .description('install A in a scratch root with the real apt/dpkg, offline from the store, upgrade to B, report; exit 1 unless clean'),
   ).action(async (opts) => {
     if (!['text', 'json'].includes(opts.format)) throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected text or json)`);
@@ -130,7 +131,7 @@ export function registerUpgradeTest(program: Command): void {
     await withCtx(opts, async (ctx) => {
       const to = await resolveRef(ctx, opts.to);
       const reports: UpgradeReport[] = [];
-      for (const ref of opts.from as string[]) reports.push(await upgradeTest(ctx.store, await resolveRef(ctx, ref), to, packages));
+      for (const ref of opts.from as string[]) reports.push(await upgradeTest(ctx.store, await resolveRef(ctx, ref), to, packages, { opkg: opts.opkg }));
       print({ json: opts.json || opts.format === 'json' }, reports, () => reports.map(formatUpgradeReport).join('\n\n'));
       if (reports.some((r) => !r.clean)) process.exitCode = 1;
     });

@@ -7,7 +7,8 @@
  * conffiles changed (a device with local edits would be prompted).
  *
  * Maintainer scripts run chrootless (dpkg --root --force-script-chrootless),
- * as for a rootfs being assembled; opkg feeds are not covered yet.
+ * as for a rootfs being assembled. opkg feeds: the same with the real opkg
+ * client in an offline root (`opkg -o ROOT`).
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -56,7 +57,8 @@ function versions(status: string): Map<string, string> {
   for (const stanza of status.split('\n\n')) {
     const name = /^Package: (\S+)/m.exec(stanza)?.[1];
     const version = /^Version: (\S+)/m.exec(stanza)?.[1];
-    if (name && version && /^Status: install ok installed/m.test(stanza)) out.set(name, version);
+    // dpkg: "install ok installed"; opkg in an offline root leaves packages "unpacked" (configured on first boot).
+    if (name && version && /^Status: install \S+ (?:installed|unpacked)$/m.test(stanza)) out.set(name, version);
   }
   return out;
 }
@@ -99,9 +101,85 @@ async function dpkg(rootfs: string, args: string[]): Promise<{ ok: boolean; out:
 
 const debsIn = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.deb')).map((f) => join(dir, f));
 
-export async function upgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[]): Promise<UpgradeReport> {
-  if (from.snapshot.repos.some((r) => r.kind !== 'apt') || to.snapshot.repos.some((r) => r.kind !== 'apt')) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test covers apt repositories; opkg feeds are not supported yet');
+export interface UpgradeTestOptions {
+  /** The opkg client for opkg feeds (default: `opkg` on PATH). */
+  opkg?: string;
+}
+
+export async function upgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[], options: UpgradeTestOptions = {}): Promise<UpgradeReport> {
   if (packages.length === 0) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs the package set to install: --manifest FILE or --packages a,b,c');
+  const kinds = new Set([...from.snapshot.repos, ...to.snapshot.repos].map((r) => r.kind));
+  if (kinds.size !== 1) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs both releases to be apt repositories or both opkg feeds');
+  if (kinds.has('opkg')) return opkgUpgradeTest(store, from, to, packages, options.opkg ?? 'opkg');
+  return aptUpgradeTest(store, from, to, packages);
+}
+
+function diffStates(from: string, to: string, before: string, after: string, offered: Set<string>, extra: Pick<UpgradeReport, 'removed' | 'heldBack' | 'failedScripts'>, ok: boolean): UpgradeReport {
+  const v0 = versions(before);
+  const v1 = versions(after);
+  const c0 = conffiles(before);
+  const c1 = conffiles(after);
+  return {
+    from,
+    to,
+    installed: v0.size,
+    upgraded: [...v1].filter(([n, v]) => v0.has(n) && v0.get(n) !== v).map(([name, v]) => ({ name, from: v0.get(name)!, to: v })),
+    added: [...v1].filter(([n]) => !v0.has(n)).map(([name, version]) => ({ name, version })),
+    ...extra,
+    obsolete: [...v1.keys()].filter((n) => !offered.has(n)),
+    conffilesChanged: [...c1].filter(([p, c]) => c0.has(p) && c0.get(p)!.md5 !== c.md5).map(([path, c]) => ({ path, package: c.pkg })),
+    clean: ok && extra.failedScripts.length === 0 && extra.heldBack.length === 0,
+  };
+}
+
+/** opkg: the same steps with the real opkg client in an offline root, feeds exported from the store. */
+async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[], opkg: string): Promise<UpgradeReport> {
+  const work = mkdtempSync(join(tmpdir(), 'feedlock-upgrade-'));
+  try {
+    const root = join(work, 'root');
+    mkdirSync(join(root, 'var/lib/opkg'), { recursive: true });
+    const conf = join(work, 'opkg.conf');
+    const setFeeds = async (snapshot: SnapshotRecord, dir: string) => {
+      const exported = await exportRepo(store, [snapshot], dir);
+      // Feed names are the sub-feed directories (all, <arch>, <machine>): also opkg's architectures, in that order of priority.
+      const feeds = exported.sources.map((l) => l.split(' ')).map(([, name, url]) => ({ name, url }));
+      writeFileSync(conf, [...feeds.map((f) => `src/gz ${f.name} ${f.url}`), 'dest root /', ...feeds.map((f, i) => `arch ${f.name} ${f.name === 'all' ? 1 : 10 * (i + 1)}`), `option lists_dir ${join(work, 'lists')}`].join('\n') + '\n');
+      return feeds;
+    };
+    const opkgRun = async (...args: string[]) => {
+      try {
+        const r = await run(opkg, ['-o', root, '-f', conf, ...args], { env: { ...process.env, http_proxy: '', HTTP_PROXY: '' }, maxBuffer: 64 << 20 });
+        return { ok: true, out: r.stdout + r.stderr };
+      } catch (err) {
+        const e = err as { stdout?: string; stderr?: string; code?: string };
+        if (e.code === 'ENOENT') throw new FeedlockError('FL_BAD_CONFIG', `no opkg client at ${JSON.stringify(opkg)}: pass --opkg PATH`);
+        return { ok: false, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+      }
+    };
+    await setFeeds(from.snapshot, join(work, 'feed-from'));
+    await opkgRun('update');
+    const first = await opkgRun('install', ...packages);
+    if (!first.ok) throw new FeedlockError('FL_INTERNAL', `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`);
+    const status = join(root, 'var/lib/opkg/status');
+    const before = readFileSync(status, 'utf8');
+    const feeds = await setFeeds(to.snapshot, join(work, 'feed-to'));
+    await opkgRun('update');
+    const upgrade = await opkgRun('upgrade');
+    const after = readFileSync(status, 'utf8');
+    const offered = new Set<string>();
+    for (const f of feeds) {
+      const text = readFileSync(join(new URL(f.url).pathname, 'Packages'), 'utf8');
+      for (const m of text.matchAll(/^Package: (\S+)/gm)) offered.add(m[1]);
+    }
+    const failedScripts = [...upgrade.out.matchAll(/^ \* (.*(?:script|postinst|prerm|preinst|postrm).*)$/gm)].map((m) => m[1]);
+    if (!upgrade.ok && failedScripts.length === 0) failedScripts.push(upgrade.out.trim().split('\n').slice(-2).join(' | '));
+    return diffStates(from.label, to.label, before, after, offered, { removed: [], heldBack: [], failedScripts }, upgrade.ok);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function aptUpgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[]): Promise<UpgradeReport> {
   const work = mkdtempSync(join(tmpdir(), 'feedlock-upgrade-'));
   try {
     const rootfs = join(work, 'rootfs');
@@ -134,32 +212,14 @@ export async function upgradeTest(store: Store, from: { label: string; snapshot:
 
     const failedScripts = [...`${second.out}\n${purge.out}`.matchAll(/(?:subprocess installed \S+ script|installed \S+ package \S+ script) returned error exit status \d+|dpkg: error processing package (\S+)[^\n]*/g)].map((m) => m[0]);
     if (!second.ok && failedScripts.length === 0) failedScripts.push(second.out.trim().split('\n').slice(-2).join(' | '));
-    const v0 = versions(before);
-    const v1 = versions(after);
     // Installed packages that no source of the target offers any more (only the dpkg status knows them).
-    const policy = (await apt.cache('policy', ...v1.keys())).stdout;
+    const policy = (await apt.cache('policy', ...versions(after).keys())).stdout;
     const offered = new Set<string>();
     for (const block of policy.split(/^(?=\S+:$)/m)) {
       const name = /^(\S+):$/m.exec(block)?.[1];
       if (name && /^\s+\d+ [a-z+]+:/m.test(block)) offered.add(name);
     }
-    const c0 = conffiles(before);
-    const c1 = conffiles(after);
-    const report: UpgradeReport = {
-      from: from.label,
-      to: to.label,
-      installed: v0.size,
-      upgraded: [...v1].filter(([n, v]) => v0.has(n) && v0.get(n) !== v).map(([name, v]) => ({ name, from: v0.get(name)!, to: v })),
-      added: [...v1].filter(([n]) => !v0.has(n)).map(([name, version]) => ({ name, version })),
-      removed: removals,
-      obsolete: [...v1.keys()].filter((n) => !offered.has(n)),
-      heldBack,
-      failedScripts,
-      conffilesChanged: [...c1].filter(([p, c]) => c0.has(p) && c0.get(p)!.md5 !== c.md5).map(([path, c]) => ({ path, package: c.pkg })),
-      clean: false,
-    };
-    report.clean = second.ok && purge.ok && failedScripts.length === 0 && heldBack.length === 0;
-    return report;
+    return diffStates(from.label, to.label, before, after, offered, { removed: removals, heldBack, failedScripts }, second.ok && purge.ok);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
