@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CLI, download } from './helpers/cli.js';
@@ -110,9 +111,35 @@ describe('opkg feeds through feedlock', () => {
     const pub = join(dir, 'feed-key.gpg');
     execFileSync('gpg', ['--batch', '--yes', '--dearmor', '-o', pub, exported.publicKey]);
     execFileSync('gpgv', ['--keyring', pub, join(feedDir('core2-64'), 'Packages.sig'), join(feedDir('core2-64'), 'Packages')], { stdio: 'ignore' });
-    // A plain opkg installs the newest from it, and the older version is there to pin back to.
-    const device = opkgClient(tempDir('opkg-device'), SUBFEEDS.map((sub) => ({ name: sub, url: `file://${feedDir(sub)}` })));
-    await device.run('update');
+    // A plain opkg with its signature check on (the site key trusted in its gpg dir) installs the newest from it;
+    // the older version is there to pin back to.
+    const device = opkgClient(tempDir('opkg-device'), SUBFEEDS.map((sub) => ({ name: sub, url: `file://${feedDir(sub)}` })), { checkSignature: true });
+    /** opkg checks signatures with gpgme in <root>/etc/opkg/gpg; a key must be imported and trusted there. */
+    const trustSiteKey = (root: string) => {
+      const home = join(root, 'etc', 'opkg', 'gpg');
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      execFileSync('gpg', ['--homedir', home, '--batch', '--import', exported.publicKey], { stdio: 'ignore' });
+      const fpr = /^fpr:+([0-9A-F]{40}):/m.exec(execFileSync('gpg', ['--homedir', home, '--with-colons', '--list-keys']).toString())![1];
+      execFileSync('gpg', ['--homedir', home, '--batch', '--import-ownertrust'], { input: `${fpr}:6:\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+      return home;
+    };
+    const homes = [trustSiteKey(device.root)];
+    try {
+      const updated = await device.run('update');
+      expect(updated.stdout + updated.stderr).not.toMatch(/verification failed/i);
+      expect(updated.stdout + updated.stderr).toMatch(/Updated source 'core2-64'/);
+      // A feed altered after signing is refused by opkg's own check.
+      const pkgs = join(feedDir('core2-64'), 'Packages.gz');
+      const good = readFileSync(pkgs);
+      writeFileSync(pkgs, gzipSync(Buffer.concat([gunzipSync(good), Buffer.from('\nPackage: evil\nVersion: 9\n')])));
+      const tampered = opkgClient(tempDir('opkg-device-bad'), SUBFEEDS.map((sub) => ({ name: sub, url: `file://${feedDir(sub)}` })), { checkSignature: true });
+      homes.push(trustSiteKey(tampered.root));
+      const refused = await tampered.run('update').then((r) => r, (e) => e);
+      expect(`${refused.stdout}${refused.stderr}`).toMatch(/Signature verification failed for core2-64/);
+      writeFileSync(pkgs, good);
+    } finally {
+      for (const home of homes) execFileSync('gpgconf', ['--homedir', home, '--kill', 'all'], { stdio: 'ignore' });
+    }
     await device.run('install', 'foo-tools');
     expect(readFileSync(join(device.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.3-r0\n');
     // upgrade-test with the real opkg: release oe-1 -> oe-2 upgrades foo-tools and its library, cleanly.
@@ -124,6 +151,10 @@ describe('opkg feeds through feedlock', () => {
       { name: 'libfoo1', from: '1.2-r0', to: '1.3-r0' },
     ]);
     const old = join(feedDir('core2-64'), 'foo-tools_1.2-r0_core2-64.ipk');
+    const pinnedBack = opkgClient(tempDir('opkg-device-old'), SUBFEEDS.map((sub) => ({ name: sub, url: `file://${feedDir(sub)}` })));
+    await pinnedBack.run('update');
+    await pinnedBack.run('install', join(feedDir('core2-64'), 'libfoo1_1.2-r0_core2-64.ipk'), old);
+    expect(readFileSync(join(pinnedBack.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.2-r0\n');
     expect(sha(readFileSync(old))).toBe(index.split('\n\n').find((x) => x.includes('Version: 1.2-r0') && x.startsWith('Package: foo-tools'))!.match(/SHA256sum: (\S+)/)![1]);
   });
 
