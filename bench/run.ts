@@ -14,9 +14,11 @@ import { CLI, ROOT, fetchDiscard, fetchHash, loadTest, makeSyntheticRepo, ratio,
 import { benchIndices } from './indices.js';
 import { benchFleet, type FleetRow } from './fleet.js';
 import { benchIsar, isarSkipReason, type IsarRow } from './isar.js';
+import { benchScale, type ScaleRow } from './scale.js';
 
 let fleet: FleetRow[] = [];
 let isar: IsarRow[] = [];
+let scale: ScaleRow[] = [];
 
 const { values: args } = parseArgs({
   options: {
@@ -27,6 +29,7 @@ const { values: args } = parseArgs({
     'skip-proxy': { type: 'boolean', default: false },
     'skip-fleet': { type: 'boolean', default: false },
     'skip-isar': { type: 'boolean', default: false },
+    'skip-scale': { type: 'boolean', default: false },
   },
 });
 
@@ -152,6 +155,11 @@ if (fleet.length) {
   console.log('\nfleet: every client fetches the same files');
   console.table(fleet);
 }
+if (!args['skip-scale']) {
+  scale = await benchScale(Number(args.seconds));
+  console.log('\nscale: a store of 1,000 vs 100,000 package files (same 1,000 hot URLs)');
+  console.table(scale);
+}
 if (!args['skip-isar']) {
   const why = isarSkipReason();
   if (why) console.error(`Isar wall times skipped: ${why} (or pass --skip-isar)`);
@@ -164,5 +172,5 @@ if (!args['skip-isar']) {
 const outDir = join(ROOT, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 const out = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-writeFileSync(out, JSON.stringify({ ...meta, rows, fleet, isar }, null, 2));
+writeFileSync(out, JSON.stringify({ ...meta, rows, fleet, scale, isar }, null, 2));
 console.log(`saved ${out}`);

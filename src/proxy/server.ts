@@ -4,7 +4,7 @@
  * CONNECT is refused unless enabled, then tunnelled with node:net.
  */
 import { readFileSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -95,7 +95,20 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
   // sockets at keepAliveTimeout; at most maxConnections at once. No request
   // timeout: a slow reader of a big file is legitimate and holds no upstream.
-  const server = createServer({ keepAliveTimeout: config.clientTimeouts.keepAliveMs, headersTimeout: config.clientTimeouts.headersMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs) }, handler);
+  // Requests whose handler has not finished: shutdown waits for them before it closes the store.
+  let active = 0;
+  let quiet: (() => void) | undefined;
+  const tracked = (req: IncomingMessage, res: ServerResponse) => {
+    active++;
+    res.once('close', () => {
+      // The response is done; its log line and stats follow in the same tick.
+      setImmediate(() => {
+        if (--active === 0) quiet?.();
+      });
+    });
+    handler(req, res);
+  };
+  const server = createServer({ keepAliveTimeout: config.clientTimeouts.keepAliveMs, headersTimeout: config.clientTimeouts.headersMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs) }, tracked);
   server.maxRequestsPerSocket = 0;
   server.maxConnections = config.maxConnections;
   const sockets = new Set<Socket>();
@@ -163,6 +176,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
       flights.abortAll('feedlock is shutting down');
       await flights.idle();
     }
+    if (active > 0) await Promise.race([new Promise<void>((r) => (quiet = r)), new Promise((r) => setTimeout(r, 2000).unref())]);
     reader.closeAll();
     await upstream.close();
     await store.close();
