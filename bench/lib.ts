@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -52,7 +52,8 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
   mkdirSync(join(pool, 'large'), { recursive: true });
   const hash = createHash('sha256');
   const chunk = Buffer.allocUnsafe(1 << 20);
-  const write = !existsSync(largeFile);
+  // Reuse a large file from an earlier run only if it has the size asked for.
+  const write = !existsSync(largeFile) || statSync(largeFile).size !== largeSize;
   const fd = write ? openSync(largeFile, 'w') : -1;
   for (let i = 0; i < largeMiB; i++) {
     fill(chunk, 0x9e3779b9 + i);
