@@ -92,9 +92,6 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     admin: createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });
 
-  // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
-  // sockets at keepAliveTimeout; at most maxConnections at once. No request
-  // timeout: a slow reader of a big file is legitimate and holds no upstream.
   // Requests whose handler has not finished: shutdown waits for them before it closes the store.
   let active = 0;
   let quiet: (() => void) | undefined;
@@ -108,6 +105,9 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     });
     handler(req, res);
   };
+  // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
+  // sockets at keepAliveTimeout; at most maxConnections at once. No request
+  // timeout: a slow reader of a big file is legitimate and holds no upstream.
   const server = createServer({ keepAliveTimeout: config.clientTimeouts.keepAliveMs, headersTimeout: config.clientTimeouts.headersMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs) }, tracked);
   server.maxRequestsPerSocket = 0;
   server.maxConnections = config.maxConnections;
