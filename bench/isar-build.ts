@@ -19,6 +19,11 @@ export function isarSkipReason(): string {
   return '';
 }
 
+/** The host of this machine's Debian mirror (the first URIs: line). */
+export function mirrorHost(): string {
+  return new URL(mirrors()[0]).host;
+}
+
 function mirrors(): string[] {
   return [...readFileSync(SOURCES, 'utf8').matchAll(/^URIs:\s*(\S+)/gm)].map((m) => m[1].replace(/\/+$/, ''));
 }

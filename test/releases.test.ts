@@ -21,6 +21,7 @@ describe('releases and the feed viewer', () => {
   let upstream: StaticUpstream;
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   let hello10: string;
+  let team: AptRepo;
   const storeArgs = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')];
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs(), '--json'])).stdout);
   const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
@@ -93,7 +94,7 @@ describe('releases and the feed viewer', () => {
   });
 
   it('a composed environment: release 1.0 frozen underneath, a team feed followed on top until reset', async () => {
-    const team = createAptRepo(join(dir, 'up', 'team'), key, [{ name: 'fl-team', version: '1.0-1' }]);
+    team = createAptRepo(join(dir, 'up', 'team'), key, [{ name: 'fl-team', version: '1.0-1' }]);
     await cli('env', 'compose', 'product', '--base', '1.0');
     const install = async (label: string, ...pkgs: string[]) => {
       const apt = aptClient(tempDir(label), ['debian', 'team'].map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/product/127.0.0.1:${upstream.port}/${r} stable main`).join('\n') + '\n');
@@ -120,6 +121,27 @@ describe('releases and the feed viewer', () => {
     expect(text).toMatch(/^ {2}\+ apt .*\/team\/dists\/stable/m);
     const status = await (await fetch(`${feedlock.url}/_feedlock/api/environments/product`)).json();
     expect(status.base).toMatchObject({ release: '1.0' });
+  });
+
+  it('a composed environment can keep an added repository pinned through resets (--keep)', async () => {
+    const teamRepo = `http://127.0.0.1:${upstream.port}/team/dists/stable`;
+    await cli('env', 'compose', 'pinned', '--base', '1.0', '--keep', teamRepo);
+    const install = async (env: string, label: string, ...pkgs: string[]) => {
+      const apt = aptClient(tempDir(label), ['debian', 'team'].map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/${r} stable main`).join('\n') + '\n');
+      await apt.get('update');
+      await apt.get('install', '--download-only', '-y', ...pkgs);
+      return Object.keys(apt.downloaded());
+    };
+    expect(await install('pinned', 'keep-1', 'fl-team')).toContain('fl-team_2.0-1_amd64.deb');
+    updateAptRepo(team, key, { add: [{ name: 'fl-team', version: '3.0-1' }] }, new Date(Date.now() - 15_000));
+    await cli('env', 'reset', 'pinned');
+    await cli('env', 'reset', 'product');
+    expect(await install('pinned', 'keep-2', 'fl-team'), 'kept: the team feed stays as captured').toContain('fl-team_2.0-1_amd64.deb');
+    expect(await install('product', 'keep-3', 'fl-team'), 'followed: the team feed moves on').toContain('fl-team_3.0-1_amd64.deb');
+    const text = (await run(process.execPath, [CLI, 'env', 'show', 'pinned', ...storeArgs()])).stdout;
+    expect(text).toMatch(/^ {2}\* apt .*\/team\/dists\/stable/m);
+    const bad = await run(process.execPath, [CLI, 'env', 'compose', 'x', '--base', '1.0', '--keep', 'not a url', ...storeArgs()]).catch((e) => e);
+    expect(bad.code).toBe(2);
   });
 
   it('feedlock search: every version of a package, with the releases that pin it and whether it is stored', async () => {

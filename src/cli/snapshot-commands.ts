@@ -58,8 +58,8 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { ...state, repos: snapshot?.repos ?? [] }, () =>
         [
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
-          ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath; repositories marked + follow upstream until reset`] : []),
-          ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
+          ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),
+          ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : state.base.keep?.includes(r.url) ? '* ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
           'history:',
           ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
         ].join('\n'),
@@ -88,12 +88,20 @@ export function registerSnapshotCommands(program: Command): void {
       .argument('<name>')
       .option('--base <release>', 'release whose repositories stay frozen underneath')
       .option('--base-snapshot <id>', 'or a snapshot id or tag')
+      .option('--keep <repo-url...>', 'added repositories (e.g. http://host/team/dists/stable) that stay pinned once captured, through resets')
       .description('a release frozen underneath, other repositories (a team feed) followed on top until the next reset'),
   ).action(async (name: string, opts) => {
     if (!opts.base === !opts.baseSnapshot) throw new FeedlockError('FL_BAD_CONFIG', 'env compose needs --base RELEASE or --base-snapshot ID (one of them)');
     await withCtx(opts, async (ctx) => {
       const id = opts.base ? (await new Releases(ctx.records).get(checkReleaseName(opts.base))).snapshot : await ctx.records.resolveId(opts.baseSnapshot);
-      const state = await ctx.envs.compose(checkEnvName(name), id, opts.base);
+      const keep: string[] = (opts.keep ?? []).map((u: string) => {
+        try {
+          return String(new URL(u)).replace(/\/+$/, '');
+        } catch {
+          throw new FeedlockError('FL_BAD_CONFIG', `bad --keep ${JSON.stringify(u)} (expected a repository URL, e.g. http://host/path/dists/stable)`);
+        }
+      });
+      const state = await ctx.envs.compose(checkEnvName(name), id, opts.base, keep);
       print(opts, { ...envSummary(state), base: state.base }, () => `environment ${name}: ${opts.base ? `release ${opts.base}` : id} (${id}) frozen underneath; other repositories are captured on first use and follow upstream until feedlock env reset ${name}`);
     });
   });

@@ -87,8 +87,17 @@ export class Environments {
   }
 
   async reset(env: string): Promise<EnvState> {
-    // A composed environment goes back to its base; everything on top is captured afresh.
-    const state = await this.records.updateEnv(env, 'reset', (current) => ({ snapshot: current.base?.snapshot ?? null, locked: false }));
+    // A composed environment goes back to its base plus the added repositories it keeps pinned;
+    // the others are captured afresh.
+    const state = await this.records.updateEnv(env, 'reset', async (current) => {
+      if (!current.base) return { snapshot: null, locked: false };
+      const keep = new Set(current.base.keep ?? []);
+      if (keep.size === 0 || !current.snapshot) return { snapshot: current.base.snapshot, locked: false };
+      const base = await this.snapshotRecord(current.base.snapshot);
+      const known = new Set(base.repos.map((r) => r.url));
+      const kept = (await this.snapshotRecord(current.snapshot)).repos.filter((r) => keep.has(r.url) && !known.has(r.url));
+      return { snapshot: (await this.records.putSnapshot([...base.repos, ...kept])).id, locked: false };
+    });
     this.cache.delete(env);
     return state;
   }
@@ -102,9 +111,9 @@ export class Environments {
   }
 
   /** Makes `env` a composition: `snapshotId` (a release's) frozen underneath, other repositories followed on top. */
-  async compose(env: string, snapshotId: string, release?: string): Promise<EnvState> {
+  async compose(env: string, snapshotId: string, release?: string, keep: string[] = []): Promise<EnvState> {
     await this.snapshotRecord(snapshotId);
-    const base = { snapshot: snapshotId, ...(release ? { release } : {}) };
+    const base = { snapshot: snapshotId, ...(release ? { release } : {}), ...(keep.length ? { keep } : {}) };
     const state = await this.records.updateEnv(env, `composed on ${release ? `release ${release}` : snapshotId}`, () => ({ snapshot: snapshotId, locked: false, base }));
     this.cache.delete(env);
     return state;

@@ -56,9 +56,9 @@ export interface EnvState {
   /**
    * A composed environment: these repositories (a release's snapshot) stay
    * frozen through resets; repositories added on top follow upstream until
-   * the next reset.
+   * the next reset, except those listed in `keep` (pinned once captured).
    */
-  base?: { snapshot: string; release?: string } | null;
+  base?: { snapshot: string; release?: string; keep?: string[] } | null;
   updatedAt: string;
   history: EnvHistoryEntry[];
 }
