@@ -158,6 +158,34 @@ describe('opkg feeds through feedlock', () => {
     expect(sha(readFileSync(old))).toBe(index.split('\n\n').find((x) => x.includes('Version: 1.2-r0') && x.startsWith('Package: foo-tools'))!.match(/SHA256sum: (\S+)/)![1]);
   });
 
+  it.skipIf(!opkgAvailable())('upgrade-test on opkg feeds reports an upgrade, an added dependency, an obsolete package and a changed conffile', async () => {
+    const env = 'oe-prod';
+    const feeds = () => SUBFEEDS.map((s) => ({ name: s, url: `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/ipk/${s}` }));
+    // Release oe-2 is the feed as it stands; then upstream adds a dependency, drops tzdata and changes a conffile.
+    addIpks(feed, [
+      { name: 'newdep', version: '1.0-r0', arch: 'all' },
+      { name: 'foo-tools', version: '1.4-r0', arch: 'core2-64', depends: 'libfoo1 (= 1.3-r0), newdep', source: 'foo' },
+      { name: 'base-files', version: '3.0.15-r0', arch: 'qemux86_64', files: { '/etc/issue': 'fixture 2\n' }, conffiles: ['/etc/issue'] },
+    ]);
+    removeIpk(feed, 'foo-tools', '1.3-r0');
+    removeIpk(feed, 'base-files', '3.0.14-r0');
+    removeIpk(feed, 'tzdata', '2024a-r0');
+    publishOpkgFeed(feed);
+    await cli('env', 'reset', env);
+    const client = opkgClient(tempDir('opkg-oe3'), feeds());
+    await client.run('update');
+    await client.run('install', 'foo-tools', 'base-files');
+    await cli('release', 'create', 'oe-3', '--env', env);
+    const r = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'oe-2', '--to', 'oe-3', '--packages', 'foo-tools,tzdata,base-files', '--opkg', OPKG, '--format', 'json', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')]);
+    const [report] = JSON.parse(r.stdout);
+    expect(report).toMatchObject({ clean: true, obsolete: ['tzdata'], added: [{ name: 'newdep', version: '1.0-r0' }], failedScripts: [] });
+    expect(report.upgraded.sort((x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name))).toEqual([
+      { name: 'base-files', from: '3.0.14-r0', to: '3.0.15-r0' },
+      { name: 'foo-tools', from: '1.3-r0', to: '1.4-r0' },
+    ]);
+    expect(report.conffilesChanged).toEqual([{ path: '/etc/issue', package: 'base-files' }]);
+  });
+
   it.skipIf(!opkgAvailable())('an .ipk changed upstream after the snapshot is refused, and nothing is stored', async () => {
     const env = 'oe-tamper';
     // A package no earlier test fetched, so the store cannot answer from a good copy.
