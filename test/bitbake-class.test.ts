@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, type AptRepo } from '../fixtures/apt-repo.js';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { tempDir } from './helpers/feedlock.js';
 
@@ -45,6 +45,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   let dir: string;
   let build: string;
   let repo: AptRepo;
+  let key: GpgKey;
   let upstream: StaticUpstream;
 
   function bitbake(args: string[], options: { signalAfterPidFile?: string } = {}): Promise<{ code: number | null; out: string }> {
@@ -72,7 +73,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
 
   beforeAll(async () => {
     dir = tempDir('bitbake');
-    const key = createGpgKey(dir);
+    key = createGpgKey(dir);
     repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
     upstream = await startStaticUpstream(join(dir, 'up'));
     build = join(dir, 'build');
@@ -145,6 +146,21 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
     const base = `http://127.0.0.1:${port}/_env/fixture-qemuamd64`;
     expect(value.split(/\s+/)).toEqual([`core##${base}/feeds.example.org/ipk/core2-64`, `all##${base}/https/feeds.example.org/ipk/all`, 'local##file:///srv/feed']);
+  });
+
+  it('an OE build from its own deploy feed is told once, and the classes-only layer adds no warning', async () => {
+    const oe = join(dir, 'build-oe');
+    mkdirSync(join(oe, 'conf'), { recursive: true });
+    writeFileSync(join(oe, 'conf', 'bblayers.conf'), `BBLAYERS = "${join(ROOT, 'fixtures', 'bitbake-layer')} ${ROOT}"\n`);
+    writeFileSync(join(oe, 'conf', 'local.conf'), ['INHERIT += "feedlock"', `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist', 'src', 'cli', 'bin.cjs')}"`, 'FEEDLOCK_PORT = "0"', 'IMAGE_PKGTYPE = "ipk"', `DL_DIR = "${join(dir, 'dl-oe')}"`, `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`, `FIXTURE_KEYRING = "${key.keyring}"`, ''].join('\n'));
+    const out = execFileSync(join(BITBAKE_DIR, 'bin', 'bitbake'), ['-p'], {
+      cwd: oe,
+      env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`, BBPATH: undefined },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    expect(out.match(/feedlock: this build installs packages from its own deploy feed/g)).toHaveLength(1);
+    expect(out).not.toMatch(/WARNING/);
   });
 
   it('the Isar premirror rules rewrite http and https sources the way Isar applies them', async () => {
