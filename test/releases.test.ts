@@ -212,4 +212,31 @@ describe('releases and the feed viewer', () => {
     const bad = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', ...storeArgs()]).catch((e) => e);
     expect(bad.code).toBe(2);
   });
+
+  it('upgrade-test names a failing maintainer script and a held-back package, and exits 1', async () => {
+    updateAptRepo(repo, key, { add: [{ name: 'fl-fragile', version: '1.0-1' }, { name: 'fl-held', version: '1.0-1' }] }, new Date(Date.now() - 10_000));
+    await install('v', 'fl-fragile', 'fl-held');
+    await cli('release', 'create', 'v1', '--env', 'v');
+    updateAptRepo(
+      repo,
+      key,
+      {
+        add: [
+          { name: 'fl-fragile', version: '1.1-1', postinst: 'echo "fl-fragile: cannot configure" >&2; exit 1' },
+          { name: 'fl-held', version: '1.1-1', depends: 'fl-not-in-any-release' },
+        ],
+        remove: [{ name: 'fl-fragile', version: '1.0-1' }, { name: 'fl-held', version: '1.0-1' }],
+      },
+      new Date(Date.now() - 5_000),
+    );
+    await cli('env', 'reset', 'v');
+    await install('v', 'fl-fragile');
+    await cli('release', 'create', 'v2', '--env', 'v');
+    const r = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'v1', '--to', 'v2', '--packages', 'fl-fragile,fl-held', '--format', 'json', ...storeArgs()]).catch((e) => e);
+    expect(r.code).toBe(1);
+    const [report] = JSON.parse(r.stdout);
+    expect(report.clean).toBe(false);
+    expect(report.heldBack).toEqual(['fl-held']);
+    expect(report.failedScripts.join('\n')).toMatch(/fl-fragile/);
+  });
 });
