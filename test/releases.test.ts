@@ -209,6 +209,10 @@ describe('releases and the feed viewer', () => {
     expect(report.conffilesChanged).toEqual([{ path: '/etc/fl-base.conf', package: 'fl-base' }]);
     const text = (await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello', ...storeArgs()])).stdout;
     expect(text).toMatch(/^upgrade release u1 -> release u2: CLEAN/);
+    // Several starting releases: one report per upgrade path.
+    const paths = JSON.parse((await run(process.execPath, [CLI, 'upgrade-test', '--from', '1.0', 'u1', '--to', 'u2', '--packages', 'fl-hello', '--format', 'json', ...storeArgs()])).stdout);
+    expect(paths.map((p: { from: string; to: string }) => `${p.from} -> ${p.to}`)).toEqual(['release 1.0 -> release u2', 'release u1 -> release u2']);
+    expect(paths[0].upgraded).toContainEqual({ name: 'fl-hello', from: '1.0-1', to: '1.2-1' });
     const bad = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', ...storeArgs()]).catch((e) => e);
     expect(bad.code).toBe(2);
   });
