@@ -15,6 +15,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { isolatedApt } from '../util/isolated-apt.js';
 import { FeedlockError } from '../errors.js';
 import type { SnapshotRecord } from '../snapshot/records.js';
 import type { Store } from '../store/store.js';
@@ -65,28 +66,7 @@ function versions(status: string): Map<string, string> {
 
 /** An isolated apt (its own state, sources and cache) working on `rootfs`'s dpkg database. */
 function aptIn(work: string, rootfs: string) {
-  for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(work, d), { recursive: true });
-  writeFileSync(join(work, 'etc/apt.conf'), '');
-  const opts = [
-    `Dir::Etc=${join(work, 'etc')}`,
-    `Dir::Etc::SourceList=${join(work, 'etc/sources.list')}`,
-    `Dir::Etc::SourceParts=${join(work, 'etc/sources.list.d')}`,
-    `Dir::Etc::Parts=${join(work, 'etc/apt.conf.d')}`,
-    `Dir::State=${join(work, 'state')}`,
-    `Dir::State::status=${join(rootfs, 'var/lib/dpkg/status')}`,
-    `Dir::Cache=${join(work, 'cache')}`,
-    'Debug::NoLocking=1',
-    'APT::Sandbox::User=root',
-    'Acquire::Languages=none',
-    'Acquire::Check-Valid-Until=false',
-  ].flatMap((o) => ['-o', o]);
-  const env = { ...process.env, LC_ALL: 'C', APT_CONFIG: join(work, 'etc/apt.conf'), http_proxy: '', HTTP_PROXY: '' };
-  return {
-    archives: join(work, 'cache/archives'),
-    sources: (lines: string[]) => writeFileSync(join(work, 'etc/sources.list'), lines.join('\n') + '\n'),
-    get: (...args: string[]) => run('apt-get', [...opts, ...args], { env, maxBuffer: 64 << 20 }),
-    cache: (...args: string[]) => run('apt-cache', [...opts, ...args], { env, maxBuffer: 64 << 20 }),
-  };
+  return isolatedApt(work, { statusFile: join(rootfs, 'var/lib/dpkg/status'), extraOptions: ['Acquire::Check-Valid-Until=false'] });
 }
 
 async function dpkg(rootfs: string, args: string[]): Promise<{ ok: boolean; out: string }> {

@@ -2,13 +2,10 @@
  * Runs the system's real apt-get with its own state under a temp dir, so it
  * never reads or touches the machine's apt configuration.
  */
-import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-
-const run = promisify(execFile);
+import { isolatedApt } from '../../src/util/isolated-apt.js';
 
 export interface AptClient {
   dir: string;
@@ -23,38 +20,15 @@ export interface AptClient {
 }
 
 export function aptClient(dir: string, sources: string, options: { proxy?: string; extraOptions?: string[] } = {}): AptClient {
-  for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'etc/trusted.gpg.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
-  writeFileSync(join(dir, 'etc/sources.list'), sources);
-  // APT_CONFIG is read before /etc/apt/apt.conf.d, so pointing it here keeps
-  // the machine's own apt settings (proxies, Check-Valid-Until...) out of tests.
-  writeFileSync(join(dir, 'etc/apt.conf'), `Dir::Etc::Parts "${join(dir, 'etc/apt.conf.d')}";\nDir::Etc::main "${join(dir, 'etc/apt.conf')}";\n`);
-  writeFileSync(join(dir, 'status'), '');
-  const opts = [
-    `Dir::Etc=${join(dir, 'etc')}`,
-    `Dir::Etc::SourceList=${join(dir, 'etc/sources.list')}`,
-    `Dir::Etc::SourceParts=${join(dir, 'etc/sources.list.d')}`,
-    `Dir::Etc::Parts=${join(dir, 'etc/apt.conf.d')}`,
-    `Dir::Etc::PreferencesParts=${join(dir, 'etc/preferences.d')}`,
-    `Dir::Etc::TrustedParts=${join(dir, 'etc/trusted.gpg.d')}`,
-    `Dir::State=${join(dir, 'state')}`,
-    `Dir::State::status=${join(dir, 'status')}`,
-    `Dir::Cache=${join(dir, 'cache')}`,
-    'Debug::NoLocking=1',
-    'APT::Architecture=amd64',
-    'APT::Architectures=amd64',
-    'APT::Sandbox::User=root',
-    'Acquire::Languages=none',
-    'Acquire::Retries=0',
-    `Acquire::http::Proxy=${options.proxy ?? 'DIRECT'}`,
-    ...(options.extraOptions ?? []),
-  ].flatMap((o) => ['-o', o]);
-  const archives = join(dir, 'cache/archives');
+  const apt = isolatedApt(dir, { proxy: options.proxy, arch: 'amd64', extraOptions: ['Acquire::Retries=0', ...(options.extraOptions ?? [])] });
+  apt.sources(sources.trimEnd().split('\n'));
+  const archives = apt.archives;
   return {
     dir,
     archives,
-    lists: join(dir, 'state/lists'),
-    get: (...args: string[]) => run('apt-get', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', http_proxy: '', HTTP_PROXY: '', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
-    cache: (...args: string[]) => run('apt-cache', [...opts, ...args], { cwd: dir, env: { ...process.env, LC_ALL: 'C', APT_CONFIG: join(dir, 'etc/apt.conf') }, maxBuffer: 16 << 20 }),
+    lists: apt.lists,
+    get: apt.get,
+    cache: apt.cache,
     downloaded() {
       const out: Record<string, string> = {};
       for (const f of readdirSync(archives)) {
