@@ -50,6 +50,31 @@ function sourcesText(r: SourcesReport, laidOut?: { dir: string; files: number })
   ].join('\n');
 }
 
+/**
+ * The package (and with `sources`, source) files a bundle of these manifests
+ * carries; every one must be in the store. Source reports join `documents`.
+ */
+async function bundlePackages(ctx: Ctx & { flights: import('../proxy/download.js').SingleFlight }, manifests: Manifest[], snapshot: SnapshotRecord, o: { sources: boolean; quiet: boolean; documents: { name: string; data: Buffer }[] }): Promise<Set<string>> {
+  const packages = new Set<string>();
+  const missing: string[] = [];
+  for (const m of manifests) {
+    for (const p of m.packages) {
+      if (p.origin !== 'snapshot' || !p.sha256) continue;
+      if (await ctx.store.hasBlob(p.sha256)) packages.add(p.sha256);
+      else missing.push(`${p.name} ${p.version} ${p.arch}`);
+    }
+  }
+  if (missing.length) throw new FeedlockError('FL_NOT_FOUND', `the store lacks ${missing.length} package files the manifests list (${missing.slice(0, 5).join('; ')}${missing.length > 5 ? '; ...' : ''}); build once with feedlock, or check with feedlock manifest check`);
+  if (!o.sources) return packages;
+  for (const m of manifests) {
+    const report = await runSourcesFetch(ctx, m, snapshot, o.quiet);
+    if (report.missing.length) throw new FeedlockError('FL_NOT_FOUND', `sources missing: ${report.missing.map((x) => `${x.source} ${x.version}: ${x.reason}`).join('; ')}`);
+    for (const s of report.sources) for (const f of s.files) packages.add(f.sha256);
+    o.documents.push({ name: `sources-${o.documents.length + 1}.json`, data: Buffer.from(JSON.stringify(report, null, 1) + '\n') });
+  }
+  return packages;
+}
+
 export function registerArchive(program: Command): void {
   const sources = program.command('sources').description('source packages of what an image contains');
   storeOptions(
@@ -91,27 +116,7 @@ export function registerArchive(program: Command): void {
     await withCtx(opts, async (ctx) => {
       const snapshot = await snapshotFor(ctx, opts.snapshot, manifests);
       const documents = manifestFiles.map((f, i) => ({ name: `manifest-${i + 1}-${basename(f).replace(/[^A-Za-z0-9._-]/g, '_')}`, data: Buffer.from(JSON.stringify(manifests[i], null, 1) + '\n') }));
-      let packages: boolean | Set<string> = true;
-      const missing: string[] = [];
-      if (manifests.length) {
-        packages = new Set<string>();
-        for (const m of manifests) {
-          for (const p of m.packages) {
-            if (p.origin !== 'snapshot' || !p.sha256) continue;
-            if (await ctx.store.hasBlob(p.sha256)) packages.add(p.sha256);
-            else missing.push(`${p.name} ${p.version} ${p.arch}`);
-          }
-        }
-        if (missing.length) throw new FeedlockError('FL_NOT_FOUND', `the store lacks ${missing.length} package files the manifests list (${missing.slice(0, 5).join('; ')}${missing.length > 5 ? '; ...' : ''}); build once with feedlock, or check with feedlock manifest check`);
-        if (opts.sources) {
-          for (const m of manifests) {
-            const report = await runSourcesFetch(ctx, m, snapshot, Boolean(opts.json));
-            if (report.missing.length) throw new FeedlockError('FL_NOT_FOUND', `sources missing: ${report.missing.map((x) => `${x.source} ${x.version}: ${x.reason}`).join('; ')}`);
-            for (const s of report.sources) for (const f of s.files) packages.add(f.sha256);
-            documents.push({ name: `sources-${documents.length + 1}.json`, data: Buffer.from(JSON.stringify(report, null, 1) + '\n') });
-          }
-        }
-      }
+      const packages = manifests.length ? await bundlePackages(ctx, manifests, snapshot, { sources: Boolean(opts.sources), quiet: Boolean(opts.json), documents }) : true;
       const bar = progress('export bundle', 0, { quiet: Boolean(opts.json) });
       const index = await exportSnapshot(ctx.store, snapshot, opts.out, { packages, documents, onTotal: (n) => bar.total(n) }, (b) => bar.tick(basename(b.url), b.size));
       bar.done();
