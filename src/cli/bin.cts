@@ -1,6 +1,10 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env -S node --max-semi-space-size=2 --heap-growing-percent=20
 // --max-semi-space-size=2: V8's young generation otherwise reserves ~35 MB that
 // a proxy moving buffers (not objects) does not need (measured in npm run bench).
+// --heap-growing-percent=20: under a warm build's load the old generation
+// otherwise grew to 37-44 MB before its first full GC, or stayed at 26 MB if
+// one happened early; with slow growth it stays near 26-31 MB either way
+// (bench:peers' hit workload after its cold test: RSS 101-124 -> 102-105 MB).
 // CommonJS on purpose: this file must run before anything touches libuv's
 // thread pool (the ESM loader reads modules through it). fsync of finished
 // blobs can take tens of ms on virtual disks, and with the default 4 threads a

@@ -6,19 +6,70 @@
  * allocates a fresh buffer each time. Here an LRU of open descriptors makes a
  * small hit a single positional read into a pooled buffer (buffer-pool.ts): one round trip, no
  * open/close, and memory bounded by the pool. Blobs are content-addressed and
- * never rewritten, so a cached descriptor can never yield other bytes than its
- * name says, even if gc unlinks the path meanwhile.
+ * never rewritten in place by feedlock; a descriptor whose path no longer names
+ * its file is dropped (see RECHECK_MS).
  */
-import { close, open, read, constants } from 'node:fs';
+import { close, constants, fstat, open, read, stat } from 'node:fs';
+import type { BufferPool } from './buffer-pool.js';
+
+/**
+ * Bounds the reads that hold a buffer at once. Without it 64 busy clients
+ * queue 64 whole-file reads, each with its buffer, behind the thread pool:
+ * ~32 MB of buffers waiting, which the pool cannot keep and the GC frees late
+ * (RSS went past 170 MB in bench:peers).
+ */
+class ReadGate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  enter(): Promise<void> | undefined {
+    if (this.active < this.limit) {
+      this.active++;
+      return undefined;
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Hands the slot straight to the next waiter, if any. */
+  leave(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+}
+
+/**
+ * Page-cache reads are CPU-bound copies: 4-8 at once gave the best hit rate
+ * in bench:peers on two cores, 32 (the 16-thread pool bin.cjs sets, twice)
+ * ~12% less, contending with the event loop. The rest of the pool stays free
+ * for the fsyncs of downloads.
+ */
+const READS_AT_ONCE = 8;
+
+/**
+ * A cached descriptor keeps reading the file it opened, even after the path
+ * changed: `store verify` moved it to quarantine, or gc (maybe on another
+ * host sharing the store) removed it. So a descriptor older than this is
+ * checked against its path (one stat) before it serves again; a blob that is
+ * gone then becomes a miss and is fetched and verified afresh.
+ */
+const RECHECK_MS = 5000;
 
 interface OpenBlob {
   fd: number;
   users: number;
   evicted: boolean;
+  /** Inode the descriptor reads, and when the path last still named it. */
+  ino: number;
+  checkedAt: number;
+  checking?: Promise<boolean>;
 }
 
 export class BlobReader {
   private readonly fds = new Map<string, OpenBlob>();
+  private readonly gate = new ReadGate(READS_AT_ONCE);
 
   constructor(
     private readonly blobPath: (sha256: string) => string,
@@ -28,26 +79,48 @@ export class BlobReader {
   /** Opens (or reuses) a descriptor; the caller must release() it. */
   acquire(sha256: string): Promise<OpenBlob> {
     const cached = this.fds.get(sha256);
-    if (cached) {
-      // Refresh LRU position.
-      this.fds.delete(sha256);
-      this.fds.set(sha256, cached);
-      cached.users++;
-      return Promise.resolve(cached);
-    }
+    if (!cached) return this.openBlob(sha256);
+    if (Date.now() - cached.checkedAt >= RECHECK_MS) return this.recheck(sha256, cached);
+    // Refresh LRU position.
+    this.fds.delete(sha256);
+    this.fds.set(sha256, cached);
+    cached.users++;
+    return Promise.resolve(cached);
+  }
+
+  private async recheck(sha256: string, entry: OpenBlob): Promise<OpenBlob> {
+    entry.checking ??= new Promise<boolean>((resolve) => {
+      stat(this.blobPath(sha256), (err, st) => {
+        entry.checking = undefined;
+        if (!err && st.ino === entry.ino) entry.checkedAt = Date.now();
+        resolve(!err && st.ino === entry.ino);
+      });
+    });
+    if (await entry.checking) return this.acquire(sha256);
+    if (this.fds.get(sha256) === entry) this.invalidate(sha256);
+    return this.openBlob(sha256);
+  }
+
+  private openBlob(sha256: string): Promise<OpenBlob> {
     return new Promise((resolve, reject) => {
       open(this.blobPath(sha256), constants.O_RDONLY, (err, fd) => {
         if (err) return reject(err);
-        const raced = this.fds.get(sha256);
-        if (raced) {
-          close(fd, () => {});
-          raced.users++;
-          return resolve(raced);
-        }
-        const entry: OpenBlob = { fd, users: 1, evicted: false };
-        this.fds.set(sha256, entry);
-        this.evict();
-        resolve(entry);
+        fstat(fd, (statErr, st) => {
+          if (statErr) {
+            close(fd, () => {});
+            return reject(statErr);
+          }
+          const raced = this.fds.get(sha256);
+          if (raced) {
+            close(fd, () => {});
+            raced.users++;
+            return resolve(raced);
+          }
+          const entry: OpenBlob = { fd, users: 1, evicted: false, ino: st.ino, checkedAt: Date.now() };
+          this.fds.set(sha256, entry);
+          this.evict();
+          resolve(entry);
+        });
       });
     });
   }
@@ -72,6 +145,24 @@ export class BlobReader {
       this.fds.delete(sha);
       entry.evicted = true;
       if (entry.users === 0) close(entry.fd, () => {});
+    }
+  }
+
+  /**
+   * Reads `length` bytes at `position` into a buffer from `pool` (at least
+   * `length` long); the caller gives it back once the socket has taken it.
+   */
+  async readPooled(fd: number, pool: BufferPool, length: number, position: number): Promise<Buffer> {
+    await this.gate.enter();
+    const buf = pool.take(length);
+    try {
+      await this.readInto(fd, buf, length, position);
+      return buf;
+    } catch (err) {
+      pool.give(buf);
+      throw err;
+    } finally {
+      this.gate.leave();
     }
   }
 

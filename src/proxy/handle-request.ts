@@ -11,12 +11,17 @@ import type { UrlRecord } from '../store/url-index.js';
 import type { PathClassifier, PathKind } from './classify-path.js';
 import type { Download, SingleFlight } from './download.js';
 import { contentTypeFor } from './http-semantics.js';
-import { sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
+import { HitCache } from './hit-cache.js';
+import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
 import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
 import type { CacheResult, ProxyStats } from './stats.js';
 import type { UpstreamClient } from './upstream-client.js';
 
-export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string> } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
+/**
+ * A stored resolution made under a known environment generation may be
+ * remembered by the hit cache (hit-cache.ts) until that generation changes.
+ */
+export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string>; generation?: string } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
 
 export interface RequestContext {
   route: UpstreamRoute;
@@ -28,6 +33,8 @@ export interface RequestContext {
 /** Decides what to serve for index files and package files. Snapshots plug in here. */
 export interface Resolver {
   resolve(ctx: RequestContext): Promise<Resolution>;
+  /** The environment's current generation if known without I/O; undefined means "resolve again". */
+  currentGeneration?(env: string): string | undefined;
 }
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> | void;
@@ -45,6 +52,8 @@ export interface HandlerDeps {
   defaultEnv: string;
   offline?: boolean;
   admin?: AdminHandler;
+  /** Remembered package hits (the warm-build fast path); none: resolve every request. */
+  hits?: HitCache;
 }
 
 export function storedFileOf(rec: UrlRecord, path: string): StoredFile {
@@ -103,65 +112,93 @@ export function createRequestHandler(deps: HandlerDeps) {
     };
     if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return methodNotAllowed();
 
-    let routed;
-    try {
-      routed = routeRequest(target, req.headers, deps.routeContext);
-    } catch (err) {
-      return fail(err);
-    }
-    if (routed.kind === 'admin') {
-      result = 'admin';
-      way = 'admin';
-      if (!deps.admin) return fail(new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${routed.path}`));
-      Promise.resolve(deps.admin(req, res, routed.path)).catch(fail);
+    // The fast path: the same target resolved to a stored package in this environment generation.
+    const hitKey = deps.hits && method !== 'POST' ? HitCache.keyOf(target, req.headers['proxy-authorization']) : undefined;
+    const hot = hitKey === undefined ? undefined : deps.hits!.get(hitKey);
+    if (hot && deps.resolver.currentGeneration?.(hot.env) === hot.generation) {
+      env = hot.env;
+      way = hot.way;
+      kind = 'package';
+      upstreamUrl = hot.upstream;
+      result = 'hit';
+      sha256 = hot.file.sha256;
+      sendStored(req, res, hot.file, deps.io, hot.headers, hot.full).catch((err: unknown) => {
+        // A blob gone meanwhile (gc): forget the entry and take the full path, which refetches.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) return fail(err);
+        deps.hits!.delete(hitKey!);
+        deps.io.reader.invalidate(hot.file.sha256);
+        resolveAndServe();
+      });
       return;
     }
-    if (method === 'POST') return methodNotAllowed();
-    const route = routed;
-    env = route.env ?? deps.defaultEnv;
-    way = route.wayIn;
-    upstreamUrl = String(route.upstream);
-    kind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
+    resolveAndServe();
 
-    const serve = async (): Promise<void> => {
-      if (kind === 'other') {
-        if (deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
-        result = 'pass';
-        return passThrough(deps, req, res, route);
+    function resolveAndServe(): void {
+      let routed;
+      try {
+        routed = routeRequest(target, req.headers, deps.routeContext);
+      } catch (err) {
+        return fail(err);
       }
-      const resolution = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
-      if (resolution.type === 'stored') {
-        result = resolution.result;
-        sha256 = resolution.file.sha256;
-        try {
-          return await sendStored(req, res, resolution.file, deps.io, { 'x-feedlock-cache': result, ...resolution.headers });
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
-          // The blob vanished (gc on another host): forget it and fetch again.
-          await deps.store.index.forget(String(route.upstream));
-          const again = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
-          if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
-          return serveDownload(again.download, again.leader, again.headers);
+      if (routed.kind === 'admin') {
+        result = 'admin';
+        way = 'admin';
+        if (!deps.admin) return fail(new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${routed.path}`));
+        Promise.resolve(deps.admin(req, res, routed.path)).catch(fail);
+        return;
+      }
+      if (method === 'POST') return methodNotAllowed();
+      const route = routed;
+      env = route.env ?? deps.defaultEnv;
+      way = route.wayIn;
+      upstreamUrl = String(route.upstream);
+      kind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
+
+      const serve = async (): Promise<void> => {
+        if (kind === 'other') {
+          if (deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
+          result = 'pass';
+          return passThrough(deps, req, res, route);
         }
-      }
-      return serveDownload(resolution.download, resolution.leader, resolution.headers);
-    };
+        const resolution = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
+        if (resolution.type === 'stored') {
+          result = resolution.result;
+          sha256 = resolution.file.sha256;
+          const headers = { 'x-feedlock-cache': result, ...resolution.headers };
+          if (hitKey !== undefined && kind === 'package' && result === 'hit' && resolution.generation !== undefined) {
+            deps.hits!.set(hitKey, { file: resolution.file, env: env!, generation: resolution.generation, headers, full: fullResponseHeaders(resolution.file, headers), upstream: upstreamUrl!, way: way! });
+          }
+          try {
+            return await sendStored(req, res, resolution.file, deps.io, headers);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
+            if (hitKey !== undefined) deps.hits!.delete(hitKey);
+            // The blob vanished (gc on another host): forget it and fetch again.
+            await deps.store.index.forget(String(route.upstream));
+            const again = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
+            if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
+            return serveDownload(again.download, again.leader, again.headers);
+          }
+        }
+        return serveDownload(resolution.download, resolution.leader, resolution.headers);
+      };
 
-    const serveDownload = async (download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> => {
-      result = leader ? 'miss' : 'coalesced';
-      digestKnown = download.finished.promise.then((rec) => (sha256 = rec.sha256), () => undefined);
-      const head = await download.head.promise;
-      // HEAD and Range answers must carry the stored file's validators, so they
-      // wait for the committed blob (opkg compares HEAD with the later GET).
-      if (head.notModified || req.method === 'HEAD' || req.headers.range) {
-        const rec = await download.finished.promise;
-        return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result, ...extra });
-      }
-      const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result, ...extra });
-      if (outcome === 'failed') result = 'error';
-    };
+      const serveDownload = async (download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> => {
+        result = leader ? 'miss' : 'coalesced';
+        digestKnown = download.finished.promise.then((rec) => (sha256 = rec.sha256), () => undefined);
+        const head = await download.head.promise;
+        // HEAD and Range answers must carry the stored file's validators, so they
+        // wait for the committed blob (opkg compares HEAD with the later GET).
+        if (head.notModified || req.method === 'HEAD' || req.headers.range) {
+          const rec = await download.finished.promise;
+          return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result, ...extra });
+        }
+        const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result, ...extra });
+        if (outcome === 'failed') result = 'error';
+      };
 
-    serve().catch(fail);
+      serve().catch(fail);
+    }
   };
 }
 

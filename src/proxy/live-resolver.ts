@@ -15,7 +15,13 @@ export function expectationFromPath(path: string): ExpectedContent | undefined {
   return m ? { sha256: m[1], source: 'its by-hash name' } : undefined;
 }
 
+const LIVE_GENERATION = 'live';
+
 export class LiveResolver implements Resolver {
+  currentGeneration(): string {
+    return LIVE_GENERATION;
+  }
+
   constructor(
     private readonly store: Store,
     private readonly flights: SingleFlight,
@@ -26,7 +32,8 @@ export class LiveResolver implements Resolver {
     const path = ctx.route.upstream.pathname;
     const rec = this.store.index.getCached(url) ?? (await this.store.index.get(url));
     if (ctx.kind === 'package') {
-      if (rec) return { type: 'stored', file: storedFileOf(rec, path), result: 'hit' };
+      // A package URL's content never changes, so its hit stays valid: one generation for all.
+      if (rec) return { type: 'stored', file: storedFileOf(rec, path), result: 'hit', generation: LIVE_GENERATION };
       return { type: 'download', ...this.flights.join({ url: ctx.route.upstream, expected: expectationFromPath(path) }) };
     }
     const { download, leader } = this.flights.join({ url: ctx.route.upstream, revalidate: rec });

@@ -15,10 +15,12 @@ import { BufferPool } from './buffer-pool.js';
 import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
 import { createRequestHandler, type Resolver } from './handle-request.js';
+import { HitCache } from './hit-cache.js';
 import { LiveResolver } from './live-resolver.js';
-import { createAdminHandler, StoreTotals } from './admin.js';
+import { createAdminHandler } from './admin.js';
 import { AdminAccess, readAdminToken } from './admin-access.js';
-import { Metrics } from './metrics.js';
+import type { Metrics } from './metrics.js';
+import { observeRequests } from './observers.js';
 import { Parent } from './parent.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
 import type { SnapshotAdmin } from '../snapshot/snapshot-admin.js';
@@ -64,18 +66,10 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget());
   const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
-  flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
-  const storeTotals = new StoreTotals(store);
-  const metrics = new Metrics({ stats, flights, upstream, storeTotals: () => storeTotals.peek() ?? undefined });
-  layer.metrics?.(metrics);
-  if (layer.builds) {
-    const builds = layer.builds;
-    stats.listeners.push((e, bytes) => {
-      if (e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? config.env, result: e.result, status: e.status, bytes, sha256: e.sha256 });
-    });
-  }
+  const { metrics, storeTotals } = observeRequests({ store, stats, flights, upstream, layer, defaultEnv: config.env });
 
   const routeContext = { mirrors: config.mirrors, policy };
+  const hits = new HitCache();
   const io = { reader, buffers: new BufferPool() };
   const handler = createRequestHandler({
     routeContext,
@@ -89,6 +83,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     log,
     defaultEnv: config.env,
     offline: config.offline,
+    hits,
     admin: createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });
 
@@ -151,6 +146,8 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     reload(next: Config) {
       policy.reload(policySources(next));
       routeContext.mirrors = next.mirrors;
+      // Mirrors and allowed hosts decide what a request target means.
+      hits.clear();
       log.level = next.logLevel;
       const ignored = RESTART_ONLY.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
       log.info({ allowed: policy.described, needsRestart: ignored }, 'configuration reloaded');

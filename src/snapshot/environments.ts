@@ -13,12 +13,17 @@ export interface EnvView {
   snapshot?: SnapshotRecord;
 }
 
+export function generationOf(view: EnvView): string {
+  return `${view.state.seq}:${view.state.snapshot ?? ''}:${view.state.locked ? 'locked' : ''}:${view.state.deleted ? 'deleted' : ''}`;
+}
+
 /** Env states are re-read at most this often on the package hot path. */
 const STATE_TTL_MS = 1000;
 
 export class Environments {
   private readonly cache = new Map<string, { at: number; view: EnvView }>();
   private readonly capturing = new SharedPromises<EnvView>();
+  private readonly reading = new SharedPromises<EnvView>();
 
   constructor(
     readonly records: SnapshotRecords,
@@ -29,10 +34,32 @@ export class Environments {
   async view(name: string, fresh = false): Promise<EnvView> {
     const hit = this.cache.get(name);
     if (!fresh && hit && Date.now() - hit.at < STATE_TTL_MS) return hit.view;
+    // When the view expires under load, every request in flight wants it: read it once.
+    return fresh ? this.readView(name) : this.reading.run(name, () => this.readView(name));
+  }
+
+  private async readView(name: string): Promise<EnvView> {
     const state = await this.records.readEnv(name);
     const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
     this.cache.set(name, { at: Date.now(), view });
     return view;
+  }
+
+  /**
+   * The generation of an environment's cached view, without waiting for I/O:
+   * undefined when it is unknown or too old. Every change of the environment
+   * (capture, reset, pin, delete) bumps its sequence number.
+   */
+  peekGeneration(name: string): string | undefined {
+    const hit = this.cache.get(name);
+    if (!hit) return undefined;
+    const age = Date.now() - hit.at;
+    if (age < STATE_TTL_MS) return generationOf(hit.view);
+    // Due for a re-read: start it in the background and keep answering from the
+    // cached view meanwhile (for at most one more period), so the hits of a busy
+    // build do not all queue behind the read once a second.
+    void this.view(name).catch(() => {});
+    return age < 2 * STATE_TTL_MS ? generationOf(hit.view) : undefined;
   }
 
   /** A snapshot record; in edge mode one this host lacks comes from the parent, by id. */

@@ -18,7 +18,7 @@ import { LiveResolver } from '../proxy/live-resolver.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } from './capture.js';
-import { notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
+import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
 import { parseRelease, type ReleaseFile } from './release-file.js';
@@ -48,6 +48,10 @@ export class SnapshotResolver implements Resolver {
     private readonly log: Logger,
   ) {
     this.live = new LiveResolver(store, flights);
+  }
+
+  currentGeneration(env: string): string | undefined {
+    return this.envs.peekGeneration(env);
   }
 
   async resolve(ctx: RequestContext): Promise<Resolution> {
@@ -132,6 +136,12 @@ export class SnapshotResolver implements Resolver {
 
   private async resolvePackage(ctx: RequestContext, url: string): Promise<Resolution> {
     const view = await this.envs.view(ctx.env);
+    const resolution = await this.resolvePackageIn(view, ctx, url);
+    // Stamped with the view it was made under, so the hit cache drops it when the environment changes.
+    return resolution.type === 'stored' ? { ...resolution, generation: generationOf(view) } : resolution;
+  }
+
+  private async resolvePackageIn(view: EnvView, ctx: RequestContext, url: string): Promise<Resolution> {
     const found = await this.lookupPackage(view, url);
     if (found) {
       const { repo, entry } = found;

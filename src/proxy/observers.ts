@@ -1,0 +1,33 @@
+/**
+ * What watches the request stream rather than serving it: byte counters,
+ * Prometheus metrics, sampled store totals, and the build records that list
+ * every package file an open build was served.
+ */
+import type { Store } from '../store/store.js';
+import { StoreTotals } from './admin.js';
+import type { SingleFlight } from './download.js';
+import { Metrics } from './metrics.js';
+import type { LayerParts } from './server.js';
+import type { ProxyStats } from './stats.js';
+import type { UpstreamClient } from './upstream-client.js';
+
+export interface Observers {
+  metrics: Metrics;
+  storeTotals: StoreTotals;
+}
+
+export function observeRequests(o: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; layer: LayerParts; defaultEnv: string }): Observers {
+  const { stats, flights, layer } = o;
+  flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
+  const storeTotals = new StoreTotals(o.store);
+  const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined });
+  layer.metrics?.(metrics);
+  const builds = layer.builds;
+  if (builds) {
+    // Package files only: by-hash paths are index files under another name.
+    stats.listeners.push((e, bytes) => {
+      if (e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+    });
+  }
+  return { metrics, storeTotals };
+}
