@@ -6,10 +6,11 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { aptClient } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
@@ -51,20 +52,15 @@ describe('manifests, SBOMs and offline repositories', () => {
   let rootfs1: string;
   let manifestFile: string;
 
+  let world: FixtureWorld | undefined;
   beforeAll(async () => {
-    dir = tempDir('manifest');
-    key = createGpgKey(dir);
-    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
-    upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
+    world = await startFixtureWorld('manifest');
+    ({ dir, key, repo, upstream, feedlock } = world);
     rootfs1 = await buildRootfs('rootfs1');
     manifestFile = join(dir, 'image1.feedlock.json');
     await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--out', manifestFile);
   });
-  afterAll(async () => {
-    await feedlock?.close();
-    await upstream?.close();
-  });
+  afterAll(() => world?.close());
 
   it('lists every installed package with the fixture\'s own version, sha256, size and repository; local builds as local', () => {
     const m = JSON.parse(readFileSync(manifestFile, 'utf8'));

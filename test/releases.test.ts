@@ -4,12 +4,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
-import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { createAptRepo, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import type { StaticUpstream } from '../fixtures/static-server.js';
 import { readLockFile } from '../src/cli/hook-command.js';
 import { aptClient, installThroughEnv } from './helpers/apt.js';
 import { CLI } from './helpers/cli.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -26,18 +27,13 @@ describe('releases and the feed viewer', () => {
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs(), '--json'])).stdout);
   const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
 
+  let world: FixtureWorld | undefined;
   beforeAll(async () => {
-    dir = tempDir('releases');
-    key = createGpgKey(dir);
-    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    world = await startFixtureWorld('releases');
+    ({ dir, key, repo, upstream, feedlock } = world);
     hello10 = repo.packages.find((p) => p.name === 'fl-hello')!.sha256;
-    upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
   });
-  afterAll(async () => {
-    await feedlock?.close();
-    await upstream?.close();
-  });
+  afterAll(() => world?.close());
 
   it('release create / list / show / diff / lock; a name is never reused; gc keeps a release', async () => {
     await install('base', 'fl-hello');

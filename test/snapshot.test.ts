@@ -1,13 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
-import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
-import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import type { StaticUpstream } from '../fixtures/static-server.js';
 import { aptClient, installThroughEnv } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { blobCount as blobsIn } from './helpers/store-files.js';
+import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
@@ -22,20 +25,15 @@ describe('frozen snapshots per environment', () => {
 
   const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
-  const blobCount = () => readdirSync(join(dir, 'store', 'blobs', 'sha256')).reduce((n, b) => n + readdirSync(join(dir, 'store', 'blobs', 'sha256', b)).length, 0);
+  const blobCount = () => blobsIn(join(dir, 'store'));
 
+  let world: FixtureWorld | undefined;
   beforeAll(async () => {
-    dir = tempDir('snap');
-    key = createGpgKey(dir);
-    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
-    upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), keyring: key.keyring });
+    world = await startFixtureWorld('snap', { keyring: true });
+    ({ dir, key, repo, upstream, feedlock } = world);
     storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
   });
-  afterAll(async () => {
-    await feedlock?.close();
-    await upstream?.close();
-  });
+  afterAll(() => world?.close());
 
   let oldSnapshot: string;
   let oldHello: [string, string];
@@ -140,5 +138,49 @@ describe('frozen snapshots per environment', () => {
     } finally {
       upstream.fault = undefined;
     }
+  });
+
+  it('a remembered hit follows its environment: after a reset, the same URL with new bytes is served with the new digest', async () => {
+    const env = 'rebuilt';
+    const first = await install(env, 'fl-epoch');
+    const [file, oldSha] = Object.entries(first).find(([f]) => f.startsWith('fl-epoch_'))!;
+    const url = `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${repo.packages.find((p) => p.name === 'fl-epoch')!.filename}`;
+    const probe = await request(url);
+    await probe.body.dump();
+    expect([probe.statusCode, probe.headers['x-feedlock-cache'], url]).toEqual([200, 'hit', url]);
+    // Upstream rebuilds the same version with other bytes at the same URL.
+    updateAptRepo(repo, key, { remove: [{ name: 'fl-epoch', version: '1:0.9-1' }], add: [{ name: 'fl-epoch', version: '1:0.9-1', padBytes: 5_000 }] }, new Date(Date.now() - 30_000));
+    const pinned = await install(env, 'fl-epoch');
+    expect(pinned[file], 'the pinned environment keeps its bytes').toBe(oldSha);
+
+    await cli('env', 'reset', env);
+    // Another process changed the environment: the server re-reads its state within a second.
+    await new Promise((r) => setTimeout(r, 1100));
+    const fresh = await install(env, 'fl-epoch');
+    expect(fresh[file]).toBeDefined();
+    expect(fresh[file], 'apt verified the new digest, so the remembered hit was dropped').not.toBe(oldSha);
+  });
+
+  it('a blob that store verify quarantines while the server holds it open is fetched again, not served from the old descriptor', async () => {
+    const env = 'quarantine';
+    await install(env, 'fl-base');
+    const pkg = repo.packages.find((p) => p.name === 'fl-base')!;
+    const url = `${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${pkg.filename}`;
+    const first = await request(url);
+    expect([first.statusCode, first.headers['x-feedlock-cache']]).toEqual([200, 'hit']);
+    await first.body.dump();
+    // Bit rot in place: the open descriptor sees it too; verify moves the file to quarantine.
+    writeFileSync(join(dir, 'store', 'blobs', 'sha256', pkg.sha256.slice(0, 2), pkg.sha256), Buffer.alloc(pkg.size, 1));
+    const verify = await cli('store', 'verify').catch((e: { stdout: string }) => JSON.parse(e.stdout));
+    expect(verify.bad.map((b: { sha256: string }) => b.sha256)).toContain(pkg.sha256);
+    // Descriptors are checked against their path after 5 s.
+    await new Promise((r) => setTimeout(r, 5200));
+    // Another request of the build keeps the environment's view fresh, so the package takes the fast path.
+    await (await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`)).body.dump();
+    const again = await request(url);
+    const body = Buffer.from(await again.body.arrayBuffer());
+    expect(again.statusCode).toBe(200);
+    expect(again.headers['x-feedlock-cache']).toBe('miss');
+    expect(createHash('sha256').update(body).digest('hex')).toBe(pkg.sha256);
   });
 });
