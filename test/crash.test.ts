@@ -5,13 +5,9 @@ import { join } from 'node:path';
 import { startStaticUpstream } from '../fixtures/static-server.js';
 import { download, startCli } from './helpers/cli.js';
 import { tempDir } from './helpers/feedlock.js';
+import { blobCount, settled } from './helpers/store-files.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function blobCount(store: string): number {
-  const root = join(store, 'blobs', 'sha256');
-  return readdirSync(root).reduce((n, b) => n + readdirSync(join(root, b)).length, 0);
-}
 
 describe('kill -9 during downloads', () => {
   it('leaves no servable partial file; after restart every retried download is byte-identical', async () => {
@@ -62,7 +58,8 @@ describe('kill -9 during downloads', () => {
         expect(r.ok).toBe(true);
         expect(sha(r.body)).toBe(sha(f.data));
       }
-      expect(blobCount(store)).toBe(files.length);
+      // Each client had its last byte once the body was verified; the rename follows.
+      expect(await settled(() => blobCount(store), (n) => n === files.length)).toBe(files.length);
     } finally {
       second.child.kill('SIGTERM');
       await upstream.close();
@@ -85,8 +82,8 @@ describe('kill -9 during downloads', () => {
         expect(r.ok).toBe(true);
         expect(sha(r.body)).toBe(sha(f.data));
       }
-      expect(blobCount(store)).toBe(files.length);
-      expect(readdirSync(join(store, 'tmp'))).toEqual([]);
+      expect(await settled(() => blobCount(store), (n) => n === files.length)).toBe(files.length);
+      expect(await settled(() => readdirSync(join(store, 'tmp')), (t) => t.length === 0)).toEqual([]);
     } finally {
       a.child.kill('SIGTERM');
       b.child.kill('SIGTERM');

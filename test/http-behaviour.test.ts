@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { blobCount } from './helpers/store-files.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -253,10 +254,10 @@ describe('HTTP behaviour of the proxy', () => {
           misbehave(res);
           return true;
         };
-        const blobsBefore = countBlobs();
+        const blobsBefore = blobCount(join(dir, 'store'));
         const bad = await fetchAll(`${base}/pool/main/${file}`);
         expect(bad.ok, 'client must see a failure').toBe(false);
-        expect(countBlobs()).toBe(blobsBefore);
+        expect(blobCount(join(dir, 'store'))).toBe(blobsBefore);
         expect(readdirSync(join(dir, 'store', 'tmp'))).toEqual([]);
         upstream.fault = undefined;
         const ok = await get(`${base}/pool/main/${file}`);
@@ -265,11 +266,6 @@ describe('HTTP behaviour of the proxy', () => {
         await feedlock.flights.idle();
         expect((await get(`${base}/pool/main/${file}`)).headers['x-feedlock-cache']).toBe('hit');
       });
-    }
-
-    function countBlobs(): number {
-      const root = join(dir, 'store', 'blobs', 'sha256');
-      return readdirSync(root).reduce((n, b) => n + readdirSync(join(root, b)).length, 0);
     }
 
     /** Reads a whole response with node:http; ok only for a complete 200. */

@@ -18,11 +18,6 @@ import { tempDir } from './helpers/feedlock.js';
 const run = promisify(execFile);
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-function blobCount(store: string): number {
-  const root = join(store, 'blobs', 'sha256');
-  return readdirSync(root).reduce((n, b) => n + readdirSync(join(root, b)).length, 0);
-}
-
 /** Serves `data` at `name` in 16 KiB steps every `everyMs`. */
 function trickle(upstream: StaticUpstream, name: string, data: Buffer, everyMs: number): void {
   upstream.fault = (req, res) => {
