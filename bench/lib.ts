@@ -72,32 +72,65 @@ export interface Proc {
   stop(): Promise<void>;
 }
 
-/** Samples a process's RSS from /proc every 50 ms; peak() since the last reset(). */
+/**
+ * Samples the resident memory of a process and its descendants (nginx's
+ * worker, for one) from /proc every 50 ms: VmRSS summed over the tree, and
+ * PSS summed over the tree, which counts pages shared between processes
+ * (the node binary, libc) once instead of once per process.
+ */
 export class RssSampler {
   private peakKb = 0;
+  private peakPssKb = 0;
   private timer: NodeJS.Timeout;
   constructor(private readonly pid: number) {
     this.timer = setInterval(() => this.sample(), 50);
     this.timer.unref();
   }
-  current(): number {
+  private tree(): number[] {
+    const out: number[] = [];
+    const visit = (pid: number) => {
+      out.push(pid);
+      try {
+        for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) visit(Number(c));
+      } catch {
+        /* gone */
+      }
+    };
+    visit(this.pid);
+    return out;
+  }
+  private static field(file: string, name: RegExp): number {
     try {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      const m = name.exec(readFileSync(file, 'utf8'));
       return m ? Number(m[1]) : 0;
     } catch {
       return 0;
     }
   }
+  /** VmRSS of the tree, in kB. */
+  current(): number {
+    return this.tree().reduce((kb, pid) => kb + RssSampler.field(`/proc/${pid}/status`, /VmRSS:\s+(\d+)/), 0);
+  }
+  private currentPss(): number {
+    return this.tree().reduce((kb, pid) => kb + RssSampler.field(`/proc/${pid}/smaps_rollup`, /^Pss:\s+(\d+)/m), 0);
+  }
   private sample(): void {
     this.peakKb = Math.max(this.peakKb, this.current());
+    this.peakPssKb = Math.max(this.peakPssKb, this.currentPss());
   }
   reset(): void {
     this.peakKb = this.current();
+    this.peakPssKb = this.currentPss();
   }
   /** Peak RSS in MB since reset. */
   peakMb(): number {
     this.sample();
     return Math.round(this.peakKb / 1024);
+  }
+  /** Peak PSS in MB since reset. */
+  peakPssMb(): number {
+    this.sample();
+    return Math.round(this.peakPssKb / 1024);
   }
   stop(): void {
     clearInterval(this.timer);

@@ -4,7 +4,7 @@
  * on the same repository, in the same run. Each proxy starts from an empty
  * cache in its own temp dir and is stopped by the harness.
  *
- *   node dist/bench/peers.js [--small 1000] [--large-mib 200] [--seconds 8]
+ *   node dist/bench/peers.js [--small 1000] [--large-mib 200] [--seconds 6] [--rounds 3]
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,9 +12,9 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CLI, ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc } from './lib.js';
+import { CLI, ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc, type SyntheticRepo } from './lib.js';
 
-const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '8' } } });
+const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '3' } } });
 
 interface Peer {
   name: string;
@@ -147,14 +147,16 @@ http { access_log off; sendfile on; keepalive_requests 100000;
 
 type Figures = Record<string, number | string | boolean>;
 
-async function measure(peer: Peer, repo: ReturnType<typeof makeSyntheticRepo>, seconds: number, work: string, count: (suffix: string) => Promise<number>): Promise<Figures> {
-  const f: Figures = {};
-  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  const smallPaths = repo.small.map((s) => s.path);
-  // (3) cold: 16 clients, one uncached large file, at once (before anything else touches it)
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** (3) cold: 16 clients, one uncached large file, at once (before anything else touches it). */
+async function measureCold(peer: Peer, repo: SyntheticRepo, count: (suffix: string) => Promise<number>, f: Figures): Promise<void> {
   const before = await count(repo.large.path);
   peer.rss?.reset();
-  let t = performance.now();
+  const t = performance.now();
   const cold = await Promise.all(Array.from({ length: 16 }, () => fetchHash(peer.url(repo.large.path))));
   const coldEnd = Math.max(...cold.map((r) => r.endAt));
   f.cold16UpstreamRequests = (await count(repo.large.path)) - before;
@@ -162,20 +164,14 @@ async function measure(peer: Peer, repo: ReturnType<typeof makeSyntheticRepo>, s
   f.cold16AllVerified = cold.every((r) => r.ok && r.sha256 === repo.large.sha256);
   f.cold16FirstByteBeforeEnd = cold.every((r) => r.firstByteAt > 0 && r.firstByteAt < coldEnd - 1);
   f.cold16RssMb = peer.rss?.peakMb() ?? '-';
-  // warm the small files
-  await runPool(smallPaths, 16, (p) => fetchDiscard(peer.url(p), agent));
-  await runPool(smallPaths, 16, (p) => fetchDiscard(peer.url(p), agent));
-  // (1) warm small hits
+  f.cold16PssMb = peer.rss?.peakPssMb() ?? '-';
+}
+
+/** (2) warm large file, sequential and 8 at once. */
+async function measureLarge(peer: Peer, repo: SyntheticRepo, f: Figures): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
   peer.rss?.reset();
-  const hits = await loadTest(peer.base, smallPaths.map((p) => new URL(peer.url(p)).pathname), seconds, 64, work);
-  f.hitReqPerSec = hits.reqPerSec;
-  f.hitP50ms = hits.p50ms;
-  f.hitP99ms = hits.p99ms;
-  f.hitErrors = hits.errors;
-  f.hitRssMb = peer.rss?.peakMb() ?? '-';
-  // (2) warm large file, sequential and 8 at once
-  peer.rss?.reset();
-  t = performance.now();
+  let t = performance.now();
   const one = await fetchHash(peer.url(repo.large.path), agent);
   f.largeSeqMBps = Math.round(one.bytes / (1 << 20) / ((performance.now() - t) / 1000));
   t = performance.now();
@@ -183,8 +179,30 @@ async function measure(peer: Peer, repo: ReturnType<typeof makeSyntheticRepo>, s
   f.large8MBps = Math.round((8 * repo.large.size) / (1 << 20) / ((performance.now() - t) / 1000));
   f.largeVerified = one.sha256 === repo.large.sha256 && eight.every((r) => r.sha256 === repo.large.sha256);
   f.largeRssMb = peer.rss?.peakMb() ?? '-';
+  f.largePssMb = peer.rss?.peakPssMb() ?? '-';
   agent.destroy();
-  return f;
+}
+
+async function warmSmall(peer: Peer, repo: SyntheticRepo): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  for (let pass = 0; pass < 2; pass++) await runPool(repo.small.map((s) => s.path), 16, (p) => fetchDiscard(peer.url(p), agent));
+  agent.destroy();
+}
+
+interface HitRound {
+  reqPerSec: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+  rssMb: number | string;
+  pssMb: number | string;
+}
+
+/** (1) warm small hits: one round of the load generator against one peer. */
+async function hitRound(peer: Peer, repo: SyntheticRepo, seconds: number, work: string): Promise<HitRound> {
+  peer.rss?.reset();
+  const hits = await loadTest(peer.base, repo.small.map((s) => new URL(peer.url(s.path)).pathname), seconds, 64, work);
+  return { reqPerSec: hits.reqPerSec, p50ms: hits.p50ms, p99ms: hits.p99ms, errors: hits.errors, rssMb: peer.rss?.peakMb() ?? '-', pssMb: peer.rss?.peakPssMb() ?? '-' };
 }
 
 async function main(): Promise<void> {
@@ -192,6 +210,8 @@ async function main(): Promise<void> {
   const repoDir = join(tmpdir(), 'feedlock-bench-repo');
   const repo = makeSyntheticRepo(repoDir, Number(args.small), Number(args['large-mib']));
   const seconds = Number(args.seconds);
+  const rounds = Number(args.rounds);
+  if (!(rounds >= 1)) throw new Error(`--rounds must be a positive integer, got ${args.rounds}`);
   // The static upstream, and a request counter for the cold single-flight figure.
   const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir, String(await freeLowPort())]);
   let upstreamUrl = nodeUp.url;
@@ -208,36 +228,63 @@ async function main(): Promise<void> {
   const count = async (suffix: string) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text());
   console.error(`upstream: ${upstreamKind} at ${upstreamUrl}; request counting via ${nodeUp.url}`);
   const results: Record<string, Figures> = {};
-  const direct: Peer = { name: 'direct upstream', base: upstreamUrl, url: (p) => `${upstreamUrl}${p}`, stop: async () => {} };
-  results[direct.name] = await measure(direct, repo, seconds, work, count);
-  for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
-    const peer = await start(work, upPort);
-    if (!peer) {
-      console.error(`skipped ${start.name.replace('start', '')}: apt-get install apt-cacher-ng nginx-light wrk`);
-      continue;
+  const peers: Peer[] = [{ name: 'direct upstream', base: upstreamUrl, url: (p) => `${upstreamUrl}${p}`, stop: async () => {} }];
+  try {
+    for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
+      const peer = await start(work, upPort);
+      if (!peer) {
+        console.error(`skipped ${start.name.replace('start', '')}: apt-get install apt-cacher-ng nginx-light wrk`);
+        continue;
+      }
+      peers.push(peer);
     }
-    try {
-      results[peer.name] = await measure(peer, repo, seconds, work, count);
-    } finally {
-      await peer.stop();
+    // Cold first (each proxy has its own empty cache), then warm each one.
+    for (const peer of peers) {
+      results[peer.name] = {};
+      await measureCold(peer, repo, count, results[peer.name]);
+      await warmSmall(peer, repo);
     }
+    // Hits in interleaved rounds: the machine's load drifts, so every peer gets
+    // a turn in each round and the median of the rounds is reported.
+    const byPeer = new Map<string, HitRound[]>(peers.map((p) => [p.name, []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const peer of peers) byPeer.get(peer.name)!.push(await hitRound(peer, repo, seconds, work));
+      console.error(`hit round ${r + 1}/${rounds}: ${peers.map((p) => `${p.name} ${byPeer.get(p.name)!.at(-1)!.reqPerSec}`).join(', ')}`);
+    }
+    for (const peer of peers) {
+      const rs = byPeer.get(peer.name)!;
+      const f = results[peer.name];
+      f.hitReqPerSec = Math.round(median(rs.map((x) => x.reqPerSec)));
+      f.hitP50ms = median(rs.map((x) => x.p50ms));
+      f.hitP99ms = median(rs.map((x) => x.p99ms));
+      f.hitErrors = rs.reduce((n, x) => n + x.errors, 0);
+      f.hitRssMb = peer.rss ? Math.max(...rs.map((x) => Number(x.rssMb))) : '-';
+      f.hitPssMb = peer.rss ? Math.max(...rs.map((x) => Number(x.pssMb))) : '-';
+      f.hitRounds = rs.map((x) => x.reqPerSec).join('/');
+    }
+    const acngRounds = byPeer.get('apt-cacher-ng');
+    if (acngRounds) results.feedlock.hitRoundRatioMedian = median(byPeer.get('feedlock')!.map((x, i) => ratio(x.reqPerSec, acngRounds[i].reqPerSec)));
+    for (const peer of peers) await measureLarge(peer, repo, results[peer.name]);
+  } finally {
+    for (const peer of peers) await peer.stop();
+    await nodeUp.stop();
+    await nginxUp?.stop();
+    rmSync(work, { recursive: true, force: true });
   }
-  await nodeUp.stop();
-  await nginxUp?.stop();
-  rmSync(work, { recursive: true, force: true });
 
   const names = Object.keys(results);
-  const keys = Object.keys(results[names[0]]);
+  const keys = [...new Set(names.flatMap((n) => Object.keys(results[n])))];
   const acng = results['apt-cacher-ng'];
   const dir = results['direct upstream'];
-  const lower = new Set(['hitP50ms', 'hitP99ms', 'cold16Ms']);
+  const lower = (k: string) => /(Ms|ms|Mb)$/.test(k);
   console.log(['figure', ...names, 'feedlock/acng', 'feedlock/direct'].join('\t'));
   for (const k of keys) {
     const fl = results.feedlock?.[k];
-    const r = (other?: Figures) => (typeof fl === 'number' && typeof other?.[k] === 'number' && other[k] !== 0 ? (lower.has(k) ? ratio(other[k] as number, fl) : ratio(fl, other[k] as number)) : '-');
-    console.log([k, ...names.map((n) => String(results[n][k])), String(r(acng)), String(r(dir))].join('\t'));
+    const r = (other?: Figures) => (typeof fl === 'number' && typeof other?.[k] === 'number' && other[k] !== 0 ? (lower(k) ? ratio(other[k] as number, fl) : ratio(fl, other[k] as number)) : '-');
+    console.log([k, ...names.map((n) => String(results[n][k] ?? '-')), String(r(acng)), String(r(dir))].join('\t'));
   }
-  console.log('ratios: higher is better (latency/time ratios are other/feedlock)');
+  console.log('ratios: higher is better (latency, time and memory ratios are other/feedlock); hit figures are medians of interleaved rounds');
+  console.log('memory: RSS sums VmRSS over the process tree; PSS counts pages shared between processes once');
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, `peers-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
