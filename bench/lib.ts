@@ -138,6 +138,17 @@ export class RssSampler {
 }
 
 /** Starts a child that prints its URL as the first stdout line. */
+/**
+ * Starts the feedlock CLI the way its bin link does, with the node flags of its
+ * shebang (they shape memory use), but without needing the exec bit a fresh
+ * build does not set.
+ */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+  const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0].split(/\s+/);
+  const flags = shebang.slice(shebang.indexOf('node') + 1);
+  return startProcess(process.execPath, [...flags, CLI, ...args], { ...process.env, ...env });
+}
+
 export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Proc> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
   return new Promise((resolve, reject) => {

@@ -5,6 +5,11 @@
  * cache in its own temp dir and is stopped by the harness.
  *
  *   node dist/bench/peers.js [--small 1000] [--large-mib 200] [--seconds 6] [--rounds 3]
+ *                            [--variant 'NAME=--serve-flag value'...]
+ *
+ * Each --variant adds another feedlock (own store) started with those extra
+ * serve flags (and NAME=value words as environment variables), measured in
+ * the same rounds, e.g. --variant 'pool=--hit-reads thread-pool'.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,9 +17,9 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CLI, ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc, type SyntheticRepo } from './lib.js';
+import { ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc, type SyntheticRepo } from './lib.js';
 
-const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '3' } } });
+const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '3' }, variant: { type: 'string', multiple: true, default: [] } } });
 
 interface Peer {
   name: string;
@@ -93,10 +98,26 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   return { url: `http://127.0.0.1:${port}`, port, stop: d.stop };
 }
 
-async function startFeedlockPeer(work: string, upPort: number): Promise<Peer> {
-  const store = join(work, 'feedlock-store');
-  const p: Proc = await startProcess(CLI, ['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`]);
-  return { name: 'feedlock', base: p.url, url: (path) => `${p.url}/127.0.0.1:${upPort}${path}`, rss: p.rss, stop: p.stop };
+async function startFeedlockPeer(work: string, upPort: number, variant?: Variant): Promise<Peer> {
+  const name = variant ? `feedlock ${variant.name}` : 'feedlock';
+  const store = join(work, `${name.replace(/\W+/g, '-')}-store`);
+  const p: Proc = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`, ...(variant?.flags ?? [])], variant?.env);
+  return { name, base: p.url, url: (path) => `${p.url}/127.0.0.1:${upPort}${path}`, rss: p.rss, stop: p.stop };
+}
+
+interface Variant {
+  name: string;
+  flags: string[];
+  env: Record<string, string>;
+}
+
+function parseVariant(spec: string): Variant {
+  const m = /^([\w.-]+)=(.*)$/.exec(spec);
+  if (!m) throw new Error(`--variant wants NAME=FLAGS (e.g. 'pool=--hit-reads thread-pool'), got ${JSON.stringify(spec)}`);
+  const words = m[2].split(/\s+/).filter(Boolean);
+  const isEnv = (w: string) => /^[A-Z_][A-Z0-9_]*=/.test(w);
+  const env = Object.fromEntries(words.filter(isEnv).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+  return { name: m[1], flags: words.filter((w) => !isEnv(w)), env };
 }
 
 async function startAcng(work: string, upPort: number): Promise<Peer | undefined> {
@@ -212,6 +233,7 @@ async function main(): Promise<void> {
   const seconds = Number(args.seconds);
   const rounds = Number(args.rounds);
   if (!(rounds >= 1)) throw new Error(`--rounds must be a positive integer, got ${args.rounds}`);
+  const variants = args.variant.map(parseVariant);
   // The static upstream, and a request counter for the cold single-flight figure.
   const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir, String(await freeLowPort())]);
   let upstreamUrl = nodeUp.url;
@@ -238,6 +260,7 @@ async function main(): Promise<void> {
       }
       peers.push(peer);
     }
+    for (const variant of variants) peers.push(await startFeedlockPeer(work, upPort, variant));
     // Cold first (each proxy has its own empty cache), then warm each one.
     for (const peer of peers) {
       results[peer.name] = {};
@@ -245,10 +268,12 @@ async function main(): Promise<void> {
       await warmSmall(peer, repo);
     }
     // Hits in interleaved rounds: the machine's load drifts, so every peer gets
-    // a turn in each round and the median of the rounds is reported.
+    // a turn in each round (in rotating order) and the median of the rounds is reported.
     const byPeer = new Map<string, HitRound[]>(peers.map((p) => [p.name, []]));
     for (let r = 0; r < rounds; r++) {
-      for (const peer of peers) byPeer.get(peer.name)!.push(await hitRound(peer, repo, seconds, work));
+      // Each round starts with another peer, so no one always follows the same neighbour.
+      const order = [...peers.slice(r % peers.length), ...peers.slice(0, r % peers.length)];
+      for (const peer of order) byPeer.get(peer.name)!.push(await hitRound(peer, repo, seconds, work));
       console.error(`hit round ${r + 1}/${rounds}: ${peers.map((p) => `${p.name} ${byPeer.get(p.name)!.at(-1)!.reqPerSec}`).join(', ')}`);
     }
     for (const peer of peers) {
@@ -263,7 +288,9 @@ async function main(): Promise<void> {
       f.hitRounds = rs.map((x) => x.reqPerSec).join('/');
     }
     const acngRounds = byPeer.get('apt-cacher-ng');
-    if (acngRounds) results.feedlock.hitRoundRatioMedian = median(byPeer.get('feedlock')!.map((x, i) => ratio(x.reqPerSec, acngRounds[i].reqPerSec)));
+    for (const peer of peers.filter((p) => p.name.startsWith('feedlock'))) {
+      if (acngRounds) results[peer.name].hitRoundRatioMedian = median(byPeer.get(peer.name)!.map((x, i) => ratio(x.reqPerSec, acngRounds[i].reqPerSec)));
+    }
     for (const peer of peers) await measureLarge(peer, repo, results[peer.name]);
   } finally {
     for (const peer of peers) await peer.stop();

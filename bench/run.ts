@@ -10,7 +10,7 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CLI, ROOT, fetchDiscard, fetchHash, loadTest, makeSyntheticRepo, ratio, runPool, startProcess, type Proc } from './lib.js';
+import { ROOT, fetchDiscard, fetchHash, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc } from './lib.js';
 import { benchIndices } from './indices.js';
 import { benchFleet, type FleetRow } from './fleet.js';
 import { benchIsar, isarSkipReason, type IsarRow } from './isar.js';
@@ -48,7 +48,7 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
   console.error(`upstream: Node static server at ${upstream.url}`);
   const startFeedlock = (store: string): Promise<Proc> =>
-    startProcess(CLI, ['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upstream.port}`]);
+    startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upstream.port}`]);
   let feedlock = await startFeedlock(join(work, 'store'));
   const via = (p: string) => `${feedlock.url}/127.0.0.1:${upstream.port}${p}`;
   const direct = (p: string) => `${upstream.url}${p}`;

@@ -75,6 +75,10 @@ describe('status API, metrics and the admin API', () => {
     const after = await (await get('/metrics')).text();
     const hits = Number(after.split('\n').find((l) => l.startsWith('feedlock_requests_total{way="remap",class="package",result="hit"}'))?.split(' ').pop());
     expect(hits).toBeGreaterThan(0);
+    // The fixture store is in the page cache: hits were read on the event loop.
+    const loopReads = Number(/^feedlock_hit_reads_total\{on="event-loop"\} (\d+)/m.exec(after)?.[1]);
+    expect(loopReads).toBeGreaterThanOrEqual(hits);
+    expect(after).toMatch(/^feedlock_hit_read_backoffs_total 0$/m);
   });
 
   it('changes need the token: off without it, 401 without a header, 403 with a wrong one; reset, pin and tag act like the CLI', async () => {

@@ -15,6 +15,8 @@ export interface MetricsSources {
   upstream: UpstreamClient;
   /** Store totals, cached by the caller (walking a big store is slow). */
   storeTotals: () => { blobs: number; bytes: number } | undefined;
+  /** Hit reads by where they ran (blob-reader.ts SyncReadPolicy). */
+  reads: { loop: number; pool: number; slow: number; backoffs: number };
 }
 
 export class Metrics {
@@ -41,6 +43,18 @@ export class Metrics {
     new Counter({ name: 'feedlock_coalesced_requests_total', help: 'Requests that joined a running download instead of fetching again', registers, collect() {
       this.inc(src.flights.coalesced - coalescedSeen);
       coalescedSeen = src.flights.coalesced;
+    } });
+    const readsSeen = { loop: 0, pool: 0 };
+    new Counter({ name: 'feedlock_hit_reads_total', help: 'Reads of stored files for clients, by where they ran: event-loop (page cache) or thread-pool', labelNames: ['on'], registers, collect() {
+      for (const [on, key] of [['event-loop', 'loop'], ['thread-pool', 'pool']] as const) {
+        this.inc({ on }, src.reads[key] - readsSeen[key]);
+        readsSeen[key] = src.reads[key];
+      }
+    } });
+    let backoffsSeen = 0;
+    new Counter({ name: 'feedlock_hit_read_backoffs_total', help: 'Times repeated slow reads on the event loop sent hit reads to the thread pool for a while', registers, collect() {
+      this.inc(src.reads.backoffs - backoffsSeen);
+      backoffsSeen = src.reads.backoffs;
     } });
     new Gauge({ name: 'feedlock_store_bytes', help: 'Bytes of blobs in the store (sampled)', registers, collect() {
       const t = src.storeTotals();

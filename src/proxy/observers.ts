@@ -5,6 +5,7 @@
  */
 import type { Store } from '../store/store.js';
 import { StoreTotals } from './admin.js';
+import type { SyncReadPolicy } from './blob-reader.js';
 import type { SingleFlight } from './download.js';
 import { Metrics } from './metrics.js';
 import type { LayerParts } from './server.js';
@@ -16,11 +17,11 @@ export interface Observers {
   storeTotals: StoreTotals;
 }
 
-export function observeRequests(o: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; layer: LayerParts; defaultEnv: string }): Observers {
+export function observeRequests(o: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; layer: LayerParts; defaultEnv: string }): Observers {
   const { stats, flights, layer } = o;
   flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
   const storeTotals = new StoreTotals(o.store);
-  const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined });
+  const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined, reads: o.reads.counts });
   layer.metrics?.(metrics);
   const builds = layer.builds;
   if (builds) {

@@ -10,7 +10,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { Store } from '../store/store.js';
 import { readAptSourceUris } from './apt-sources.js';
-import { BlobReader } from './blob-reader.js';
+import { BlobReader, SyncReadPolicy } from './blob-reader.js';
 import { BufferPool } from './buffer-pool.js';
 import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
@@ -64,9 +64,9 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy, parent });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
-  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget());
+  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads === 'auto'));
   const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
-  const { metrics, storeTotals } = observeRequests({ store, stats, flights, upstream, layer, defaultEnv: config.env });
+  const { metrics, storeTotals } = observeRequests({ store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
 
   const routeContext = { mirrors: config.mirrors, policy };
   const hits = new HitCache();

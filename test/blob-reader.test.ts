@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlobReader, SyncReadPolicy } from '../src/proxy/blob-reader.js';
+import { BufferPool } from '../src/proxy/buffer-pool.js';
+import { tempDir } from './helpers/feedlock.js';
+
+function blobDir(): { path: (name: string) => string; write(name: string, data: Buffer): void } {
+  const dir = join(tempDir('blob-reader'), 'blobs');
+  mkdirSync(dir);
+  return { path: (name) => join(dir, name), write: (name, data) => writeFileSync(join(dir, name), data) };
+}
+
+describe('blob reader', () => {
+  for (const mode of ['on the event loop', 'in the thread pool'] as const) {
+    it(`reads exact byte ranges ${mode}, and a blob shorter than asked is an error`, async () => {
+      const blobs = blobDir();
+      const data = randomBytes(700_000);
+      blobs.write('a', data);
+      const reader = new BlobReader(blobs.path, 8, new SyncReadPolicy(mode === 'on the event loop'));
+      const pool = new BufferPool(4 << 20);
+      const blob = await reader.acquire('a');
+      try {
+        for (const [pos, len] of [[0, 700_000], [1, 262_144], [699_999, 1], [300_000, 0]]) {
+          const buf = await reader.readPooled(blob.fd, pool, len, pos);
+          expect(buf.subarray(0, len).equals(data.subarray(pos, pos + len)), `${len} bytes at ${pos}`).toBe(true);
+          pool.give(buf);
+        }
+        truncateSync(blobs.path('a'), 1000);
+        await expect(reader.readPooled(blob.fd, pool, 2000, 0)).rejects.toMatchObject({ code: 'FL_SHORT_BLOB' });
+      } finally {
+        reader.release(blob);
+        reader.closeAll();
+      }
+    });
+  }
+
+  it('repeated slow reads on the event loop send reads to the thread pool for the back-off period; a single one does not', () => {
+    const { SLOW_MS, SLOW_READS, WINDOW_MS, BACKOFF_MS } = SyncReadPolicy;
+    const policy = new SyncReadPolicy();
+    expect(policy.allowed(0)).toBe(true);
+    policy.observe(100, 100 + SLOW_MS / 2);
+    // Slow reads spread over separate windows (a descheduled process) change nothing.
+    for (let i = 0; i < 5; i++) policy.observe(1000 + i * 2 * WINDOW_MS, 1000 + i * 2 * WINDOW_MS + SLOW_MS + 1);
+    expect(policy.allowed(20_000)).toBe(true);
+    // SLOW_READS slow ones inside one window do.
+    let t = 30_000;
+    for (let i = 0; i < SLOW_READS; i++, t += 10) policy.observe(t, t + SLOW_MS + 1);
+    expect(policy.counts).toMatchObject({ loop: 6 + SLOW_READS, slow: 5 + SLOW_READS, backoffs: 1 });
+    expect(policy.allowed(t)).toBe(false);
+    expect(policy.allowed(t + BACKOFF_MS)).toBe(true);
+    expect(new SyncReadPolicy(false).allowed(0), 'disabled: always the thread pool').toBe(false);
+});
+});
