@@ -79,6 +79,11 @@ export class BuildRecorder {
   }
 
   /** Called for every package file the server answered. */
+  /** Whether any build record is open (the request path skips building entries otherwise). */
+  get recording(): boolean {
+    return this.open.size > 0;
+  }
+
   observe(file: ServedFile): void {
     for (const r of this.open.values()) {
       if ((r.env === null || r.env === file.env) && r.files.length < MAX_FILES) r.files.push(file);

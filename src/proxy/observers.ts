@@ -27,7 +27,7 @@ export function observeRequests(o: { store: Store; stats: ProxyStats; flights: S
   if (builds) {
     // Package files only: by-hash paths are index files under another name.
     stats.listeners.push((e, bytes) => {
-      if (e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+      if (builds.recording && e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
     });
   }
   return { metrics, storeTotals };
