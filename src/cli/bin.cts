@@ -1,4 +1,10 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=2 --heap-growing-percent=20
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=2 --heap-growing-percent=20 --liftoff-only
+// --liftoff-only: undici parses upstream responses with llhttp compiled to
+// WebAssembly; during the first big download V8 recompiled it with TurboFan
+// in the background, a ~36 MB compiler peak (v8.getHeapStatistics()
+// peak_malloced_memory 39 MB, 3.5 MB with the flag) that set the cold test's
+// RSS peak: 95-124 MB, 92-94 MB with the flag at the same download time. The
+// parser only skips over body bytes, so its baseline code is fast enough.
 // MALLOC_MMAP_THRESHOLD_=131072 (glibc; others ignore it): a fixed threshold,
 // so the 128-512 KiB read buffers are their own mappings and go back to the
 // system when freed. glibc otherwise raises the threshold after the first such
