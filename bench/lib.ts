@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync, wri
 import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { nodeCommandFor } from '../src/util/node-command.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
@@ -138,17 +139,10 @@ export class RssSampler {
 }
 
 /** Starts a child that prints its URL as the first stdout line. */
-/**
- * Starts the feedlock CLI the way its bin link does, with the node flags and
- * environment of its shebang (they shape memory use), but without needing the
- * exec bit a fresh build does not set.
- */
+/** Starts the feedlock CLI with its shebang's node flags and environment (no exec bit needed). */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
-  // "#!/usr/bin/env -S VAR=value node --flag ...": VAR=value words are environment.
-  const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0].split(/\s+/);
-  const nodeAt = shebang.indexOf('node');
-  const shebangEnv = Object.fromEntries(shebang.slice(0, nodeAt).filter((w) => /^[A-Z_][A-Z0-9_]*=/.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
-  return startProcess(process.execPath, [...shebang.slice(nodeAt + 1), CLI, ...args], { ...process.env, ...shebangEnv, ...env });
+  const self = nodeCommandFor(CLI);
+  return startProcess(self.argv[0], [...self.argv.slice(1), ...args], { ...process.env, ...self.env, ...env });
 }
 
 export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Proc> {

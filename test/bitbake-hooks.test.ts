@@ -43,6 +43,9 @@ describe('bitbake hooks: one server per build', () => {
     expect(alive(first.pid)).toBe(true);
     const health = await fetch(`${first.url}/_feedlock/health`);
     expect(health.status).toBe(200);
+    // Started with the runtime settings of the bin's shebang (memory behaviour as with npx feedlock).
+    expect(readFileSync(`/proc/${first.pid}/cmdline`, 'utf8').split('\0')).toContain('--liftoff-only');
+    expect(readFileSync(`/proc/${first.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=65536');
     const again = await Promise.all([1, 2, 3, 4].map(() => hook('start', ...base, '--', '--store', join(dir, 'store'), '--no-apt-sources')));
     expect(new Set(again.map((r) => r.pid))).toEqual(new Set([first.pid]));
     const stopped = await hook('stop', '--state-dir', state);

@@ -15,6 +15,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
+import { nodeCommandFor } from '../util/node-command.js';
 import { processAlive, withStateLock } from './state-lock.js';
 
 export interface HookPaths {
@@ -113,10 +114,11 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
       await stopPid(pid);
     }
     if (!(await portFree(port))) throw new FeedlockError('FL_BAD_CONFIG', `port ${port} (chosen at parse time, in ${file(o.stateDir, 'port')}) is taken by another program; remove that file or set FEEDLOCK_PORT`);
-    const command = o.command ?? [process.execPath, '--max-semi-space-size=2', process.argv[1]];
+    const self = nodeCommandFor(process.argv[1]);
+    const command = o.command ?? self.argv;
     const token = await ensureAdminToken(o.stateDir);
     const log = openSync(file(o.stateDir, 'server.log'), 'a');
-    const child = spawn(command[0], [...command.slice(1), 'serve', '--port', String(port), '--bind', '127.0.0.1', '--admin-token', token, ...o.serveArgs], { detached: true, stdio: ['ignore', 'ignore', log] });
+    const child = spawn(command[0], [...command.slice(1), 'serve', '--port', String(port), '--bind', '127.0.0.1', '--admin-token', token, ...o.serveArgs], { detached: true, stdio: ['ignore', 'ignore', log], env: o.command ? process.env : { ...process.env, ...self.env } });
     closeSync(log);
     child.unref();
     await writeFile(file(o.stateDir, 'server.pid'), `${child.pid}\n`);
