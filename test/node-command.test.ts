@@ -16,11 +16,13 @@ describe('starting the CLI as its bin link does', () => {
     expect(self.argv.at(-1)).toBe(CLI);
     expect(self.argv).toContain('--max-semi-space-size=2');
     expect(self.argv).toContain('--liftoff-only');
+    expect(self.argv).toContain('--expose-gc');
     expect(self.env).toEqual({ MALLOC_MMAP_THRESHOLD_: '65536' });
     // A flag a newer node dropped would fail here, not in a user's build.
     const { stdout } = await run(self.argv[0], [...self.argv.slice(1), '--version'], { env: { ...process.env, ...self.env } });
     expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
-    const probe = await run(self.argv[0], [...self.argv.slice(1, -1), '-p', 'process.execArgv.join(" ")']);
+    // The minor collection read-buffer-gc.ts asks for is there under these flags.
+    const probe = await run(self.argv[0], [...self.argv.slice(1, -1), '-p', 'gc({ type: "minor" }); process.execArgv.join(" ")']);
     expect(probe.stdout).toContain('--liftoff-only');
   });
 

@@ -10,6 +10,7 @@ import type { BlobWriter, ExpectedContent } from '../store/blob-writer.js';
 import type { UrlRecord } from '../store/url-index.js';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { discard, type UpstreamClient, type UpstreamResponse } from './upstream-client.js';
+import { releaseReadBuffers } from './read-buffer-gc.js';
 
 export interface DownloadHead {
   /** Upstream said 304: the stored record is still current. */
@@ -183,6 +184,7 @@ export class Download {
       body.on('data', (chunk: Buffer) => {
         pending.push(chunk);
         pendingBytes += chunk.length;
+        releaseReadBuffers(chunk.length);
         if (pendingBytes >= HIGH_WATER) body.pause();
         void pump();
       });
