@@ -137,10 +137,11 @@ describe('opkg feeds through feedlock', () => {
       const refused = await tampered.run('update').then((r) => r, (e) => e);
       expect(`${refused.stdout}${refused.stderr}`).toMatch(/Signature verification failed for core2-64/);
       writeFileSync(pkgs, good);
+      await device.run('install', 'foo-tools');
     } finally {
+      // After the last signature-checking opkg run: gpgme starts a dirmngr per home that outlives the test.
       for (const home of homes) execFileSync('gpgconf', ['--homedir', home, '--kill', 'all'], { stdio: 'ignore' });
     }
-    await device.run('install', 'foo-tools');
     expect(readFileSync(join(device.root, 'usr/share/foo-tools/VERSION'), 'utf8')).toBe('1.3-r0\n');
     // upgrade-test with the real opkg: release oe-1 -> oe-2 upgrades foo-tools and its library, cleanly.
     const upRun = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'oe-1', '--to', 'oe-2', '--packages', 'foo-tools', '--opkg', OPKG, '--format', 'json', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')]);
