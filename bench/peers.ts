@@ -17,6 +17,7 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { splitEnvWords } from '../src/util/node-command.js';
 import { ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc, type SyntheticRepo } from './lib.js';
 
 const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '3' }, variant: { type: 'string', multiple: true, default: [] } } });
@@ -114,10 +115,8 @@ interface Variant {
 function parseVariant(spec: string): Variant {
   const m = /^([\w.-]+)=(.*)$/.exec(spec);
   if (!m) throw new Error(`--variant wants NAME=FLAGS (e.g. 'pool=--hit-reads thread-pool'), got ${JSON.stringify(spec)}`);
-  const words = m[2].split(/\s+/).filter(Boolean);
-  const isEnv = (w: string) => /^[A-Z_][A-Z0-9_]*=/.test(w);
-  const env = Object.fromEntries(words.filter(isEnv).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
-  return { name: m[1], flags: words.filter((w) => !isEnv(w)), env };
+  const { env, rest } = splitEnvWords(m[2].split(/\s+/).filter(Boolean));
+  return { name: m[1], flags: rest, env };
 }
 
 async function startAcng(work: string, upPort: number): Promise<Peer | undefined> {

@@ -17,6 +17,12 @@ export interface NodeCommand {
 
 const ENV_WORD = /^[A-Z_][A-Z0-9_]*=/;
 
+/** Splits command words into VAR=value assignments and the rest, as env(1) reads them. */
+export function splitEnvWords(words: string[]): { env: Record<string, string>; rest: string[] } {
+  const env = Object.fromEntries(words.filter((w) => ENV_WORD.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+  return { env, rest: words.filter((w) => !ENV_WORD.test(w)) };
+}
+
 export function nodeCommandFor(script: string, nodePath = process.execPath): NodeCommand {
   let first = '';
   try {
@@ -27,11 +33,5 @@ export function nodeCommandFor(script: string, nodePath = process.execPath): Nod
   const words = first.startsWith('#!') ? first.slice(2).trim().split(/\s+/) : [];
   const nodeAt = words.findIndex((w) => w === 'node' || w.endsWith('/node'));
   if (nodeAt < 0) return { argv: [nodePath, script], env: {} };
-  const env = Object.fromEntries(
-    words
-      .slice(0, nodeAt)
-      .filter((w) => ENV_WORD.test(w))
-      .map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]),
-  );
-  return { argv: [nodePath, ...words.slice(nodeAt + 1), script], env };
+  return { argv: [nodePath, ...words.slice(nodeAt + 1), script], env: splitEnvWords(words.slice(0, nodeAt)).env };
 }
