@@ -18,7 +18,7 @@ export interface StoredFile {
   contentType: string;
 }
 
-// Most package files are read and written whole: one thread-pool round trip
+// Most package files are read and written whole: one read (blob-reader.ts)
 // and one socket write per hit. Larger files go in chunks of this size, each
 // read after the socket drained the last. 512 KiB was not measurably faster in
 // bench:peers (files of 20-500 KB) and held twice the buffers per client.
@@ -82,7 +82,7 @@ function isPlainRequest(req: IncomingMessage): boolean {
  * `prepared` are the full 200 headers when the caller has them already.
  */
 export async function sendStored(req: IncomingMessage, res: ServerResponse, file: StoredFile, io: BlobIo, extraHeaders: Record<string, string> = {}, prepared?: OutgoingHttpHeaders): Promise<void> {
-  if (prepared && isPlainRequest(req)) return sendBlob(req, res, file, io, prepared, 0, file.size - 1, 200);
+  if (isPlainRequest(req)) return sendBlob(req, res, file, io, prepared ?? fullResponseHeaders(file, extraHeaders), 0, file.size - 1, 200);
   const rep = representationOf(file);
   const headers = { ...representationHeaders(rep), ...extraHeaders };
   if (isNotModified(req.headers, rep)) {

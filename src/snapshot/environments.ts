@@ -21,7 +21,7 @@ export function generationOf(view: EnvView): string {
 const STATE_TTL_MS = 1000;
 
 export class Environments {
-  private readonly cache = new Map<string, { at: number; view: EnvView }>();
+  private readonly cache = new Map<string, { at: number; view: EnvView; generation: string }>();
   private readonly capturing = new SharedPromises<EnvView>();
   private readonly reading = new SharedPromises<EnvView>();
 
@@ -41,7 +41,7 @@ export class Environments {
   private async readView(name: string): Promise<EnvView> {
     const state = await this.records.readEnv(name);
     const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
-    this.cache.set(name, { at: Date.now(), view });
+    this.cache.set(name, { at: Date.now(), view, generation: generationOf(view) });
     return view;
   }
 
@@ -54,12 +54,12 @@ export class Environments {
     const hit = this.cache.get(name);
     if (!hit) return undefined;
     const age = Date.now() - hit.at;
-    if (age < STATE_TTL_MS) return generationOf(hit.view);
+    if (age < STATE_TTL_MS) return hit.generation;
     // Due for a re-read: start it in the background and keep answering from the
     // cached view meanwhile (for at most one more period), so the hits of a busy
     // build do not all queue behind the read once a second.
     void this.view(name).catch(() => {});
-    return age < 2 * STATE_TTL_MS ? generationOf(hit.view) : undefined;
+    return age < 2 * STATE_TTL_MS ? hit.generation : undefined;
   }
 
   /** A snapshot record; in edge mode one this host lacks comes from the parent, by id. */
@@ -75,7 +75,7 @@ export class Environments {
 
   private remember(state: EnvState, snapshot?: SnapshotRecord): EnvView {
     const view = { state, snapshot };
-    this.cache.set(state.name, { at: Date.now(), view });
+    this.cache.set(state.name, { at: Date.now(), view, generation: generationOf(view) });
     return view;
   }
 
