@@ -37,7 +37,7 @@ describe('blob reader', () => {
   }
 
   it('repeated slow reads on the event loop send reads to the thread pool for the back-off period; a single one does not', () => {
-    const { SLOW_MS, SLOW_READS, WINDOW_MS, BACKOFF_MS } = SyncReadPolicy;
+    const { SLOW_MS, SLOW_READS, WINDOW_MS, BACKOFF_MIN_MS, BACKOFF_MAX_MS } = SyncReadPolicy;
     const policy = new SyncReadPolicy();
     expect(policy.allowed(0)).toBe(true);
     policy.observe(100, 100 + SLOW_MS / 2);
@@ -49,7 +49,21 @@ describe('blob reader', () => {
     for (let i = 0; i < SLOW_READS; i++, t += 10) policy.observe(t, t + SLOW_MS + 1);
     expect(policy.counts).toMatchObject({ loop: 6 + SLOW_READS, slow: 5 + SLOW_READS, backoffs: 1 });
     expect(policy.allowed(t)).toBe(false);
-    expect(policy.allowed(t + BACKOFF_MS)).toBe(true);
+    expect(policy.allowed(t + BACKOFF_MIN_MS)).toBe(true);
+    // Slow again right after each try: the period doubles, up to the maximum.
+    t += BACKOFF_MIN_MS;
+    const periods: number[] = [];
+    for (let round = 0; round < 7; round++) {
+      for (let i = 0; i < SLOW_READS; i++, t += 10) policy.observe(t, t + SLOW_MS + 1);
+      const tripped = t;
+      while (!policy.allowed(t)) t += 100;
+      periods.push(Math.round((t - tripped) / 1000) * 1000);
+    }
+    expect(periods).toEqual([2, 4, 8, 16, 30, 30, 30].map((s) => Math.min(s * BACKOFF_MIN_MS, BACKOFF_MAX_MS)));
+    // Fast for a long while: back to the shortest period.
+    t += 10 * BACKOFF_MAX_MS;
+    for (let i = 0; i < SLOW_READS; i++, t += 10) policy.observe(t, t + SLOW_MS + 1);
+    expect(policy.allowed(t + BACKOFF_MIN_MS)).toBe(true);
     expect(new SyncReadPolicy(false).allowed(0), 'disabled: always the thread pool').toBe(false);
 });
 });

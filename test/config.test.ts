@@ -47,7 +47,7 @@ describe('configuration', () => {
     [['serve', '--mirror', 'x=ftp://a'], /mirrors\.x = "ftp:\/\/a"/],
     [['serve', '--allow-host', 'bad host'], /allowHosts = "bad host"/],
     [['serve', '--log-level', 'loud'], /logLevel = "loud"/],
-    [['serve', '--hit-reads', 'sometimes'], /hitReads = "sometimes" \(expected one of auto, thread-pool\)/],
+    [['serve', '--hit-reads', 'sometimes'], /hitReads = "sometimes" \(expected one of auto, read, thread-pool\)/],
     [['serve', '--env', '../x'], /env = "\.\.\/x"/],
     [['serve', '--bogus'], /unknown option '--bogus'/],
     [['nosuchcommand'], /unknown command/],

@@ -39,7 +39,7 @@ export function serveOptions(cmd: Command): Command {
     .option('--apt-sources-dir <dir>', 'read apt sources from here (default /etc/apt)')
     .option('--allow-connect', 'tunnel CONNECT to allowed hosts (not cached)')
     .option('--concurrency <n>', 'concurrent upstream requests per host')
-    .option('--hit-reads <mode>', 'auto|thread-pool: how hits read stored files (see README)')
+    .option('--hit-reads <mode>', 'auto|read|thread-pool: how hits send stored files (see README)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--upstream-proxy <url>', 'reach upstreams through this HTTP proxy')
     .option('--env <name>', 'default build environment')

@@ -41,7 +41,7 @@ export interface Config {
   adminToken?: string;
   statusAllow: string[];
   drainTimeoutMs: number;
-  hitReads: 'auto' | 'thread-pool';
+  hitReads: 'auto' | 'read' | 'thread-pool';
   clientTimeouts: ClientTimeouts;
   maxConnections: number;
 }
@@ -228,7 +228,7 @@ export const FIELDS: Record<keyof Config, Field> = {
   clientTimeouts: { parse: parseClientTimeouts, doc: 'client-side timeouts in ms: headersMs (whole request head; slowloris), keepAliveMs (idle keep-alive connections)' },
   maxConnections: { parse: parseInteger(16, 1_000_000), doc: 'client connections held at once; more are refused until some close' },
   drainTimeoutMs: { parse: parseInteger(0, 3_600_000), doc: 'on SIGTERM, how long running downloads may finish before they are aborted' },
-  hitReads: { parse: parseEnum(['auto', 'thread-pool']), doc: "how hits read stored files: auto (on the event loop while reads come from the page cache, the thread pool for a while after repeated slow ones) or thread-pool (always; e.g. DL_DIR on a slow network filesystem)" },
+  hitReads: { parse: parseEnum(['auto', 'read', 'thread-pool']), doc: "how hits send stored files: auto (sendfile(2) on the event loop while files come from the page cache, when the native helper is built; else as read), read (read + write on the event loop), thread-pool (reads always in the thread pool; e.g. DL_DIR on a slow network filesystem); auto and read use the thread pool for a while after repeated slow reads" },
   statusAllow: { parse: parseCidrList, doc: 'client addresses/CIDRs allowed to read /_feedlock/ and /metrics (default: anyone who can reach the proxy)' },
 };
 

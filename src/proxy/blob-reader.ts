@@ -68,10 +68,16 @@ const RECHECK_MS = 5000;
  * VM, measured with --cpu-prof and per-thread CPU in bench:peers). But a read
  * that must go to the disk, or to NFS when DL_DIR is shared, would stall every
  * client. So each synchronous read is timed; SLOW_READS reads slower than
- * SLOW_MS within one WINDOW_MS send all reads to the thread pool for
- * BACKOFF_MS, then the loop tries again. One slow read alone does not count:
- * on a busy machine the process is sometimes descheduled in the middle of a
- * fast read (seen under bench:peers' load, a few times a second at most).
+ * SLOW_MS within one WINDOW_MS send all reads to the thread pool for a
+ * back-off period, then the loop tries again. The period starts at
+ * BACKOFF_MIN_MS (a busy moment, e.g. the writeback after a burst of
+ * downloads, costs a second) and doubles up to BACKOFF_MAX_MS while reads
+ * turn slow again soon after each try (a disk-bound store costs one stall
+ * every half minute). A few slow reads do not count: on a
+ * busy machine the process is sometimes descheduled in the middle of a fast
+ * read or sendfile(2) call (seen under bench:peers' load, up to a few times a
+ * second; with 3 allowed, sendfile backed off to the pool once or twice a
+ * minute there). A disk-bound blob (5-10 ms a read) trips it in ~50-80 ms.
  *
  * bench:peers, same runs, hit workload: 5,127 vs 4,201, 6,272 vs 5,036 and
  * 6,784 vs 4,913 req/s against --hit-reads thread-pool. Capping the reads
@@ -80,14 +86,16 @@ const RECHECK_MS = 5000;
  */
 export class SyncReadPolicy {
   static readonly SLOW_MS = 3;
-  static readonly SLOW_READS = 3;
+  static readonly SLOW_READS = 8;
   static readonly WINDOW_MS = 1000;
-  static readonly BACKOFF_MS = 10_000;
+  static readonly BACKOFF_MIN_MS = 1000;
+  static readonly BACKOFF_MAX_MS = 30_000;
   private asyncUntil = 0;
+  private backoffMs = SyncReadPolicy.BACKOFF_MIN_MS;
   private windowStart = 0;
   private slowInWindow = 0;
-  /** Counters for metrics: reads on the event loop, in the pool, slow ones, back-offs. */
-  readonly counts = { loop: 0, pool: 0, slow: 0, backoffs: 0 };
+  /** Counters for metrics: reads on the event loop, sendfile calls, reads in the pool, slow ones, back-offs. */
+  readonly counts = { loop: 0, sendfile: 0, pool: 0, slow: 0, backoffs: 0 };
 
   constructor(private readonly enabled = true) {}
 
@@ -95,8 +103,9 @@ export class SyncReadPolicy {
     return this.enabled && now >= this.asyncUntil;
   }
 
-  observe(startedAt: number, endedAt: number): void {
-    this.counts.loop++;
+  /** Times one synchronous read or sendfile(2) call made on the event loop. */
+  observe(startedAt: number, endedAt: number, how: 'loop' | 'sendfile' = 'loop'): void {
+    this.counts[how]++;
     if (endedAt - startedAt <= SyncReadPolicy.SLOW_MS) return;
     this.counts.slow++;
     if (endedAt - this.windowStart > SyncReadPolicy.WINDOW_MS) {
@@ -106,15 +115,20 @@ export class SyncReadPolicy {
     if (++this.slowInWindow >= SyncReadPolicy.SLOW_READS) {
       this.counts.backoffs++;
       this.slowInWindow = 0;
-      this.asyncUntil = endedAt + SyncReadPolicy.BACKOFF_MS;
+      // Slow again within one period of the last try: back off twice as long.
+      const { BACKOFF_MIN_MS, BACKOFF_MAX_MS } = SyncReadPolicy;
+      this.backoffMs = endedAt - this.asyncUntil < this.backoffMs ? Math.min(BACKOFF_MAX_MS, this.backoffMs * 2) : BACKOFF_MIN_MS;
+      this.asyncUntil = endedAt + this.backoffMs;
     }
   }
 }
 
-const shortBlob = () => Object.assign(new Error('blob shorter than its record says'), { code: 'FL_SHORT_BLOB' });
+export const shortBlob = () => Object.assign(new Error('blob shorter than its record says'), { code: 'FL_SHORT_BLOB' });
 
-interface OpenBlob {
+export interface OpenBlob {
   fd: number;
+  /** Bytes the file held when opened (blobs are never rewritten in place). */
+  size: number;
   users: number;
   evicted: boolean;
   /** Inode the descriptor reads, and when the path last still named it. */
@@ -173,7 +187,7 @@ export class BlobReader {
             raced.users++;
             return resolve(raced);
           }
-          const entry: OpenBlob = { fd, users: 1, evicted: false, ino: st.ino, checkedAt: Date.now() };
+          const entry: OpenBlob = { fd, size: st.size, users: 1, evicted: false, ino: st.ino, checkedAt: Date.now() };
           this.fds.set(sha256, entry);
           this.evict();
           resolve(entry);

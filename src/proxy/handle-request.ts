@@ -12,6 +12,7 @@ import type { PathClassifier, PathKind } from './classify-path.js';
 import type { Download, SingleFlight } from './download.js';
 import { contentTypeFor } from './http-semantics.js';
 import { HitCache } from './hit-cache.js';
+import { kernelBytes } from './kernel-send.js';
 import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
 import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
 import type { CacheResult, ProxyStats } from './stats.js';
@@ -84,7 +85,7 @@ export function createRequestHandler(deps: HandlerDeps) {
     let digestKnown: Promise<unknown> | undefined;
 
     res.once('close', () => {
-      bytes = req.socket.bytesWritten - socketStart;
+      bytes = req.socket.bytesWritten - socketStart + kernelBytes(res);
       const ms = Math.round((performance.now() - started) * 10) / 10;
       const at = Date.now();
       const status = res.statusCode;

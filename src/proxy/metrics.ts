@@ -16,7 +16,7 @@ export interface MetricsSources {
   /** Store totals, cached by the caller (walking a big store is slow). */
   storeTotals: () => { blobs: number; bytes: number } | undefined;
   /** Hit reads by where they ran (blob-reader.ts SyncReadPolicy). */
-  reads: { loop: number; pool: number; slow: number; backoffs: number };
+  reads: { loop: number; sendfile: number; pool: number; slow: number; backoffs: number };
 }
 
 export class Metrics {
@@ -44,9 +44,9 @@ export class Metrics {
       this.inc(src.flights.coalesced - coalescedSeen);
       coalescedSeen = src.flights.coalesced;
     } });
-    const readsSeen = { loop: 0, pool: 0 };
-    new Counter({ name: 'feedlock_hit_reads_total', help: 'Reads of stored files for clients, by where they ran: event-loop (page cache) or thread-pool', labelNames: ['on'], registers, collect() {
-      for (const [on, key] of [['event-loop', 'loop'], ['thread-pool', 'pool']] as const) {
+    const readsSeen = { loop: 0, sendfile: 0, pool: 0 };
+    new Counter({ name: 'feedlock_hit_reads_total', help: 'Reads of stored files for clients, by how they ran: event-loop (page cache), sendfile (kernel copy into the socket, on the event loop) or thread-pool', labelNames: ['on'], registers, collect() {
+      for (const [on, key] of [['event-loop', 'loop'], ['sendfile', 'sendfile'], ['thread-pool', 'pool']] as const) {
         this.inc({ on }, src.reads[key] - readsSeen[key]);
         readsSeen[key] = src.reads[key];
       }

@@ -6,10 +6,11 @@
 import { open as openFile } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { FeedlockError, toFeedlockError } from '../errors.js';
-import type { BlobReader } from './blob-reader.js';
+import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { Download } from './download.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
+import { countKernelBytes, EAGAIN, socketDescriptor, type SendfileFn } from './kernel-send.js';
 
 export interface StoredFile {
   sha256: string;
@@ -24,6 +25,9 @@ export interface StoredFile {
 // bench:peers (files of 20-500 KB) and held twice the buffers per client.
 const CHUNK = 256 << 10;
 const TAIL_CHUNK = 128 << 10;
+// One sendfile(2) call copies at most this much (~0.3 ms from the page cache),
+// so a call that takes longer than SyncReadPolicy.SLOW_MS means the disk.
+const KERNEL_CHUNK = 1 << 20;
 
 export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
@@ -47,6 +51,8 @@ export function waitDrain(res: ServerResponse): Promise<boolean> {
 export interface BlobIo {
   reader: BlobReader;
   buffers: BufferPool;
+  /** sendfile(2) for hits (kernel-send.ts); absent: read + write. */
+  kernel?: SendfileFn;
 }
 
 /**
@@ -115,24 +121,88 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
       res.end();
       return;
     }
-    // Read the first chunk before the headers too: a short blob is an error we can still report.
-    let pos = start;
-    let n = Math.min(CHUNK, length);
-    let buf = await io.reader.readPooled(blob.fd, io.buffers, n, pos);
-    res.writeHead(status, headers);
-    for (;;) {
-      pos += n;
-      const last = pos > end;
-      const flowing = writePooled(res, io, buf, n, last);
-      if (last) return;
-      if (!flowing && !(await waitDrain(res))) return;
-      if (res.destroyed) return;
-      n = Math.min(CHUNK, end - pos + 1);
-      buf = await io.reader.readPooled(blob.fd, io.buffers, n, pos);
+    if (io.kernel && headers['content-length'] !== undefined && io.reader.syncReads.allowed(performance.now())) {
+      // A short blob is an error we can still report before the head.
+      if (blob.size <= end) throw shortBlob();
+      res.writeHead(status, headers);
+      res.flushHeaders();
+      // Only onto a socket with nothing queued: a pipelined answer ahead of this one, or a head
+      // the socket did not take at once, keeps the body on the stream path.
+      const socketFd = res.writableLength === 0 ? socketDescriptor(res.socket) : undefined;
+      if (socketFd !== undefined) return await sendFromKernel(res, io, io.kernel, socketFd, blob, start, end);
+      return await streamBody(res, io, blob, start, end);
     }
+    // Read the first chunk before the headers too: a short blob is an error we can still report.
+    const n = Math.min(CHUNK, length);
+    const first = await io.reader.readPooled(blob.fd, io.buffers, n, start);
+    res.writeHead(status, headers);
+    return await streamBody(res, io, blob, start, end, first);
   } finally {
     io.reader.release(blob);
   }
+}
+
+/** Bytes start..end through the response stream, a chunk at a time (`first` already read). */
+async function streamBody(res: ServerResponse, io: BlobIo, blob: OpenBlob, start: number, end: number, first?: Buffer): Promise<void> {
+  let pos = start;
+  let n = Math.min(CHUNK, end - pos + 1);
+  let buf = first ?? (await io.reader.readPooled(blob.fd, io.buffers, n, pos));
+  for (;;) {
+    pos += n;
+    const last = pos > end;
+    const flowing = writePooled(res, io, buf, n, last);
+    if (last) return;
+    if (!flowing && !(await waitDrain(res))) return;
+    if (res.destroyed) return;
+    n = Math.min(CHUNK, end - pos + 1);
+    buf = await io.reader.readPooled(blob.fd, io.buffers, n, pos);
+  }
+}
+
+/**
+ * Bytes start..end by sendfile(2), straight from the page cache into the
+ * socket. Each call is capped at KERNEL_CHUNK and timed like an event-loop
+ * read (a blob that is not in the page cache makes the hit path back off to
+ * the thread pool). When the socket is full the next piece goes through the
+ * stream, whose write completes once the socket has taken it; then the kernel
+ * carries on. Nothing else writes to this socket meanwhile: the next
+ * pipelined answer waits for this one to end.
+ */
+async function sendFromKernel(res: ServerResponse, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number): Promise<void> {
+  const policy = io.reader.syncReads;
+  let pos = start;
+  while (pos <= end) {
+    if (res.destroyed) return;
+    const startedAt = performance.now();
+    const n = send(socketFd, blob.fd, pos, Math.min(KERNEL_CHUNK, end - pos + 1));
+    policy.observe(startedAt, performance.now(), 'sendfile');
+    if (n > 0) {
+      countKernelBytes(res, n);
+      pos += n;
+      continue;
+    }
+    if (n === 0) throw shortBlob(); // the file ended early: the client gets a cut connection
+    if (n !== EAGAIN) return void res.destroy(); // EPIPE, ECONNRESET: the client is gone
+    const len = Math.min(CHUNK, end - pos + 1);
+    const buf = await io.reader.readPooled(blob.fd, io.buffers, len, pos);
+    pos += len;
+    if (pos > end) return void writePooled(res, io, buf, len, true);
+    if (!(await writeThrough(res, io, buf, len))) return;
+  }
+  res.end();
+}
+
+/** Writes a pooled buffer and waits until the socket has taken it (false: the client left). */
+function writeThrough(res: ServerResponse, io: BlobIo, buf: Buffer, length: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const onClose = () => resolve(false);
+    res.once('close', onClose);
+    res.write(length === buf.length ? buf : buf.subarray(0, length), (err?: Error | null) => {
+      res.off('close', onClose);
+      if (!err) io.buffers.give(buf);
+      resolve(!err);
+    });
+  });
 }
 
 /**

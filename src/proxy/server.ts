@@ -16,6 +16,7 @@ import { PathClassifier } from './classify-path.js';
 import { SingleFlight } from './download.js';
 import { createRequestHandler, type Resolver } from './handle-request.js';
 import { HitCache } from './hit-cache.js';
+import { kernelSend } from './kernel-send.js';
 import { LiveResolver } from './live-resolver.js';
 import { createAdminHandler } from './admin.js';
 import { AdminAccess, readAdminToken } from './admin-access.js';
@@ -64,13 +65,13 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy, parent });
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
-  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads === 'auto'));
+  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads !== 'thread-pool'));
   const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
   const { metrics, storeTotals } = observeRequests({ store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
 
   const routeContext = { mirrors: config.mirrors, policy };
   const hits = new HitCache();
-  const io = { reader, buffers: new BufferPool() };
+  const io = { reader, buffers: new BufferPool(), kernel: config.hitReads === 'auto' ? kernelSend() : undefined };
   const handler = createRequestHandler({
     routeContext,
     classifier: new PathClassifier(config.classify),
@@ -131,7 +132,9 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  log.info({ store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env }, `feedlock listening on http://${host}:${addr.port}`);
+  const hitSend = io.kernel ? 'sendfile' : config.hitReads === 'thread-pool' ? 'thread-pool' : 'read';
+  if (config.hitReads === 'auto' && !io.kernel) log.info('hits are sent with read + write: the sendfile helper is not built (npm run build builds it with a C compiler)');
+  log.info({ store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env, hitSend }, `feedlock listening on http://${host}:${addr.port}`);
 
   let closing: Promise<void> | undefined;
   return {
