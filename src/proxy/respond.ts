@@ -5,6 +5,7 @@
  */
 import { open as openFile } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
 import type { BufferPool } from './buffer-pool.js';
@@ -28,6 +29,7 @@ const TAIL_CHUNK = 128 << 10;
 // One sendfile(2) call copies at most this much (~0.3 ms from the page cache),
 // so a call that takes longer than SyncReadPolicy.SLOW_MS means the disk.
 const KERNEL_CHUNK = 1 << 20;
+const WAKE_PIECE = 4096;
 
 export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
@@ -128,8 +130,9 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
       res.flushHeaders();
       // Only onto a socket with nothing queued: a pipelined answer ahead of this one, or a head
       // the socket did not take at once, keeps the body on the stream path.
-      const socketFd = res.writableLength === 0 ? socketDescriptor(res.socket) : undefined;
-      if (socketFd !== undefined) return await sendFromKernel(res, io, io.kernel, socketFd, blob, start, end);
+      const socket = res.socket;
+      const socketFd = res.writableLength === 0 ? socketDescriptor(socket) : undefined;
+      if (socket && socketFd !== undefined) return await sendFromKernel(res, socket, io, io.kernel, socketFd, blob, start, end);
       return await streamBody(res, io, blob, start, end);
     }
     // Read the first chunk before the headers too: a short blob is an error we can still report.
@@ -163,16 +166,19 @@ async function streamBody(res: ServerResponse, io: BlobIo, blob: OpenBlob, start
  * Bytes start..end by sendfile(2), straight from the page cache into the
  * socket. Each call is capped at KERNEL_CHUNK and timed like an event-loop
  * read (a blob that is not in the page cache makes the hit path back off to
- * the thread pool). When the socket is full the next piece goes through the
- * stream, whose write completes once the socket has taken it; then the kernel
- * carries on. Nothing else writes to this socket meanwhile: the next
+ * the thread pool). When the socket is full, a small next piece (WAKE_PIECE)
+ * goes through the stream: libuv queues it until the socket is writable
+ * again, and its completion is the signal for the kernel to carry on with a
+ * socket that has room. (A large piece there left the socket nearly full on
+ * every resume, so slow readers got most bytes through read + write.) Nothing else writes to this socket meanwhile: the next
  * pipelined answer waits for this one to end.
  */
-async function sendFromKernel(res: ServerResponse, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number): Promise<void> {
+async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number): Promise<void> {
   const policy = io.reader.syncReads;
   let pos = start;
   while (pos <= end) {
-    if (res.destroyed) return;
+    // Checked right before each call: a closed socket's descriptor number may already name another file.
+    if (res.destroyed || socketDescriptor(socket) !== socketFd) return;
     const startedAt = performance.now();
     const n = send(socketFd, blob.fd, pos, Math.min(KERNEL_CHUNK, end - pos + 1));
     policy.observe(startedAt, performance.now(), 'sendfile');
@@ -183,7 +189,7 @@ async function sendFromKernel(res: ServerResponse, io: BlobIo, send: SendfileFn,
     }
     if (n === 0) throw shortBlob(); // the file ended early: the client gets a cut connection
     if (n !== EAGAIN) return void res.destroy(); // EPIPE, ECONNRESET: the client is gone
-    const len = Math.min(CHUNK, end - pos + 1);
+    const len = Math.min(WAKE_PIECE, end - pos + 1);
     const buf = await io.reader.readPooled(blob.fd, io.buffers, len, pos);
     pos += len;
     if (pos > end) return void writePooled(res, io, buf, len, true);
