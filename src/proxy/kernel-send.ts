@@ -54,13 +54,16 @@ export function socketDescriptor(socket: Socket | null): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-const sentByKernel = new WeakMap<ServerResponse, number>();
+// A property on the response rather than a WeakMap: an ephemeron per response
+// would be extra work for every young-generation collection.
+const SENT_BY_KERNEL = Symbol('feedlock.sentByKernel');
+type Counted = ServerResponse & { [SENT_BY_KERNEL]?: number };
 
 export function countKernelBytes(res: ServerResponse, n: number): void {
-  sentByKernel.set(res, (sentByKernel.get(res) ?? 0) + n);
+  (res as Counted)[SENT_BY_KERNEL] = ((res as Counted)[SENT_BY_KERNEL] ?? 0) + n;
 }
 
 /** Body bytes of this response that went out by sendfile (not in socket.bytesWritten). */
 export function kernelBytes(res: ServerResponse): number {
-  return sentByKernel.get(res) ?? 0;
+  return (res as Counted)[SENT_BY_KERNEL] ?? 0;
 }
