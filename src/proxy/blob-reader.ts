@@ -73,11 +73,11 @@ const RECHECK_MS = 5000;
  * BACKOFF_MIN_MS (a busy moment, e.g. the writeback after a burst of
  * downloads, costs a second) and doubles up to BACKOFF_MAX_MS while reads
  * turn slow again soon after each try (a disk-bound store costs one stall
- * every half minute). A few slow reads do not count: on a
- * busy machine the process is sometimes descheduled in the middle of a fast
- * read or sendfile(2) call (seen under bench:peers' load, up to a few times a
- * second; with 3 allowed, sendfile backed off to the pool once or twice a
- * minute there). A disk-bound blob (5-10 ms a read) trips it in ~50-80 ms.
+ * every half minute). A few slow reads do not count: on a busy machine the
+ * process is sometimes descheduled in the middle of a fast read or
+ * sendfile(2) call (seen under bench:peers' load, up to a few times a second,
+ * and now and then in bursts that still trip it). A disk-bound blob (5-10 ms
+ * a read) trips it in ~50-80 ms.
  *
  * bench:peers, same runs, hit workload: 5,127 vs 4,201, 6,272 vs 5,036 and
  * 6,784 vs 4,913 req/s against --hit-reads thread-pool. Capping the reads

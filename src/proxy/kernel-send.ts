@@ -3,8 +3,8 @@
  * straight into the socket, one copy instead of read() into a buffer plus
  * write() from it. In bench:peers' warm-hit workload (files of 20-500 KB,
  * 64 connections) the read and the write were each about a third of the
- * process's CPU; a prototype serving the same files went from ~6,200 to
- * ~9,300 req/s and from 93 to 62 MB RSS (no read buffers).
+ * process's CPU. Hits went up 40-50% in a stand-alone wrk loop and 12-13% in
+ * bench:peers' interleaved rounds (README, Performance).
  *
  * The helper is a tiny Node-API addon (native/sendfile.c) built by
  * scripts/build-native.mjs. It is optional: without it, or on a socket it
@@ -17,6 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -24,7 +25,8 @@ import { fileURLToPath } from 'node:url';
 
 export type SendfileFn = (outFd: number, inFd: number, offset: number, count: number) => number;
 
-export const EAGAIN = -11;
+/** What the helper returns when the non-blocking socket is full. */
+export const EAGAIN = -constants.errno.EAGAIN;
 
 let loaded: SendfileFn | null | undefined;
 

@@ -169,9 +169,10 @@ async function streamBody(res: ServerResponse, io: BlobIo, blob: OpenBlob, start
  * the thread pool). When the socket is full, a small next piece (WAKE_PIECE)
  * goes through the stream: libuv queues it until the socket is writable
  * again, and its completion is the signal for the kernel to carry on with a
- * socket that has room. (A large piece there left the socket nearly full on
- * every resume, so slow readers got most bytes through read + write.) Nothing else writes to this socket meanwhile: the next
- * pipelined answer waits for this one to end.
+ * socket that has room (a 256 KiB piece there left the socket nearly full on
+ * every resume, and slow readers got most bytes through read + write).
+ * Nothing else writes to this socket meanwhile: the next pipelined answer
+ * waits for this one to end.
  */
 async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number): Promise<void> {
   const policy = io.reader.syncReads;
