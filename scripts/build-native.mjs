@@ -3,7 +3,7 @@
 // headers or Linux, feedlock serves hits with read + write instead, and this
 // says why. No node-gyp: one small C file needs no build system.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,6 +24,7 @@ const temp = `${target}.${process.pid}.tmp`;
 try {
   execFileSync(cc, ['-O2', '-shared', '-fPIC', '-Wall', '-I', headers, '-o', temp, source], { stdio: ['ignore', 'inherit', 'inherit'] });
 } catch (err) {
+  rmSync(temp, { force: true });
   skip(`${cc} failed: ${err.code === 'ENOENT' ? 'no C compiler (apt-get install gcc)' : err.message.split('\n')[0]}`);
 }
 renameSync(temp, target);
