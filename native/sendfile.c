@@ -8,9 +8,14 @@
  *
  * sendfile(outFd, inFd, offset, count) -> bytes sent (0 at end of file), or
  * -errno (-EAGAIN: the non-blocking socket is full).
+ * cork(fd, on) -> 0 or -errno: TCP_CORK around a response head and the first
+ * piece of its body, so the head does not leave in a segment of its own.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <node_api.h>
+#include <sys/socket.h>
 #include <sys/sendfile.h>
 #include <sys/types.h>
 
@@ -39,9 +44,29 @@ static napi_value Sendfile(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* cork(fd, on) -> 0 or -errno: TCP_CORK, so a response head and its body leave in full segments. */
+static napi_value Cork(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  bool on;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &on) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "cork(fd, on)");
+    return NULL;
+  }
+  int value = on ? 1 : 0;
+  int r = setsockopt(fd, IPPROTO_TCP, TCP_CORK, &value, sizeof value);
+  napi_value result;
+  napi_create_int32(env, r < 0 ? -errno : 0, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "sendfile", NAPI_AUTO_LENGTH, Sendfile, NULL, &fn);
   napi_set_named_property(env, exports, "sendfile", fn);
+  napi_create_function(env, "cork", NAPI_AUTO_LENGTH, Cork, NULL, &fn);
+  napi_set_named_property(env, exports, "cork", fn);
   return exports;
 }

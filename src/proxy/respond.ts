@@ -11,7 +11,7 @@ import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { Download } from './download.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
-import { countKernelBytes, EAGAIN, socketDescriptor, type SendfileFn } from './kernel-send.js';
+import { countKernelBytes, EAGAIN, socketDescriptor, type KernelHelper, type SendfileFn } from './kernel-send.js';
 
 export interface StoredFile {
   sha256: string;
@@ -54,7 +54,7 @@ export interface BlobIo {
   reader: BlobReader;
   buffers: BufferPool;
   /** sendfile(2) for hits (kernel-send.ts); absent: read + write. */
-  kernel?: SendfileFn;
+  kernel?: KernelHelper;
 }
 
 /**
@@ -126,13 +126,27 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
     if (io.kernel && headers['content-length'] !== undefined && io.reader.syncReads.allowed(performance.now())) {
       // A short blob is an error we can still report before the head.
       if (blob.size <= end) throw shortBlob();
-      res.writeHead(status, headers);
-      res.flushHeaders();
-      // Only onto a socket with nothing queued: a pipelined answer ahead of this one, or a head
-      // the socket did not take at once, keeps the body on the stream path.
+      const kernel = io.kernel;
       const socket = res.socket;
-      const socketFd = res.writableLength === 0 ? socketDescriptor(socket) : undefined;
-      if (socket && socketFd !== undefined) return await sendFromKernel(res, socket, io, io.kernel, socketFd, blob, start, end);
+      // TCP_CORK while the head and the first piece of the body are written, so they leave
+      // together in full segments: with the head in a segment of its own, bench:peers' hits
+      // measured 8,349-8,772 req/s, corked 11,893-13,103 in the same rounds.
+      let corked = socket && res.writableLength === 0 ? socketDescriptor(socket) : undefined;
+      if (corked !== undefined && kernel.cork(corked, true) !== 0) corked = undefined; // not TCP
+      const uncork = () => {
+        if (corked !== undefined && socketDescriptor(socket) === corked) kernel.cork(corked, false);
+        corked = undefined;
+      };
+      try {
+        res.writeHead(status, headers);
+        res.flushHeaders();
+        // Only onto a socket with nothing queued: a pipelined answer ahead of this one, or a head
+        // the socket did not take at once, keeps the body on the stream path.
+        const socketFd = res.writableLength === 0 ? socketDescriptor(socket) : undefined;
+        if (socket && socketFd !== undefined) return await sendFromKernel(res, socket, io, kernel.sendfile, socketFd, blob, start, end, uncork);
+      } finally {
+        uncork();
+      }
       return await streamBody(res, io, blob, start, end);
     }
     // Read the first chunk before the headers too: a short blob is an error we can still report.
@@ -174,7 +188,7 @@ async function streamBody(res: ServerResponse, io: BlobIo, blob: OpenBlob, start
  * Nothing else writes to this socket meanwhile: the next pipelined answer
  * waits for this one to end.
  */
-async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number): Promise<void> {
+async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number, afterFirst: () => void): Promise<void> {
   const policy = io.reader.syncReads;
   let pos = start;
   while (pos <= end) {
@@ -183,6 +197,7 @@ async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, s
     const startedAt = performance.now();
     const n = send(socketFd, blob.fd, pos, Math.min(KERNEL_CHUNK, end - pos + 1));
     policy.observe(startedAt, performance.now(), 'sendfile');
+    afterFirst();
     if (n > 0) {
       countKernelBytes(res, n);
       pos += n;
