@@ -16,7 +16,9 @@ export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
 
 export interface SyntheticRepo {
   root: string;
-  small: { path: string; size: number }[];
+  small: { path: string; size: number; name: string }[];
+  /** The apt suite listing the small files (dists/bench, unsigned: sources need [trusted=yes]). */
+  suite: string;
   large: { path: string; size: number; sha256: string };
 }
 
@@ -35,18 +37,34 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
   const pool = join(root, 'debian', 'pool', 'main');
   mkdirSync(pool, { recursive: true });
   const small: SyntheticRepo['small'] = [];
+  const stanzas: string[] = [];
   for (let i = 0; i < smallCount; i++) {
     const size = 20_000 + ((i * 7919) % 480_000);
     const path = `/debian/pool/main/p${i % 50}/pkg${i}_1.0-1_amd64.deb`;
     const file = join(root, path);
-    if (!existsSync(file)) {
-      mkdirSync(join(pool, `p${i % 50}`), { recursive: true });
-      const buf = Buffer.allocUnsafe(size);
+    // Files from an earlier run are kept (and hashed as they are).
+    let buf: Buffer;
+    if (existsSync(file) && statSync(file).size === size) buf = readFileSync(file);
+    else {
+      buf = Buffer.alloc(size);
       fill(buf, i + 1);
+      mkdirSync(join(pool, `p${i % 50}`), { recursive: true });
       writeFileSync(file, buf);
     }
-    small.push({ path, size });
+    small.push({ path, size, name: `pkg${i}` });
+    stanzas.push(`Package: pkg${i}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${createHash('sha256').update(buf).digest('hex')}\nDescription: synthetic package ${i}\n`);
   }
+  // An unsigned suite listing the small files, for workload (5): apt-get through each proxy.
+  const suite = 'bench';
+  const packages = Buffer.from(stanzas.join('\n'));
+  const binary = join(root, 'debian', 'dists', suite, 'main', 'binary-amd64');
+  mkdirSync(binary, { recursive: true });
+  writeFileSync(join(binary, 'Packages'), packages);
+  const digest = (b: Buffer, alg: string) => createHash(alg).update(b).digest('hex');
+  writeFileSync(
+    join(root, 'debian', 'dists', suite, 'Release'),
+    `Origin: feedlock bench\nSuite: ${suite}\nCodename: ${suite}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nMD5Sum:\n ${digest(packages, 'md5')} ${packages.length} main/binary-amd64/Packages\nSHA256:\n ${digest(packages, 'sha256')} ${packages.length} main/binary-amd64/Packages\n`,
+  );
   const largePath = '/debian/pool/main/large/large_1.0-1_amd64.deb';
   const largeFile = join(root, largePath);
   const largeSize = largeMiB << 20;
@@ -62,7 +80,7 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
     if (write) writeSync(fd, chunk);
   }
   if (write) closeSync(fd);
-  return { root, small, large: { path: largePath, size: largeSize, sha256: hash.digest('hex') } };
+  return { root, small, suite, large: { path: largePath, size: largeSize, sha256: hash.digest('hex') } };
 }
 
 export interface Proc {

@@ -12,11 +12,12 @@
  * the same rounds, e.g. --variant 'pool=--hit-reads thread-pool'.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { isolatedApt } from '../src/util/isolated-apt.js';
 import { splitEnvWords } from '../src/util/node-command.js';
 import { ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc, type SyntheticRepo } from './lib.js';
 
@@ -187,6 +188,30 @@ async function measureCold(peer: Peer, repo: SyntheticRepo, count: (suffix: stri
   f.cold16PssMb = peer.rss?.peakPssMb() ?? '-';
 }
 
+/**
+ * (5) apt-get through the peer: update + install --download-only of every small
+ * package from a fresh apt state, twice. The first run fetches the indices
+ * (feedlock captures its snapshot then); the packages are cached already by
+ * the earlier workloads. The second run is the warm build.
+ */
+async function measureApt(peer: Peer, repo: SyntheticRepo, work: string, f: Figures): Promise<void> {
+  if (!hasCommand('apt-get')) return;
+  const names = repo.small.map((s) => s.name);
+  const once = async (label: string) => {
+    const apt = isolatedApt(join(work, `apt-${peer.name.replace(/\W+/g, '-')}-${label}`));
+    apt.sources([`deb [trusted=yes] ${peer.url('/debian')} ${repo.suite} main`]);
+    const t = performance.now();
+    await apt.get('update');
+    await apt.get('install', '--download-only', '-y', '-q', ...names);
+    const ms = Math.round(performance.now() - t);
+    const got = readdirSync(apt.archives).filter((n) => n.endsWith('.deb')).length;
+    if (got !== names.length) throw new Error(`${peer.name}: apt-get downloaded ${got} of ${names.length} packages`);
+    return ms;
+  };
+  f.aptFirstMs = await once('first');
+  f.aptWarmMs = await once('warm');
+}
+
 /** (2) warm large file, sequential and 8 at once. */
 async function measureLarge(peer: Peer, repo: SyntheticRepo, f: Figures): Promise<void> {
   const agent = new Agent({ keepAlive: true, maxSockets: 16 });
@@ -291,6 +316,7 @@ async function main(): Promise<void> {
       if (acngRounds) results[peer.name].hitRoundRatioMedian = median(byPeer.get(peer.name)!.map((x, i) => ratio(x.reqPerSec, acngRounds[i].reqPerSec)));
     }
     for (const peer of peers) await measureLarge(peer, repo, results[peer.name]);
+    for (const peer of peers) await measureApt(peer, repo, work, results[peer.name]);
   } finally {
     for (const peer of peers) await peer.stop();
     await nodeUp.stop();
