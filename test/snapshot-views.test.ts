@@ -118,6 +118,16 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
     expect(early.body.toString()).toContain(`its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`);
   });
 
+  it('apt with a source in /archive/ form (as Isar\'s snapshot premirror writes it) installs the version of that time', async () => {
+    const ts = archiveTimestamp(first.after);
+    const apt = aptClient(tempDir('views-archive-apt'), `deb [signed-by=${w.key.keyring}] ${base}/_env/img/archive/${up}/debian/${ts} stable main\n`);
+    await apt.get('update');
+    expect(/Candidate: (\S+)/.exec((await apt.cache('policy', 'fl-hello')).stdout)?.[1]).toBe('1.0-1');
+    await apt.get('install', '--download-only', '-y', 'fl-hello');
+    const hello = w.repo.packages.find((p) => p.name === 'fl-hello' && p.version === '1.0-1')!;
+    expect(apt.downloaded()['fl-hello_1.0-1_amd64.deb']).toBe(hello.sha256);
+  });
+
   it('/archive/ without /_env/ reads the default environment (--env)', async () => {
     const apt = aptClient(tempDir('views-default'), `deb [signed-by=${w.key.keyring}] ${base}/${up}/debian stable main\n`);
     await apt.get('update');
