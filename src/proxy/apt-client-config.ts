@@ -76,6 +76,8 @@ export function aptSnapshotConfig(input: AptSnapshotConfigInput): string {
   const mapped = hosts.filter((h) => !skipped.includes(h));
   if (mapped.length) out.push('', '// Sources left as they are (forward proxy): the host tells feedlock which repository is meant.');
   for (const h of mapped) out.push(`Acquire::Snapshots::URI::Host::${h} ${quote(template(remapPrefix(byHost.get(h)!)))};`);
+  const unmapped = input.upstreams.filter((u) => mapped.includes(u.hostname.toLowerCase()) && byHost.get(u.hostname.toLowerCase())!.origin !== u.origin);
+  for (const origin of [...new Set(unmapped.map((u) => u.origin))].sort()) out.push(`// ${origin}: apt matches hosts without port or scheme, and ${byHost.get(new URL(origin).hostname.toLowerCase())!.origin} has the entry; use remap form for its sources.`);
   for (const h of skipped) {
     out.push(h === own ? `// ${h}: feedlock's own host; its forward-proxy sources cannot be told apart from remap ones: use remap form for them.` : `// ${h}: not usable as an apt configuration key; use remap form for its sources.`);
   }

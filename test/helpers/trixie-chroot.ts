@@ -6,7 +6,7 @@
  * the date, so runs of the same day make it once.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -61,6 +61,7 @@ export async function trixieTarball(): Promise<string> {
     const partial = join(work, 'trixie.tar');
     execFileSync('mmdebstrap', ['--variant=apt', '--mode=root', '--quiet', 'trixie', partial, `deb ${repo} trixie main`], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 });
     renameSync(partial, tarball);
+    for (const old of readdirSync(dir)) if (/^trixie-apt-\d{8}\.tar$/.test(old) && join(dir, old) !== tarball) rmSync(join(dir, old), { force: true });
   } finally {
     await new Promise<void>((r) => {
       if (child.exitCode !== null) return r();
