@@ -53,7 +53,7 @@ export function parseView(name: string): SnapshotView | undefined {
   return b === undefined ? { kind: 'snapshot', ref: a } : { kind: 'archive', env: a, timestamp: b };
 }
 
-/** snapshot.debian.org's timestamp segment. */
+/** The public snapshot archive's timestamp segment. */
 const ARCHIVE_TIMESTAMP = /^\d{8}T\d{6}Z$/;
 
 const MAX_TARGET = 4096;

@@ -59,7 +59,7 @@ export async function snapshotAt(records: SnapshotRecords, env: string, time: Da
   return found;
 }
 
-/** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (snapshot.debian.org's form). */
+/** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (the public snapshot archive's form). */
 export function archiveTimestamp(d: Date): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 }
