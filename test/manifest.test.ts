@@ -11,6 +11,7 @@ import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-ser
 import { aptClient } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
+import { checkSpdx3 } from './helpers/spdx3-check.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
@@ -100,6 +101,25 @@ describe('manifests, SBOMs and offline repositories', () => {
     const spdx = JSON.parse((await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'spdx')).stdout);
     expect(spdx.spdxVersion).toBe('SPDX-2.3');
     for (const p of spdx.packages) expect(p.externalRefs[0].referenceLocator).toMatch(/^pkg:deb\/debian\/[^@]+@[^?]+\?arch=amd64/);
+  });
+
+  it('--format spdx3 of a real image: passes the SPDX 3.0.1 check, one package per installed package with the fixture\'s sha256 and upstream URL, the snapshot id recorded', async () => {
+    const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    const out = join(dir, 'image1.spdx3.json');
+    await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'spdx3', '--out', out);
+    const doc = JSON.parse(readFileSync(out, 'utf8'));
+    expect(checkSpdx3(doc)).toEqual([]);
+    const graph: Record<string, any>[] = doc['@graph'];
+    const pkgs = graph.filter((n) => n.type === 'software_Package' && n.software_primaryPurpose === 'install');
+    expect(pkgs.map((p) => p.name).sort()).toEqual(m.packages.map((p: { name: string }) => p.name).sort());
+    const hello = repo.packages.find((p) => p.name === 'fl-hello')!;
+    expect(pkgs.find((p) => p.name === 'fl-hello')).toMatchObject({
+      software_packageVersion: hello.version,
+      software_packageUrl: `pkg:deb/debian/fl-hello@${hello.version}?arch=amd64`,
+      verifiedUsing: [{ type: 'Hash', algorithm: 'sha256', hashValue: hello.sha256 }],
+      software_downloadLocation: `http://127.0.0.1:${upstream.port}/debian/${hello.filename}`,
+    });
+    expect(graph.filter((n) => n.type === 'Annotation').map((a) => a.statement)).toContain(`FEEDLOCK_SNAPSHOT=${m.snapshot}`);
   });
 
   it('manifest check: complete and intact -> exit 0; a missing blob -> exit 1 naming it', async () => {

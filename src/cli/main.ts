@@ -14,6 +14,7 @@ import { registerBuild } from './build-command.js';
 import { registerDoctor } from './doctor-command.js';
 import { registerArchive } from './archive-commands.js';
 import { registerRelease, registerSearch, registerUpgradeTest } from './release-command.js';
+import { registerClientConfig } from './client-config-command.js';
 
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -98,6 +99,7 @@ export function buildProgram(): Command {
   registerHook(program);
   registerBuild(program);
   registerDoctor(program);
+  registerClientConfig(program);
   return program;
 }
 

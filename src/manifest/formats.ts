@@ -1,12 +1,17 @@
 /**
  * Views of a manifest: the plain "name version arch" list Isar/OE write
  * beside images, a sha256sum -c list of package files, and SBOMs (SPDX 2.3
- * JSON and CycloneDX 1.6 JSON) with Debian/opkg package URLs.
+ * JSON, SPDX 3.0.1 JSON-LD in spdx3.ts, CycloneDX 1.6 JSON) with Debian/opkg
+ * package URLs.
  */
 import { createHash } from 'node:crypto';
 import type { Manifest, ManifestPackage } from './manifest.js';
+import { purlOf } from './purl.js';
 
-export const FORMATS = ['json', 'text', 'sha256sum', 'spdx', 'cyclonedx'] as const;
+export { purlOf };
+import { toSpdx3 } from './spdx3.js';
+
+export const FORMATS = ['json', 'text', 'sha256sum', 'spdx', 'spdx3', 'cyclonedx'] as const;
 export type ManifestFormat = (typeof FORMATS)[number];
 
 export function toText(m: Manifest): string {
@@ -16,15 +21,6 @@ export function toText(m: Manifest): string {
 /** Paths are relative to the archive root, as in an exported repository (feedlock export repo). */
 export function toSha256sum(m: Manifest): string {
   return m.packages.filter((p) => p.sha256 && p.filename).map((p) => `${p.sha256}  ${p.filename}`).join('\n') + '\n';
-}
-
-/** pkg:deb/debian/NAME@VERSION?arch=ARCH (opkg packages use the "opkg" type, the purl spec's generic form). */
-export function purlOf(p: ManifestPackage, m: Manifest): string {
-  const type = m.packageManager === 'dpkg' ? 'deb' : 'opkg';
-  const namespace = m.packageManager === 'dpkg' ? 'debian' : 'openembedded';
-  const qualifiers = [`arch=${encodeURIComponent(p.arch)}`];
-  if (p.source !== p.name || p.sourceVersion !== p.version) qualifiers.push(`upstream=${encodeURIComponent(`${p.source}@${p.sourceVersion}`)}`);
-  return `pkg:${type}/${namespace}/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?${qualifiers.join('&')}`;
 }
 
 const spdxId = (p: ManifestPackage) => `SPDXRef-Package-${`${p.name}-${p.version}-${p.arch}`.replace(/[^A-Za-z0-9.-]/g, '-')}`;
@@ -96,6 +92,8 @@ export function render(m: Manifest, format: ManifestFormat): string {
       return toSha256sum(m);
     case 'spdx':
       return JSON.stringify(toSpdx(m), null, 2) + '\n';
+    case 'spdx3':
+      return JSON.stringify(toSpdx3(m), null, 2) + '\n';
     case 'cyclonedx':
       return JSON.stringify(toCycloneDx(m), null, 2) + '\n';
   }

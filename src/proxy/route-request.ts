@@ -4,7 +4,9 @@
  *   forward  GET http://host/path (apt's Acquire::http::Proxy)
  *   remap    GET /host[:port]/path, /https/host/path (apt-cacher-ng convention)
  *   mirror   GET /NAME/path for a configured mirror
- * plus the `/_env/NAME/` prefix that selects a build environment per request
+ * plus the `/_env/NAME/` prefix that selects a build environment per request,
+ * two read-only views of snapshots (`/_snapshot/REF/…` and
+ * `/archive/<archive path>/<YYYYMMDDTHHMMSSZ>/…`, see snapshot/snapshot-ref.ts)
  * and the reserved `/_feedlock/` prefix no upstream path can reach.
  */
 import { FeedlockError } from '../errors.js';
@@ -33,7 +35,26 @@ export type Route = UpstreamRoute | AdminRoute;
 export interface RouteContext {
   mirrors: Record<string, string>;
   policy: UpstreamPolicy;
+  /** The environment `/archive/…` reads when no `/_env/NAME/` names one. */
+  defaultEnv?: string;
 }
+
+/**
+ * A request that names a snapshot instead of an environment is served in a
+ * virtual environment whose name no real one can have (ENV_NAME never starts
+ * with "@"): `@REF` is snapshot REF (an id, release, tag or environment),
+ * `@ENV@TIMESTAMP` the snapshot ENV served at that time.
+ */
+export type SnapshotView = { kind: 'snapshot'; ref: string } | { kind: 'archive'; env: string; timestamp: string };
+
+export function parseView(name: string): SnapshotView | undefined {
+  if (!name.startsWith('@')) return undefined;
+  const [a, b] = name.slice(1).split('@');
+  return b === undefined ? { kind: 'snapshot', ref: a } : { kind: 'archive', env: a, timestamp: b };
+}
+
+/** The public snapshot archive's timestamp segment. */
+const ARCHIVE_TIMESTAMP = /^\d{8}T\d{6}Z$/;
 
 const MAX_TARGET = 4096;
 
@@ -119,6 +140,21 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     env = decodeURIComponent(env);
     segments = segments.slice(2);
   }
+  if (segments[0] === '_snapshot') {
+    const ref = decodeURIComponent(segments[1] ?? '');
+    if (!ENV_NAME.test(ref)) badRequest('expected a snapshot id, release, tag or environment name after /_snapshot/', target);
+    segments = segments.slice(2);
+    // A remap source that already names an environment: the snapshot asked for wins.
+    if (segments[0] === '_env') segments = segments.slice(2);
+    env = `@${ref}`;
+  } else if (segments[0] === 'archive') {
+    // Only with a timestamp segment below it: a mirror named "archive" keeps working.
+    const at = segments.findIndex((s, i) => i >= 2 && ARCHIVE_TIMESTAMP.test(s));
+    if (at !== -1) {
+      env = `@${env ?? ctx.defaultEnv ?? 'default'}@${segments[at]}`;
+      segments = [...segments.slice(1, at), ...segments.slice(at + 1)];
+    }
+  }
   if (segments[0] === '_feedlock') return { kind: 'admin', path: segments.slice(1).join('/'), env };
   // Prometheus' conventional path; no repository lives at a bare /metrics.
   if (path === '/metrics') return { kind: 'admin', path: 'metrics' };
@@ -136,6 +172,10 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
   if (looksLikeHost(first)) {
     const scheme = ctx.policy.remapScheme(first);
     return checked(upstreamUrl(`${scheme}//${first}/${rest}${query}`, target), 'remap', env);
+  }
+  if (env?.startsWith('@')) {
+    // apt's Release-based snapshot templates (Origin/Label) carry only the source's path, not its host.
+    throw new FeedlockError('FL_NOT_FOUND', `${JSON.stringify(first.slice(0, 80))} is neither an allowed host nor a mirror: a snapshot or archive path must go on with the repository in remap form (/HOST/path, /https/HOST/path or /MIRROR/path); for apt --snapshot use the configuration of feedlock client-config --apt`, { target });
   }
   throw new FeedlockError('FL_NOT_FOUND', `no mirror named ${JSON.stringify(first.slice(0, 80))}; use /NAME/... for a configured mirror or /HOST/... for an allowed host`, { target });
 

@@ -69,7 +69,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
   const { metrics, storeTotals } = observeRequests({ log, store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
 
-  const routeContext = { mirrors: config.mirrors, policy };
+  const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env };
   const hits = new HitCache();
   const io = { reader, buffers: new BufferPool(), kernel: config.hitReads === 'auto' ? kernelSend() : undefined };
   const handler = createRequestHandler({

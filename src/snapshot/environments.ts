@@ -7,6 +7,8 @@ import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
 import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
+import { parseView } from '../proxy/route-request.js';
+import { describeView, viewState } from './snapshot-ref.js';
 
 export interface EnvView {
   state: EnvState;
@@ -39,7 +41,9 @@ export class Environments {
   }
 
   private async readView(name: string): Promise<EnvView> {
-    const state = await this.records.readEnv(name);
+    // "@…" names a read-only view of a snapshot (/_snapshot/REF/, /archive/…): locked, never captures.
+    const virtual = parseView(name);
+    const state = virtual ? await viewState(this.records, name, virtual) : await this.records.readEnv(name);
     const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
     this.cache.set(name, { at: Date.now(), view, generation: generationOf(view) });
     return view;
@@ -156,6 +160,8 @@ export class Environments {
 }
 
 export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
+  const view = describeView(env);
+  if (view) return new FeedlockError('FL_NOT_IN_SNAPSHOT', `${view} (snapshot ${id ?? '(none)'}) does not include ${what}`, { env, snapshot: id });
   return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });
 }
 

@@ -1,0 +1,100 @@
+/**
+ * Read-only views of snapshots for requests that name one instead of an
+ * environment: `/_snapshot/REF/…` (what `feedlock client-config --apt` points
+ * `apt --snapshot REF` at) and `/archive/<archive path>/<timestamp>/…` (the
+ * snapshot-archive URL shape). The router gives such a request a virtual
+ * environment name (`@REF`, `@ENV@TIMESTAMP`, see proxy/route-request.ts) and
+ * Environments turns it into a locked state here: it serves exactly that
+ * snapshot, never captures and never writes a record.
+ */
+import { FeedlockError } from '../errors.js';
+import { parseView, type SnapshotView } from '../proxy/route-request.js';
+import type { EnvState, SnapshotRecords } from './records.js';
+import { Releases } from './releases.js';
+
+const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
+
+export type RefKind = 'snapshot' | 'release' | 'tag' | 'environment';
+
+/**
+ * What REF names, in this order: a snapshot id, a release, a tag, an
+ * environment (its current snapshot). An unknown name is a 404 naming it.
+ */
+export async function resolveSnapshotRef(records: SnapshotRecords, ref: string): Promise<{ kind: RefKind; id: string; env?: EnvState }> {
+  if (SNAPSHOT_ID.test(ref)) {
+    await records.getSnapshot(ref);
+    return { kind: 'snapshot', id: ref };
+  }
+  const release = await new Releases(records).get(ref).catch(() => undefined);
+  if (release) return { kind: 'release', id: release.snapshot };
+  const tags = await records.tags();
+  if (tags[ref]) return { kind: 'tag', id: tags[ref] };
+  const env = await records.readEnv(ref);
+  if (env.seq > 0 && !env.deleted) {
+    if (!env.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${ref} has no snapshot yet (reset and not captured since); run apt-get update through /_env/${ref}/ first`, { ref });
+    return { kind: 'environment', id: env.snapshot, env };
+  }
+  throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `no snapshot, release, tag or environment named ${JSON.stringify(ref)}; see feedlock snapshot list, release list, env list`, { ref });
+}
+
+/**
+ * The snapshot an environment served at `time`, from its history: the last
+ * entry at or before `time` that had a snapshot (a reset leaves none until the
+ * next capture, and the last one stays the best answer for that gap). Before
+ * the first capture it is a 404 that names the first.
+ *
+ * The one place the archive view reads environment history: switch this to
+ * generations when they land.
+ */
+export async function snapshotAt(records: SnapshotRecords, env: string, time: Date): Promise<{ id: string; at: string }> {
+  const state = await records.readEnv(env);
+  if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+  const captured = state.history.filter((h): h is typeof h & { snapshot: string } => h.snapshot !== null);
+  if (captured.length === 0) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has captured nothing yet`, { env });
+  let found: { id: string; at: string } | undefined;
+  for (const h of captured) if (new Date(h.at).getTime() <= time.getTime()) found = { id: h.snapshot, at: h.at };
+  if (!found) {
+    throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(captured[0].at))} (${captured[0].snapshot})`, { env, first: captured[0].at });
+  }
+  return found;
+}
+
+/** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (the public snapshot archive's form). */
+export function archiveTimestamp(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
+/** 20260711T101637Z -> Date; undefined if it is not one. */
+export function parseArchiveTimestamp(ts: string): Date | undefined {
+  const m = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(ts);
+  if (!m) return undefined;
+  const d = new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+/** The locked state a virtual environment name stands for. */
+export async function viewState(records: SnapshotRecords, name: string, view: SnapshotView): Promise<EnvState> {
+  let id: string;
+  let seq = 0;
+  let updatedAt = new Date(0).toISOString();
+  if (view.kind === 'snapshot') {
+    const r = await resolveSnapshotRef(records, view.ref);
+    id = r.id;
+    // An environment's view moves with it: its sequence number is part of the generation.
+    if (r.env) ({ seq, updatedAt } = r.env);
+  } else {
+    const time = parseArchiveTimestamp(view.timestamp);
+    if (!time) throw new FeedlockError('FL_BAD_REQUEST', `bad archive timestamp ${JSON.stringify(view.timestamp)} (YYYYMMDDTHHMMSSZ)`);
+    const at = await snapshotAt(records, view.env, time);
+    id = at.id;
+    updatedAt = at.at;
+  }
+  return { name, seq, snapshot: id, locked: true, updatedAt, history: [] };
+}
+
+/** "snapshot view REF" / "environment E as of TIMESTAMP", for messages. */
+export function describeView(name: string): string | undefined {
+  const v = parseView(name);
+  if (!v) return undefined;
+  return v.kind === 'snapshot' ? `snapshot view ${v.ref}` : `environment ${v.env} as of ${v.timestamp}`;
+}
