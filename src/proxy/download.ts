@@ -47,6 +47,8 @@ export class Download {
   writer?: BlobWriter;
   /** Bytes safely written to the temp file; readers may read up to here. */
   bytes = 0;
+  /** Bytes received from upstream so far (some may still be on their way to disk). */
+  received = 0;
   /** Every byte arrived and matched the expected size and digest. */
   verified = false;
   done = false;
@@ -114,7 +116,7 @@ export class Download {
         this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
         await this.drainBody(res.body, this.writer);
         if (size !== undefined && this.bytes !== size) {
-          throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.bytes} of ${size} bytes`, { url: String(url) });
+          throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.received} of ${size} bytes`, { url: String(url) });
         }
         try {
           await this.writer.verify({ ...expected, size: expected?.size ?? size });
@@ -151,7 +153,7 @@ export class Download {
       this.finish(record);
     } catch (err) {
       const e = err instanceof FeedlockError ? err : toFeedlockError(err);
-      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? midBodyError(url, err, this.bytes) : e;
+      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? midBodyError(url, err, this.received) : e;
       await this.writer?.abort();
       this.fail(mapped);
     }
@@ -202,6 +204,7 @@ export class Download {
       if (body.errored) return fail(body.errored);
       if (body.destroyed) return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
       body.on('data', (chunk: Buffer) => {
+        this.received += chunk.length;
         pending.push(chunk);
         pendingBytes += chunk.length;
         releaseReadBuffers(chunk.length);
@@ -215,7 +218,7 @@ export class Download {
       body.on('error', fail);
       // A body that closes without 'end' was cut short (undici may not emit an error).
       body.on('close', () => {
-        if (!ended) fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.bytes} bytes`));
+        if (!ended) fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`));
       });
     });
   }

@@ -235,6 +235,10 @@ function writeThrough(res: ServerResponse, io: BlobIo, buf: Buffer, length: numb
  */
 export async function sendDownloading(res: ServerResponse, download: Download, io: BlobIo, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
   const head = await download.head.promise;
+  // No status line before the first byte is on disk: a transfer that fails
+  // before that still gets a 502 naming the cause instead of a bare hang-up.
+  while (download.bytes === 0 && !download.done && !download.verified) await download.changed();
+  if (download.error && !download.verified) throw download.error;
   const out: Record<string, string> = { 'accept-ranges': 'bytes', ...headers };
   if (head.size !== undefined) out['content-length'] = String(head.size);
   if (head.lastModified) out['last-modified'] = head.lastModified;
