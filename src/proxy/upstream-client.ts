@@ -7,7 +7,8 @@
  */
 import PQueue from 'p-queue';
 import type { Parent } from './parent.js';
-import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
+import { Agent, ProxyAgent, type Dispatcher } from 'undici';
+import { openUpstream, type UpstreamBody } from './upstream-body.js';
 import { FeedlockError } from '../errors.js';
 import type { Timeouts } from '../config/schema.js';
 import { UpstreamPolicy } from './upstream-policy.js';
@@ -16,7 +17,7 @@ export interface UpstreamResponse {
   url: URL;
   status: number;
   headers: Record<string, string | undefined>;
-  body: import('node:stream').Readable & { dump(opts?: { limit: number }): Promise<void> };
+  body: UpstreamBody;
 }
 
 export interface UpstreamOptions {
@@ -116,16 +117,16 @@ export class UpstreamClient {
       state.requests++;
       const started = performance.now();
       try {
-        const res = await request(url, {
+        // Our own response handler, not undici.request(): see upstream-body.ts (undici#5360).
+        const res = await openUpstream(this.dispatcher, url, {
           method: options.method ?? 'GET',
           headers: { 'user-agent': this.opts.userAgent ?? 'feedlock', ...options.headers },
-          dispatcher: this.dispatcher,
           signal: options.signal,
         });
         // Errors of a body nobody reads (discarded, or its client left) must not crash the process.
         res.body.on('error', () => {});
         for (const fn of this.responseListeners) fn(url.host, (performance.now() - started) / 1000, res.statusCode);
-        const headers = flattenHeaders(res.headers);
+        const headers = res.headers;
         if (RETRYABLE_STATUS.has(res.statusCode) && attempt < this.opts.retries) {
           void discard(res.body);
           state.lastError = `HTTP ${res.statusCode}`;
@@ -164,12 +165,6 @@ function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
     const t = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
-}
-
-function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {
-  const out: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(headers)) out[k] = Array.isArray(v) ? v.join(', ') : v;
-  return out;
 }
 
 export function mapUpstreamError(err: unknown, url: URL): FeedlockError {

@@ -1,5 +1,6 @@
 /** What a test can see of a store on disk, and a bounded wait for it to settle. */
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export function blobCount(store: string): number {
@@ -22,4 +23,16 @@ export async function settled<T>(read: () => T, done: (value: T) => boolean, tim
     value = read();
   }
   return value;
+}
+
+/** Every blob in the store with the sha256 of its bytes, so a caller can check each is what its name says. */
+export function listBlobs(store: string): { sha256: string; actual: string }[] {
+  const root = join(store, 'blobs', 'sha256');
+  let buckets: string[];
+  try {
+    buckets = readdirSync(root);
+  } catch {
+    return [];
+  }
+  return buckets.flatMap((b) => readdirSync(join(root, b)).map((name) => ({ sha256: name, actual: createHash('sha256').update(readFileSync(join(root, b, name))).digest('hex') })));
 }
