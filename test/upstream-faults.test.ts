@@ -538,6 +538,30 @@ describe('regression nodejs/undici#5360: a close-delimited upstream FIN while th
   }
 });
 
+describe('a pinned index file that arrives damaged', () => {
+  it('apt-get update names the sha256 mismatch of the Packages file in its error line; no damaged index is stored', async () => {
+    const w = sharedWorld();
+    // Its own store: every other case stored this repository's indices already, and a stored pin is a hit.
+    const dir = join(w.dir, 'index-mismatch');
+    const raw = await startRawUpstream(w.root, { shapeFor: (path) => (/\/dists\/stable\/main\/binary-amd64\//.test(path) ? 'corrupt' : undefined) });
+    const f = await startFeedlockProcess(dir, [`127.0.0.1:${raw.port}`]);
+    try {
+      const before = listStore(f.store);
+      const apt = aptClient(join(dir, 'apt'), `deb [signed-by=${w.key.keyring}] ${f.url}/_env/index-mismatch/127.0.0.1:${raw.port}/debian stable main\n`);
+      const out = await apt.get('update').then(
+        (r) => r.stdout + r.stderr,
+        (err: { stdout?: string; stderr?: string }) => `${err.stdout ?? ''}${err.stderr ?? String(err)}`,
+      );
+      expect(out).toMatch(/Failed to fetch \S*binary-amd64\S*\s+502\s+sha256 mismatch for \S+: pinned [0-9a-f]+\S*, upstream sent [0-9a-f]+/);
+      await expectUp(f);
+      await expectStoreClean(f.store, before, w.good, correctShaFor(w.root));
+    } finally {
+      await f.stop();
+      await raw.close();
+    }
+  });
+});
+
 // ---- real servers ------------------------------------------------------------
 
 function nginxSkipReason(): string | undefined {
