@@ -199,6 +199,14 @@ async function expectUp(fl: FeedlockProcess): Promise<void> {
   expect(JSON.parse(health.body.toString()).status).toBe('ok');
 }
 
+/** feedlock_verification_failures_total from /metrics. */
+async function verificationFailures(fl: FeedlockProcess): Promise<number> {
+  const m = await get(`${fl.url}/metrics`);
+  const line = /^feedlock_verification_failures_total (\d+)/m.exec(m.body.toString());
+  expect(line, `no feedlock_verification_failures_total in /metrics: ${describeGot(m)}`).not.toBeNull();
+  return Number(line![1]);
+}
+
 // ---- the store on disk -----------------------------------------------------
 
 interface StoreListing {
@@ -390,8 +398,8 @@ const SHAPE_CASES: Record<Shape, ShapeCase> = {
   'redirect-forbidden': { title: 'a 302 to a host outside the allow-list: 403 naming the host, never contacted', unpinned: { cause: /not an allowed host/, status: 403 }, pinned: { cause: /not an allowed host/, status: 403 } },
   partial: { title: 'a 206 to a request without Range: refused naming the 206', unpinned: { cause: /206/ }, pinned: { cause: /206/ } },
   gzip: { title: 'Content-Encoding: gzip on a .deb: served decoded and byte-identical, or refused naming the encoding', unpinned: { cause: /gzip|encoding/i, orIdentical: true }, pinned: { cause: /gzip|encoding|mismatch|announces \d+ bytes/i, orIdentical: true } },
-  'html-error': { title: 'a 200 HTML error page in place of a pinned file: refused naming the mismatch', pinned: { cause: MISMATCH } },
-  corrupt: { title: 'same length, different bytes in a pinned file: refused naming the sha256 mismatch', pinned: { cause: /sha256 mismatch/ } },
+  'html-error': { title: 'a 200 HTML error page in place of a pinned file: refused naming the mismatch, counted in /metrics', pinned: { cause: MISMATCH } },
+  corrupt: { title: 'same length, different bytes in a pinned file: refused naming the sha256 mismatch, counted in /metrics', pinned: { cause: /sha256 mismatch/ } },
 };
 
 describe('upstream fault matrix: the raw socket server', () => {
@@ -430,6 +438,7 @@ describe('upstream fault matrix: the raw socket server', () => {
       const env = `pin-${shape}`;
       await capture(f, env, base, w);
       const seenBefore = raw.requests.length;
+      const failuresBefore = await verificationFailures(f);
 
       // Pinned: the snapshot knows each file's sha256.
       for (const name of (FAULT_SHAPES as readonly Shape[]).includes(shape) ? [`fl-${shape}`, `fl-${shape}-big`] : [`fl-${shape}`]) {
@@ -467,6 +476,9 @@ describe('upstream fault matrix: the raw socket server', () => {
       await expectUp(f);
       results.forEach((got, i) => expectOutcome(got, fast[i].want, fast[i].data, fast[i].label));
       slowGot.forEach((got, i) => expectOutcome(got, slow[i].want, slow[i].data, `slow reader ${slow[i].label}`));
+      if (shape === 'corrupt' || shape === 'html-error') {
+        expect(await verificationFailures(f), 'each refused download is counted in /metrics').toBeGreaterThan(failuresBefore);
+      }
       if (shape === 'redirect-forbidden') {
         expect(raw.requests.slice(seenBefore).filter((r) => r.listener === 'forbidden'), 'feedlock connected to a host it does not allow').toEqual([]);
       }
