@@ -40,6 +40,7 @@ export function serveOptions(cmd: Command): Command {
     .option('--allow-connect', 'tunnel CONNECT to allowed hosts (not cached)')
     .option('--concurrency <n>', 'concurrent upstream requests per host')
     .option('--hit-reads <mode>', 'auto|read|thread-pool: how hits send stored files (see README)')
+    .option('--verify-first-bytes <n>', 'verify files up to this size before answering (default 4194304)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--upstream-proxy <url>', 'reach upstreams through this HTTP proxy')
     .option('--env <name>', 'default build environment')
@@ -65,6 +66,7 @@ export function flagsToConfig(opts: Record<string, unknown>): Record<string, unk
     allowConnect: opts.allowConnect,
     concurrency: opts.concurrency,
     hitReads: opts.hitReads,
+    verifyFirstBytes: opts.verifyFirstBytes,
     logLevel: opts.logLevel,
     upstreamProxy: opts.upstreamProxy,
     parent: opts.parent,

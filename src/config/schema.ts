@@ -44,6 +44,8 @@ export interface Config {
   hitReads: 'auto' | 'read' | 'thread-pool';
   clientTimeouts: ClientTimeouts;
   maxConnections: number;
+  /** Package and index files up to this size are verified before their status line is sent. */
+  verifyFirstBytes: number;
 }
 
 export interface ClientTimeouts {
@@ -194,6 +196,7 @@ export const DEFAULTS = {
   hitReads: 'auto',
   clientTimeouts: { headersMs: 20_000, keepAliveMs: 30_000 },
   maxConnections: 4096,
+  verifyFirstBytes: 4 * 1024 * 1024,
 } satisfies Partial<Config>;
 
 interface Field {
@@ -229,6 +232,7 @@ export const FIELDS: Record<keyof Config, Field> = {
   maxConnections: { parse: parseInteger(16, 1_000_000), doc: 'client connections held at once; more are refused until some close' },
   drainTimeoutMs: { parse: parseInteger(0, 3_600_000), doc: 'on SIGTERM, how long running downloads may finish before they are aborted' },
   hitReads: { parse: parseEnum(['auto', 'read', 'thread-pool']), doc: "how hits send stored files: auto (sendfile(2) on the event loop while files come from the page cache, when the native helper is built; else as read), read (read + write on the event loop), thread-pool (reads always in the thread pool; e.g. DL_DIR on a slow network filesystem); auto and read use the thread pool for a while after repeated slow reads" },
+  verifyFirstBytes: { parse: parseInteger(0, 1 << 30), doc: 'package and index files up to this many bytes are downloaded and verified before the status line is sent, so a size or digest mismatch is a 502 whose reason names it; larger files stream and are cut on a mismatch (0: stream everything)' },
   statusAllow: { parse: parseCidrList, doc: 'client addresses/CIDRs allowed to read /_feedlock/ and /metrics (default: anyone who can reach the proxy)' },
 };
 

@@ -48,6 +48,8 @@ export interface StatusData {
   bytesFetched: number;
   inflightDownloads: number;
   coalesced: number;
+  verificationFailures: number;
+  mismatches: ProxyStats['mismatches'];
   store: { blobs: number; bytes: number; urls: number; freeBytes?: number; sampledAt: string } | null;
   upstreams: UpstreamHostState[];
   environments: (EnvironmentSummary & { lastUsed: string | null })[];
@@ -151,6 +153,8 @@ export async function statusData(parts: AdminParts): Promise<StatusData> {
     bytesFetched: stats.bytesFetched,
     inflightDownloads: flights.size,
     coalesced: flights.coalesced,
+    verificationFailures: stats.verificationFailures,
+    mismatches: [...stats.mismatches],
     store: await parts.storeTotals.get(),
     upstreams: [...parts.upstream.hosts.values()],
     environments: envs.map((e) => ({ ...e, lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null })),

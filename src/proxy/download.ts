@@ -42,12 +42,16 @@ function deferred<T>(): Settle<T> {
 export class Download {
   readonly head = deferred<DownloadHead>();
   readonly finished = deferred<UrlRecord>();
+  /** Settles when every byte arrived and was verified (before fsync and rename), or on failure. */
+  readonly ready = deferred<void>();
   writer?: BlobWriter;
   /** Bytes safely written to the temp file; readers may read up to here. */
   bytes = 0;
   /** Every byte arrived and matched the expected size and digest. */
   verified = false;
   done = false;
+  /** A client was sent bytes before verification; a mismatch can only cut its connection. */
+  streamed = false;
   error?: FeedlockError;
   private wakers: (() => void)[] = [];
   private store?: Store;
@@ -98,7 +102,13 @@ export class Download {
         const size = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
         if (size !== undefined && expected?.size !== undefined && size !== expected.size) {
           void discard(res.body);
-          throw new FeedlockError('FL_SIZE_MISMATCH', `upstream ${url} announces ${size} bytes but ${expected.source ?? 'the index'} says ${expected.size}`, { expected: expected.size, found: size });
+          throw mismatch(url, 'size', expected, { size, contentType: res.headers['content-type'] });
+        }
+        // apt asks for no encoding; a compressed answer is not the file the index describes.
+        const encoding = res.headers['content-encoding'];
+        if (encoding !== undefined && !/^\s*identity\s*$/i.test(encoding)) {
+          void discard(res.body);
+          throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} sent ${basename(url)} with Content-Encoding: ${encoding.slice(0, 40)}, not as the file itself; fix the mirror's configuration`, { url: String(url), encoding });
         }
         this.writer = await store.createWriter({ md5: expected?.md5 !== undefined });
         this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
@@ -106,9 +116,19 @@ export class Download {
         if (size !== undefined && this.bytes !== size) {
           throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.bytes} of ${size} bytes`, { url: String(url) });
         }
-        await this.writer.verify({ ...expected, size: expected?.size ?? size });
+        try {
+          await this.writer.verify({ ...expected, size: expected?.size ?? size });
+        } catch (err) {
+          const e = err as FeedlockError;
+          if (e.code === 'FL_HASH_MISMATCH' || e.code === 'FL_SIZE_MISMATCH') {
+            const found = e.details.found as string | number;
+            throw mismatch(url, e.code === 'FL_SIZE_MISMATCH' ? 'size' : typeof found === 'string' && found.length === 32 ? 'md5' : 'sha256', expected ?? {}, { size: this.bytes, digest: typeof found === 'string' ? found : undefined, contentType: res.headers['content-type'] });
+          }
+          throw err;
+        }
         // Verified: clients may have their last byte now, the fsync need not delay them.
         this.verified = true;
+        this.ready.resolve();
         this.wake();
         return res.headers;
       });
@@ -131,7 +151,7 @@ export class Download {
       this.finish(record);
     } catch (err) {
       const e = err instanceof FeedlockError ? err : toFeedlockError(err);
-      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} failed mid-body: ${(err as Error).message}`, {}, { cause: err }) : e;
+      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? midBodyError(url, err, this.bytes) : e;
       await this.writer?.abort();
       this.fail(mapped);
     }
@@ -202,22 +222,58 @@ export class Download {
 
   private finish(record: UrlRecord): void {
     this.done = true;
+    this.ready.resolve();
     this.finished.resolve(record);
     this.wake();
   }
 
-  private fail(err: FeedlockError): void {
+  /** Ends this download with `err` (also before it ran: a remembered mismatch). */
+  fail(err: FeedlockError): void {
     this.error = err;
     this.done = true;
+    this.ready.reject(err);
     this.head.reject(err);
     this.finished.reject(err);
     this.wake();
   }
 }
 
+/** An undici failure after the status line: the transfer was cut, or the upstream went quiet. */
+function midBodyError(url: URL, err: unknown, bytes: number): FeedlockError {
+  const code = (err as { code?: string }).code;
+  if (code === 'UND_ERR_BODY_TIMEOUT') return new FeedlockError('FL_UPSTREAM_TIMEOUT', `upstream ${url} stalled after ${bytes} bytes of ${basename(url)} (body timeout)`, { url: String(url) }, { cause: err });
+  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${basename(url)} with a body that does not match its Content-Length`, { url: String(url) }, { cause: err });
+  return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} cut ${basename(url)} after ${bytes} bytes: ${(err as Error).message}`, { url: String(url) }, { cause: err });
+}
+
+function basename(url: URL): string {
+  return decodeURIComponent(url.pathname.slice(url.pathname.lastIndexOf('/') + 1)) || url.pathname;
+}
+
+/**
+ * The error a client sees when upstream bytes are not what the snapshot pins.
+ * Its message is the reason phrase of the 502 (apt prints it), so it names the
+ * file and both values first; the full digests follow in details.
+ */
+export function mismatch(url: URL, what: 'size' | 'sha256' | 'md5', expected: ExpectedContent, found: { size?: number; digest?: string; contentType?: string }): FeedlockError {
+  const name = basename(url);
+  const html = found.contentType && /html/i.test(found.contentType) ? ` (${found.contentType.split(';')[0]}: an error page from the mirror?)` : '';
+  const by = expected.source ? `; pinned by ${expected.source}` : '';
+  if (what === 'size') {
+    return new FeedlockError('FL_SIZE_MISMATCH', `size mismatch for ${name}: pinned ${expected.size} bytes, upstream sent ${found.size}${html}${by}`, { url: String(url), expected: expected.size, found: found.size });
+  }
+  const pinned = what === 'sha256' ? expected.sha256! : expected.md5!;
+  return new FeedlockError('FL_HASH_MISMATCH', `${what} mismatch for ${name}: pinned ${pinned.slice(0, 12)}, upstream sent ${found.digest?.slice(0, 12)}${html}${by}`, { url: String(url), expected: pinned, found: found.digest });
+}
+
+/** How long a streamed file whose upstream bytes did not match is answered with the same 502 without a new download. */
+export const MISMATCH_MEMORY_MS = 5 * 60_000;
+
 /** At most one Download per URL in this process. */
 export class SingleFlight {
   private readonly inflight = new Map<string, Download>();
+  /** Recent verification failures by flight key. */
+  private readonly mismatches = new Map<string, { error: FeedlockError; at: number }>();
   private readonly idleWaiters: (() => void)[] = [];
   coalesced = 0;
   /** Told about every download when it ends, good or bad (metrics). */
@@ -243,13 +299,29 @@ export class SingleFlight {
       return { download: running, leader: false };
     }
     const download = new Download(req);
+    const refused = this.mismatches.get(key);
+    if (refused && Date.now() - refused.at < MISMATCH_MEMORY_MS) {
+      // The same pinned file just failed verification: say so again without downloading it twice.
+      download.fail(refused.error);
+      return { download, leader: false };
+    }
+    if (refused) this.mismatches.delete(key);
     this.inflight.set(key, download);
     void download.run(this.store, this.upstream).finally(() => {
       this.inflight.delete(key);
+      const code = download.error?.code;
+      // A client whose stream was cut learns why on its retry, without a second download.
+      if ((code === 'FL_HASH_MISMATCH' || code === 'FL_SIZE_MISMATCH') && download.streamed) this.remember(key, download.error!);
       for (const fn of this.settledListeners) fn(download);
       if (this.inflight.size === 0) for (const fn of this.idleWaiters.splice(0)) fn();
     });
     return { download, leader: true };
+  }
+
+  private remember(key: string, error: FeedlockError): void {
+    // Bounded: a mirror serving garbage for everything must not grow this without end.
+    if (this.mismatches.size >= 10_000) this.mismatches.delete(this.mismatches.keys().next().value!);
+    this.mismatches.set(key, { error, at: Date.now() });
   }
 
   /** Aborts every running download (shutdown after the drain timeout). */

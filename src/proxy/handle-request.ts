@@ -52,6 +52,8 @@ export interface HandlerDeps {
   log: Logger;
   defaultEnv: string;
   offline?: boolean;
+  /** Files up to this size are verified before their status line (a mismatch is then a named 502). */
+  verifyFirstBytes?: number;
   admin?: AdminHandler;
   /** Remembered package hits (the warm-build fast path); none: resolve every request. */
   hits?: HitCache;
@@ -194,6 +196,11 @@ export function createRequestHandler(deps: HandlerDeps) {
           const rec = await download.finished.promise;
           return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result, ...extra });
         }
+        // Small files are verified before the status line, so a mismatch reaches the client as a
+        // 502 whose reason names it; larger ones stream and are cut on a mismatch.
+        const size = head.size ?? download.request.expected?.size;
+        if (size !== undefined && size <= (deps.verifyFirstBytes ?? 0)) await download.ready.promise;
+        else download.streamed = true;
         const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result, ...extra });
         if (outcome === 'failed') result = 'error';
       };

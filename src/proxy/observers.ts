@@ -3,6 +3,7 @@
  * Prometheus metrics, sampled store totals, and the build records that list
  * every package file an open build was served.
  */
+import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { StoreTotals } from './admin.js';
 import type { SyncReadPolicy } from './blob-reader.js';
@@ -17,9 +18,16 @@ export interface Observers {
   storeTotals: StoreTotals;
 }
 
-export function observeRequests(o: { store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; layer: LayerParts; defaultEnv: string }): Observers {
+export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; layer: LayerParts; defaultEnv: string }): Observers {
   const { stats, flights, layer } = o;
-  flights.settledListeners.push((d) => (stats.bytesFetched += d.bytes));
+  flights.settledListeners.push((d) => {
+    stats.bytesFetched += d.bytes;
+    const e = d.error;
+    if (e?.code === 'FL_HASH_MISMATCH' || e?.code === 'FL_SIZE_MISMATCH') {
+      stats.noteMismatch(String(d.request.url), e.code, e.message);
+      o.log.error({ code: e.code, url: String(d.request.url), ...e.details }, e.message);
+    }
+  });
   const storeTotals = new StoreTotals(o.store);
   const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined, reads: o.reads.counts });
   layer.metrics?.(metrics);

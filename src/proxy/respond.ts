@@ -283,6 +283,12 @@ export async function sendDownloading(res: ServerResponse, download: Download, i
   }
 }
 
+/** A message as an HTTP reason phrase: one line of printable ASCII, bounded. */
+export function reasonPhrase(message: string): string {
+  const line = message.replace(/[^\x20-\x7e]+/g, ' ').trim();
+  return line.length > 300 ? `${line.slice(0, 297)}...` : line;
+}
+
 export function sendError(res: ServerResponse, err: unknown): FeedlockError {
   const e = toFeedlockError(err);
   if (res.headersSent) {
@@ -291,7 +297,8 @@ export function sendError(res: ServerResponse, err: unknown): FeedlockError {
     return e;
   }
   const body = `feedlock: ${e.message}\n`;
-  res.writeHead(e.httpStatus, {
+  // The reason phrase carries the message: apt prints it in its error line.
+  res.writeHead(e.httpStatus, reasonPhrase(e.message), {
     'content-type': 'text/plain; charset=utf-8',
     'content-length': String(Buffer.byteLength(body)),
     'x-feedlock-error': e.code,

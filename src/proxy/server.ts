@@ -67,7 +67,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads !== 'thread-pool'));
   const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
-  const { metrics, storeTotals } = observeRequests({ store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
+  const { metrics, storeTotals } = observeRequests({ log, store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
 
   const routeContext = { mirrors: config.mirrors, policy };
   const hits = new HitCache();
@@ -84,6 +84,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     log,
     defaultEnv: config.env,
     offline: config.offline,
+    verifyFirstBytes: config.verifyFirstBytes,
     hits,
     admin: createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds }),
   });

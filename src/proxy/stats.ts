@@ -27,7 +27,10 @@ export class ProxyStats {
   readonly byResult: Record<CacheResult, number> = { hit: 0, miss: 0, coalesced: 0, pass: 0, refused: 0, error: 0, admin: 0, 'not-modified': 0 };
   bytesServed = 0;
   bytesFetched = 0;
+  /** Upstream files refused because their size or digest did not match what was pinned. */
   verificationFailures = 0;
+  /** The last few of them, newest last (status page). */
+  readonly mismatches: { at: string; url: string; code: string; message: string }[] = [];
   /** When each environment last served a file (status page). */
   readonly envLastUsed = new Map<string, number>();
   /** Ring buffer of the last RECENT requests. */
@@ -44,6 +47,12 @@ export class ProxyStats {
     this.ring[this.next] = entry;
     this.next = (this.next + 1) % RECENT;
     for (const fn of this.listeners) fn(entry, bytes);
+  }
+
+  noteMismatch(url: string, code: string, message: string): void {
+    this.verificationFailures++;
+    this.mismatches.push({ at: new Date().toISOString(), url, code, message });
+    if (this.mismatches.length > 20) this.mismatches.shift();
   }
 
   /** Oldest first. */

@@ -74,8 +74,15 @@ export function renderStatusFragment(s: StatusData): string {
   const card = (label: string, value: string, id: string) => `<div class="card" id="${id}"><small>${esc(label)}</small><b>${esc(value)}</b></div>`;
   return `
 <section><h2>Traffic since start</h2><div class="cards">
-${card('requests', String(s.requests), 'c-requests')}${card('hit ratio', hitRatio, 'c-hit-ratio')}${card('served', formatBytes(s.bytesServed), 'c-served')}${card('fetched upstream', formatBytes(s.bytesFetched), 'c-fetched')}${card('coalesced misses', String(s.coalesced), 'c-coalesced')}${card('downloads running', String(s.inflightDownloads), 'c-inflight')}
-</div></section>
+${card('requests', String(s.requests), 'c-requests')}${card('hit ratio', hitRatio, 'c-hit-ratio')}${card('served', formatBytes(s.bytesServed), 'c-served')}${card('fetched upstream', formatBytes(s.bytesFetched), 'c-fetched')}${card('coalesced misses', String(s.coalesced), 'c-coalesced')}${card('downloads running', String(s.inflightDownloads), 'c-inflight')}${card('verification failures', String(s.verificationFailures), 'c-verification-failures')}
+</div></section>${
+    s.mismatches.length
+      ? `<section><h2>Verification failures</h2><p>Upstream sent bytes that do not match the snapshot; clients got a 502 naming the file.</p><table id="mismatches"><thead><tr><th>When</th><th>URL</th><th>What</th></tr></thead><tbody>${[...s.mismatches]
+          .reverse()
+          .map((m) => `<tr><td>${esc(ago(m.at, now))}</td><td><code>${esc(m.url)}</code></td><td class="error">${esc(m.message)}</td></tr>`)
+          .join('')}</tbody></table></section>`
+      : ''
+  }
 <section><h2>Environments</h2>${envRows(s.environments, now)}</section>
 ${s.releases.length ? `<section><h2>Releases</h2><table id="releases"><thead><tr><th>Release</th><th>Snapshot</th><th>Created</th></tr></thead><tbody>${s.releases.map((r) => `<tr><td><a href="packages?snapshot=${esc(r.snapshot)}">${esc(r.name)}</a></td><td><a href="snapshot/${esc(r.snapshot)}"><code>${esc(r.snapshot)}</code></a></td><td>${esc(r.createdAt)}</td></tr>`).join('')}</tbody></table></section>` : ''}
 <section><h2>Store</h2><div class="cards">

@@ -155,6 +155,7 @@ export async function captureRepo(deps: CaptureDeps, guess: RepoGuess): Promise<
  */
 export async function fetchVerified(flights: SingleFlight, candidates: URL[], expected: ExpectedContent): Promise<{ download: Download; leader: boolean }> {
   const problems: string[] = [];
+  let mismatch: FeedlockError | undefined;
   for (const url of candidates) {
     const joined = flights.join({ url, expected });
     try {
@@ -162,9 +163,12 @@ export async function fetchVerified(flights: SingleFlight, candidates: URL[], ex
       return joined;
     } catch (err) {
       if (!isFeedlockError(err, 'FL_NOT_FOUND') && !isFeedlockError(err, 'FL_SIZE_MISMATCH')) throw err;
+      if (isFeedlockError(err, 'FL_SIZE_MISMATCH')) mismatch ??= err;
       problems.push(`${url}: ${(err as Error).message}`);
     }
   }
+  // Wrong bytes somewhere say more than "gone": the client sees the mismatch first.
+  if (mismatch) throw new FeedlockError('FL_SIZE_MISMATCH', problems.length > 1 ? `${mismatch.message} (tried: ${problems.join('; ')})` : mismatch.message, mismatch.details);
   throw new FeedlockError('FL_NOT_FOUND', `no upstream has the pinned file any more: ${problems.join('; ')}`);
 }
 
