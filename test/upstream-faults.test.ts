@@ -40,7 +40,7 @@ const VERIFIED_BEFORE_STATUS_MAX = 256 << 10;
 // buffer (#5360 needs a paused parser) and under the verify limit; big files
 // are over it, so they stream while they download.
 const SMALL_PAD = 100_000;
-const BIG_PAD = 600_000;
+const BIG_PAD = 400_000;
 const UNPINNED_BIG = 3_000_000;
 const LOAD_FILES = 200;
 const BURST = 32;
@@ -48,7 +48,7 @@ const CONCURRENCY = 16;
 const SLOW_READERS = 2;
 /** A client that has no complete answer after this calls the proxy wedged. */
 const CLIENT_GIVES_UP_MS = 20_000;
-const TIMEOUTS = { connectMs: 2_000, headersMs: 4_000, bodyMs: 1_500 };
+const TIMEOUTS = { connectMs: 2_000, headersMs: 4_000, bodyMs: 1_000 };
 
 // ---- clients ---------------------------------------------------------------
 
@@ -370,7 +370,7 @@ async function capture(fl: FeedlockProcess, env: string, base: string, w: World)
 
 // ---- what each raw shape must give -----------------------------------------
 
-const TRUNCATED = /truncat|closed the connection|sent \d+ of \d+ bytes|content-length|mid-body|reset/i;
+const TRUNCATED = /truncat|closed the connection|other side closed|cut \S+ after \d+ bytes|sent \d+ of \d+ bytes|content-length|mid-body|reset/i;
 const MISMATCH = /mismatch|announces \d+ bytes/i;
 
 interface ShapeCase {
