@@ -22,7 +22,6 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createAptRepo, createGpgKey, type AptRepo, type BuiltPackage, type FixturePackage, type GpgKey } from '../fixtures/apt-repo.js';
 import { corrupted, FAULT_SHAPES, startRawUpstream, TRANSPORT_SHAPES, type RawUpstream, type Shape } from '../fixtures/raw-upstream.js';
-import { DEFAULTS } from '../src/config/schema.js';
 import { processAlive } from '../src/util/process-alive.js';
 import { aptClient } from './helpers/apt.js';
 import { CLI } from './helpers/cli.js';
@@ -161,7 +160,7 @@ async function startFeedlockProcess(dir: string, allowHosts: string[]): Promise<
   mkdirSync(dir, { recursive: true });
   const store = join(dir, 'store');
   const config = join(dir, 'feedlock.json');
-  writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, ...('verifyFirstBytes' in DEFAULTS ? { verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX } : {}) }));
+  writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX }));
   const args = [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--config', config, '--store', store, '--index-dir', join(dir, 'index'), ...allowHosts.flatMap((h) => ['--allow-host', h])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
