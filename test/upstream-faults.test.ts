@@ -160,7 +160,8 @@ async function startFeedlockProcess(dir: string, allowHosts: string[]): Promise<
   mkdirSync(dir, { recursive: true });
   const store = join(dir, 'store');
   const config = join(dir, 'feedlock.json');
-  writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX }));
+  // One retry (default 2) keeps the retry path in play at a third less waiting on stalls.
+  writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, retries: 1, verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX }));
   const args = [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--config', config, '--store', store, '--index-dir', join(dir, 'index'), ...allowHosts.flatMap((h) => ['--allow-host', h])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
