@@ -145,6 +145,26 @@ function expectOutcome(got: Got, want: Want, data: Buffer, label: string): void 
   expect(`${got.reason}\n${got.body.toString('utf8')}`, shown).toMatch(want.cause);
 }
 
+// ---- child processes ---------------------------------------------------------
+
+/**
+ * Every server this file starts. A hook that timed out keeps running and may
+ * start a process after its afterAll ran: the file's last afterAll stops what
+ * is left, and anything started later than that is stopped at once.
+ */
+const children = new Set<ChildProcess>();
+let fileDone = false;
+function track(child: ChildProcess): ChildProcess {
+  if (fileDone) child.kill('SIGKILL');
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+afterAll(() => {
+  fileDone = true;
+  for (const child of children) child.kill('SIGKILL');
+});
+
 // ---- feedlock as a child process -----------------------------------------
 
 interface FeedlockProcess {
@@ -163,7 +183,7 @@ async function startFeedlockProcess(dir: string, allowHosts: string[]): Promise<
   // One retry (default 2) keeps the retry path in play at a third less waiting on stalls.
   writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, retries: 1, verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX }));
   const args = [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--config', config, '--store', store, '--index-dir', join(dir, 'index'), ...allowHosts.flatMap((h) => ['--allow-host', h])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-65536);
@@ -596,7 +616,7 @@ interface RealServer {
 
 async function startPythonServer(root: string): Promise<RealServer> {
   const port = await freePort();
-  const child = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', root], { stdio: 'ignore' });
+  const child = track(spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', root], { stdio: 'ignore' }));
   await waitForHttp(`http://127.0.0.1:${port}/`, 'python3 -m http.server');
   return { port, stop: () => stopChild(child) };
 }
@@ -625,7 +645,7 @@ async function startNginx(root: string, dir: string): Promise<RealServer> {
       '}',
     ].join('\n'),
   );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf, '-e', join(prefix, 'error.log')], { stdio: 'ignore' });
+  const child = track(spawn('nginx', ['-p', prefix, '-c', conf, '-e', join(prefix, 'error.log')], { stdio: 'ignore' }));
   await waitForHttp(`http://127.0.0.1:${port}/`, 'nginx');
   return { port, stop: () => stopChild(child) };
 }
