@@ -60,7 +60,8 @@ describe.skipIf(!haveBrowser)('status page in headless Chromium', () => {
 
     await install('prod-amd64', 'fl-hello', 'fl-epoch');
     // The page refreshes its live part by itself; the marker proves it was not reloaded.
-    await page.waitForFunction((before) => Number(document.querySelector('#c-requests b')?.textContent) > before, requestsBefore, { timeout: 10_000 });
+    // A refresh may land mid-install, so wait for one after the install's last request.
+    await page.waitForFunction((before) => Number(document.querySelector('#c-requests b')?.textContent) > before && (document.querySelector('#recent')?.textContent ?? '').includes('fl-epoch'), requestsBefore, { timeout: 10_000 });
     expect(await page.evaluate(() => (window as unknown as { marker: number }).marker)).toBe(42);
     await expect(page.locator('#recent').textContent()).resolves.toContain('fl-epoch');
     await page.screenshot({ path: join(ARTIFACTS, 'status-page.png'), fullPage: true });
