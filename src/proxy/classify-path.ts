@@ -46,3 +46,14 @@ export class PathClassifier {
     return 'other';
   }
 }
+
+/**
+ * What apt fetches from below a flat repository's `./` (`deb URL ./`): its
+ * release files, index files, by-hash objects and package files, i.e. any
+ * path the default rules keep. Used to accept that one dot segment and no other.
+ */
+export function isFlatRepoFile(rest: string): boolean {
+  if (!rest) return false;
+  const path = `/${rest}`;
+  return DEFAULT_RULES.some((rule) => rule.kind !== 'other' && rule.pattern.test(path));
+}
