@@ -30,6 +30,8 @@ export interface SnapshotResolverOptions {
   fallback?: string;
   /** Edge mode: fetch by digest from this parent first, then through its remap for the same environment. */
   parent?: Parent;
+  /** Strict environments refuse package files that no pinned index lists. */
+  strict?: (env: string) => boolean;
 }
 
 const INDEX_FILE = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
@@ -138,7 +140,8 @@ export class SnapshotResolver implements Resolver {
     const view = await this.envs.view(ctx.env);
     const resolution = await this.resolvePackageIn(view, ctx, url);
     // Stamped with the view it was made under, so the hit cache drops it when the environment changes.
-    return resolution.type === 'stored' ? { ...resolution, generation: generationOf(view) } : resolution;
+    // Unverified files are never remembered there: each request revalidates them.
+    return resolution.type === 'stored' && resolution.headers?.['x-feedlock-verified'] !== 'no' ? { ...resolution, generation: generationOf(view) } : resolution;
   }
 
   private async resolvePackageIn(view: EnvView, ctx: RequestContext, url: string): Promise<Resolution> {
@@ -152,14 +155,36 @@ export class SnapshotResolver implements Resolver {
       return this.serveKnown(ctx, view, repo, expected, candidates, entry.filename);
     }
     if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
+    if (this.opts.strict?.(ctx.env)) {
+      throw new FeedlockError(
+        'FL_FORBIDDEN',
+        `strict: environment ${ctx.env} refuses ${url}: no index it pinned${view.state.snapshot ? ` (snapshot ${view.state.snapshot})` : ''} lists this file. Run apt-get update through feedlock first if its repository is new to the environment; files from outside any repository need an environment without --strict`,
+        { env: ctx.env, url },
+      );
+    }
     if (this.opts.offline) {
       const rec = this.store.index.getCached(url) ?? (await this.store.index.get(url));
       if (rec) return { type: 'stored', file: storedFileOf(rec, ctx.route.upstream.pathname), result: 'hit', headers: { 'x-feedlock-verified': 'no' } };
       throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${url} is not in the store`, { env: ctx.env });
     }
-    // Not described by any index this environment has seen (yet): cache by URL, unverified.
-    const live = await this.live.resolve(ctx);
+    // Listed by no pinned index: nothing vouches for it, so it is not kept as
+    // immutable by URL. It is stored, checked against its Content-Length, and
+    // revalidated upstream on every request like a live index file (a 304
+    // serves the stored copy; upstream down serves it stale with a Warning).
+    this.warnUnlisted(ctx.env, url);
+    const live = await this.live.resolve({ ...ctx, kind: 'index' });
     return { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } };
+  }
+
+  private readonly warnedUnlisted = new Set<string>();
+
+  /** Once per environment and file per process: a build that depends on an unpinned file should know. */
+  private warnUnlisted(env: string, url: string): void {
+    const key = `${env} ${url}`;
+    if (this.warnedUnlisted.has(key)) return;
+    if (this.warnedUnlisted.size >= 10_000) this.warnedUnlisted.clear();
+    this.warnedUnlisted.add(key);
+    this.log.warn({ env, url }, 'package file listed by no index the environment pinned: served unverified and revalidated upstream on each request; --strict refuses it');
   }
 
   /**
