@@ -19,6 +19,10 @@ export const DEFAULT_RULES: readonly ClassifyRule[] = [
   // by-hash objects are named by their own digest: immutable even under dists/.
   { kind: 'package', pattern: /\/by-hash\/(SHA256|SHA512|SHA1|MD5Sum)\/[0-9a-fA-F]{32,128}$/, why: 'by-hash object' },
   { kind: 'index', pattern: /(^|\/)(InRelease|Release|Release\.gpg)$/, why: 'release file' },
+  // installer-*/current/ moves with every point release: its images belong to the snapshot (verified against the pinned SHA256SUMS), never to the by-URL cache.
+  { kind: 'index', pattern: /\/dists\/[^/]+\/([^/]+\/)?installer-[^/]+\/[^/]+\/images\/.*[^/]$/, why: 'debian-installer image' },
+  // pdiff patches are listed by their Packages.diff/Index, which the Release lists.
+  { kind: 'index', pattern: /\.diff\/T-[0-9.-]+(-F-[0-9.-]+)?(\.(gz|xz|bz2|lzma|zst))?$/, why: 'pdiff patch' },
   { kind: 'index', pattern: /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst|sig|stamps))?$/, why: 'package index' },
   { kind: 'index', pattern: /(^|\/)Translation-[A-Za-z_@.]+(\.(gz|xz|bz2|lzma|zst))?$/, why: 'translation index' },
   { kind: 'index', pattern: /(^|\/)Contents-[A-Za-z0-9-]+(\.(gz|xz|bz2|lzma|zst))?$/, why: 'contents index' },

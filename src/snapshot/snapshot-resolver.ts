@@ -21,7 +21,7 @@ import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } fr
 import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
-import { parseRelease, type ReleaseFile } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
 import type { Parent } from '../proxy/parent.js';
 
 export interface SnapshotResolverOptions {
@@ -102,10 +102,61 @@ export class SnapshotResolver implements Resolver {
       if (e) expected = { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` };
     }
     if (!expected) {
+      const listed = await this.listedBelowRelease(ctx, view, repo, release, rel);
+      if (listed) return this.serveKnown(ctx, view, repo, listed.expected, listed.candidates, listed.path);
       throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `${rel} is not listed in the Release that environment ${ctx.env} pinned for ${repo.url} (snapshot ${view.state.snapshot})`, { env: ctx.env });
     }
     const candidates = this.indexCandidates(repo, release, path, expected.sha256!);
     return this.serveKnown(ctx, view, repo, expected, candidates, path);
+  }
+
+  /**
+   * Files the Release lists one step removed: pdiff patches (listed by the
+   * pinned `X.diff/Index`) and debian-installer images (listed by the pinned
+   * `installer-*\/DIR/images/SHA256SUMS`). Both are served only with the digest
+   * that list gives, so they are frozen with the snapshot like the list itself.
+   */
+  private async listedBelowRelease(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, rel: string): Promise<{ expected: ExpectedContent; candidates: URL[]; path: string } | undefined> {
+    const pdiff = /^(.+\.diff)\/(?:by-hash\/SHA256\/([0-9a-f]{64})|(T-[^/]+))$/.exec(rel);
+    if (pdiff) {
+      const [, dir, hash, name] = pdiff;
+      const text = await this.pinnedText(ctx, view, repo, release, `${dir}/Index`);
+      if (text === undefined) return undefined;
+      const patch = pdiffDownloads(text).find((p) => (hash ? p.sha256 === hash : p.name === name));
+      if (!patch) return undefined;
+      const urls = [`${repo.url}/${dir}/by-hash/SHA256/${patch.sha256}`, `${repo.url}/${dir}/${patch.name}`];
+      if (!release.acquireByHash) urls.reverse();
+      return { expected: { sha256: patch.sha256, size: patch.size, source: `the pinned ${dir}/Index of ${repo.url}` }, candidates: urls.map((u) => new URL(u)), path: `${dir}/${patch.name}` };
+    }
+    const installer = /^(.*installer-[^/]+)\/([^/]+)\/images\/(.+)$/.exec(rel);
+    if (installer) {
+      const [, base, dir, file] = installer;
+      const sumsPath = `${base}/${dir}/images/SHA256SUMS`;
+      const text = await this.pinnedText(ctx, view, repo, release, sumsPath);
+      if (text === undefined) return undefined;
+      const sha256 = sha256SumsEntry(text, file);
+      if (!sha256) return undefined;
+      // `current` is a symlink upstream that moves on (and a changed image of the same size is only
+      // caught at its last byte): ask first in the directories whose SHA256SUMS is the pinned one
+      // under another name, i.e. the dated directory `current` pointed at when the snapshot was taken.
+      const pinned = release.files.get(sumsPath)!.sha256;
+      const sameImages = [...release.files].filter(([p, e]) => e.sha256 === pinned && p !== sumsPath && p.startsWith(`${base}/`) && p.endsWith('/images/SHA256SUMS'));
+      const urls = [...sameImages.map(([p]) => `${p.slice(0, -'SHA256SUMS'.length)}${file}`), rel].map((p) => new URL(`${repo.url}/${p}`));
+      const fallback = this.fallbackUrl(repo, `${repo.url}/${rel}`);
+      return { expected: { sha256, source: `the pinned ${sumsPath} of ${repo.url}` }, candidates: fallback ? [...urls, new URL(fallback)] : urls, path: rel };
+    }
+    return undefined;
+  }
+
+  /** The text of an index file the pinned Release lists, fetched (verified) if this store lacks it; undefined if not listed. */
+  private async pinnedText(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, path: string): Promise<string | undefined> {
+    const e = release.files.get(path);
+    if (!e) return undefined;
+    if (!(await this.store.hasBlob(e.sha256))) {
+      const resolution = await this.serveKnown(ctx, view, repo, { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` }, this.indexCandidates(repo, release, path, e.sha256), path);
+      if (resolution.type === 'download') await resolution.download.finished.promise;
+    }
+    return readFile(this.store.blobPath(e.sha256), 'utf8');
   }
 
   /** Upstream URLs for an index file, best first: by-hash cannot have changed since capture. */
