@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -12,6 +13,7 @@ import { tempDir } from './helpers/feedlock.js';
 import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
+const installerImages = (v: string) => ({ 'netboot/netboot.tar.gz': Buffer.from(`netboot ${v}\n`.repeat(100)), 'netboot/debian-installer/amd64/linux': Buffer.from(`kernel ${v}\n`.repeat(50)), 'netboot/mini.iso': Buffer.from(`mini ${v}\n`.repeat(70)) });
 
 describe('real archive shapes in a pinned environment', () => {
   let world: FixtureWorld;
@@ -81,7 +83,7 @@ describe('real archive shapes in a pinned environment', () => {
   });
 
   it('debian-installer images belong to the snapshot: verified against the pinned SHA256SUMS, frozen when current/ moves on, taken afresh after a reset', async () => {
-    const images = (v: string) => ({ 'netboot/netboot.tar.gz': Buffer.from(`netboot ${v}\n`.repeat(100)), 'netboot/debian-installer/amd64/linux': Buffer.from(`kernel ${v}\n`.repeat(50)), 'netboot/mini.iso': Buffer.from(`mini ${v}\n`.repeat(70)) });
+    const images = installerImages;
     const images1 = images('20260101');
     publish(installerFiles(world.repo, '20260101', images1));
     const base = (env: string, dir = 'current') => `${suiteUrl(env)}/main/installer-amd64/${dir}/images`;
@@ -193,6 +195,26 @@ describe('real archive shapes in a pinned environment', () => {
       expect([r.statusCode, r.headers['x-feedlock-error']]).toEqual([502, 'FL_HASH_MISMATCH']);
     } finally {
       world.upstream.fault = undefined;
+    }
+  });
+
+  it('snapshot gc keeps the installer images and pdiff patches that the pinned lists name, and export repo writes them', async () => {
+    await world.feedlock.flights.idle();
+    await cli('snapshot', 'gc', '--grace', '0');
+    const images2 = installerImages('20260201');
+    for (const data of Object.values(images2)) expect(await world.feedlock.store.hasBlob(createHash('sha256').update(data).digest('hex'))).toBe(true);
+
+    for (const [env, path] of [['d-i', 'main/installer-amd64/current/images/netboot/netboot.tar.gz'], ['pd', 'main/binary-amd64/Packages.diff/Index']] as const) {
+      const out = join(tempDir(`shapes-export-${env}`), 'repo');
+      await cli('export', 'repo', '--snapshot', (await cli('env', 'show', env)).snapshot, '--out', out);
+      const suite = join(out, `127.0.0.1_${world.upstream.port}`, 'debian/dists/stable');
+      if (env === 'd-i') expect(readFileSync(join(suite, path)).equals(images2['netboot/netboot.tar.gz'])).toBe(true);
+      else {
+        const [, sha, name] = /SHA256-Download:\n (\S+) \d+ (\S+)/.exec(readFileSync(join(suite, path), 'utf8'))!;
+        const patch = readFileSync(join(suite, 'main/binary-amd64/Packages.diff', name));
+        expect(createHash('sha256').update(patch).digest('hex')).toBe(sha);
+        expect(readFileSync(join(suite, 'main/binary-amd64/Packages.diff/by-hash/SHA256', sha)).equals(patch)).toBe(true);
+      }
     }
   });
 });

@@ -8,7 +8,7 @@
 import { copyFile, link, mkdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Store } from '../store/store.js';
-import { snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
+import { listedBelowRelease, snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../snapshot/release-file.js';
 import type { PrivateKey } from 'openpgp';
@@ -48,6 +48,8 @@ async function* repoFiles(store: Store, snapshot: SnapshotRecord, repo: PinnedRe
     const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
     const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
     for (const [path, e] of release.files) if (await store.hasBlob(e.sha256)) yield { sha256: e.sha256, size: e.size, kind: 'index', url: `${repo.url}/${path}` };
+    // pdiff patches and installer images.
+    for await (const f of listedBelowRelease(store, release)) yield { sha256: f.sha256, size: f.size, kind: 'index', url: `${repo.url}/${f.path}` };
   }
   for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: true })) if (b.kind === 'package') yield b;
 }
@@ -87,7 +89,7 @@ export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outD
       await place(store, b.sha256, dest, counts);
       files++;
       // by-hash copies, for clients with Acquire-By-Hash.
-      if (b.kind === 'index') {
+      if (b.kind === 'index' && !/\/installer-[^/]+\//.test(b.url)) {
         const dir = b.url.slice(0, b.url.lastIndexOf('/'));
         await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
       }

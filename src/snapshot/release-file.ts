@@ -68,11 +68,17 @@ export function pdiffDownloads(text: string): { name: string; sha256: string; si
   return out;
 }
 
-/** The digest a debian-installer SHA256SUMS (`HASH  ./path`) gives for a path below its directory. */
-export function sha256SumsEntry(text: string, path: string): string | undefined {
+/** The entries of a debian-installer SHA256SUMS (`HASH  ./path`), paths relative to its directory. */
+export function sha256SumsEntries(text: string): { path: string; sha256: string }[] {
+  const out: { path: string; sha256: string }[] = [];
   for (const line of text.split('\n')) {
     const m = /^([0-9a-f]{64})\s+\*?(?:\.\/)?(\S+)\s*$/.exec(line);
-    if (m && m[2] === path) return m[1];
+    if (m && !m[2].split('/').includes('..')) out.push({ path: m[2], sha256: m[1] });
   }
-  return undefined;
+  return out;
+}
+
+/** The digest a debian-installer SHA256SUMS gives for a path below its directory. */
+export function sha256SumsEntry(text: string, path: string): string | undefined {
+  return sha256SumsEntries(text).find((e) => e.path === path)?.sha256;
 }
