@@ -81,9 +81,45 @@ describe('routeRequest', () => {
     expect(code(target)).toBe('FL_BAD_REQUEST');
   });
 
+  it("flat repositories: apt's single ./ before a release file, index, by-hash object or package file routes by all three ways in, without the dot", () => {
+    const hash = 'a'.repeat(64);
+    const routes: [string, string, string][] = [
+      ['http://mirror.example.org/vendor/feed/./InRelease', 'forward', 'http://mirror.example.org/vendor/feed/InRelease'],
+      ['http://127.0.0.1:8080/./Release.gpg', 'forward', 'http://127.0.0.1:8080/Release.gpg'],
+      ['/127.0.0.1:8080/vendor/feed/./Packages.gz', 'remap', 'http://127.0.0.1:8080/vendor/feed/Packages.gz'],
+      ['/127.0.0.1:8080/vendor/feed/./by-hash/SHA256/' + hash, 'remap', `http://127.0.0.1:8080/vendor/feed/by-hash/SHA256/${hash}`],
+      ['/_env/ci-1/127.0.0.1:8080/vendor/feed/./fl-base_1.0-1_amd64.deb', 'remap', 'http://127.0.0.1:8080/vendor/feed/fl-base_1.0-1_amd64.deb'],
+      ['/_env/ci-1/debian/./InRelease', 'mirror', 'http://mirror.example.org/debian/InRelease'],
+      ['/https/tls.example.org/feed/./Packages.xz', 'remap', 'https://tls.example.org/feed/Packages.xz'],
+    ];
+    for (const [target, wayIn, upstream] of routes) {
+      const r = routeRequest(target, {}, ctx) as { upstream: URL; wayIn: string };
+      expect([target, r.wayIn, String(r.upstream)]).toEqual([target, wayIn, upstream]);
+    }
+  });
+
+  it.each([
+    '/127.0.0.1:8080/vendor/feed/./etc/passwd',
+    '/127.0.0.1:8080/vendor/feed/%2e/InRelease',
+    '/127.0.0.1:8080/vendor/feed/%2E/Packages.gz',
+    '/127.0.0.1:8080/vendor/feed/./../InRelease',
+    '/127.0.0.1:8080/vendor/./feed/./InRelease',
+    '/127.0.0.1:8080/vendor/feed/./',
+    '/127.0.0.1:8080/vendor/feed/.',
+    '/127.0.0.1:8080/vendor/feed/./Packages/..',
+    '/./127.0.0.1:8080/vendor/InRelease',
+    '/_env/ci-1/./InRelease',
+    '/_env/./127.0.0.1:8080/feed/InRelease',
+    'http://mirror.example.org/vendor/feed/./dists/../InRelease',
+    'http://mirror.example.org/vendor/feed/%2e/InRelease',
+    'http://mirror.example.org/vendor/feed/./x/./InRelease',
+  ])('refuses any other dot segment %j with 400', (target) => {
+    expect(code(target)).toBe('FL_BAD_REQUEST');
+  });
+
   it('fuzz: any target either routes to an allowed upstream without dot segments, or fails with a typed error', () => {
     const segment = fc.oneof(
-      fc.constantFrom('..', '.', '%2e%2e', '%2E.', '%2f', '%5c', '%00', '_env', '_feedlock', 'debian', 'https', '127.0.0.1:8080', 'pool', 'x.deb', '', '~', '%', 'é', '\u202e'),
+      fc.constantFrom('..', '.', '%2e%2e', '%2E.', '%2f', '%5c', '%00', '_env', '_feedlock', 'debian', 'https', '127.0.0.1:8080', 'pool', 'x.deb', 'InRelease', 'Packages.gz', '', '~', '%', 'é', '\u202e'),
       fc.string({ maxLength: 12 }),
     );
     const target = fc.oneof(
@@ -97,7 +133,9 @@ describe('routeRequest', () => {
           const r = routeRequest(t, {}, ctx);
           if (r.kind === 'upstream') {
             expect(ctx.policy.isAllowed(r.upstream)).toBe(true);
-            expect(decodeURIComponent(r.upstream.pathname).split('/')).not.toContain('..');
+            const segments = decodeURIComponent(r.upstream.pathname).split('/');
+            expect(segments).not.toContain('..');
+            expect(segments).not.toContain('.');
           }
         } catch (err) {
           expect(err).toBeInstanceOf(FeedlockError);

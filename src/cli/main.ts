@@ -48,6 +48,8 @@ export function serveOptions(cmd: Command): Command {
     .option('--offline', 'never contact upstream')
     .option('--keyring <file>', 'verify captured InRelease/Release.gpg with this OpenPGP keyring')
     .option('--fallback <url>', 'archive URL for files upstream dropped; {timestamp} is the capture time')
+    .option('--strict', 'refuse package files that no pinned index lists (every environment)')
+    .option('--strict-env <name>', 'refuse them in this environment only (repeatable)', collect)
     .option('--admin-token <file>', 'enable the admin API (reset, pin, tag, gc, build records) with the bearer token in this file')
     .option('--status-allow <cidr>', 'client address or CIDR allowed to read status pages and metrics (repeatable)', collect);
 }
@@ -75,6 +77,8 @@ export function flagsToConfig(opts: Record<string, unknown>): Record<string, unk
     offline: opts.offline,
     keyring: opts.keyring,
     fallback: opts.fallback,
+    strict: opts.strict,
+    strictEnvs: opts.strictEnv,
     adminToken: opts.adminToken,
     statusAllow: opts.statusAllow,
   };

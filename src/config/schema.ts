@@ -37,6 +37,10 @@ export interface Config {
   keyring?: string;
   snapshotDir?: string;
   fallback?: string;
+  /** Refuse package files that no pinned index lists, in every environment. */
+  strict: boolean;
+  /** The same for these environments only. */
+  strictEnvs: string[];
   // service settings
   adminToken?: string;
   statusAllow: string[];
@@ -142,6 +146,11 @@ const parseEnvName: Parser = (value, key) => {
   return value;
 };
 export const ENV_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const parseEnvNameList: Parser = (value, key) => {
+  const list = Array.isArray(value) ? value : bad(key, value, 'a list of environment names');
+  list.forEach((item, i) => parseEnvName(item, `${key}[${i}]`));
+  return list;
+};
 
 /** An object of millisecond settings, each optional, defaulting to `defaults()` (lazy: DEFAULTS is defined below). */
 const parseMsObject = (defaults: () => Record<string, number>, min: number): Parser => (value, key) => {
@@ -191,6 +200,8 @@ export const DEFAULTS = {
   classify: {},
   env: 'default',
   offline: false,
+  strict: false,
+  strictEnvs: [],
   statusAllow: [],
   drainTimeoutMs: 30_000,
   hitReads: 'auto',
@@ -227,6 +238,8 @@ export const FIELDS: Record<keyof Config, Field> = {
   keyring: { parse: parseString, doc: 'OpenPGP keyring that captured InRelease/Release.gpg must verify against' },
   snapshotDir: { parse: parseString, doc: 'where snapshot records and environments are kept (default <store>/snapshots)' },
   fallback: { parse: parseUrl(['http:', 'https:']), doc: 'archive URL for files upstream no longer has; {timestamp} is replaced by the capture time' },
+  strict: { parse: parseBoolean, doc: 'refuse package files that no index pinned by the environment lists (403 naming the file and the environment), in every environment' },
+  strictEnvs: { parse: parseEnvNameList, doc: 'only these environments are strict (when strict is off)' },
   adminToken: { parse: parseString, doc: 'file holding the bearer token that enables the admin API (reset, pin, tag, gc, build records); off without it' },
   clientTimeouts: { parse: parseClientTimeouts, doc: 'client-side timeouts in ms: headersMs (whole request head; slowloris), keepAliveMs (idle keep-alive connections)' },
   maxConnections: { parse: parseInteger(16, 1_000_000), doc: 'client connections held at once; more are refused until some close' },

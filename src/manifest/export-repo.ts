@@ -8,8 +8,8 @@
 import { copyFile, link, mkdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Store } from '../store/store.js';
-import { snapshotBlobs } from '../snapshot/contents.js';
-import type { SnapshotRecord } from '../snapshot/records.js';
+import { listedBelowRelease, snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
+import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../snapshot/release-file.js';
 import type { PrivateKey } from 'openpgp';
 import { FeedlockError } from '../errors.js';
@@ -34,6 +34,24 @@ export function localPath(outDir: string, url: string): string {
   const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
   if (parts.some((p) => p === '..' || p === '.')) throw new Error(`refusing to export ${url}: dot segment`);
   return join(outDir, u.host.replace(/[^A-Za-z0-9.-]/g, '_'), ...parts);
+}
+
+/**
+ * Every file of one repository the store holds, each at its own URL. Not
+ * snapshotBlobs' walk alone: that yields a digest once, but two suites (or
+ * two components of one) often hold byte-identical index files (the same
+ * packages, an empty contrib), and each path must be written or apt fails.
+ */
+async function* repoFiles(store: Store, snapshot: SnapshotRecord, repo: PinnedRepo): AsyncGenerator<SnapshotBlob> {
+  for (const [name, a] of Object.entries(repo.anchors)) yield { sha256: a.sha256, size: a.size, kind: 'anchor', url: `${repo.url}/${name}` };
+  if (repo.kind === 'apt') {
+    const anchor = repo.anchors.InRelease ?? repo.anchors.Release;
+    const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
+    for (const [path, e] of release.files) if (await store.hasBlob(e.sha256)) yield { sha256: e.sha256, size: e.size, kind: 'index', url: `${repo.url}/${path}` };
+    // pdiff patches and installer images.
+    for await (const f of listedBelowRelease(store, release)) yield { sha256: f.sha256, size: f.size, kind: 'index', url: `${repo.url}/${f.path}` };
+  }
+  for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: true })) if (b.kind === 'package') yield b;
 }
 
 async function place(store: Store, sha256: string, dest: string, counts: { linked: number; copied: number }): Promise<void> {
@@ -61,7 +79,7 @@ export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outD
   let files = 0;
   const placed = new Set<string>();
   for (const snapshot of snapshots) {
-    for await (const b of snapshotBlobs(store, snapshot, { packages: true })) {
+    for (const repo of snapshot.repos) for await (const b of repoFiles(store, snapshot, repo)) {
       if (b.kind === 'package' && wanted && !wanted.has(b.sha256)) continue;
       // Signing: the upstream indices are replaced by new ones, written below.
       if (signingKey && b.kind !== 'package') continue;
@@ -71,7 +89,7 @@ export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outD
       await place(store, b.sha256, dest, counts);
       files++;
       // by-hash copies, for clients with Acquire-By-Hash.
-      if (b.kind === 'index') {
+      if (b.kind === 'index' && !/\/installer-[^/]+\//.test(b.url)) {
         const dir = b.url.slice(0, b.url.lastIndexOf('/'));
         await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
       }

@@ -12,6 +12,7 @@
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
 import type { UpstreamPolicy } from './upstream-policy.js';
+import { isFlatRepoFile } from './classify-path.js';
 
 export type WayIn = 'forward' | 'remap' | 'mirror';
 
@@ -67,6 +68,12 @@ function badRequest(message: string, target: string): never {
  * dot segments (raw or percent-encoded), encoded separators, NUL and control
  * characters, backslashes and malformed escapes. The store is addressed by
  * digest only, but upstream paths must not be ambiguous either.
+ *
+ * One dot segment is apt's own: a flat repository (`deb URL ./`) is fetched
+ * as `URL/./InRelease`, `URL/./Packages.gz`, `URL/./NAME.deb`. A single raw
+ * `.` followed only by such a file (release file, index, by-hash object,
+ * package file) is accepted; the upstream URL drops it, as RFC 3986 §5.2.4
+ * resolves it, so `/feed/./InRelease` and `/feed/InRelease` are one file.
  */
 export function checkPath(path: string, target: string): void {
   if (path.length > MAX_TARGET) badRequest('request path too long', target);
@@ -82,9 +89,18 @@ export function checkPath(path: string, target: string): void {
   }
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x1f\x7f]/.test(decoded)) badRequest('control character in path', target);
-  for (const segment of decoded.split('/')) {
-    if (segment === '.' || segment === '..') badRequest('dot segment in path', target);
-  }
+  // %2f is refused above, so decoding cannot add separators: raw and decoded segments line up.
+  const raw = path.split('/');
+  const segments = decoded.split('/');
+  let flat = false;
+  segments.forEach((segment, i) => {
+    if (segment !== '.' && segment !== '..') return;
+    if (segment === '.' && raw[i] === '.' && !flat && isFlatRepoFile(segments.slice(i + 1).join('/'))) {
+      flat = true;
+      return;
+    }
+    badRequest('dot segment in path', target);
+  });
 }
 
 function parseEnvFromProxyAuth(header: string | undefined): string | undefined {
@@ -155,6 +171,8 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
       segments = [...segments.slice(1, at), ...segments.slice(at + 1)];
     }
   }
+  // The flat `./` belongs after a repository's path, never in place of the host or mirror name.
+  if (segments[0] === '.') badRequest('dot segment in path', target);
   if (segments[0] === '_feedlock') return { kind: 'admin', path: segments.slice(1).join('/'), env };
   // Prometheus' conventional path; no repository lives at a bare /metrics.
   if (path === '/metrics') return { kind: 'admin', path: 'metrics' };

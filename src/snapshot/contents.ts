@@ -3,11 +3,11 @@
  * files its Release lists, and (optionally) every package file those indices
  * list. Used by export, gc and manifests.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
 import { readIndexEntries } from './package-index.js';
 import type { SnapshotRecord } from './records.js';
-import { parseRelease } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntries, type ReleaseFile } from './release-file.js';
 
 export interface SnapshotBlob {
   sha256: string;
@@ -38,6 +38,10 @@ export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, opt
         if (once(b)) yield b;
         if (INDEX.test(path)) indices.push({ path, sha256: e.sha256 });
       }
+      for await (const f of listedBelowRelease(store, release)) {
+        const b: SnapshotBlob = { ...f, kind: 'index', url: `${repo.url}/${f.path}` };
+        if (once(b)) yield b;
+      }
     }
     if (!options.packages) continue;
     const parsedBases = new Set<string>();
@@ -52,6 +56,26 @@ export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, opt
         seen.add(b.sha256);
         yield b;
       }
+    }
+  }
+}
+
+/**
+ * Files the Release lists one step removed, that the store holds: pdiff
+ * patches (by their pinned X.diff/Index) and debian-installer images (by
+ * their pinned images/SHA256SUMS). They belong to the snapshot as much as
+ * the lists naming them do.
+ */
+export async function* listedBelowRelease(store: Store, release: ReleaseFile): AsyncGenerator<{ path: string; sha256: string; size: number }> {
+  for (const [path, e] of release.files) {
+    const pdiff = /^(.+\.diff)\/Index$/.exec(path);
+    const images = /^(.*installer-[^/]+\/[^/]+\/images)\/SHA256SUMS$/.exec(path);
+    if ((!pdiff && !images) || !(await store.hasBlob(e.sha256))) continue;
+    const text = await readFile(store.blobPath(e.sha256), 'utf8');
+    const files = pdiff ? pdiffDownloads(text).map((p) => ({ path: `${pdiff[1]}/${p.name}`, sha256: p.sha256 })) : sha256SumsEntries(text).map((f) => ({ path: `${images![1]}/${f.path}`, sha256: f.sha256 }));
+    for (const f of files) {
+      if (!(await store.hasBlob(f.sha256))) continue;
+      yield { ...f, size: (await stat(store.blobPath(f.sha256))).size };
     }
   }
 }

@@ -56,3 +56,29 @@ export function parseRelease(text: string): ReleaseFile {
     components: list('Components'),
   };
 }
+
+/** The compressed patches a pdiff `X.diff/Index` lists (SHA256-Download: hash size name). */
+export function pdiffDownloads(text: string): { name: string; sha256: string; size: number }[] {
+  const [fields = {}] = parseStanzasSync(text);
+  const out: { name: string; sha256: string; size: number }[] = [];
+  for (const line of (fields['SHA256-Download'] ?? '').split('\n')) {
+    const m = /^\s*([0-9a-f]{64})\s+(\d+)\s+([^\s/]+)\s*$/.exec(line);
+    if (m) out.push({ sha256: m[1], size: Number(m[2]), name: m[3] });
+  }
+  return out;
+}
+
+/** The entries of a debian-installer SHA256SUMS (`HASH  ./path`), paths relative to its directory. */
+export function sha256SumsEntries(text: string): { path: string; sha256: string }[] {
+  const out: { path: string; sha256: string }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]{64})\s+\*?(?:\.\/)?(\S+)\s*$/.exec(line);
+    if (m && !m[2].split('/').includes('..')) out.push({ path: m[2], sha256: m[1] });
+  }
+  return out;
+}
+
+/** The digest a debian-installer SHA256SUMS gives for a path below its directory. */
+export function sha256SumsEntry(text: string, path: string): string | undefined {
+  return sha256SumsEntries(text).find((e) => e.path === path)?.sha256;
+}

@@ -21,7 +21,7 @@ import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } fr
 import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
-import { parseRelease, type ReleaseFile } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
 import type { Parent } from '../proxy/parent.js';
 
 export interface SnapshotResolverOptions {
@@ -30,6 +30,8 @@ export interface SnapshotResolverOptions {
   fallback?: string;
   /** Edge mode: fetch by digest from this parent first, then through its remap for the same environment. */
   parent?: Parent;
+  /** Strict environments refuse package files that no pinned index lists. */
+  strict?: (env: string) => boolean;
 }
 
 const INDEX_FILE = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
@@ -100,10 +102,61 @@ export class SnapshotResolver implements Resolver {
       if (e) expected = { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` };
     }
     if (!expected) {
+      const listed = await this.listedBelowRelease(ctx, view, repo, release, rel);
+      if (listed) return this.serveKnown(ctx, view, repo, listed.expected, listed.candidates, listed.path);
       throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `${rel} is not listed in the Release that environment ${ctx.env} pinned for ${repo.url} (snapshot ${view.state.snapshot})`, { env: ctx.env });
     }
     const candidates = this.indexCandidates(repo, release, path, expected.sha256!);
     return this.serveKnown(ctx, view, repo, expected, candidates, path);
+  }
+
+  /**
+   * Files the Release lists one step removed: pdiff patches (listed by the
+   * pinned `X.diff/Index`) and debian-installer images (listed by the pinned
+   * `installer-*\/DIR/images/SHA256SUMS`). Both are served only with the digest
+   * that list gives, so they are frozen with the snapshot like the list itself.
+   */
+  private async listedBelowRelease(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, rel: string): Promise<{ expected: ExpectedContent; candidates: URL[]; path: string } | undefined> {
+    const pdiff = /^(.+\.diff)\/(?:by-hash\/SHA256\/([0-9a-f]{64})|(T-[^/]+))$/.exec(rel);
+    if (pdiff) {
+      const [, dir, hash, name] = pdiff;
+      const text = await this.pinnedText(ctx, view, repo, release, `${dir}/Index`);
+      if (text === undefined) return undefined;
+      const patch = pdiffDownloads(text).find((p) => (hash ? p.sha256 === hash : p.name === name));
+      if (!patch) return undefined;
+      const urls = [`${repo.url}/${dir}/by-hash/SHA256/${patch.sha256}`, `${repo.url}/${dir}/${patch.name}`];
+      if (!release.acquireByHash) urls.reverse();
+      return { expected: { sha256: patch.sha256, size: patch.size, source: `the pinned ${dir}/Index of ${repo.url}` }, candidates: urls.map((u) => new URL(u)), path: `${dir}/${patch.name}` };
+    }
+    const installer = /^(.*installer-[^/]+)\/([^/]+)\/images\/(.+)$/.exec(rel);
+    if (installer) {
+      const [, base, dir, file] = installer;
+      const sumsPath = `${base}/${dir}/images/SHA256SUMS`;
+      const text = await this.pinnedText(ctx, view, repo, release, sumsPath);
+      if (text === undefined) return undefined;
+      const sha256 = sha256SumsEntry(text, file);
+      if (!sha256) return undefined;
+      // `current` is a symlink upstream that moves on (and a changed image of the same size is only
+      // caught at its last byte): ask first in the directories whose SHA256SUMS is the pinned one
+      // under another name, i.e. the dated directory `current` pointed at when the snapshot was taken.
+      const pinned = release.files.get(sumsPath)!.sha256;
+      const sameImages = [...release.files].filter(([p, e]) => e.sha256 === pinned && p !== sumsPath && p.startsWith(`${base}/`) && p.endsWith('/images/SHA256SUMS'));
+      const urls = [...sameImages.map(([p]) => `${p.slice(0, -'SHA256SUMS'.length)}${file}`), rel].map((p) => new URL(`${repo.url}/${p}`));
+      const fallback = this.fallbackUrl(repo, `${repo.url}/${rel}`);
+      return { expected: { sha256, source: `the pinned ${sumsPath} of ${repo.url}` }, candidates: fallback ? [...urls, new URL(fallback)] : urls, path: rel };
+    }
+    return undefined;
+  }
+
+  /** The text of an index file the pinned Release lists, fetched (verified) if this store lacks it; undefined if not listed. */
+  private async pinnedText(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, path: string): Promise<string | undefined> {
+    const e = release.files.get(path);
+    if (!e) return undefined;
+    if (!(await this.store.hasBlob(e.sha256))) {
+      const resolution = await this.serveKnown(ctx, view, repo, { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` }, this.indexCandidates(repo, release, path, e.sha256), path);
+      if (resolution.type === 'download') await resolution.download.finished.promise;
+    }
+    return readFile(this.store.blobPath(e.sha256), 'utf8');
   }
 
   /** Upstream URLs for an index file, best first: by-hash cannot have changed since capture. */
@@ -138,7 +191,8 @@ export class SnapshotResolver implements Resolver {
     const view = await this.envs.view(ctx.env);
     const resolution = await this.resolvePackageIn(view, ctx, url);
     // Stamped with the view it was made under, so the hit cache drops it when the environment changes.
-    return resolution.type === 'stored' ? { ...resolution, generation: generationOf(view) } : resolution;
+    // Unverified files are never remembered there: each request revalidates them.
+    return resolution.type === 'stored' && resolution.headers?.['x-feedlock-verified'] !== 'no' ? { ...resolution, generation: generationOf(view) } : resolution;
   }
 
   private async resolvePackageIn(view: EnvView, ctx: RequestContext, url: string): Promise<Resolution> {
@@ -152,14 +206,36 @@ export class SnapshotResolver implements Resolver {
       return this.serveKnown(ctx, view, repo, expected, candidates, entry.filename);
     }
     if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
+    if (this.opts.strict?.(ctx.env)) {
+      throw new FeedlockError(
+        'FL_FORBIDDEN',
+        `strict: environment ${ctx.env} refuses ${url}: no index it pinned${view.state.snapshot ? ` (snapshot ${view.state.snapshot})` : ''} lists this file. Run apt-get update through feedlock first if its repository is new to the environment; files from outside any repository need an environment without --strict`,
+        { env: ctx.env, url },
+      );
+    }
     if (this.opts.offline) {
       const rec = this.store.index.getCached(url) ?? (await this.store.index.get(url));
       if (rec) return { type: 'stored', file: storedFileOf(rec, ctx.route.upstream.pathname), result: 'hit', headers: { 'x-feedlock-verified': 'no' } };
       throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${url} is not in the store`, { env: ctx.env });
     }
-    // Not described by any index this environment has seen (yet): cache by URL, unverified.
-    const live = await this.live.resolve(ctx);
+    // Listed by no pinned index: nothing vouches for it, so it is not kept as
+    // immutable by URL. It is stored, checked against its Content-Length, and
+    // revalidated upstream on every request like a live index file (a 304
+    // serves the stored copy; upstream down serves it stale with a Warning).
+    this.warnUnlisted(ctx.env, url);
+    const live = await this.live.resolve({ ...ctx, kind: 'index' });
     return { ...live, headers: { ...live.headers, 'x-feedlock-verified': 'no' } };
+  }
+
+  private readonly warnedUnlisted = new Set<string>();
+
+  /** Once per environment and file per process: a build that depends on an unpinned file should know. */
+  private warnUnlisted(env: string, url: string): void {
+    const key = `${env} ${url}`;
+    if (this.warnedUnlisted.has(key)) return;
+    if (this.warnedUnlisted.size >= 10_000) this.warnedUnlisted.clear();
+    this.warnedUnlisted.add(key);
+    this.log.warn({ env, url }, 'package file listed by no index the environment pinned: served unverified and revalidated upstream on each request; --strict refuses it');
   }
 
   /**
