@@ -6,11 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { createFlatAptRepo, SAMPLE_PACKAGES, type FlatAptRepo } from '../fixtures/apt-repo.js';
-import { aptClient } from './helpers/apt.js';
-import { tempDir } from './helpers/feedlock.js';
-import { chrootApt, trixieChroot, trixieSkipReason } from './helpers/trixie-root.js';
-import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
+import { createFlatAptRepo, SAMPLE_PACKAGES, type FlatAptRepo } from '../../fixtures/apt-repo.js';
+import { aptClient } from '../helpers/apt.js';
+import { tempDir } from '../helpers/feedlock.js';
+import { chrootApt, trixieChroot, trixieSkipReason } from '../helpers/trixie-root.js';
+import { startFixtureWorld, type FixtureWorld } from '../helpers/world.js';
 
 const SKIP = trixieSkipReason();
 const WANTED = ['fl-hello', 'fl-foo-tools', 'fl-epoch'];
