@@ -60,8 +60,11 @@ export function registerSnapshotCommands(program: Command): void {
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
           ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),
           ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : state.base.keep?.includes(r.url) ? '* ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
-          'history:',
-          ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
+          'history (generations, newest last):',
+          ...state.history.slice(-10).flatMap((g) => [
+            `  ${g.at} ${g.snapshot ?? '(empty)'} ${g.reason}${g.resetRepos?.length ? ` (${g.resetRepos.join(', ')})` : ''}`,
+            ...(g.added ?? []).map((a) => `      ${a.at} added repository ${a.repo}`),
+          ]),
         ].join('\n'),
       );
     });

@@ -99,7 +99,7 @@ export class Environments {
     const incoming = capture.parent ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess) : [await captureRepo(capture, guess)];
     for (const r of incoming) capture.onCaptured?.(r.url);
     let snapshot: SnapshotRecord | undefined;
-    const state = await this.records.updateEnv(env, `captured ${guess.url}${capture.parent ? ` from ${capture.parent.base}` : ''}`, async (current) => {
+    const state = await this.records.updateEnv(env, 'created', async (current) => {
       const currentSnap = current.snapshot && !current.deleted ? await this.snapshotRecord(current.snapshot) : undefined;
       if (currentSnap?.repos.some((r) => r.url === guess.url)) {
         snapshot = currentSnap;
@@ -107,15 +107,19 @@ export class Environments {
       }
       if (current.locked && !current.deleted) throw notInSnapshot(env, current.snapshot, guess.url);
       const known = new Set(currentSnap?.repos.map((r) => r.url));
-      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), ...incoming.filter((r) => !known.has(r.url))]);
-      return { snapshot: snapshot.id, locked: false };
+      const fresh = incoming.filter((r) => !known.has(r.url));
+      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), ...fresh]);
+      // A repository first requested now extends the current generation.
+      return { snapshot: snapshot.id, locked: false, added: fresh.map((r) => r.url) };
     });
     return this.remember(state, snapshot);
   }
 
+  /**
+   * Starts a new generation: everything is captured afresh on next use (a
+   * composed environment keeps its base and the repositories it keeps pinned).
+   */
   async reset(env: string): Promise<EnvState> {
-    // A composed environment goes back to its base plus the added repositories it keeps pinned;
-    // the others are captured afresh.
     const state = await this.records.updateEnv(env, 'reset', async (current) => {
       if (!current.base) return { snapshot: null, locked: false };
       const keep = new Set(current.base.keep ?? []);

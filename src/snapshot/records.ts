@@ -14,6 +14,7 @@ import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
 import { writeFileAtomic, tempName } from '../store/atomic-file.js';
+import { generationsOf, type Generation } from './generations.js';
 
 export interface AnchorFile {
   sha256: string;
@@ -40,11 +41,8 @@ export interface SnapshotRecord {
   repos: PinnedRepo[];
 }
 
-export interface EnvHistoryEntry {
-  snapshot: string | null;
-  at: string;
-  reason: string;
-}
+/** One entry of an environment's history: a generation (see generations.ts). */
+export type EnvHistoryEntry = Generation;
 
 export interface EnvState {
   name: string;
@@ -60,12 +58,21 @@ export interface EnvState {
    */
   base?: { snapshot: string; release?: string; keep?: string[] } | null;
   updatedAt: string;
+  /** Generations, oldest first; the last one is current. */
   history: EnvHistoryEntry[];
 }
 
+/** Generations kept in an environment's history. */
 const HISTORY_MAX = 50;
 
-export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean; base?: EnvState['base'] };
+export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
+  deleted?: boolean;
+  base?: EnvState['base'];
+  /** Repositories first captured now: they extend the current generation instead of starting one. */
+  added?: string[];
+  /** A per-repository reset: these repositories start the new generation unpinned. */
+  resetRepos?: string[];
+};
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
 /** Content-derived: the same upstream state captured anywhere gives the same id. */
@@ -76,6 +83,25 @@ export function snapshotId(repos: PinnedRepo[]): string {
     for (const name of Object.keys(r.anchors).sort()) h.update(`${name} ${r.anchors[name].sha256} ${r.anchors[name].size}\n`);
   }
   return h.digest('hex').slice(0, 20);
+}
+
+/**
+ * The history after a change: captures of new repositories extend the current
+ * generation (a first capture of a new or deleted environment starts one,
+ * "created"); everything else starts a generation.
+ */
+function nextHistory(current: EnvState, snapshot: string | null, reason: string, added: string[] | undefined, resetRepos: string[] | undefined): EnvHistoryEntry[] {
+  const at = new Date().toISOString();
+  const history = [...current.history];
+  const last = history.at(-1);
+  if (added?.length && snapshot) {
+    const additions = added.map((repo) => ({ repo, at, snapshot }));
+    if (last && !current.deleted && current.seq > 0) history[history.length - 1] = { ...last, snapshot, added: [...(last.added ?? []), ...additions] };
+    else history.push({ snapshot, at, reason: 'created', startSnapshot: null, added: additions });
+  } else {
+    history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), added: [] });
+  }
+  return history.slice(-HISTORY_MAX);
 }
 
 export function emptyEnv(name: string): EnvState {
@@ -145,7 +171,8 @@ export class SnapshotRecords {
       .sort((a, b) => b - a);
     for (const seq of seqs) {
       try {
-        return JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
+        const state = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
+        return { ...state, history: generationsOf(state.history ?? []) };
       } catch {
         // pruned under us by another writer: take the next
       }
@@ -171,14 +198,15 @@ export class SnapshotRecords {
       const current = await this.readEnv(name);
       const wanted = await change(current);
       if (!wanted) return current;
+      const { added, resetRepos, ...fields } = wanted;
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
-        ...wanted,
+        ...fields,
         name,
         seq: current.seq + 1,
         updatedAt: new Date().toISOString(),
-        history: [...current.history, { snapshot: wanted.snapshot, at: new Date().toISOString(), reason }].slice(-HISTORY_MAX),
+        history: nextHistory(current, wanted.snapshot, reason, added, resetRepos),
       };
       const temp = tempName(this.tmpDir, 'env');
       await mkdir(this.tmpDir, { recursive: true });

@@ -9,6 +9,7 @@ import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
 import type { Store } from '../store/store.js';
 import { diffSnapshots, type SnapshotDiff } from './diff.js';
+import { previousGenerationId } from './generations.js';
 import type { Environments } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
@@ -49,12 +50,9 @@ export function checkName(what: string, value: unknown): string {
   return value;
 }
 
-/** The previous distinct snapshot in an environment's history before `id`. */
+/** The previous generation's id, before the generation holding `id`. */
 function previousOf(state: EnvState, id: string): string | null {
-  const ids = state.history.map((h) => h.snapshot).filter((s): s is string => Boolean(s));
-  const at = ids.lastIndexOf(id);
-  for (let i = at - 1; i >= 0; i--) if (ids[i] !== id) return ids[i];
-  return null;
+  return previousGenerationId(state.history, id);
 }
 
 export class SnapshotAdmin {

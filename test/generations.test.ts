@@ -1,0 +1,143 @@
+/**
+ * Generations: an environment's snapshot is every repository captured since
+ * it was created or reset. A build that uses three suites makes one history
+ * entry, a suite first requested later extends it, and stores written before
+ * generations existed are read as they are.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { createAptRepo, createGpgKey, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { aptClient } from './helpers/apt.js';
+import { CLI } from './helpers/cli.js';
+import { startFeedlock, tempDir } from './helpers/feedlock.js';
+import { SnapshotRecords, snapshotId, type PinnedRepo } from '../src/snapshot/records.js';
+import { generationAt } from '../src/snapshot/generations.js';
+
+const run = promisify(execFile);
+
+describe('generations', () => {
+  let dir: string;
+  let key: GpgKey;
+  let suites: Record<string, AptRepo>;
+  let upstream: StaticUpstream;
+  let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
+  let storeArgs: string[];
+  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
+  const cliText = async (...args: string[]) => (await run(process.execPath, [CLI, ...args, ...storeArgs])).stdout;
+  const repoUrl = (suite: string) => `http://127.0.0.1:${upstream.port}/debian/dists/${suite}`;
+  const update = async (env: string, names: string[]) => {
+    const apt = aptClient(tempDir(`client-${env}`), names.map((s) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n');
+    await apt.get('update');
+    return apt;
+  };
+
+  beforeAll(async () => {
+    dir = tempDir('generations');
+    key = createGpgKey(dir);
+    const root = join(dir, 'up', 'debian');
+    suites = {
+      bookworm: createAptRepo(root, key, [{ name: 'fl-base', version: '1.0-1' }], { suite: 'bookworm' }),
+      'bookworm-updates': createAptRepo(root, key, [{ name: 'fl-upd', version: '1.0-1' }], { suite: 'bookworm-updates' }),
+      'bookworm-security': createAptRepo(root, key, [{ name: 'fl-sec', version: '1.0-1' }], { suite: 'bookworm-security' }),
+    };
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
+    storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
+  });
+  afterAll(async () => {
+    await feedlock?.close();
+    await upstream?.close();
+  });
+
+  it('one build over three suites makes one generation whose id is the content id of all three', async () => {
+    await update('three', ['bookworm', 'bookworm-updates', 'bookworm-security']);
+    const state = await cli('env', 'show', 'three');
+    expect(state.history).toHaveLength(1);
+    const [g] = state.history;
+    expect(g.reason).toBe('created');
+    expect(g.snapshot).toBe(state.snapshot);
+    expect(g.added.map((a: { repo: string }) => a.repo).sort()).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
+    expect(state.repos.map((r: { url: string }) => r.url).sort()).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
+    expect(state.snapshot).toBe(snapshotId(state.repos as PinnedRepo[]));
+  });
+
+  it('a suite first requested by a later build extends the current generation, recorded as "added repository"', async () => {
+    await update('later', ['bookworm']);
+    const first = await cli('env', 'show', 'later');
+    await update('later', ['bookworm', 'bookworm-security']);
+    const state = await cli('env', 'show', 'later');
+    expect(state.history).toHaveLength(1);
+    expect(state.snapshot).not.toBe(first.snapshot);
+    expect(state.history[0].snapshot).toBe(state.snapshot);
+    expect(state.history[0].added.map((a: { repo: string; snapshot: string }) => [a.repo, a.snapshot])).toEqual([
+      [repoUrl('bookworm'), first.snapshot],
+      [repoUrl('bookworm-security'), state.snapshot],
+    ]);
+    const text = await cliText('env', 'show', 'later');
+    expect(text).toContain(`added repository ${repoUrl('bookworm-security')}`);
+    expect(text.match(/^ {2}\S+ [0-9a-f]{20} /gm)).toHaveLength(1);
+  });
+
+  it('after a reset the history lists two generations and "previous" is the whole first generation', async () => {
+    const before = await cli('env', 'show', 'three');
+    updateAptRepo(suites['bookworm-security'], key, { add: [{ name: 'fl-sec', version: '1.1-1' }], remove: [{ name: 'fl-sec', version: '1.0-1' }] });
+    await cli('env', 'reset', 'three');
+    await update('three', ['bookworm', 'bookworm-updates', 'bookworm-security']);
+    const state = await cli('env', 'show', 'three');
+    expect(state.history.map((g: { reason: string }) => g.reason)).toEqual(['created', 'reset']);
+    expect(state.history[0].snapshot).toBe(before.snapshot);
+    expect(state.history[1].snapshot).toBe(state.snapshot);
+    expect(state.snapshot).not.toBe(before.snapshot);
+    const api = (await (await fetch(`${feedlock.url}/_feedlock/api/environments/three`)).json()) as { previousSnapshot: string };
+    expect(api.previousSnapshot).toBe(before.snapshot);
+    // The generation current at a time: the first one while it was current, the second now.
+    expect(generationAt(state.history, new Date(before.history[0].at))?.snapshot).toBe(before.history[0].added[0].snapshot);
+    expect(generationAt(state.history, new Date())?.snapshot).toBe(state.snapshot);
+    expect(generationAt(state.history, new Date(0))).toBeUndefined();
+  });
+
+  it('an environment state written before generations (one entry per capture) is read as generations, no snapshot lost', async () => {
+    // The record format the previous release writes: numbered state files, one history entry per change.
+    const snapDir = join(dir, 'legacy-snapshots');
+    const records = new SnapshotRecords(snapDir);
+    const live = await cli('env', 'show', 'three');
+    const repos = live.repos as PinnedRepo[];
+    const s1 = await records.putSnapshot(repos.slice(0, 1));
+    const s2 = await records.putSnapshot(repos.slice(0, 2));
+    const s3 = await records.putSnapshot(repos);
+    const s4 = await records.putSnapshot(repos.slice(1, 2));
+    const at = (m: number) => new Date(Date.UTC(2026, 0, 1, 0, m)).toISOString();
+    const history = [
+      { snapshot: s1.id, at: at(1), reason: `captured ${repos[0].url}` },
+      { snapshot: s2.id, at: at(2), reason: `captured ${repos[1].url}` },
+      { snapshot: s3.id, at: at(3), reason: `captured ${repos[2].url}` },
+      { snapshot: null, at: at(4), reason: 'reset' },
+      { snapshot: s4.id, at: at(5), reason: `captured ${repos[1].url}` },
+    ];
+    mkdirSync(join(snapDir, 'envs', 'old'), { recursive: true });
+    writeFileSync(join(snapDir, 'envs', 'old', '0000000005.json'), JSON.stringify({ name: 'old', seq: 5, snapshot: s4.id, locked: false, updatedAt: at(5), history }, null, 1));
+    const args = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index'), '--snapshot-dir', snapDir, '--json'];
+    const shown = JSON.parse((await run(process.execPath, [CLI, 'env', 'show', 'old', ...args])).stdout);
+    expect(shown.snapshot).toBe(s4.id);
+    expect(shown.history.map((g: { reason: string; snapshot: string }) => [g.reason, g.snapshot])).toEqual([
+      ['created', s3.id],
+      ['reset', s4.id],
+    ]);
+    // gc keeps every snapshot the old history named (the partial ones too), so each can still be pinned.
+    const gc = JSON.parse((await run(process.execPath, [CLI, 'snapshot', 'gc', '--dry-run', ...args])).stdout);
+    expect(gc.keptSnapshots).toEqual(expect.arrayContaining([s1.id, s2.id, s3.id, s4.id]));
+    // A change written by this release carries the old generations over.
+    await run(process.execPath, [CLI, 'env', 'pin', 'old', s3.id, ...args]);
+    const after = JSON.parse((await run(process.execPath, [CLI, 'env', 'show', 'old', ...args])).stdout);
+    expect(after.history.map((g: { reason: string; snapshot: string }) => [g.reason, g.snapshot])).toEqual([
+      ['created', s3.id],
+      ['reset', s4.id],
+      [`pinned ${s3.id}`, s3.id],
+    ]);
+    expect(after.history[0].added.map((a: { snapshot: string }) => a.snapshot)).toEqual([s1.id, s2.id, s3.id]);
+  });
+});
