@@ -5,7 +5,7 @@
  * generations existed are read as they are.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +16,8 @@ import { CLI } from './helpers/cli.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { SnapshotRecords, snapshotId, type PinnedRepo } from '../src/snapshot/records.js';
 import { generationAt } from '../src/snapshot/generations.js';
+import { diffVersions } from '../src/snapshot/diff.js';
+import { compareVersions } from '../src/snapshot/dpkg-version.js';
 
 const run = promisify(execFile);
 
@@ -98,6 +100,59 @@ describe('generations', () => {
     expect(generationAt(state.history, new Date(before.history[0].at))?.snapshot).toBe(before.history[0].added[0].snapshot);
     expect(generationAt(state.history, new Date())?.snapshot).toBe(state.snapshot);
     expect(generationAt(state.history, new Date(0))).toBeUndefined();
+  });
+
+  it('env diff lists exactly the upgrade in the one suite that changed; the JSON API and the snapshot page show the same', async () => {
+    const state = await cli('env', 'show', 'three');
+    const diff = await cli('env', 'diff', 'three');
+    expect(diff.from).toBe(state.history[0].snapshot);
+    expect(diff.to).toBe(state.snapshot);
+    expect(diff.changes).toEqual([{ repo: repoUrl('bookworm-security'), arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-sec', from: '1.0-1', to: '1.1-1' }], downgraded: [] }]);
+    expect(diff.reposNotCaptured).toEqual([]);
+    const api = await (await fetch(`${feedlock.url}/_feedlock/api/environments/three/diff`)).json();
+    expect(api).toEqual(diff);
+    const page = await (await fetch(`${feedlock.url}/_feedlock/snapshot/${state.snapshot}`)).text();
+    expect(page).toContain(`Changes since the previous generation`);
+    expect(page).toContain('<td>upgraded</td><td>fl-sec</td><td>1.0-1</td><td>1.1-1</td>');
+    expect(page).not.toContain('fl-base');
+    expect(page).not.toContain('fl-upd');
+    expect((await cliText('env', 'diff', 'three'))).toContain('upgraded    fl-sec 1.0-1 -> 1.1-1');
+  });
+
+  it('env diff reports added, removed and downgraded packages per repository, and --against compares with any snapshot', async () => {
+    const first = (await cli('env', 'show', 'three')).history[0].snapshot;
+    updateAptRepo(suites.bookworm, key, { add: [{ name: 'fl-base', version: '1.0~rc1-1' }], remove: [{ name: 'fl-base', version: '1.0-1' }] });
+    updateAptRepo(suites['bookworm-updates'], key, { add: [{ name: 'fl-upd2', version: '2.0-1' }], remove: [{ name: 'fl-upd', version: '1.0-1' }] });
+    await cli('env', 'reset', 'three');
+    await update('three', ['bookworm', 'bookworm-updates', 'bookworm-security']);
+    const diff = await cli('env', 'diff', 'three');
+    expect(diff.changes).toEqual([
+      { repo: repoUrl('bookworm'), arch: 'amd64', added: [], removed: [], upgraded: [], downgraded: [{ name: 'fl-base', from: '1.0-1', to: '1.0~rc1-1' }] },
+      { repo: repoUrl('bookworm-updates'), arch: 'amd64', added: [{ name: 'fl-upd2', version: '2.0-1' }], removed: [{ name: 'fl-upd', version: '1.0-1' }], upgraded: [], downgraded: [] },
+    ]);
+    const against = await cli('env', 'diff', 'three', '--against', first);
+    expect(against.from).toBe(first);
+    expect(against.changes.map((c: { repo: string }) => c.repo)).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
+  });
+
+  it('the diff orders versions as dpkg --compare-versions does', () => {
+    const pairs: [string, string][] = [
+      ['1.0-1', '1.0~rc1-1'],
+      ['1:0.9-1', '2.0-1'],
+      ['1.0+b1', '1.0'],
+      ['2.30-1', '2.4-1'],
+      ['1.0-1~deb12u1', '1.0-1'],
+      ['7.88.1-10+deb12u5', '7.88.1-10+deb12u12'],
+    ];
+    for (const [a, b] of pairs) {
+      const dpkgGt = spawnSync('dpkg', ['--compare-versions', a, 'gt', b]).status === 0;
+      const dpkgLt = spawnSync('dpkg', ['--compare-versions', a, 'lt', b]).status === 0;
+      const ours = compareVersions(a, b);
+      expect([a, b, ours > 0, ours < 0]).toEqual([a, b, dpkgGt, dpkgLt]);
+      const d = diffVersions('r', 'amd64', new Map([['p', a]]), new Map([['p', b]]));
+      expect(d.upgraded.length === 1).toBe(dpkgLt);
+      expect(d.downgraded.length === 1).toBe(dpkgGt);
+    }
   });
 
   it('an environment state written before generations (one entry per capture) is read as generations, no snapshot lost', async () => {

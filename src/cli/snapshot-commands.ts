@@ -8,7 +8,8 @@ import { writeFile } from 'node:fs/promises';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
-import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
+import { diffSnapshots, formatDiff, formatGenerationDiff } from '../snapshot/diff.js';
+import { environmentDiff } from '../snapshot/snapshot-admin.js';
 import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { PackageIndex } from '../snapshot/package-index.js';
@@ -40,7 +41,7 @@ function snapshotText(r: SnapshotRecord, tags: string[]): string {
 }
 
 export function registerSnapshotCommands(program: Command): void {
-  const env = program.command('env').description('build environments: list, show, reset, pin, delete');
+  const env = program.command('env').description('build environments: list, show, diff, reset, pin, delete');
 
   storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
     await withCtx(opts, async (ctx) => {
@@ -75,6 +76,19 @@ export function registerSnapshotCommands(program: Command): void {
       const before = await ctx.records.readEnv(checkEnvName(name));
       const state = await ctx.envs.reset(name);
       print(opts, { ...envSummary(state), previous: before.snapshot }, () => `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`);
+    });
+  });
+
+  storeOptions(
+    env
+      .command('diff')
+      .argument('<name>')
+      .option('--against <id>', 'compare with this snapshot id or tag instead of the previous generation')
+      .description('packages added, removed, upgraded, downgraded since the previous generation, per repository and architecture'),
+  ).action(async (name: string, opts) => {
+    await withCtx(opts, async (ctx) => {
+      const diff = await environmentDiff(ctx.store, ctx.records, checkEnvName(name), opts.against);
+      print(opts, diff, () => formatGenerationDiff(diff));
     });
   });
 

@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
 import type { Store } from '../store/store.js';
-import { diffSnapshots, type SnapshotDiff } from './diff.js';
-import { previousGenerationId } from './generations.js';
+import { diffGenerations, type GenerationDiff } from './diff.js';
+import { generationIndexOf, previousGenerationId } from './generations.js';
 import type { Environments } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
@@ -53,6 +53,19 @@ export function checkName(what: string, value: unknown): string {
 /** The previous generation's id, before the generation holding `id`. */
 function previousOf(state: EnvState, id: string): string | null {
   return previousGenerationId(state.history, id);
+}
+
+/**
+ * `feedlock env diff NAME [--against ID]`: the current generation against the
+ * previous one (or against snapshot ID). The CLI, the JSON API and the
+ * status page all answer with this.
+ */
+export async function environmentDiff(store: Store, records: SnapshotRecords, name: string, against?: string): Promise<GenerationDiff> {
+  const state = await records.readEnv(checkName('environment name', name));
+  if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`, { env: name });
+  if (!state.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} holds no repository yet (reset, nothing captured since): build once, then run feedlock env diff ${name}`, { env: name });
+  const from = against ? await records.resolveId(checkName('snapshot id', against)) : previousGenerationId(state.history);
+  return diffGenerations(store, name, from ? await records.getSnapshot(from) : undefined, await records.getSnapshot(state.snapshot));
 }
 
 export class SnapshotAdmin {
@@ -114,12 +127,19 @@ export class SnapshotAdmin {
     return { snapshot, tags: Object.keys(tags).filter((t) => tags[t] === id), envs: envs.filter((e) => e.snapshot === id).map((e) => e.name), previous };
   }
 
-  /** The diff against the previous snapshot of an environment that used this one; null if none. */
-  async diffToPrevious(ref: string, against?: string): Promise<SnapshotDiff | null> {
+  /** The diff against the previous generation of an environment that used this one; null if none. */
+  async diffToPrevious(ref: string, against?: string): Promise<GenerationDiff | null> {
     const detail = await this.snapshot(ref);
     const from = against ? await this.records.resolveId(checkName('snapshot id', against)) : detail.previous;
     if (!from) return null;
-    return diffSnapshots(this.store, await this.records.getSnapshot(from), detail.snapshot);
+    const envs = await this.records.listEnvs();
+    const env = envs.find((e) => e.snapshot === detail.snapshot.id) ?? envs.find((e) => generationIndexOf(e.history, detail.snapshot.id) !== -1);
+    return diffGenerations(this.store, env?.name ?? null, await this.records.getSnapshot(from), detail.snapshot);
+  }
+
+  /** As `feedlock env diff NAME --json`. */
+  environmentDiff(name: string, against?: string): Promise<GenerationDiff> {
+    return environmentDiff(this.store, this.records, name, against);
   }
 
   reset(name: string): Promise<EnvState> {
