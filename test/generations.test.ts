@@ -20,6 +20,7 @@ import { diffVersions } from '../src/snapshot/diff.js';
 import { compareVersions } from '../src/snapshot/dpkg-version.js';
 
 const run = promisify(execFile);
+const TOKEN = 'generations-test-token-0123456789';
 
 describe('generations', () => {
   let dir: string;
@@ -45,9 +46,12 @@ describe('generations', () => {
       bookworm: createAptRepo(root, key, [{ name: 'fl-base', version: '1.0-1' }], { suite: 'bookworm' }),
       'bookworm-updates': createAptRepo(root, key, [{ name: 'fl-upd', version: '1.0-1' }], { suite: 'bookworm-updates' }),
       'bookworm-security': createAptRepo(root, key, [{ name: 'fl-sec', version: '1.0-1' }], { suite: 'bookworm-security' }),
+      // A second archive with a suite of the same name: "bookworm" alone is ambiguous next to it.
+      other: createAptRepo(join(dir, 'up', 'other'), key, [{ name: 'fl-other', version: '1.0-1' }], { suite: 'bookworm' }),
     };
+    writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
+    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), adminToken: join(dir, 'admin.token') });
     storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
   });
   afterAll(async () => {
@@ -194,5 +198,79 @@ describe('generations', () => {
       [`pinned ${s3.id}`, s3.id],
     ]);
     expect(after.history[0].added.map((a: { snapshot: string }) => a.snapshot)).toEqual([s1.id, s2.id, s3.id]);
+  });
+
+  describe('per-repository reset', () => {
+    const all = ['bookworm', 'bookworm-updates', 'bookworm-security'];
+    const sources = (env: string) =>
+      [...all.map((x) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${x} main`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/other bookworm main`].join('\n') + '\n';
+    const otherUrl = () => `http://127.0.0.1:${upstream.port}/other/dists/bookworm`;
+    const inReleases = (suite: string) => upstream.requests.filter((r) => r.url.endsWith(`/dists/${suite}/InRelease`)).length;
+    const policy = async (env: string, pkg: string) => {
+      const apt = aptClient(tempDir(`client-${env}`), sources(env));
+      await apt.get('update');
+      return (await apt.cache('policy', pkg)).stdout;
+    };
+
+    it('env reset NAME --repo bookworm-security captures only that suite afresh; the diff shows only its changes', async () => {
+      const candidate = (text: string) => /Candidate: (\S+)/.exec(text)?.[1];
+      const secBefore = candidate(await policy('sec', 'fl-sec'))!;
+      const baseBefore = candidate(await policy('sec', 'fl-base'))!;
+      const before = await cli('env', 'show', 'sec');
+      // Upstream moves on in two suites; only the security one is reset.
+      updateAptRepo(suites['bookworm-security'], key, { add: [{ name: 'fl-sec', version: '1.2-1' }], remove: [{ name: 'fl-sec', version: secBefore }] });
+      updateAptRepo(suites.bookworm, key, { add: [{ name: 'fl-base', version: '2.0-1' }], remove: [{ name: 'fl-base', version: baseBefore }] });
+      const reset = await cli('env', 'reset', 'sec', '--repo', 'bookworm-security');
+      expect(reset.resetRepos).toEqual([repoUrl('bookworm-security')]);
+      const bookwormFetches = inReleases('bookworm');
+      const securityFetches = inReleases('bookworm-security');
+      expect(await policy('sec', 'fl-sec')).toMatch(/Candidate: 1\.2-1/);
+      expect(candidate(await policy('sec', 'fl-base'))).toBe(baseBefore);
+      expect(inReleases('bookworm'), 'the other suites stay pinned: never fetched again').toBe(bookwormFetches);
+      expect(inReleases('bookworm-security')).toBe(securityFetches + 1);
+      const state = await cli('env', 'show', 'sec');
+      expect(state.history.map((g: { reason: string }) => g.reason)).toEqual(['created', `reset ${repoUrl('bookworm-security')}`]);
+      expect(state.history[1].resetRepos).toEqual([repoUrl('bookworm-security')]);
+      const unchanged = (await cli('env', 'show', 'sec')).repos.filter((r: { url: string }) => r.url !== repoUrl('bookworm-security'));
+      expect(unchanged).toEqual(before.repos.filter((r: { url: string }) => r.url !== repoUrl('bookworm-security')));
+      const diff = await cli('env', 'diff', 'sec');
+      expect(diff.from).toBe(before.snapshot);
+      expect(diff.changes).toEqual([{ repo: repoUrl('bookworm-security'), arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-sec', from: secBefore, to: '1.2-1' }], downgraded: [] }]);
+    });
+
+    it('an ambiguous or unknown --repo is refused with the candidates, and nothing changes', async () => {
+      const before = await cli('env', 'show', 'sec');
+      const ambiguous = await run(process.execPath, [CLI, 'env', 'reset', 'sec', '--repo', 'bookworm', ...storeArgs]).then(
+        () => undefined,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(ambiguous?.code).toBe(2);
+      expect(ambiguous?.stderr).toContain('matches 2 repositories');
+      expect(ambiguous?.stderr).toContain(repoUrl('bookworm'));
+      expect(ambiguous?.stderr).toContain(otherUrl());
+      const unknown = await run(process.execPath, [CLI, 'env', 'reset', 'sec', '--repo', 'trixie-security', ...storeArgs]).then(
+        () => undefined,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(unknown?.code).toBe(2);
+      expect(unknown?.stderr).toContain('has no repository "trixie-security"');
+      for (const u of [...all.map(repoUrl), otherUrl()]) expect(unknown?.stderr).toContain(u);
+      expect((await cli('env', 'show', 'sec')).seq).toBe(before.seq);
+    });
+
+    it('the admin API resets one repository the same way: {"repos": [...]}', async () => {
+      const post = (body: unknown) => fetch(`${feedlock.url}/_feedlock/api/environments/sec/reset`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
+      const bad = await post({ repos: ['bookworm'] });
+      expect(bad.status).toBe(400);
+      expect(await bad.text()).toContain('matches 2 repositories');
+      expect((await post({ repos: 'other' })).status).toBe(400);
+      const before = await cli('env', 'show', 'sec');
+      const res = await post({ repos: ['other/dists/bookworm', 'bookworm-updates'] });
+      expect(res.status).toBe(200);
+      const state = await cli('env', 'show', 'sec');
+      expect(state.history.at(-1).resetRepos).toEqual([repoUrl('bookworm-updates'), otherUrl()].sort());
+      expect(state.repos.map((r: { url: string }) => r.url).sort()).toEqual([repoUrl('bookworm'), repoUrl('bookworm-security')].sort());
+      expect(state.repos.find((r: { url: string }) => r.url === repoUrl('bookworm'))).toEqual(before.repos.find((r: { url: string }) => r.url === repoUrl('bookworm')));
+    });
   });
 });

@@ -71,11 +71,23 @@ export function registerSnapshotCommands(program: Command): void {
     });
   });
 
-  storeOptions(env.command('reset').argument('<name>').description('start a fresh capture on next use; the old snapshot is kept')).action(async (name: string, opts) => {
+  storeOptions(
+    env
+      .command('reset')
+      .argument('<name>')
+      .option('--repo <repo>', 'only this repository (as env show lists it, or a unique suite suffix such as bookworm-security); repeatable', (v: string, p: string[] = []) => [...p, v])
+      .description('start a new generation: captured afresh on next use (only --repo ones if given); the old snapshot is kept'),
+  ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const before = await ctx.records.readEnv(checkEnvName(name));
-      const state = await ctx.envs.reset(name);
-      print(opts, { ...envSummary(state), previous: before.snapshot }, () => `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`);
+      const repos: string[] = opts.repo ?? [];
+      const state = await ctx.envs.reset(name, repos);
+      const fresh = state.history.at(-1)?.resetRepos ?? [];
+      print(opts, { ...envSummary(state), previous: before.snapshot, ...(repos.length ? { resetRepos: fresh } : {}) }, () =>
+        repos.length
+          ? `environment ${name}: ${fresh.join(', ')} ${fresh.length === 1 ? 'is' : 'are'} captured afresh on next use; the other repositories stay pinned (was ${before.snapshot ?? 'empty'}). Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`
+          : `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`,
+      );
     });
   });
 

@@ -226,7 +226,7 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
     [/^api\/builds\/([^/]+)$/, async (_req, res, m) => json(res, 200, needBuilds(parts).peek(decodeURIComponent(m[1])))],
   ];
   const changes: [RegExp, Route][] = [
-    [/^api\/environments\/([^/]+)\/reset$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).reset(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/reset$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).reset(decodeURIComponent(m[1]), (await readJson(req)).repos))],
     [/^api\/environments\/([^/]+)\/pin$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).pin(decodeURIComponent(m[1]), (await readJson(req)).snapshot))],
     [/^api\/snapshots\/([^/]+)\/tag$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).tag(decodeURIComponent(m[1]), (await readJson(req)).tag))],
     [/^api\/gc$/, async (req, res) => {

@@ -116,10 +116,13 @@ export class Environments {
   }
 
   /**
-   * Starts a new generation: everything is captured afresh on next use (a
-   * composed environment keeps its base and the repositories it keeps pinned).
+   * Starts a new generation. Without `repos`, everything is captured afresh on
+   * next use (a composed environment keeps its base and the repositories it
+   * keeps pinned). With `repos` (as `env show` lists them, or a unique suite
+   * suffix such as "bookworm-security"), only those are: the rest stay pinned.
    */
-  async reset(env: string): Promise<EnvState> {
+  async reset(env: string, repos: readonly string[] = []): Promise<EnvState> {
+    if (repos.length) return this.resetRepos(env, repos);
     const state = await this.records.updateEnv(env, 'reset', async (current) => {
       if (!current.base) return { snapshot: null, locked: false };
       const keep = new Set(current.base.keep ?? []);
@@ -128,6 +131,26 @@ export class Environments {
       const known = new Set(base.repos.map((r) => r.url));
       const kept = (await this.snapshotRecord(current.snapshot)).repos.filter((r) => keep.has(r.url) && !known.has(r.url));
       return { snapshot: (await this.records.putSnapshot([...base.repos, ...kept])).id, locked: false };
+    });
+    this.cache.delete(env);
+    return state;
+  }
+
+  private async resetRepos(env: string, refs: readonly string[]): Promise<EnvState> {
+    const state = await this.records.updateEnv(env, 'reset', async (current) => {
+      if (current.seq === 0 || current.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+      const repos = current.snapshot ? (await this.snapshotRecord(current.snapshot)).repos : [];
+      // A repository reset before and not captured since can be named again: it stays unpinned.
+      const pending = current.history.at(-1)?.resetRepos?.filter((u) => !repos.some((r) => r.url === u)) ?? [];
+      const urls = [...new Set(refs.map((ref) => matchRepo(env, [...repos.map((r) => r.url), ...pending], ref)))].sort();
+      if (current.base) {
+        const base = new Set((await this.snapshotRecord(current.base.snapshot)).repos.map((r) => r.url));
+        const frozen = urls.filter((u) => base.has(u));
+        if (frozen.length) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: ${frozen.join(', ')} belong${frozen.length === 1 ? 's' : ''} to its frozen base (${current.base.release ? `release ${current.base.release}` : current.base.snapshot}), which a reset never changes; compose the environment on a newer release instead`, { env });
+      }
+      const rest = repos.filter((r) => !urls.includes(r.url));
+      const snapshot = rest.length ? (await this.records.putSnapshot(rest)).id : null;
+      return { snapshot, locked: false, resetRepos: urls, reason: `reset ${urls.join(' ')}` };
     });
     this.cache.delete(env);
     return state;
@@ -161,6 +184,23 @@ export class Environments {
 
 export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
   return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });
+}
+
+/**
+ * A repository URL of `urls` by the URL itself (as `env show` lists it) or a
+ * unique suffix of it: a path suffix such as "dists/bookworm-security" or
+ * "bookworm-security", else any suffix ("-security"). Unknown or ambiguous
+ * names are refused with the candidates.
+ */
+export function matchRepo(env: string, urls: readonly string[], ref: string): string {
+  const wanted = ref.replace(/\/+$/, '');
+  if (urls.includes(wanted)) return wanted;
+  let found = urls.filter((u) => u.endsWith(`/${wanted}`));
+  if (found.length === 0 && wanted) found = urls.filter((u) => u.endsWith(wanted));
+  if (found.length === 1) return found[0];
+  const list = (us: readonly string[]) => us.map((u) => `  ${u}`).join('\n');
+  if (found.length > 1) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: --repo ${JSON.stringify(ref)} matches ${found.length} repositories; name one of them:\n${list(found)}`, { env });
+  throw new FeedlockError('FL_BAD_REQUEST', urls.length ? `environment ${env} has no repository ${JSON.stringify(ref)}; its repositories (feedlock env show ${env}) are:\n${list(urls)}` : `environment ${env} holds no repository yet, so there is nothing to reset with --repo ${JSON.stringify(ref)}`, { env });
 }
 
 export function repoFor(snapshot: SnapshotRecord | undefined, url: string): PinnedRepo | undefined {

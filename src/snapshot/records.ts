@@ -72,6 +72,8 @@ export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
   added?: string[];
   /** A per-repository reset: these repositories start the new generation unpinned. */
   resetRepos?: string[];
+  /** Why the new generation starts, when only the change knows (default: updateEnv's reason). */
+  reason?: string;
 };
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
@@ -198,7 +200,7 @@ export class SnapshotRecords {
       const current = await this.readEnv(name);
       const wanted = await change(current);
       if (!wanted) return current;
-      const { added, resetRepos, ...fields } = wanted;
+      const { added, resetRepos, reason: why, ...fields } = wanted;
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
@@ -206,7 +208,7 @@ export class SnapshotRecords {
         name,
         seq: current.seq + 1,
         updatedAt: new Date().toISOString(),
-        history: nextHistory(current, wanted.snapshot, reason, added, resetRepos),
+        history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos),
       };
       const temp = tempName(this.tmpDir, 'env');
       await mkdir(this.tmpDir, { recursive: true });

@@ -142,8 +142,12 @@ export class SnapshotAdmin {
     return environmentDiff(this.store, this.records, name, against);
   }
 
-  reset(name: string): Promise<EnvState> {
-    return this.envs.reset(checkName('environment name', name));
+  /** `repos`: the admin API's `{"repos": [...]}`, as `feedlock env reset NAME --repo REPO`. */
+  reset(name: string, repos?: unknown): Promise<EnvState> {
+    if (repos !== undefined && (!Array.isArray(repos) || repos.length > 100 || repos.some((r) => typeof r !== 'string' || r.length === 0 || r.length > 500))) {
+      throw new FeedlockError('FL_BAD_REQUEST', `bad repos ${JSON.stringify(repos)?.slice(0, 80)} (expected a list of repositories as feedlock env show lists them, or suite suffixes such as "bookworm-security")`);
+    }
+    return this.envs.reset(checkName('environment name', name), (repos as string[] | undefined) ?? []);
   }
 
   pin(name: string, ref: unknown): Promise<EnvState> {
