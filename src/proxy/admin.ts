@@ -207,6 +207,7 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
     [/^api\/status$/, async (_req, res) => json(res, 200, await statusData(parts))],
     [/^api\/environments$/, async (_req, res) => json(res, 200, await (parts.snapshots?.environments() ?? []))],
     [/^api\/environments\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).environment(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/generation$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).generation(decodeURIComponent(m[1])))],
     [/^api\/environments\/([^/]+)\/diff$/, async (_req, res, m, url) => json(res, 200, await needSnapshots(parts).environmentDiff(decodeURIComponent(m[1]), url.searchParams.get('against') ?? undefined))],
     [/^api\/snapshots\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).snapshot(decodeURIComponent(m[1])))],
     [/^api\/snapshots\/([^/]+)\/diff$/, async (_req, res, m, url) => json(res, 200, await needSnapshots(parts).diffToPrevious(decodeURIComponent(m[1]), url.searchParams.get('against') ?? undefined))],

@@ -5,7 +5,7 @@
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
-import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
+import { APT_ANCHORS, captureRepo, OPKG_ANCHORS, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
 
 export interface EnvView {
@@ -23,6 +23,7 @@ const STATE_TTL_MS = 1000;
 export class Environments {
   private readonly cache = new Map<string, { at: number; view: EnvView; generation: string }>();
   private readonly capturing = new SharedPromises<EnvView>();
+  private readonly following = new SharedPromises<void>();
   private readonly reading = new SharedPromises<EnvView>();
 
   constructor(
@@ -43,6 +44,49 @@ export class Environments {
     const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
     this.cache.set(name, { at: Date.now(), view, generation: generationOf(view) });
     return view;
+  }
+
+  /**
+   * The view an index request is served under: always re-read, so a reset or
+   * pin from the CLI applies to the next apt-get update. In edge mode a
+   * request for a repository's anchor (InRelease, Release, an opkg Packages)
+   * first asks the parent for the environment's generation id (one small
+   * request; snapshots are immutable, so an unchanged id needs nothing more)
+   * and follows a reset or pin made there.
+   */
+  async indexView(name: string, url: string): Promise<EnvView> {
+    if (this.capture?.parent && isAnchorUrl(url)) await this.following.run(name, () => this.followParent(name));
+    return this.view(name, true);
+  }
+
+  private async followParent(env: string): Promise<void> {
+    const deps = this.capture!;
+    const parent = deps.parent!;
+    let remote: ParentGeneration | undefined;
+    try {
+      remote = await parent.api<ParentGeneration>(`api/environments/${encodeURIComponent(env)}/generation`);
+    } catch (err) {
+      // Parent down: keep serving what this edge holds (docs/deployment.md, "What is consistent where").
+      deps.log.warn({ env, parent: parent.base, err: (err as Error).message }, 'cannot check the environment with the parent; serving the snapshot this edge holds');
+      return;
+    }
+    if (!remote) return; // a parent without generations: adopt per repository only, as before
+    const wanted = remote.snapshot;
+    const locked = remote.locked;
+    const current = (await this.view(env, true)).state;
+    if (current.snapshot === wanted && current.locked === locked) return;
+    // A pin made on this edge itself (FEEDLOCK_SNAPSHOT, env pin --parent) wins until it is reset here.
+    if (pinnedHere(current, parent.base)) return;
+    if (current.seq === 0 && !wanted) return;
+    const snap = wanted ? await this.snapshotRecord(wanted) : undefined;
+    await this.records.updateEnv(env, `followed ${parent.base}`, async (cur) => {
+      if ((cur.snapshot === wanted && cur.locked === locked && !cur.deleted) || pinnedHere(cur, parent.base)) return undefined;
+      const held = cur.snapshot && !cur.deleted ? (await this.snapshotRecord(cur.snapshot)).repos : [];
+      const grows = !locked && !cur.locked && !cur.deleted && held.every((h) => snap?.repos.some((r) => r.url === h.url && sameFiles(r, h)));
+      if (grows && snap) return { snapshot: snap.id, locked: false, added: snap.repos.filter((r) => !held.some((h) => h.url === r.url)).map((r) => r.url) };
+      return { snapshot: wanted, locked, reason: `${remote!.reason ?? 'changed'} at ${parent.base}`, parent: parent.base };
+    });
+    this.cache.delete(env);
   }
 
   /**
@@ -181,6 +225,29 @@ export class Environments {
     return state;
   }
 }
+
+/** What an edge asks its parent on each anchor request (`/_feedlock/api/environments/NAME/generation`). */
+export interface ParentGeneration {
+  name: string;
+  snapshot: string | null;
+  locked: boolean;
+  /** Why the parent's current generation started ("reset", "pinned ID", ...). */
+  reason?: string;
+}
+
+const ANCHOR_NAMES = new Set<string>(APT_ANCHORS);
+const OPKG_ANCHOR_NAMES = new Set<string>(OPKG_ANCHORS);
+
+/** A repository's anchor: what apt and opkg fetch first on every update. */
+function isAnchorUrl(url: string): boolean {
+  const path = new URL(url).pathname;
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  return ANCHOR_NAMES.has(name) || (OPKG_ANCHOR_NAMES.has(name) && !path.includes('/dists/'));
+}
+
+const pinnedHere = (state: EnvState, parent: string) => state.locked && !state.deleted && state.history.at(-1)?.parent !== parent;
+
+const sameFiles = (a: PinnedRepo, b: PinnedRepo) => JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
 
 export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
   return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });

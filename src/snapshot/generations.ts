@@ -31,6 +31,8 @@ export interface Generation {
   startSnapshot?: string | null;
   /** A per-repository reset: the repositories captured afresh in this generation; the rest stayed pinned. */
   resetRepos?: string[];
+  /** Edge mode: the parent feedlock this generation was followed from (a reset or pin made there). */
+  parent?: string;
   /** Repositories captured into it, in order, each with the generation's id after it. */
   added?: RepoAddition[];
 }

@@ -74,6 +74,8 @@ export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
   resetRepos?: string[];
   /** Why the new generation starts, when only the change knows (default: updateEnv's reason). */
   reason?: string;
+  /** Edge mode: the new generation follows this parent's. */
+  parent?: string;
 };
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
@@ -92,7 +94,7 @@ export function snapshotId(repos: PinnedRepo[]): string {
  * generation (a first capture of a new or deleted environment starts one,
  * "created"); everything else starts a generation.
  */
-function nextHistory(current: EnvState, snapshot: string | null, reason: string, added: string[] | undefined, resetRepos: string[] | undefined): EnvHistoryEntry[] {
+function nextHistory(current: EnvState, snapshot: string | null, reason: string, added: string[] | undefined, resetRepos: string[] | undefined, parent: string | undefined): EnvHistoryEntry[] {
   const at = new Date().toISOString();
   const history = [...current.history];
   const last = history.at(-1);
@@ -101,7 +103,7 @@ function nextHistory(current: EnvState, snapshot: string | null, reason: string,
     if (last && !current.deleted && current.seq > 0) history[history.length - 1] = { ...last, snapshot, added: [...(last.added ?? []), ...additions] };
     else history.push({ snapshot, at, reason: 'created', startSnapshot: null, added: additions });
   } else {
-    history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), added: [] });
+    history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), ...(parent ? { parent } : {}), added: [] });
   }
   return history.slice(-HISTORY_MAX);
 }
@@ -200,7 +202,7 @@ export class SnapshotRecords {
       const current = await this.readEnv(name);
       const wanted = await change(current);
       if (!wanted) return current;
-      const { added, resetRepos, reason: why, ...fields } = wanted;
+      const { added, resetRepos, reason: why, parent, ...fields } = wanted;
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
@@ -208,7 +210,7 @@ export class SnapshotRecords {
         name,
         seq: current.seq + 1,
         updatedAt: new Date().toISOString(),
-        history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos),
+        history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos, parent),
       };
       const temp = tempName(this.tmpDir, 'env');
       await mkdir(this.tmpDir, { recursive: true });

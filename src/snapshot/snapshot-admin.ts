@@ -10,7 +10,7 @@ import { ENV_NAME } from '../config/schema.js';
 import type { Store } from '../store/store.js';
 import { diffGenerations, type GenerationDiff } from './diff.js';
 import { generationIndexOf, previousGenerationId } from './generations.js';
-import type { Environments } from './environments.js';
+import type { Environments, ParentGeneration } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
 import { parseRelease } from './release-file.js';
@@ -99,6 +99,13 @@ export class SnapshotAdmin {
     const state = await this.records.readEnv(checkName('environment name', name));
     if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}`);
     return { ...(await this.summarise(state)), history: state.history };
+  }
+
+  /** What an edge checks on each anchor request: small, and 200 for an environment this host does not have. */
+  async generation(name: string): Promise<ParentGeneration> {
+    const state = await this.records.readEnv(checkName('environment name', name));
+    if (state.seq === 0 || state.deleted) return { name, snapshot: null, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
+    return { name, snapshot: state.snapshot, locked: state.locked, reason: state.history.at(-1)?.reason };
   }
 
   private async summarise(state: EnvState): Promise<EnvironmentSummary> {
