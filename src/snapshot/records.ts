@@ -10,10 +10,10 @@
  *    lock file can be left held by a crashed host.
  */
 import { createHash } from 'node:crypto';
-import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import { writeFileAtomic, tempName } from '../store/atomic-file.js';
+import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
 import { generationsOf, type Generation } from './generations.js';
 
 export interface AnchorFile {
@@ -108,6 +108,11 @@ function nextHistory(current: EnvState, snapshot: string | null, reason: string,
   return history.slice(-HISTORY_MAX);
 }
 
+function isEnvState(s: unknown, name: string): s is EnvState {
+  const e = s as EnvState;
+  return typeof e === 'object' && e !== null && e.name === name && Number.isSafeInteger(e.seq) && e.seq > 0 && (e.snapshot === null || SNAPSHOT_ID.test(e.snapshot)) && Array.isArray(e.history);
+}
+
 export function emptyEnv(name: string): EnvState {
   return { name, seq: 0, snapshot: null, locked: false, updatedAt: new Date(0).toISOString(), history: [] };
 }
@@ -167,21 +172,34 @@ export class SnapshotRecords {
   }
 
   async readEnv(name: string): Promise<EnvState> {
+    return (await this.readEnvFiles(name)).state;
+  }
+
+  /**
+   * The newest readable state, and the highest state number on disk. A state
+   * file that is empty or torn (a power cut before its data reached the disk,
+   * on a host that did not fsync) or not a state of this environment is
+   * skipped; the next state is numbered past it, so it never wedges updates.
+   */
+  private async readEnvFiles(name: string): Promise<{ state: EnvState; top: number }> {
     const dir = this.envDir(name);
     const seqs = (await readdir(dir).catch(() => [] as string[]))
       .map((n) => /^(\d{10})\.json$/.exec(n)?.[1])
       .filter((x): x is string => x !== undefined)
       .map(Number)
       .sort((a, b) => b - a);
+    const top = seqs[0] ?? 0;
     for (const seq of seqs) {
+      let state: EnvState;
       try {
-        const state = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
-        return { ...state, history: generationsOf(state.history ?? []) };
+        state = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
       } catch {
-        // pruned under us by another writer: take the next
+        continue; // torn, empty, or pruned under us by another writer: take the next
       }
+      if (!isEnvState(state, name)) continue;
+      return { state: { ...state, history: generationsOf(state.history) }, top };
     }
-    return emptyEnv(name);
+    return { state: emptyEnv(name), top };
   }
 
   async listEnvs(): Promise<EnvState[]> {
@@ -199,7 +217,7 @@ export class SnapshotRecords {
     const dir = this.envDir(name);
     await mkdir(dir, { recursive: true });
     for (let attempt = 0; attempt < 100; attempt++) {
-      const current = await this.readEnv(name);
+      const { state: current, top } = await this.readEnvFiles(name);
       const wanted = await change(current);
       if (!wanted) return current;
       const { added, resetRepos, reason: why, parent, ...fields } = wanted;
@@ -208,15 +226,18 @@ export class SnapshotRecords {
         base: wanted.deleted ? null : current.base ?? null,
         ...fields,
         name,
-        seq: current.seq + 1,
+        // Past every file on disk, readable or not.
+        seq: Math.max(current.seq, top) + 1,
         updatedAt: new Date().toISOString(),
         history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos, parent),
       };
       const temp = tempName(this.tmpDir, 'env');
-      await mkdir(this.tmpDir, { recursive: true });
-      await writeFile(temp, JSON.stringify(next, null, 1));
+      // Durable before it is visible: the state is the only copy of the decision.
+      await writeDurable(this.tmpDir, temp, JSON.stringify(next, null, 1));
       try {
+        // link(2), not rename(2): it fails if another writer took this number first.
         await link(temp, join(dir, `${String(next.seq).padStart(10, '0')}.json`));
+        await fsyncDir(dir);
         await this.prune(dir, next.seq);
         return next;
       } catch (err) {
