@@ -85,30 +85,35 @@ describe('records survive a power cut', () => {
     const args = ['--allow-host', `127.0.0.1:${world.upstream.port}`, '--store', store, '--index-dir', indexDir];
     const a = await startCli(args);
     const b = await startCli(args);
-    // b caches a URL record in the shared LMDB.
-    const url = `${b.url}/127.0.0.1:${world.upstream.port}/debian/pool/main/f/fl-base/fl-base_1.0-1_amd64.deb`;
-    expect((await fetch(url).then((r) => r.arrayBuffer())).byteLength).toBeGreaterThan(0);
-    a.child.kill('SIGTERM');
-    await new Promise((r) => a.child.once('exit', r));
-    const markers = () => readdirSync(indexDir).filter((n) => n.startsWith('open-since-boot'));
-    expect(markers().length, 'b still has the index open: its marker stays').toBeGreaterThan(0);
-    // The machine goes down with b running: its marker now names an earlier boot.
-    b.child.kill('SIGKILL');
-    await new Promise((r) => b.child.once('exit', r));
-    for (const m of markers()) writeFileSync(join(indexDir, m), 'an-earlier-boot\n');
-    // A record LMDB holds but the store lost: a rebuild from the records drops it.
-    const upstreamUrl = `http://127.0.0.1:${world.upstream.port}/debian/pool/main/f/fl-base/fl-base_1.0-1_amd64.deb`;
-    const s0 = await Store.open(store, join(world.dir, 'probe-index'));
-    const recordFile = s0.layout.urlRecordPath(upstreamUrl);
-    await s0.close();
-    expect(existsSync(recordFile)).toBe(true);
-    rmSync(recordFile);
-    const s = await Store.open(store, indexDir);
     try {
-      expect(s.index.getCached(upstreamUrl), 'rebuilt from the records').toBeUndefined();
-      expect(markers().every((m) => readFileSync(join(indexDir, m), 'utf8') !== 'an-earlier-boot\n')).toBe(true);
+      // b caches a URL record in the shared LMDB.
+      const url = `${b.url}/127.0.0.1:${world.upstream.port}/debian/pool/main/f/fl-base/fl-base_1.0-1_amd64.deb`;
+      expect((await fetch(url).then((r) => r.arrayBuffer())).byteLength).toBeGreaterThan(0);
+      a.child.kill('SIGTERM');
+      await new Promise((r) => a.child.once('exit', r));
+      const markers = () => readdirSync(indexDir).filter((n) => n.startsWith('open-since-boot'));
+      expect(markers().length, 'b still has the index open: its marker stays').toBeGreaterThan(0);
+      // The machine goes down with b running: its marker now names an earlier boot.
+      b.child.kill('SIGKILL');
+      await new Promise((r) => b.child.once('exit', r));
+      for (const m of markers()) writeFileSync(join(indexDir, m), 'an-earlier-boot\n');
+      // A record LMDB holds but the store lost: a rebuild from the records drops it.
+      const upstreamUrl = `http://127.0.0.1:${world.upstream.port}/debian/pool/main/f/fl-base/fl-base_1.0-1_amd64.deb`;
+      const s0 = await Store.open(store, join(world.dir, 'probe-index'));
+      const recordFile = s0.layout.urlRecordPath(upstreamUrl);
+      await s0.close();
+      expect(existsSync(recordFile)).toBe(true);
+      rmSync(recordFile);
+      const s = await Store.open(store, indexDir);
+      try {
+        expect(s.index.getCached(upstreamUrl), 'rebuilt from the records').toBeUndefined();
+        expect(markers().every((m) => readFileSync(join(indexDir, m), 'utf8') !== 'an-earlier-boot\n')).toBe(true);
+      } finally {
+        await s.close();
+      }
     } finally {
-      await s.close();
+      // Whatever failed above, leave no server running.
+      for (const p of [a.child, b.child]) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     }
   });
 
