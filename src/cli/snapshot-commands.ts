@@ -8,7 +8,8 @@ import { writeFile } from 'node:fs/promises';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
-import { diffSnapshots, formatDiff } from '../snapshot/diff.js';
+import { diffSnapshots, formatDiff, formatGenerationDiff } from '../snapshot/diff.js';
+import { environmentDiff } from '../snapshot/snapshot-admin.js';
 import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { PackageIndex } from '../snapshot/package-index.js';
@@ -40,7 +41,7 @@ function snapshotText(r: SnapshotRecord, tags: string[]): string {
 }
 
 export function registerSnapshotCommands(program: Command): void {
-  const env = program.command('env').description('build environments: list, show, reset, pin, delete');
+  const env = program.command('env').description('build environments: list, show, diff, reset, pin, delete');
 
   storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
     await withCtx(opts, async (ctx) => {
@@ -60,18 +61,46 @@ export function registerSnapshotCommands(program: Command): void {
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
           ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),
           ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : state.base.keep?.includes(r.url) ? '* ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
-          'history:',
-          ...state.history.slice(-10).map((h) => `  ${h.at} ${h.snapshot ?? '(empty)'} ${h.reason}`),
+          'history (generations, newest last):',
+          ...state.history.slice(-10).flatMap((g) => [
+            `  ${g.at} ${g.snapshot ?? '(empty)'} ${g.reason}${g.resetRepos?.length ? ` (${g.resetRepos.join(', ')})` : ''}`,
+            ...(g.added ?? []).map((a) => `      ${a.at} added repository ${a.repo}`),
+          ]),
         ].join('\n'),
       );
     });
   });
 
-  storeOptions(env.command('reset').argument('<name>').description('start a fresh capture on next use; the old snapshot is kept')).action(async (name: string, opts) => {
+  storeOptions(
+    env
+      .command('reset')
+      .argument('<name>')
+      .option('--repo <repo>', 'only this repository (as env show lists it, or a unique suite suffix such as bookworm-security); repeatable', (v: string, p: string[] = []) => [...p, v])
+      .description('start a new generation: captured afresh on next use (only --repo ones if given); the old snapshot is kept'),
+  ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const before = await ctx.records.readEnv(checkEnvName(name));
-      const state = await ctx.envs.reset(name);
-      print(opts, { ...envSummary(state), previous: before.snapshot }, () => `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`);
+      const repos: string[] = opts.repo ?? [];
+      const state = await ctx.envs.reset(name, repos);
+      const fresh = state.history.at(-1)?.resetRepos ?? [];
+      print(opts, { ...envSummary(state), previous: before.snapshot, ...(repos.length ? { resetRepos: fresh } : {}) }, () =>
+        repos.length
+          ? `environment ${name}: ${fresh.join(', ')} ${fresh.length === 1 ? 'is' : 'are'} captured afresh on next use; the other repositories stay pinned (was ${before.snapshot ?? 'empty'}). Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`
+          : `environment ${name} reset (was ${before.snapshot ?? 'empty'}); the next build captures the current upstream state. Revert with: feedlock env pin ${name} ${before.snapshot ?? 'ID'}`,
+      );
+    });
+  });
+
+  storeOptions(
+    env
+      .command('diff')
+      .argument('<name>')
+      .option('--against <id>', 'compare with this snapshot id or tag instead of the previous generation')
+      .description('packages added, removed, upgraded, downgraded since the previous generation, per repository and architecture'),
+  ).action(async (name: string, opts) => {
+    await withCtx(opts, async (ctx) => {
+      const diff = await environmentDiff(ctx.store, ctx.records, checkEnvName(name), opts.against);
+      print(opts, diff, () => formatGenerationDiff(diff));
     });
   });
 

@@ -211,6 +211,8 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
     [/^api\/status$/, async (_req, res) => json(res, 200, await statusData(parts))],
     [/^api\/environments$/, async (_req, res) => json(res, 200, await (parts.snapshots?.environments() ?? []))],
     [/^api\/environments\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).environment(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/generation$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).generation(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/diff$/, async (_req, res, m, url) => json(res, 200, await needSnapshots(parts).environmentDiff(decodeURIComponent(m[1]), url.searchParams.get('against') ?? undefined))],
     [/^api\/snapshots\/([^/]+)$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).snapshot(decodeURIComponent(m[1])))],
     [/^api\/snapshots\/([^/]+)\/diff$/, async (_req, res, m, url) => json(res, 200, await needSnapshots(parts).diffToPrevious(decodeURIComponent(m[1]), url.searchParams.get('against') ?? undefined))],
     [/^snapshot\/([^/]+)$/, async (_req, res, m) => {
@@ -229,7 +231,7 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
     [/^api\/builds\/([^/]+)$/, async (_req, res, m) => json(res, 200, needBuilds(parts).peek(decodeURIComponent(m[1])))],
   ];
   const changes: [RegExp, Route][] = [
-    [/^api\/environments\/([^/]+)\/reset$/, async (_req, res, m) => json(res, 200, await needSnapshots(parts).reset(decodeURIComponent(m[1])))],
+    [/^api\/environments\/([^/]+)\/reset$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).reset(decodeURIComponent(m[1]), (await readJson(req)).repos))],
     [/^api\/environments\/([^/]+)\/pin$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).pin(decodeURIComponent(m[1]), (await readJson(req)).snapshot))],
     [/^api\/snapshots\/([^/]+)\/tag$/, async (req, res, m) => json(res, 200, await needSnapshots(parts).tag(decodeURIComponent(m[1]), (await readJson(req)).tag))],
     [/^api\/gc$/, async (req, res) => {

@@ -5,7 +5,7 @@
  * refreshes by fetching its own dynamic fragment (rendered by the same code)
  * every few seconds and swapping it in.
  */
-import type { SnapshotDiff } from '../snapshot/diff.js';
+import type { GenerationDiff, SnapshotDiff } from '../snapshot/diff.js';
 import type { EnvironmentSummary, SnapshotDetail } from '../snapshot/snapshot-admin.js';
 import type { PackageVersion } from '../snapshot/search.js';
 import type { StatusData } from './admin.js';
@@ -131,7 +131,7 @@ export function renderPackagesPage(q: string, found: PackageVersion[] | undefine
   return page(`feedlock packages ${q}`, `${header}<main><section><h2>${count}${filters ? ` <small>(${filters})</small>` : ''}</h2>${body}</section></main>`);
 }
 
-function diffTable(diff: SnapshotDiff): string {
+function diffTable(diff: Pick<SnapshotDiff, 'changes'>): string {
   const rows: string[] = [];
   for (const c of diff.changes) {
     for (const a of c.added) rows.push(`<tr><td>added</td><td>${esc(a.name)}</td><td></td><td>${esc(a.version)}</td><td>${esc(c.arch)}</td></tr>`);
@@ -143,7 +143,7 @@ function diffTable(diff: SnapshotDiff): string {
   return `<table id="diff"><thead><tr><th>Change</th><th>Package</th><th>Old</th><th>New</th><th>Arch</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
-export function renderSnapshotPage(d: SnapshotDetail, diff: SnapshotDiff | null): string {
+export function renderSnapshotPage(d: SnapshotDetail, diff: GenerationDiff | null): string {
   const s = d.snapshot;
   const repos = s.repos
     .map(
@@ -153,8 +153,10 @@ export function renderSnapshotPage(d: SnapshotDetail, diff: SnapshotDiff | null)
     )
     .join('');
   const diffSection = diff
-    ? `<section><h2>Changes since <a href="${esc(diff.from)}"><code>${esc(diff.from)}</code></a></h2>${diffTable(diff)}</section>`
-    : '<section><h2>Changes</h2><p>No earlier snapshot of the same environment to compare with.</p></section>';
+    ? `<section><h2>Changes since the previous generation <a href="${esc(diff.from ?? '')}"><code>${esc(diff.from ?? '')}</code></a></h2>${diffTable(diff)}${
+        diff.reposNotCaptured.length ? `<p>Not captured yet in this generation (the next build fetches them): ${diff.reposNotCaptured.map((u) => `<code>${esc(u)}</code>`).join(', ')}</p>` : ''
+      }</section>`
+    : '<section><h2>Changes</h2><p>No earlier generation of the same environment to compare with.</p></section>';
   const header = `<header><h1>snapshot <code>${esc(s.id)}</code></h1><span>created ${esc(s.createdAt)}</span>${d.tags.length ? `<span>tags ${esc(d.tags.join(', '))}</span>` : ''}${d.envs.length ? `<span>serving ${esc(d.envs.join(', '))}</span>` : ''}<a href="../">status</a><a href="../api/snapshots/${esc(s.id)}">JSON</a></header>`;
   return page(`feedlock snapshot ${s.id}`, `${header}<main>${diffSection}${repos}</main>`);
 }

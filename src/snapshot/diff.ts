@@ -104,6 +104,56 @@ export async function diffSnapshots(store: Store, from: SnapshotRecord, to: Snap
   return result;
 }
 
+/** The diff of an environment's generations (`feedlock env diff`, the status page, the JSON API). */
+export interface GenerationDiff {
+  env: string | null;
+  /** The previous generation's id (or --against); null when there is none. */
+  from: string | null;
+  to: string;
+  changes: RepoArchDiff[];
+  notCaptured: string[];
+  /**
+   * Repositories of `from` the current generation has not captured (yet): a
+   * reset suite the next build will fetch again. Not compared: their packages
+   * are not "removed".
+   */
+  reposNotCaptured: string[];
+}
+
+const sameAnchors = (a: PinnedRepo, b: PinnedRepo) => a.kind === b.kind && JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
+
+/**
+ * What changed from one generation to the next: per repository and
+ * architecture, the packages added, removed, upgraded and downgraded, and
+ * nothing else. A repository pinned to the same files in both (the suites a
+ * per-repository reset left alone) has no changes by definition; one the
+ * newer generation has not captured yet is listed apart, not as removals.
+ */
+export async function diffGenerations(store: Store, env: string | null, from: SnapshotRecord | undefined, to: SnapshotRecord): Promise<GenerationDiff> {
+  const result: GenerationDiff = { env, from: from?.id ?? null, to: to.id, changes: [], notCaptured: [], reposNotCaptured: [] };
+  if (!from) return result;
+  for (const rb of [...to.repos].sort((x, y) => x.url.localeCompare(y.url))) {
+    const ra = from.repos.find((r) => r.url === rb.url);
+    if (ra && sameAnchors(ra, rb)) continue;
+    const va = ra ? await packageVersions(store, ra, result.notCaptured) : new Map<string, Map<string, string>>();
+    const vb = await packageVersions(store, rb, result.notCaptured);
+    for (const arch of [...new Set([...va.keys(), ...vb.keys()])].sort()) {
+      const d = diffVersions(rb.url, arch, va.get(arch) ?? new Map(), vb.get(arch) ?? new Map());
+      if (d.added.length + d.removed.length + d.upgraded.length + d.downgraded.length > 0) result.changes.push(d);
+    }
+  }
+  result.reposNotCaptured = from.repos.filter((r) => !to.repos.some((x) => x.url === r.url)).map((r) => r.url).sort();
+  result.notCaptured = [...new Set(result.notCaptured)].sort();
+  return result;
+}
+
+export function formatGenerationDiff(diff: GenerationDiff): string {
+  if (!diff.from) return `environment ${diff.env}: one generation (${diff.to}), nothing earlier to compare with; compare with a snapshot using --against ID`;
+  const lines = [formatDiff({ ...diff, from: diff.from }).replace(/^snapshot diff/, `environment ${diff.env}: generation`)];
+  if (diff.reposNotCaptured.length) lines.push(`not captured yet in ${diff.to} (the next build fetches them):`, ...diff.reposNotCaptured.map((u) => `  ${u}`));
+  return lines.join('\n');
+}
+
 export function formatDiff(diff: SnapshotDiff): string {
   const lines = [`snapshot diff ${diff.from} -> ${diff.to}`];
   if (diff.changes.length === 0) lines.push('  no package changes');

@@ -5,7 +5,7 @@
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
-import { captureRepo, type CaptureDeps, type RepoGuess } from './capture.js';
+import { APT_ANCHORS, captureRepo, OPKG_ANCHORS, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
 import { parseView } from '../proxy/route-request.js';
 import { describeView, viewState } from './snapshot-ref.js';
@@ -25,6 +25,7 @@ const STATE_TTL_MS = 1000;
 export class Environments {
   private readonly cache = new Map<string, { at: number; view: EnvView; generation: string }>();
   private readonly capturing = new SharedPromises<EnvView>();
+  private readonly following = new SharedPromises<void>();
   private readonly reading = new SharedPromises<EnvView>();
 
   constructor(
@@ -47,6 +48,49 @@ export class Environments {
     const view: EnvView = { state, snapshot: state.snapshot && !state.deleted ? await this.snapshotRecord(state.snapshot) : undefined };
     this.cache.set(name, { at: Date.now(), view, generation: generationOf(view) });
     return view;
+  }
+
+  /**
+   * The view an index request is served under: always re-read, so a reset or
+   * pin from the CLI applies to the next apt-get update. In edge mode a
+   * request for a repository's anchor (InRelease, Release, an opkg Packages)
+   * first asks the parent for the environment's generation id (one small
+   * request; snapshots are immutable, so an unchanged id needs nothing more)
+   * and follows a reset or pin made there.
+   */
+  async indexView(name: string, url: string): Promise<EnvView> {
+    if (this.capture?.parent && isAnchorUrl(url)) await this.following.run(name, () => this.followParent(name));
+    return this.view(name, true);
+  }
+
+  private async followParent(env: string): Promise<void> {
+    const deps = this.capture!;
+    const parent = deps.parent!;
+    let remote: ParentGeneration | undefined;
+    try {
+      remote = await parent.api<ParentGeneration>(`api/environments/${encodeURIComponent(env)}/generation`);
+    } catch (err) {
+      // Parent down: keep serving what this edge holds (docs/deployment.md, "What is consistent where").
+      deps.log.warn({ env, parent: parent.base, err: (err as Error).message }, 'cannot check the environment with the parent; serving the snapshot this edge holds');
+      return;
+    }
+    if (!remote) return; // a parent without generations: adopt per repository only, as before
+    const wanted = remote.snapshot;
+    const locked = remote.locked;
+    const current = (await this.view(env, true)).state;
+    if (current.snapshot === wanted && current.locked === locked) return;
+    // A pin made on this edge itself (FEEDLOCK_SNAPSHOT, env pin --parent) wins until it is reset here.
+    if (pinnedHere(current, parent.base)) return;
+    if (current.seq === 0 && !wanted) return;
+    const snap = wanted ? await this.snapshotRecord(wanted) : undefined;
+    await this.records.updateEnv(env, `followed ${parent.base}`, async (cur) => {
+      if ((cur.snapshot === wanted && cur.locked === locked && !cur.deleted) || pinnedHere(cur, parent.base)) return undefined;
+      const held = cur.snapshot && !cur.deleted ? (await this.snapshotRecord(cur.snapshot)).repos : [];
+      const grows = !locked && !cur.locked && !cur.deleted && held.every((h) => snap?.repos.some((r) => r.url === h.url && sameFiles(r, h)));
+      if (grows && snap) return { snapshot: snap.id, locked: false, added: snap.repos.filter((r) => !held.some((h) => h.url === r.url)).map((r) => r.url) };
+      return { snapshot: wanted, locked, reason: `${remote!.reason ?? 'changed'} at ${parent.base}`, parent: parent.base };
+    });
+    this.cache.delete(env);
   }
 
   /**
@@ -103,7 +147,7 @@ export class Environments {
     const incoming = capture.parent ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess) : [await captureRepo(capture, guess)];
     for (const r of incoming) capture.onCaptured?.(r.url);
     let snapshot: SnapshotRecord | undefined;
-    const state = await this.records.updateEnv(env, `captured ${guess.url}${capture.parent ? ` from ${capture.parent.base}` : ''}`, async (current) => {
+    const state = await this.records.updateEnv(env, 'created', async (current) => {
       const currentSnap = current.snapshot && !current.deleted ? await this.snapshotRecord(current.snapshot) : undefined;
       if (currentSnap?.repos.some((r) => r.url === guess.url)) {
         snapshot = currentSnap;
@@ -111,15 +155,22 @@ export class Environments {
       }
       if (current.locked && !current.deleted) throw notInSnapshot(env, current.snapshot, guess.url);
       const known = new Set(currentSnap?.repos.map((r) => r.url));
-      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), ...incoming.filter((r) => !known.has(r.url))]);
-      return { snapshot: snapshot.id, locked: false };
+      const fresh = incoming.filter((r) => !known.has(r.url));
+      snapshot = await this.records.putSnapshot([...(currentSnap?.repos ?? []), ...fresh]);
+      // A repository first requested now extends the current generation.
+      return { snapshot: snapshot.id, locked: false, added: fresh.map((r) => r.url) };
     });
     return this.remember(state, snapshot);
   }
 
-  async reset(env: string): Promise<EnvState> {
-    // A composed environment goes back to its base plus the added repositories it keeps pinned;
-    // the others are captured afresh.
+  /**
+   * Starts a new generation. Without `repos`, everything is captured afresh on
+   * next use (a composed environment keeps its base and the repositories it
+   * keeps pinned). With `repos` (as `env show` lists them, or a unique suite
+   * suffix such as "bookworm-security"), only those are: the rest stay pinned.
+   */
+  async reset(env: string, repos: readonly string[] = []): Promise<EnvState> {
+    if (repos.length) return this.resetRepos(env, repos);
     const state = await this.records.updateEnv(env, 'reset', async (current) => {
       if (!current.base) return { snapshot: null, locked: false };
       const keep = new Set(current.base.keep ?? []);
@@ -128,6 +179,26 @@ export class Environments {
       const known = new Set(base.repos.map((r) => r.url));
       const kept = (await this.snapshotRecord(current.snapshot)).repos.filter((r) => keep.has(r.url) && !known.has(r.url));
       return { snapshot: (await this.records.putSnapshot([...base.repos, ...kept])).id, locked: false };
+    });
+    this.cache.delete(env);
+    return state;
+  }
+
+  private async resetRepos(env: string, refs: readonly string[]): Promise<EnvState> {
+    const state = await this.records.updateEnv(env, 'reset', async (current) => {
+      if (current.seq === 0 || current.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+      const repos = current.snapshot ? (await this.snapshotRecord(current.snapshot)).repos : [];
+      // A repository reset before and not captured since can be named again: it stays unpinned.
+      const pending = current.history.at(-1)?.resetRepos?.filter((u) => !repos.some((r) => r.url === u)) ?? [];
+      const urls = [...new Set(refs.map((ref) => matchRepo(env, [...repos.map((r) => r.url), ...pending], ref)))].sort();
+      if (current.base) {
+        const base = new Set((await this.snapshotRecord(current.base.snapshot)).repos.map((r) => r.url));
+        const frozen = urls.filter((u) => base.has(u));
+        if (frozen.length) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: ${frozen.join(', ')} belong${frozen.length === 1 ? 's' : ''} to its frozen base (${current.base.release ? `release ${current.base.release}` : current.base.snapshot}), which a reset never changes; compose the environment on a newer release instead`, { env });
+      }
+      const rest = repos.filter((r) => !urls.includes(r.url));
+      const snapshot = rest.length ? (await this.records.putSnapshot(rest)).id : null;
+      return { snapshot, locked: false, resetRepos: urls, reason: `reset ${urls.join(' ')}` };
     });
     this.cache.delete(env);
     return state;
@@ -159,10 +230,50 @@ export class Environments {
   }
 }
 
+/** What an edge asks its parent on each anchor request (`/_feedlock/api/environments/NAME/generation`). */
+export interface ParentGeneration {
+  name: string;
+  snapshot: string | null;
+  locked: boolean;
+  /** Why the parent's current generation started ("reset", "pinned ID", ...). */
+  reason?: string;
+}
+
+const ANCHOR_NAMES = new Set<string>(APT_ANCHORS);
+const OPKG_ANCHOR_NAMES = new Set<string>(OPKG_ANCHORS);
+
+/** A repository's anchor: what apt and opkg fetch first on every update. */
+function isAnchorUrl(url: string): boolean {
+  const path = new URL(url).pathname;
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  return ANCHOR_NAMES.has(name) || (OPKG_ANCHOR_NAMES.has(name) && !path.includes('/dists/'));
+}
+
+const pinnedHere = (state: EnvState, parent: string) => state.locked && !state.deleted && state.history.at(-1)?.parent !== parent;
+
+const sameFiles = (a: PinnedRepo, b: PinnedRepo) => JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
+
 export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
   const view = describeView(env);
   if (view) return new FeedlockError('FL_NOT_IN_SNAPSHOT', `${view} (snapshot ${id ?? '(none)'}) does not include ${what}`, { env, snapshot: id });
   return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });
+}
+
+/**
+ * A repository URL of `urls` by the URL itself (as `env show` lists it) or a
+ * unique suffix of it: a path suffix such as "dists/bookworm-security" or
+ * "bookworm-security", else any suffix ("-security"). Unknown or ambiguous
+ * names are refused with the candidates.
+ */
+export function matchRepo(env: string, urls: readonly string[], ref: string): string {
+  const wanted = ref.replace(/\/+$/, '');
+  if (urls.includes(wanted)) return wanted;
+  let found = urls.filter((u) => u.endsWith(`/${wanted}`));
+  if (found.length === 0 && wanted) found = urls.filter((u) => u.endsWith(wanted));
+  if (found.length === 1) return found[0];
+  const list = (us: readonly string[]) => us.map((u) => `  ${u}`).join('\n');
+  if (found.length > 1) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: --repo ${JSON.stringify(ref)} matches ${found.length} repositories; name one of them:\n${list(found)}`, { env });
+  throw new FeedlockError('FL_BAD_REQUEST', urls.length ? `environment ${env} has no repository ${JSON.stringify(ref)}; its repositories (feedlock env show ${env}) are:\n${list(urls)}` : `environment ${env} holds no repository yet, so there is nothing to reset with --repo ${JSON.stringify(ref)}`, { env });
 }
 
 export function repoFor(snapshot: SnapshotRecord | undefined, url: string): PinnedRepo | undefined {

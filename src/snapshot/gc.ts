@@ -5,6 +5,7 @@
  * download has just written but not yet recorded, on this host or another.
  */
 import { stat, unlink } from 'node:fs/promises';
+import { idsOf } from './generations.js';
 import { Releases } from './releases.js';
 import type { Store } from '../store/store.js';
 import { snapshotBlobs } from './contents.js';
@@ -23,7 +24,8 @@ export async function collectGarbage(store: Store, records: SnapshotRecords, opt
   const kept = new Set<string>();
   for (const env of await records.listEnvs()) {
     if (env.snapshot) kept.add(env.snapshot);
-    for (const h of env.history) if (h.snapshot) kept.add(h.snapshot);
+    // Every id a generation passed through, so an older partial set can still be pinned back.
+    for (const g of env.history) for (const id of idsOf(g)) kept.add(id);
   }
   for (const id of Object.values(await records.tags())) kept.add(id);
   for (const id of await new Releases(records).snapshotIds()) kept.add(id);

@@ -10,10 +10,11 @@
  *    lock file can be left held by a crashed host.
  */
 import { createHash } from 'node:crypto';
-import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import { writeFileAtomic, tempName } from '../store/atomic-file.js';
+import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
+import { generationsOf, type Generation } from './generations.js';
 
 export interface AnchorFile {
   sha256: string;
@@ -40,11 +41,8 @@ export interface SnapshotRecord {
   repos: PinnedRepo[];
 }
 
-export interface EnvHistoryEntry {
-  snapshot: string | null;
-  at: string;
-  reason: string;
-}
+/** One entry of an environment's history: a generation (see generations.ts). */
+export type EnvHistoryEntry = Generation;
 
 export interface EnvState {
   name: string;
@@ -60,12 +58,25 @@ export interface EnvState {
    */
   base?: { snapshot: string; release?: string; keep?: string[] } | null;
   updatedAt: string;
+  /** Generations, oldest first; the last one is current. */
   history: EnvHistoryEntry[];
 }
 
+/** Generations kept in an environment's history. */
 const HISTORY_MAX = 50;
 
-export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean; base?: EnvState['base'] };
+export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
+  deleted?: boolean;
+  base?: EnvState['base'];
+  /** Repositories first captured now: they extend the current generation instead of starting one. */
+  added?: string[];
+  /** A per-repository reset: these repositories start the new generation unpinned. */
+  resetRepos?: string[];
+  /** Why the new generation starts, when only the change knows (default: updateEnv's reason). */
+  reason?: string;
+  /** Edge mode: the new generation follows this parent's. */
+  parent?: string;
+};
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
 /** Content-derived: the same upstream state captured anywhere gives the same id. */
@@ -76,6 +87,30 @@ export function snapshotId(repos: PinnedRepo[]): string {
     for (const name of Object.keys(r.anchors).sort()) h.update(`${name} ${r.anchors[name].sha256} ${r.anchors[name].size}\n`);
   }
   return h.digest('hex').slice(0, 20);
+}
+
+/**
+ * The history after a change: captures of new repositories extend the current
+ * generation (a first capture of a new or deleted environment starts one,
+ * "created"); everything else starts a generation.
+ */
+function nextHistory(current: EnvState, snapshot: string | null, reason: string, added: string[] | undefined, resetRepos: string[] | undefined, parent: string | undefined): EnvHistoryEntry[] {
+  const at = new Date().toISOString();
+  const history = [...current.history];
+  const last = history.at(-1);
+  if (added?.length && snapshot) {
+    const additions = added.map((repo) => ({ repo, at, snapshot }));
+    if (last && !current.deleted && current.seq > 0) history[history.length - 1] = { ...last, snapshot, added: [...(last.added ?? []), ...additions] };
+    else history.push({ snapshot, at, reason: 'created', startSnapshot: null, added: additions });
+  } else {
+    history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), ...(parent ? { parent } : {}), added: [] });
+  }
+  return history.slice(-HISTORY_MAX);
+}
+
+function isEnvState(s: unknown, name: string): s is EnvState {
+  const e = s as EnvState;
+  return typeof e === 'object' && e !== null && e.name === name && Number.isSafeInteger(e.seq) && e.seq > 0 && (e.snapshot === null || SNAPSHOT_ID.test(e.snapshot)) && Array.isArray(e.history);
 }
 
 export function emptyEnv(name: string): EnvState {
@@ -137,20 +172,34 @@ export class SnapshotRecords {
   }
 
   async readEnv(name: string): Promise<EnvState> {
+    return (await this.readEnvFiles(name)).state;
+  }
+
+  /**
+   * The newest readable state, and the highest state number on disk. A state
+   * file that is empty or torn (a power cut before its data reached the disk,
+   * on a host that did not fsync) or not a state of this environment is
+   * skipped; the next state is numbered past it, so it never wedges updates.
+   */
+  private async readEnvFiles(name: string): Promise<{ state: EnvState; top: number }> {
     const dir = this.envDir(name);
     const seqs = (await readdir(dir).catch(() => [] as string[]))
       .map((n) => /^(\d{10})\.json$/.exec(n)?.[1])
       .filter((x): x is string => x !== undefined)
       .map(Number)
       .sort((a, b) => b - a);
+    const top = seqs[0] ?? 0;
     for (const seq of seqs) {
+      let state: EnvState;
       try {
-        return JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
+        state = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
       } catch {
-        // pruned under us by another writer: take the next
+        continue; // torn, empty, or pruned under us by another writer: take the next
       }
+      if (!isEnvState(state, name)) continue;
+      return { state: { ...state, history: generationsOf(state.history) }, top };
     }
-    return emptyEnv(name);
+    return { state: emptyEnv(name), top };
   }
 
   async listEnvs(): Promise<EnvState[]> {
@@ -168,23 +217,27 @@ export class SnapshotRecords {
     const dir = this.envDir(name);
     await mkdir(dir, { recursive: true });
     for (let attempt = 0; attempt < 100; attempt++) {
-      const current = await this.readEnv(name);
+      const { state: current, top } = await this.readEnvFiles(name);
       const wanted = await change(current);
       if (!wanted) return current;
+      const { added, resetRepos, reason: why, parent, ...fields } = wanted;
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
-        ...wanted,
+        ...fields,
         name,
-        seq: current.seq + 1,
+        // Past every file on disk, readable or not.
+        seq: Math.max(current.seq, top) + 1,
         updatedAt: new Date().toISOString(),
-        history: [...current.history, { snapshot: wanted.snapshot, at: new Date().toISOString(), reason }].slice(-HISTORY_MAX),
+        history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos, parent),
       };
       const temp = tempName(this.tmpDir, 'env');
-      await mkdir(this.tmpDir, { recursive: true });
-      await writeFile(temp, JSON.stringify(next, null, 1));
+      // Durable before it is visible: the state is the only copy of the decision.
+      await writeDurable(this.tmpDir, temp, JSON.stringify(next, null, 1));
       try {
+        // link(2), not rename(2): it fails if another writer took this number first.
         await link(temp, join(dir, `${String(next.seq).padStart(10, '0')}.json`));
+        await fsyncDir(dir);
         await this.prune(dir, next.seq);
         return next;
       } catch (err) {

@@ -5,11 +5,11 @@
  * exclusively with link(2) (an existing name is never overwritten, on any
  * host), and they keep their snapshots from gc.
  */
-import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
-import { tempName } from '../store/atomic-file.js';
+import { fsyncDir, tempName, writeDurable } from '../store/atomic-file.js';
 import type { SnapshotRecords } from './records.js';
 
 export const RELEASE_SCHEMA = 'feedlock-release/1';
@@ -62,11 +62,12 @@ export class Releases {
     };
     await mkdir(this.dir, { recursive: true });
     const tmpDir = join(this.records.dir, 'tmp');
-    await mkdir(tmpDir, { recursive: true });
     const temp = tempName(tmpDir, 'release');
-    await writeFile(temp, JSON.stringify(release, null, 1) + '\n');
+    // Durable before it is visible: a release is never rewritten, so it must never be torn.
+    await writeDurable(tmpDir, temp, JSON.stringify(release, null, 1) + '\n');
     try {
       await link(temp, this.path(name));
+      await fsyncDir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const existing = await this.get(name);

@@ -8,8 +8,9 @@ import { readFile } from 'node:fs/promises';
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
 import type { Store } from '../store/store.js';
-import { diffSnapshots, type SnapshotDiff } from './diff.js';
-import type { Environments } from './environments.js';
+import { diffGenerations, type GenerationDiff } from './diff.js';
+import { generationIndexOf, previousGenerationId } from './generations.js';
+import type { Environments, ParentGeneration } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
 import { parseRelease } from './release-file.js';
@@ -49,12 +50,22 @@ export function checkName(what: string, value: unknown): string {
   return value;
 }
 
-/** The previous distinct snapshot in an environment's history before `id`. */
+/** The previous generation's id, before the generation holding `id`. */
 function previousOf(state: EnvState, id: string): string | null {
-  const ids = state.history.map((h) => h.snapshot).filter((s): s is string => Boolean(s));
-  const at = ids.lastIndexOf(id);
-  for (let i = at - 1; i >= 0; i--) if (ids[i] !== id) return ids[i];
-  return null;
+  return previousGenerationId(state.history, id);
+}
+
+/**
+ * `feedlock env diff NAME [--against ID]`: the current generation against the
+ * previous one (or against snapshot ID). The CLI, the JSON API and the
+ * status page all answer with this.
+ */
+export async function environmentDiff(store: Store, records: SnapshotRecords, name: string, against?: string): Promise<GenerationDiff> {
+  const state = await records.readEnv(checkName('environment name', name));
+  if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`, { env: name });
+  if (!state.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} holds no repository yet (reset, nothing captured since): build once, then run feedlock env diff ${name}`, { env: name });
+  const from = against ? await records.resolveId(checkName('snapshot id', against)) : previousGenerationId(state.history);
+  return diffGenerations(store, name, from ? await records.getSnapshot(from) : undefined, await records.getSnapshot(state.snapshot));
 }
 
 export class SnapshotAdmin {
@@ -90,6 +101,13 @@ export class SnapshotAdmin {
     return { ...(await this.summarise(state)), history: state.history };
   }
 
+  /** What an edge checks on each anchor request: small, and 200 for an environment this host does not have. */
+  async generation(name: string): Promise<ParentGeneration> {
+    const state = await this.records.readEnv(checkName('environment name', name));
+    if (state.seq === 0 || state.deleted) return { name, snapshot: null, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
+    return { name, snapshot: state.snapshot, locked: state.locked, reason: state.history.at(-1)?.reason };
+  }
+
   private async summarise(state: EnvState): Promise<EnvironmentSummary> {
     const snapshot = state.snapshot ? await this.records.getSnapshot(state.snapshot).catch(() => undefined) : undefined;
     const repos: RepoSummary[] = [];
@@ -116,16 +134,27 @@ export class SnapshotAdmin {
     return { snapshot, tags: Object.keys(tags).filter((t) => tags[t] === id), envs: envs.filter((e) => e.snapshot === id).map((e) => e.name), previous };
   }
 
-  /** The diff against the previous snapshot of an environment that used this one; null if none. */
-  async diffToPrevious(ref: string, against?: string): Promise<SnapshotDiff | null> {
+  /** The diff against the previous generation of an environment that used this one; null if none. */
+  async diffToPrevious(ref: string, against?: string): Promise<GenerationDiff | null> {
     const detail = await this.snapshot(ref);
     const from = against ? await this.records.resolveId(checkName('snapshot id', against)) : detail.previous;
     if (!from) return null;
-    return diffSnapshots(this.store, await this.records.getSnapshot(from), detail.snapshot);
+    const envs = await this.records.listEnvs();
+    const env = envs.find((e) => e.snapshot === detail.snapshot.id) ?? envs.find((e) => generationIndexOf(e.history, detail.snapshot.id) !== -1);
+    return diffGenerations(this.store, env?.name ?? null, await this.records.getSnapshot(from), detail.snapshot);
   }
 
-  reset(name: string): Promise<EnvState> {
-    return this.envs.reset(checkName('environment name', name));
+  /** As `feedlock env diff NAME --json`. */
+  environmentDiff(name: string, against?: string): Promise<GenerationDiff> {
+    return environmentDiff(this.store, this.records, name, against);
+  }
+
+  /** `repos`: the admin API's `{"repos": [...]}`, as `feedlock env reset NAME --repo REPO`. */
+  reset(name: string, repos?: unknown): Promise<EnvState> {
+    if (repos !== undefined && (!Array.isArray(repos) || repos.length > 100 || repos.some((r) => typeof r !== 'string' || r.length === 0 || r.length > 500))) {
+      throw new FeedlockError('FL_BAD_REQUEST', `bad repos ${JSON.stringify(repos)?.slice(0, 80)} (expected a list of repositories as feedlock env show lists them, or suite suffixes such as "bookworm-security")`);
+    }
+    return this.envs.reset(checkName('environment name', name), (repos as string[] | undefined) ?? []);
   }
 
   pin(name: string, ref: unknown): Promise<EnvState> {

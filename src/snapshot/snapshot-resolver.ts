@@ -66,8 +66,8 @@ export class SnapshotResolver implements Resolver {
   // ---- index files -------------------------------------------------------
 
   private async resolveIndex(ctx: RequestContext, url: string): Promise<Resolution> {
-    // Fresh state on every index request: a reset or pin from the CLI applies to the next apt-get update.
-    let view = await this.envs.view(ctx.env, true);
+    // Fresh state on every index request: a reset or pin (here, or at an edge's parent) applies to the next apt-get update.
+    let view = await this.envs.indexView(ctx.env, url);
     let repo = repoFor(view.snapshot, url);
     if (!repo) {
       if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);

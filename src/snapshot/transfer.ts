@@ -5,11 +5,13 @@
  * store and the record against its content-derived id.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 
 import { FeedlockError } from '../errors.js';
 
+import { publish, tempName } from '../store/atomic-file.js';
 import type { Store } from '../store/store.js';
 import { snapshotBlobs, type SnapshotBlob } from './contents.js';
 import { snapshotId, type SnapshotRecord, type SnapshotRecords } from './records.js';
@@ -69,6 +71,29 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   return index;
 }
 
+/** Writes one blob of an export to a temp file in the store, verified against its name and fsynced. */
+async function stageBlob(store: Store, entry: AsyncIterable<unknown>, sha256: string, file: string): Promise<string> {
+  const temp = tempName(store.layout.tmpDir);
+  await mkdir(store.layout.tmpDir, { recursive: true });
+  const fh = await open(temp, 'wx', 0o644);
+  const hash = createHash('sha256');
+  try {
+    for await (const c of entry) {
+      hash.update(c as Buffer);
+      await fh.write(c as Buffer);
+    }
+    const found = hash.digest('hex');
+    if (found !== sha256) throw new FeedlockError('FL_HASH_MISMATCH', `${file}: sha256 mismatch for blob ${sha256} (found ${found}); the export is damaged, nothing was imported`, { expected: sha256, found });
+    await fh.datasync();
+    await fh.close();
+    return temp;
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}
+
 export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void, onTotal?: (blobs: number) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
   const { extract: tarExtract } = await import('tar-stream');
   const extract = tarExtract();
@@ -76,6 +101,8 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
   let blobs = 0;
   let added = 0;
   const documents = new Map<string, Buffer>();
+  /** sha256 -> verified, fsynced temp file in the store's tmp/, published once the whole export checked out. */
+  const staged = new Map<string, string>();
   const source = createReadStream(file);
   source.once('error', (err) => extract.destroy(err));
   source.pipe(extract);
@@ -109,28 +136,28 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
         throw new FeedlockError('FL_BAD_CONFIG', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
       }
       blobs++;
-      if (await store.hasBlob(m[1])) {
+      if (staged.has(m[1]) || (await store.hasBlob(m[1]))) {
         entry.resume();
         continue;
       }
-      const writer = await store.createWriter();
-      try {
-        for await (const c of entry) await writer.write(c as Buffer);
-        await writer.commit({ sha256: m[1], source: `its name in ${file}` });
-        added++;
-        onBlob?.(m[1]);
-      } catch (err) {
-        await writer.abort();
-        throw err;
-      }
+      staged.set(m[1], await stageBlob(store, entry, m[1], file));
+      onBlob?.(m[1]);
+    }
+    if (!index) throw new FeedlockError('FL_BAD_CONFIG', `${file} holds no feedlock-snapshot.json`);
+    for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
+      if (!staged.has(b.sha256) && !(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_STORE_CORRUPT', `${file} lacks ${b.url} (${b.sha256})`);
+    }
+    // Everything checked: only now do the blobs enter the store, before the record that references them.
+    for (const [sha256, temp] of staged) {
+      await publish(temp, store.blobPath(sha256));
+      staged.delete(sha256);
+      added++;
     }
   } catch (err) {
+    // A failed import leaves nothing behind: no blob that no record references.
+    await Promise.all([...staged.values()].map((t) => unlink(t).catch(() => {})));
     if (err instanceof FeedlockError) throw err;
     throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable feedlock export: ${(err as Error).message}`, {}, { cause: err });
-  }
-  if (!index) throw new FeedlockError('FL_BAD_CONFIG', `${file} holds no feedlock-snapshot.json`);
-  for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
-    if (!(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_STORE_CORRUPT', `${file} lacks ${b.url} (${b.sha256})`);
   }
   const snapshot = await records.putSnapshot(index.snapshot.repos);
   return { snapshot, blobs, added, documents };

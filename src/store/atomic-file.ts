@@ -87,6 +87,31 @@ export async function writeFileAtomic(tmpDir: string, finalPath: string, data: s
 }
 
 /**
+ * Writes `data` to a new file at `path` (a temp name in `tmpDir`) and fsyncs
+ * it, for records that are then published with link(2): exclusive creation
+ * of a name that must never hold a partial file, even after a power cut.
+ */
+export async function writeDurable(tmpDir: string, path: string, data: string | Uint8Array): Promise<void> {
+  let fh;
+  try {
+    fh = await open(path, 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(tmpDir, { recursive: true });
+    fh = await open(path, 'wx', 0o644);
+  }
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(path).catch(() => {});
+    throw err;
+  }
+  await fh.close();
+}
+
+/**
  * Removes temp files left by crashed writers: ours by dead pid on this host,
  * other hosts' only when old (we cannot see their processes).
  */

@@ -3,12 +3,13 @@
  * the store (urls/…, atomically replaced, readable by every host); LMDB on
  * local disk is a fast copy of those records that `reindex` rebuilds.
  */
-import { open as openFile, readFile, readdir, rm, mkdir, unlink, writeFile } from 'node:fs/promises';
+import { open as openFile, readFile, readdir, rename, rm, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { FeedlockError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { SHA256_HEX, type StoreLayout } from './layout.js';
+import { processAlive } from '../util/process-alive.js';
 
 export interface UrlRecord {
   url: string;
@@ -55,15 +56,17 @@ export class UrlIndex {
    * The index is a cache of the record files, so LMDB runs without fsync
    * (measured: synced commits held libuv threads and tripled miss latency).
    * A killed process loses nothing; only an OS crash can leave LMDB torn, so
-   * the boot id is recorded while open and a different one at the next start
-   * (an unclean run before a reboot) triggers a rebuild from the records.
+   * every process that has the index open keeps a marker with the boot id
+   * (one per process: several servers and CLI commands share an index dir,
+   * and one closing must not clear another's), and a marker of another boot
+   * at the next start (an unclean run before a reboot) triggers a rebuild
+   * from the records.
    */
   static async open(layout: StoreLayout, indexDir: string): Promise<UrlIndex> {
     await mkdir(indexDir, { recursive: true });
-    const marker = join(indexDir, 'open-since-boot');
     const boot = await currentBootId();
-    const previous = await readFile(marker, 'utf8').catch(() => undefined);
-    const tornByReboot = previous !== undefined && previous !== boot;
+    const claimed = await claimMarkersOfOtherBoots(indexDir, boot);
+    const tornByReboot = claimed.length > 0;
     if (tornByReboot) await UrlIndex.destroy(indexDir);
     await checkLmdbFile(join(indexDir, 'urls.mdb'), layout.root, indexDir);
     let db: RootDatabase<unknown, string>;
@@ -73,9 +76,12 @@ export class UrlIndex {
     } catch (err) {
       throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} cannot be opened (${(err as Error).message}); rebuild it from the store with: feedlock store reindex --store ${layout.root} --index-dir ${indexDir}`, { indexDir }, { cause: err });
     }
-    await writeFile(marker, boot);
+    await writeFile(markerPath(indexDir), boot);
     const index = new UrlIndex(layout, indexDir, db);
-    if (tornByReboot) await index.reindex();
+    if (tornByReboot) {
+      await index.reindex();
+      for (const c of claimed) await unlink(c).catch(() => {});
+    }
     return index;
   }
 
@@ -165,8 +171,8 @@ export class UrlIndex {
   async close(): Promise<void> {
     await this.root.flushed;
     await this.root.close();
-    // Closed cleanly: no rebuild needed whatever happens to the machine next.
-    await unlink(join(this.indexDir, 'open-since-boot')).catch(() => {});
+    // Closed cleanly: no rebuild needed on our account whatever happens to the machine next.
+    await unlink(markerPath(this.indexDir)).catch(() => {});
   }
 
   static async destroy(indexDir: string): Promise<void> {
@@ -197,6 +203,43 @@ async function checkLmdbFile(path: string, storeRoot: string, indexDir: string):
   } finally {
     await fh.close();
   }
+}
+
+const MARKER = 'open-since-boot';
+/** `open-since-boot` alone is the marker of releases before per-process markers. */
+const MARKER_NAME = /^open-since-boot(?:\.(\d+))?$/;
+
+function markerPath(indexDir: string): string {
+  return join(indexDir, `${MARKER}.${process.pid}`);
+}
+
+/**
+ * Finds the markers left by processes of an earlier boot and claims them
+ * (rename: when several processes start at once after a reboot, one of them
+ * rebuilds). Markers of this boot whose process is gone (killed) are just
+ * removed: a killed process cannot tear LMDB. Returns the claimed files.
+ */
+async function claimMarkersOfOtherBoots(indexDir: string, boot: string): Promise<string[]> {
+  const claimed: string[] = [];
+  for (const name of await readdir(indexDir).catch(() => [] as string[])) {
+    const m = MARKER_NAME.exec(name);
+    if (!m) continue;
+    const path = join(indexDir, name);
+    const content = (await readFile(path, 'utf8').catch(() => undefined))?.trim();
+    if (content === undefined) continue;
+    if (content === boot) {
+      if (m[1] && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) await unlink(path).catch(() => {});
+      continue;
+    }
+    const claim = join(indexDir, `${MARKER}-rebuild.${process.pid}.${name}`);
+    try {
+      await rename(path, claim);
+      claimed.push(claim);
+    } catch {
+      // another process claimed it first and rebuilds
+    }
+  }
+  return claimed;
 }
 
 async function currentBootId(): Promise<string> {
