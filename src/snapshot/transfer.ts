@@ -4,6 +4,7 @@
  * them. Import verifies every blob against its digest before it enters the
  * store and the record against its content-derived id.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -69,7 +70,34 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   return index;
 }
 
+/**
+ * Reads the whole export once and checks every blob against the digest it is
+ * named by, writing nothing: blobs are committed as the tar is read, so
+ * without this a damaged blob late in the file left the ones before it in the
+ * store. The import itself still verifies each blob it commits.
+ */
+async function verifyExportBlobs(file: string): Promise<void> {
+  const { extract: tarExtract } = await import('tar-stream');
+  const extract = tarExtract();
+  const source = createReadStream(file);
+  source.once('error', (err) => extract.destroy(err));
+  source.pipe(extract);
+  try {
+    for await (const entry of extract) {
+      const m = /^blobs\/([0-9a-f]{64})$/.exec(entry.header.name);
+      const hash = createHash('sha256');
+      for await (const c of entry) if (m) hash.update(c as Buffer);
+      const found = m && hash.digest('hex');
+      if (m && found !== m[1]) throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${m[1]} (its name in ${file}), got ${found}; nothing was imported`, { expected: m[1], found });
+    }
+  } catch (err) {
+    if (err instanceof FeedlockError) throw err;
+    throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable feedlock export: ${(err as Error).message}`, {}, { cause: err });
+  }
+}
+
 export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void, onTotal?: (blobs: number) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
+  await verifyExportBlobs(file);
   const { extract: tarExtract } = await import('tar-stream');
   const extract = tarExtract();
   let index: ExportIndex | undefined;
