@@ -113,6 +113,16 @@ describe('frozen snapshots per environment', () => {
     const second = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`, { method: 'HEAD' });
     expect(second.statusCode).toBe(502);
     expect(second.headers['x-feedlock-error']).toBe('FL_HASH_MISMATCH');
+    // The refusal names the hash the snapshot pins and the one upstream sent. A HEAD has no body to say it
+    // in; a Range request waits for the verified file the same way, and its 502 carries the message.
+    const refused = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`, { headers: { range: 'bytes=0-' } });
+    expect(refused.statusCode).toBe(502);
+    expect(refused.headers['x-feedlock-error']).toBe('FL_HASH_MISMATCH');
+    const why = await refused.body.text();
+    expect(why).toContain(victim.sha256.slice(0, 12));
+    expect(why).toContain(createHash('sha256').update(Buffer.alloc(victim.size, 7)).digest('hex').slice(0, 12));
+    await feedlock.flights.idle();
+    expect(blobCount()).toBe(blobs);
     upstream.fault = undefined;
     const ok = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`);
     expect(ok.statusCode).toBe(200);
