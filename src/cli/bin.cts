@@ -31,10 +31,12 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 // when this file is run as a program (`feedlock serve`, npx). Started as
 // `node .../bin.cjs serve` (a unit file, a wrapper), the bin re-executes
 // itself once with what is missing; node-command.ts says how, and `serve`
-// warns when that cannot be done.
+// warns when that cannot be done. Only for `serve`: the settings are the
+// long-running server's memory behaviour, and a second node start on every
+// short command (a build runs hundreds) costs more than they save there.
 import('../util/node-command.js')
   .then(({ ensureRuntimeSettings }) => {
-    ensureRuntimeSettings(__filename);
+    if (process.argv.slice(2).find((a) => !a.startsWith('-')) === 'serve') ensureRuntimeSettings(__filename);
     // Read by glibc at startup only; the tools feedlock runs (apt-get, gpg, dpkg) need not inherit it.
     delete process.env.MALLOC_MMAP_THRESHOLD_;
     return import('./main.js');
