@@ -10,8 +10,17 @@
  * -errno (-EAGAIN: the non-blocking socket is full).
  * cork(fd, on) -> 0 or -errno: TCP_CORK around a response head and the first
  * piece of its body, so the head does not leave in a segment of its own.
+ * execve(file, argv, env, keep) -> -errno (returns only on failure): the bin
+ * restarts itself with its node flags when started without them
+ * (src/util/node-command.ts). Node marks every descriptor it finds at start
+ * close-on-exec, stdio included; this clears that flag on descriptors
+ * 0..keep-1 first (stdio, and the sockets systemd passed from fd 3). Node 20
+ * has no process.execve, and Node's own keeps only stdio.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <node_api.h>
@@ -62,11 +71,69 @@ static napi_value Cork(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* A JS string array as a NULL-terminated char* array (malloc'd; NULL on a bad value). */
+static char **strings(napi_env env, napi_value array) {
+  uint32_t n;
+  if (napi_get_array_length(env, array, &n) != napi_ok) return NULL;
+  char **out = calloc(n + 1, sizeof(char *));
+  for (uint32_t i = 0; out && i < n; i++) {
+    napi_value item;
+    size_t len;
+    if (napi_get_element(env, array, i, &item) != napi_ok || napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok ||
+        !(out[i] = malloc(len + 1))) {
+      for (uint32_t j = 0; j < i; j++) free(out[j]);
+      free(out);
+      return NULL;
+    }
+    napi_get_value_string_utf8(env, item, out[i], len + 1, &len);
+  }
+  return out;
+}
+
+static void release(char **list) {
+  for (char **p = list; p && *p; p++) free(*p);
+  free(list);
+}
+
+static napi_value Execve(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  char file[4096];
+  size_t len;
+  int32_t keep;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
+      napi_get_value_string_utf8(env, argv[0], file, sizeof file, &len) != napi_ok || len >= sizeof file - 1 ||
+      napi_get_value_int32(env, argv[3], &keep) != napi_ok || keep < 0) {
+    napi_throw_type_error(env, NULL, "execve(file, argv, env, keep)");
+    return NULL;
+  }
+  char **args = strings(env, argv[1]), **vars = strings(env, argv[2]);
+  if (!args || !vars) {
+    release(args);
+    release(vars);
+    napi_throw_type_error(env, NULL, "execve: argv and env must be arrays of strings");
+    return NULL;
+  }
+  for (int fd = 0; fd < keep; fd++) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  execve(file, args, vars);
+  int failed = errno;
+  release(args);
+  release(vars);
+  napi_value result;
+  napi_create_int32(env, -failed, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "sendfile", NAPI_AUTO_LENGTH, Sendfile, NULL, &fn);
   napi_set_named_property(env, exports, "sendfile", fn);
   napi_create_function(env, "cork", NAPI_AUTO_LENGTH, Cork, NULL, &fn);
   napi_set_named_property(env, exports, "cork", fn);
+  napi_create_function(env, "execve", NAPI_AUTO_LENGTH, Execve, NULL, &fn);
+  napi_set_named_property(env, exports, "execve", fn);
   return exports;
 }

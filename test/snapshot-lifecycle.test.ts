@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
@@ -71,10 +71,25 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
     expect(at).toBeGreaterThan(0);
     data[at + 1000] ^= 0xff; // inside a package blob
     writeFileSync(join(dir, 'bad.tar'), data);
-    const r = await run(process.execPath, [CLI, 'snapshot', 'import', join(dir, 'bad.tar'), '--store', join(dir, 'store3'), '--index-dir', join(dir, 'index3')]).catch((e) => e);
+    const store3 = ['--store', join(dir, 'store3'), '--index-dir', join(dir, 'index3')];
+    // An existing store (its layout made by a first command), listed before and after.
+    await cli('store', 'stats', ...store3);
+    const before = storeListing(join(dir, 'store3'));
+    const r = await run(process.execPath, [CLI, 'snapshot', 'import', join(dir, 'bad.tar'), ...store3]).catch((e) => e);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/sha256 mismatch/);
+    expect(storeListing(join(dir, 'store3'))).toEqual(before);
   });
+
+  /** Every file and directory under a store, with file sizes: what an import could have added. */
+  function storeListing(root: string): string[] {
+    return readdirSync(root, { recursive: true, withFileTypes: true })
+      .map((e) => {
+        const path = join(e.parentPath, e.name).slice(root.length + 1);
+        return e.isDirectory() ? `${path}/` : `${path} ${statSync(join(e.parentPath, e.name)).size}`;
+      })
+      .sort();
+  }
 
   it('gc removes what no kept snapshot references, keeps what they need, and --dry-run removes nothing', async () => {
     // A package no index lists: cached by URL, unverified, referenced by no snapshot.

@@ -26,16 +26,28 @@
 // blobs can take tens of ms on virtual disks, and with the default 4 threads a
 // few of them stall every other file operation.
 process.env.UV_THREADPOOL_SIZE ??= '16';
-// Read by glibc at startup only; the tools feedlock runs (apt-get, gpg, dpkg) need not inherit it.
-delete process.env.MALLOC_MMAP_THRESHOLD_;
 
-import('./main.js').then(
-  async ({ main }) => {
-    const code = await main(process.argv);
-    if (code !== 0) process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+// The first line is the one place the settings live, but node reads it only
+// when this file is run as a program (`feedlock serve`, npx). Started as
+// `node .../bin.cjs serve` (a unit file, a wrapper), the bin re-executes
+// itself once with what is missing; node-command.ts says how, and `serve`
+// warns when that cannot be done. Only for `serve`: the settings are the
+// long-running server's memory behaviour, and a second node start on every
+// short command (a build runs hundreds) costs more than they save there.
+import('../util/node-command.js')
+  .then(({ ensureRuntimeSettings }) => {
+    if (process.argv.slice(2).find((a) => !a.startsWith('-')) === 'serve') ensureRuntimeSettings(__filename);
+    // Read by glibc at startup only; the tools feedlock runs (apt-get, gpg, dpkg) need not inherit it.
+    delete process.env.MALLOC_MMAP_THRESHOLD_;
+    return import('./main.js');
+  })
+  .then(
+    async ({ main }) => {
+      const code = await main(process.argv);
+      if (code !== 0) process.exitCode = code;
+    },
+    (err) => {
+      console.error(err);
+      process.exitCode = 1;
+    },
+  );

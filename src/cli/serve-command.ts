@@ -4,11 +4,15 @@ import { createLogger } from '../log.js';
 import { startServer } from '../proxy/server.js';
 import { flagsToConfig, serveOptions } from './main.js';
 import { snapshotParts } from '../snapshot/server-parts.js';
+import { settingsWarning } from '../util/node-command.js';
 
 export function registerServe(program: Command): void {
   serveOptions(program.command('serve').description('run the caching proxy')).action(async (opts: Record<string, unknown>) => {
     const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
     const log = createLogger(config.logLevel);
+    // The bin's node flags and malloc setting, when it could not supply them (node-command.ts).
+    const unset = settingsWarning();
+    if (unset) log.warn(unset);
     const running = await startServer(config, log, snapshotParts(config, log));
     // Print the bound address on stdout so scripts (and the bitbake class) can read a chosen port.
     process.stdout.write(`${running.url}\n`);
