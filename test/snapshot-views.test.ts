@@ -51,12 +51,14 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
     beforeAny = new Date(Date.now() - 2000);
     await sleep(1100);
     await update('img');
-    first = { id: await envSnapshot('img'), inRelease: upstreamFile('dists/stable/InRelease'), packages: upstreamFile('dists/stable/main/binary-amd64/Packages'), after: new Date() };
+    // Archive timestamps have whole seconds: "after" must be a second past the capture.
     await sleep(1100);
+    first = { id: await envSnapshot('img'), inRelease: upstreamFile('dists/stable/InRelease'), packages: upstreamFile('dists/stable/main/binary-amd64/Packages'), after: new Date() };
     // Upstream moves on; the environment takes the new state after a reset.
     updateAptRepo(w.repo, w.key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
     await cli('env', 'reset', 'img');
     await update('img');
+    await sleep(1100);
     second = { id: await envSnapshot('img'), inRelease: upstreamFile('dists/stable/InRelease'), after: new Date() };
     await cli('snapshot', 'tag', first.id, 'first-tag');
     await cli('release', 'create', 'rel-1', '--snapshot', first.id);
