@@ -59,13 +59,19 @@ export interface EnvState {
    * the next reset, except those listed in `keep` (pinned once captured).
    */
   base?: { snapshot: string; release?: string; keep?: string[] } | null;
+  /**
+   * A build's own environment: repositories it lacks are pinned through this
+   * shared environment (one capture for every build), and what it has pinned
+   * stays while the shared one is reset or re-pinned.
+   */
+  follows?: string | null;
   updatedAt: string;
   history: EnvHistoryEntry[];
 }
 
 const HISTORY_MAX = 50;
 
-export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean; base?: EnvState['base'] };
+export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & { deleted?: boolean; base?: EnvState['base']; follows?: EnvState['follows'] };
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
 
 /** Content-derived: the same upstream state captured anywhere gives the same id. */
@@ -174,6 +180,7 @@ export class SnapshotRecords {
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
+        follows: wanted.deleted ? null : current.follows ?? null,
         ...wanted,
         name,
         seq: current.seq + 1,
