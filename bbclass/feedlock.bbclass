@@ -90,7 +90,7 @@ FEEDLOCK_APT_CONF_FILE = "/etc/apt/apt.conf.d/00feedlock-build"
 # Isar, do_bootstrap: mmdebstrap runs under sudo, which drops the environment.
 # The file is there from the first setup hook to the last customize hook (so
 # it covers every apt call of the bootstrap) and is not in the tarball.
-MMOPTS:append = " --setup-hook='upload \"${FEEDLOCK_APT_CONF}\" ${FEEDLOCK_APT_CONF_FILE}' --customize-hook='rm -f \"$1${FEEDLOCK_APT_CONF_FILE}\"'"
+MMOPTS:append = " --setup-hook='upload "${FEEDLOCK_APT_CONF}" ${FEEDLOCK_APT_CONF_FILE}' --customize-hook='rm -f "$1${FEEDLOCK_APT_CONF_FILE}"'"
 
 # Isar, every rootfs (images, sbuild and SDK chroots): the same file while
 # packages are installed, removed again by the last postprocess command.
