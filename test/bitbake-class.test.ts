@@ -67,7 +67,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   let key: GpgKey;
   let upstream: StaticUpstream;
 
-  function bitbake(args: string[], options: { signalAfterPidFile?: string } = {}): Promise<{ code: number | null; out: string }> {
+  function bitbake(args: string[], options: { signalAfterPidFile?: string; signal?: NodeJS.Signals } = {}): Promise<{ code: number | null; out: string }> {
     return new Promise((done) => {
       const child = spawn(join(BITBAKE_DIR, 'bin', 'bitbake'), args, {
         cwd: build,
@@ -81,7 +81,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
         const t = setInterval(() => {
           if (existsSync(options.signalAfterPidFile!)) {
             clearInterval(t);
-            setTimeout(() => child.kill('SIGINT'), 300);
+            setTimeout(() => child.kill(options.signal ?? 'SIGINT'), 300);
           }
         }, 50);
         child.once('exit', () => clearInterval(t));
@@ -233,6 +233,25 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(r.code).not.toBe(0);
     await new Promise((res) => setTimeout(res, 1500));
     expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
+  }, 300_000);
+
+  it('SIGKILL of bitbake during the build leaves no server behind', async () => {
+    rmSync(join(build, 'tmp', 'stamps'), { recursive: true, force: true });
+    const pidFile = join(build, 'tmp', 'feedlock', 'server.pid');
+    let server = 0;
+    const watch = setInterval(() => {
+      if (!server && existsSync(pidFile)) server = Number(readFileSync(pidFile, 'utf8')) || 0;
+    }, 20);
+    const r = await bitbake(['fixture-image-debug'], { signalAfterPidFile: pidFile, signal: 'SIGKILL' });
+    clearInterval(watch);
+    expect(r.code).toBe(null);
+    expect(server, 'the build got as far as starting feedlock').toBeGreaterThan(0);
+    // No BuildCompleted or CookerExit reaches the class: the watcher ends the server.
+    const deadline = Date.now() + 60_000;
+    while (processesMentioning(join(dir, 'downloads')).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+    expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
+    // Let the orphaned bitbake server finish before the build dir is used again.
+    while (existsSync(join(build, 'bitbake.sock')) && Date.now() < deadline + 60_000) await new Promise((res) => setTimeout(res, 250));
   }, 300_000);
 });
 
