@@ -45,7 +45,7 @@ export async function readLockFile(file: string): Promise<string> {
 }
 
 export function registerHook(program: Command): void {
-  const hook = program.command('hook').description('build lifecycle for the bitbake class: port, start, stop, status');
+  const hook = program.command('hook').description('build lifecycle for the bitbake class: port, start, stop, watch, env, status');
 
   hook
     .command('port')
