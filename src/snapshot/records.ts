@@ -187,6 +187,8 @@ export class SnapshotRecords {
         updatedAt: new Date().toISOString(),
         history: [...current.history, { snapshot: wanted.snapshot, at: new Date().toISOString(), reason }].slice(-HISTORY_MAX),
       };
+      // Only builds' own environments follow another: other records stay as they were.
+      if (!next.follows) delete next.follows;
       const temp = tempName(this.tmpDir, 'env');
       await mkdir(this.tmpDir, { recursive: true });
       await writeFile(temp, JSON.stringify(next, null, 1));
