@@ -11,7 +11,13 @@ import { tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'bin.cjs');
+/** State dirs a test started a server in: stopped after the file even when a test failed half-way. */
+const started = new Set<string>();
+afterAll(async () => {
+  for (const state of started) await run(process.execPath, [CLI, 'hook', 'stop', '--state-dir', state]).catch(() => {});
+});
 const hook = async (...args: string[]) => {
+  if (args[0] === 'start') started.add(args[args.indexOf('--state-dir') + 1]);
   // --json belongs to the hook, before the `--` that starts the serve arguments.
   const cut = args.indexOf('--');
   const argv = cut === -1 ? [...args, '--json'] : [...args.slice(0, cut), '--json', ...args.slice(cut)];
@@ -135,6 +141,7 @@ describe('bitbake hooks: one server per build', () => {
     expect((await hook(...base, '--', '--no-apt-sources')).pid, 'same arguments: reused').toBe(first.pid);
     const cut = base.length;
     const argv = [...base, '--offline', '--json', '--', '--no-apt-sources'];
+    started.add(state);
     const offline = await run(process.execPath, [CLI, 'hook', ...argv]);
     const second = JSON.parse(offline.stdout);
     expect(second.reused).toBe(false);
