@@ -9,6 +9,8 @@
  *      inside a network namespace that has only loopback.
  * The three image files must be bit-identical: feedlock leaves no trace in
  * the product, whichever port it ran on, online or offline.
+ * Each build is a cold Isar build (bootstrap, sbuild chroot, rootfs, image):
+ * about 5 minutes on an idle 2-core machine, 20-25 under heavy shared load.
  * Needs ../shared/tools/isar, root, and Isar's host packages (see README).
  */
 import { describe, expect, it } from 'vitest';
