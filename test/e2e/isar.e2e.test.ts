@@ -10,7 +10,8 @@
  * The three image files must be bit-identical: feedlock leaves no trace in
  * the product, whichever port it ran on, online or offline.
  * Each build is a cold Isar build (bootstrap, sbuild chroot, rootfs, image):
- * about 5 minutes on an idle 2-core machine, 20-25 under heavy shared load.
+ * measured 20-25 minutes each on a 2-core machine under heavy shared load
+ * (load average ~20); not yet measured on an idle CI machine.
  * Needs ../shared/tools/isar, root, and Isar's host packages (see README).
  */
 import { describe, expect, it } from 'vitest';
