@@ -1,6 +1,12 @@
-# feedlock.bbclass: every apt source of the build goes through one feedlock
-# environment, so all images of a build (and of later builds, until reset)
-# get the same package versions; each image gets a version manifest.
+# feedlock.bbclass: every apt and opkg download of the build goes through one
+# feedlock environment, so all images of a build (and of later builds, until
+# reset) get the same package versions; each image gets a version manifest.
+#
+# The product does not change: feedlock is reached as a forward proxy, set
+# only in configuration that the build removes before the image is packed
+# (a bootstrap hook file, the rootfs's temporary apt.conf.d file, http_proxy
+# in the environment of OE's do_rootfs). Apt sources, package lists and the
+# apt configuration in the image are those of a build without this class.
 #
 # Use: INHERIT += "feedlock" in local.conf (the class must be inherited
 # globally: bitbake sends BuildStarted/BuildCompleted only to global classes).
@@ -28,8 +34,10 @@ FEEDLOCK_OFFLINE ?= "0"
 FEEDLOCK_URL ?= ""
 # Further `feedlock serve` arguments (e.g. "--keyring /path/archive.gpg --fallback URL")
 FEEDLOCK_SERVE_ARGS ?= ""
-# Manifest formats written beside each image
+# Manifest formats written beside each image (any `feedlock manifest --format` name)
 FEEDLOCK_MANIFEST_FORMATS ?= "json text spdx"
+# Repositories `bitbake -c feedlock_reset` resets (as `feedlock env show` lists them, or a unique suite suffix such as bookworm-security); empty: all
+FEEDLOCK_RESET_REPOS ?= ""
 # Token file for a shared daemon's admin API (build records); the class's own server makes its own
 FEEDLOCK_ADMIN_TOKEN ?= ""
 
@@ -45,53 +53,68 @@ def feedlock_cmd(d, *args):
 def feedlock_store_args(d):
     return ['--store', d.getVar('FEEDLOCK_DIR'), '--snapshot-dir', d.getVar('FEEDLOCK_SNAPSHOT_DIR')]
 
-def feedlock_port(d):
+def feedlock_state_file(d, name, default):
     # Read at expansion time from the state dir (written by `hook port` when the
     # configuration is parsed), so cached recipes and task workers always agree.
-    path = os.path.join(d.getVar('FEEDLOCK_STATE_DIR'), 'port')
     try:
-        with open(path) as f:
-            return f.read().strip()
+        with open(os.path.join(d.getVar('FEEDLOCK_STATE_DIR'), name)) as f:
+            return f.read().strip() or default
     except OSError:
-        return d.getVar('FEEDLOCK_PORT')
+        return default
 
-def feedlock_base_url(d):
-    url = d.getVar('FEEDLOCK_URL')
-    if url:
-        return url.rstrip('/')
-    return 'http://127.0.0.1:%s' % feedlock_port(d)
+def feedlock_port(d):
+    return feedlock_state_file(d, 'port', d.getVar('FEEDLOCK_PORT'))
 
-# Where apt sources point: the environment is part of the URL, so every
-# chroot, bootstrap and rootfs apt call lands in the same environment.
-FEEDLOCK_SOURCE_BASE = "${@feedlock_base_url(d)}/_env/${FEEDLOCK_ENV}"
+def feedlock_build_env(d):
+    # The build's own environment, derived from FEEDLOCK_ENV at each build's start
+    # (a shared daemon serves FEEDLOCK_ENV itself).
+    if d.getVar('FEEDLOCK_URL'):
+        return d.getVar('FEEDLOCK_ENV')
+    return feedlock_state_file(d, 'env', d.getVar('FEEDLOCK_ENV'))
 
-# Isar: its apt snapshot mechanism rewrites every apt source at parse time and
-# marks it [check-valid-until=no], which a pinned environment needs once the
-# pinned Release passes its Valid-Until (Debian security: after 7 days).
-# Isar splits each entry on whitespace: the regexes must not contain spaces.
-ISAR_USE_APT_SNAPSHOT = "1"
-DISTRO_APT_SNAPSHOT_PREMIRROR = "https://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/https/\1/\nhttp://([^/]+)/ ${FEEDLOCK_SOURCE_BASE}/\1/\n"
-
-# OpenEmbedded: remote ipk feeds that do_rootfs installs from (IPK_FEED_URIS,
-# "name##uri ...") go through feedlock's host-remap form in the environment.
-def feedlock_feed_uris(d, value):
+def feedlock_proxy_url(d):
+    # Forward-proxy form: the environment is the proxy user name, the sources stay as they are.
     import re
-    base = d.getVar('FEEDLOCK_SOURCE_BASE')
-    out = []
-    for item in (value or '').split():
-        name, sep, uri = item.partition('##')
-        if not sep:
-            name, uri = '', item
-        m = re.match(r'^(https?)://(.+)$', uri)
-        if m and not uri.startswith(base):
-            uri = '%s/%s%s' % (base, 'https/' if m.group(1) == 'https' else '', m.group(2))
-        out.append('%s##%s' % (name, uri) if sep else uri)
-    return ' '.join(out)
+    url = (d.getVar('FEEDLOCK_URL') or 'http://127.0.0.1:%s' % feedlock_port(d)).rstrip('/')
+    return re.sub(r'^(https?://)', r'\g<1>%s@' % d.getVar('FEEDLOCK_BUILD_ENV'), url)
 
+FEEDLOCK_BUILD_ENV = "${@feedlock_build_env(d)}"
+# What apt and opkg are pointed at; it never reaches a file of the image.
+FEEDLOCK_PROXY = "${@feedlock_proxy_url(d)}"
+# The temporary apt configuration (written when the configuration is parsed):
+# the proxy, and no Valid-Until check (a pinned environment keeps serving the
+# Release it captured; Debian security's expires 7 days after its Date).
+FEEDLOCK_APT_CONF = "${FEEDLOCK_STATE_DIR}/apt.conf"
+FEEDLOCK_APT_CONF_FILE = "/etc/apt/apt.conf.d/00feedlock-build"
+
+# Isar, do_bootstrap: mmdebstrap runs under sudo, which drops the environment.
+# The file is there from the first setup hook to the last customize hook (so
+# it covers every apt call of the bootstrap) and is not in the tarball.
+MMOPTS:append = " --setup-hook='upload "${FEEDLOCK_APT_CONF}" ${FEEDLOCK_APT_CONF_FILE}' --customize-hook='rm -f "$1${FEEDLOCK_APT_CONF_FILE}"'"
+
+# Isar, every rootfs (images, sbuild and SDK chroots): the same file while
+# packages are installed, removed again by the last postprocess command.
+ROOTFS_CONFIGURE_COMMAND:append = " feedlock_rootfs_apt_config"
+ROOTFS_POSTPROCESS_COMMAND:append = " feedlock_rootfs_apt_cleanup"
+feedlock_rootfs_apt_config() {
+    sudo install -D -m 644 '${FEEDLOCK_APT_CONF}' '${ROOTFSDIR}${FEEDLOCK_APT_CONF_FILE}'
+}
+feedlock_rootfs_apt_cleanup() {
+    sudo rm -f '${ROOTFSDIR}${FEEDLOCK_APT_CONF_FILE}'
+}
+
+# OpenEmbedded (and other classes whose do_rootfs runs apt or opkg itself):
+# http_proxy for that task only. opkg (libcurl) and apt honour it; the feeds
+# written into the image (PACKAGE_FEED_URIS, IPK_FEED_URIS) stay as they are.
+python feedlock_export_proxy() {
+    proxy = d.getVar('FEEDLOCK_PROXY')
+    for v in ('http_proxy', 'HTTP_PROXY'):
+        os.environ[v] = proxy
+}
 python () {
-    feeds = d.getVar('IPK_FEED_URIS')
-    if feeds:
-        d.setVar('IPK_FEED_URIS', feedlock_feed_uris(d, feeds))
+    # Isar's rootfs tasks use the apt configuration above; elsewhere the image's do_rootfs gets the variable.
+    if not bb.data.inherits_class('rootfs', d) and 'do_rootfs' in (d.getVar('__BBTASKS', False) or []):
+        d.appendVarFlag('do_rootfs', 'prefuncs', ' feedlock_export_proxy')
 }
 
 addhandler feedlock_config_parsed
@@ -102,12 +125,18 @@ python feedlock_config_parsed() {
     if d.getVar('IMAGE_PKGTYPE') == 'ipk' and not d.getVar('IPK_FEED_URIS'):
         # Said once per build, not per task: OE installs from its own deploy feed here.
         bb.note('feedlock: this build installs packages from its own deploy feed (IPK_FEED_URIS is empty), so nothing is fetched through feedlock; manifests are still written')
-    if d.getVar('FEEDLOCK_URL'):
-        return
-    try:
-        subprocess.check_output(feedlock_cmd(d, 'hook', 'port', '--state-dir', d.getVar('FEEDLOCK_STATE_DIR'), '--port', d.getVar('FEEDLOCK_PORT')), text=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        bb.fatal('feedlock: cannot choose a port (%s); is FEEDLOCK_BIN = "%s" right?' % (e, d.getVar('FEEDLOCK_BIN')))
+    state = d.getVar('FEEDLOCK_STATE_DIR')
+    if not d.getVar('FEEDLOCK_URL'):
+        try:
+            subprocess.check_output(feedlock_cmd(d, 'hook', 'port', '--state-dir', state, '--port', d.getVar('FEEDLOCK_PORT'), '--env', d.getVar('FEEDLOCK_ENV')), text=True, stderr=subprocess.STDOUT)
+        except (OSError, subprocess.CalledProcessError) as e:
+            bb.fatal('feedlock: cannot choose a port (%s); is FEEDLOCK_BIN = "%s" right?' % (getattr(e, 'output', None) or e, d.getVar('FEEDLOCK_BIN')))
+    bb.utils.mkdirhier(state)
+    conf = 'Acquire::http::Proxy "%s";\nAcquire::Check-Valid-Until "false";\n' % d.getVar('FEEDLOCK_PROXY')
+    tmp = '%s.%d' % (d.getVar('FEEDLOCK_APT_CONF'), os.getpid())
+    with open(tmp, 'w') as f:
+        f.write(conf)
+    os.replace(tmp, d.getVar('FEEDLOCK_APT_CONF'))
 }
 
 addhandler feedlock_build_started
@@ -122,14 +151,19 @@ python feedlock_build_started() {
         args += ['--lock-file', pin] if os.path.exists(pin) else ['--snapshot', pin]
     if bb.utils.to_boolean(d.getVar('FEEDLOCK_OFFLINE')):
         args.append('--offline')
+    # This handler runs in the bitbake server; its client is the bitbake command.
+    # When either ends, even by SIGKILL, the server goes with them.
+    args += ['--watch-pid', str(os.getpid())] + ([str(os.getppid())] if os.getppid() > 1 else [])
     extra = (d.getVar('FEEDLOCK_SERVE_ARGS') or '').split()
     if extra:
         args += ['--'] + extra
     try:
-        url = subprocess.check_output(feedlock_cmd(d, *args), text=True, stderr=subprocess.STDOUT).strip()
+        out = subprocess.run(feedlock_cmd(d, *args), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
     except subprocess.CalledProcessError as e:
-        bb.fatal('feedlock: could not start: %s' % e.output.strip())
-    bb.note('feedlock: environment %s served at %s' % (d.getVar('FEEDLOCK_ENV'), url))
+        bb.fatal('feedlock: could not start: %s' % (e.stderr or e.stdout).strip())
+    if out.stderr.strip():
+        bb.note(out.stderr.strip())
+    bb.note('feedlock: environment %s (build environment %s) served at %s' % (d.getVar('FEEDLOCK_ENV'), d.getVar('FEEDLOCK_BUILD_ENV'), out.stdout.strip()))
 }
 
 addhandler feedlock_build_completed
@@ -174,7 +208,7 @@ python feedlock_build_open() {
     import subprocess
     subprocess.call(feedlock_cmd(d, 'hook', 'build-close', *feedlock_build_args(d)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        subprocess.check_output(feedlock_cmd(d, 'hook', 'build-open', '--env', d.getVar('FEEDLOCK_ENV'), *feedlock_build_args(d)), text=True, stderr=subprocess.STDOUT)
+        subprocess.check_output(feedlock_cmd(d, 'hook', 'build-open', '--env', d.getVar('FEEDLOCK_BUILD_ENV'), *feedlock_build_args(d)), text=True, stderr=subprocess.STDOUT)
     except subprocess.CalledProcessError as e:
         bb.warn('feedlock: no build record for this image: %s' % e.output.strip())
 }
@@ -196,10 +230,21 @@ python do_feedlock_manifest() {
         bb.note('feedlock: %s; wrote %s' % (out.strip(), record))
     except subprocess.CalledProcessError as e:
         bb.note('feedlock: no build record closed: %s' % e.output.strip())
-    ext = {'json': 'feedlock.json', 'text': 'feedlock.manifest', 'spdx': 'feedlock.spdx.json', 'cyclonedx': 'feedlock.cdx.json', 'sha256sum': 'feedlock.sha256sum'}
+    ext = {'json': 'feedlock.json', 'text': 'feedlock.manifest', 'spdx': 'feedlock.spdx.json', 'spdx3': 'feedlock.spdx3.json', 'cyclonedx': 'feedlock.cdx.json', 'sha256sum': 'feedlock.sha256sum'}
+    # The snapshot this build was served (its build environment's), named after the shared environment.
+    which = ['--env', d.getVar('FEEDLOCK_ENV')]
+    if not d.getVar('FEEDLOCK_URL'):
+        import json
+        try:
+            build = json.loads(subprocess.check_output(feedlock_cmd(d, 'hook', 'env', '--state-dir', d.getVar('FEEDLOCK_STATE_DIR'), '--json') + feedlock_store_args(d), text=True, stderr=subprocess.STDOUT))
+        except subprocess.CalledProcessError as e:
+            bb.fatal('feedlock: cannot read the build environment: %s' % e.output.strip())
+        if build.get('snapshot'):
+            which += ['--snapshot', build['snapshot']]
     for fmt in (d.getVar('FEEDLOCK_MANIFEST_FORMATS') or 'json').split():
-        out = '%s.%s' % (base, ext.get(fmt, fmt))
-        cmd = feedlock_cmd(d, 'manifest', '--rootfs', d.getVar('IMAGE_ROOTFS'), '--env', d.getVar('FEEDLOCK_ENV'), '--format', fmt, '--out', out) + feedlock_store_args(d)
+        # Any format name goes to `feedlock manifest --format`, which says which it knows.
+        out = '%s.%s' % (base, ext.get(fmt, 'feedlock.' + fmt))
+        cmd = feedlock_cmd(d, 'manifest', '--rootfs', d.getVar('IMAGE_ROOTFS'), *which, '--format', fmt, '--out', out) + feedlock_store_args(d)
         try:
             subprocess.check_output(cmd, text=True, stderr=subprocess.STDOUT)
         except subprocess.CalledProcessError as e:
@@ -212,7 +257,13 @@ python do_feedlock_manifest() {
 python do_feedlock_reset() {
     import subprocess
     env = d.getVar('FEEDLOCK_ENV')
-    out = subprocess.check_output(feedlock_cmd(d, 'env', 'reset', env) + feedlock_store_args(d), text=True)
+    # One reset: only the named repositories (suites) are captured afresh, the rest stay pinned.
+    args = [a for r in (d.getVar('FEEDLOCK_RESET_REPOS') or '').split() for a in ('--repo', r)]
+    # The shared environment is reset; builds running now keep their own until they end.
+    try:
+        out = subprocess.check_output(feedlock_cmd(d, 'env', 'reset', env, *args) + feedlock_store_args(d), text=True, stderr=subprocess.STDOUT)
+    except subprocess.CalledProcessError as e:
+        bb.fatal('feedlock env reset %s %s failed: %s' % (env, ' '.join(args), e.output.strip()))
     bb.plain(out.strip())
     bb.plain('feedlock: the next build captures the current upstream state; then run: bitbake -c feedlock_diff %s' % d.getVar('PN'))
 }
@@ -220,14 +271,13 @@ do_feedlock_reset[nostamp] = "1"
 addtask feedlock_reset
 
 python do_feedlock_diff() {
-    import subprocess, json
-    env = d.getVar('FEEDLOCK_ENV')
-    show = json.loads(subprocess.check_output(feedlock_cmd(d, 'env', 'show', env, '--json') + feedlock_store_args(d), text=True))
-    snaps = [h['snapshot'] for h in show.get('history', []) if h.get('snapshot')]
-    if len(snaps) < 2 or snaps[-1] == snaps[-2]:
-        bb.plain('feedlock: environment %s has no earlier snapshot to compare with' % env)
-        return
-    bb.plain(subprocess.check_output(feedlock_cmd(d, 'snapshot', 'diff', snaps[-2], snaps[-1]) + feedlock_store_args(d), text=True).strip())
+    # What changed between the environment's previous generation and its current one.
+    import subprocess
+    try:
+        out = subprocess.check_output(feedlock_cmd(d, 'env', 'diff', d.getVar('FEEDLOCK_ENV')) + feedlock_store_args(d), text=True, stderr=subprocess.STDOUT)
+    except subprocess.CalledProcessError as e:
+        bb.fatal('feedlock env diff failed: %s' % e.output.strip())
+    bb.plain(out.strip())
 }
 do_feedlock_diff[nostamp] = "1"
 addtask feedlock_diff

@@ -8,8 +8,11 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { createOpkgFeed, SAMPLE_IPKS } from '../fixtures/opkg-feed.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
+import { isarSkipReason, mirrorHost, setupIsarBuild, ISAR } from '../bench/isar-build.js';
 import { tempDir } from './helpers/feedlock.js';
+import { OPKG, opkgAvailable } from './helpers/opkg.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BITBAKE_DIR = process.env.BITBAKE_DIR ? resolve(process.env.BITBAKE_DIR) : resolve(ROOT, '..', 'shared', 'tools', 'isar', 'bitbake');
@@ -21,11 +24,27 @@ const HAVE_LOCALE = (() => {
     return false;
   }
 })();
+const IPK_FEEDS = 'core##http://feeds.example.org/ipk/core2-64 all##https://feeds.example.org/ipk/all local##file:///srv/feed';
 const SKIP = !HAVE_BITBAKE
   ? `bitbake not found at ${BITBAKE_DIR}: run BITBAKE_DIR=/path/to/bitbake npm run test:bitbake`
   : !HAVE_LOCALE
     ? 'bitbake needs the en_US.UTF-8 locale: localedef -i en_US -f UTF-8 en_US.UTF-8'
     : '';
+
+/** Every file under `root` whose content mentions `needle` (relative paths). */
+function filesMentioning(root: string, needle: string): string[] {
+  const hits: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && readFileSync(p).includes(needle)) hits.push(p.slice(root.length + 1));
+      if (e.name.includes(needle)) hits.push(`${p.slice(root.length + 1)} (name)`);
+    }
+  };
+  walk(root);
+  return hits;
+}
 
 /** Processes whose command line mentions `needle` (our own servers only). */
 function processesMentioning(needle: string): number[] {
@@ -48,7 +67,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   let key: GpgKey;
   let upstream: StaticUpstream;
 
-  function bitbake(args: string[], options: { signalAfterPidFile?: string } = {}): Promise<{ code: number | null; out: string }> {
+  function bitbake(args: string[], options: { signalAfterPidFile?: string; signal?: NodeJS.Signals } = {}): Promise<{ code: number | null; out: string }> {
     return new Promise((done) => {
       const child = spawn(join(BITBAKE_DIR, 'bin', 'bitbake'), args, {
         cwd: build,
@@ -62,7 +81,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
         const t = setInterval(() => {
           if (existsSync(options.signalAfterPidFile!)) {
             clearInterval(t);
-            setTimeout(() => child.kill('SIGINT'), 300);
+            setTimeout(() => child.kill(options.signal ?? 'SIGINT'), 300);
           }
         }, 50);
         child.once('exit', () => clearInterval(t));
@@ -75,6 +94,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     dir = tempDir('bitbake');
     key = createGpgKey(dir);
     repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    createOpkgFeed(join(dir, 'up', 'ipk'), SAMPLE_IPKS);
     upstream = await startStaticUpstream(join(dir, 'up'));
     build = join(dir, 'build');
     mkdirSync(join(build, 'conf'), { recursive: true });
@@ -88,9 +108,11 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
         `FEEDLOCK_SERVE_ARGS = "--allow-host 127.0.0.1:${upstream.port} --no-apt-sources --log-level info --index-dir ${join(dir, 'index')}"`,
         `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`,
         `FIXTURE_KEYRING = "${key.keyring}"`,
+        `FIXTURE_FEED = "127.0.0.1:${upstream.port}/ipk"`,
+        `FIXTURE_OPKG = "${OPKG}"`,
         `DL_DIR = "${join(dir, 'downloads')}"`,
-        // OE's remote ipk feeds for do_rootfs: rewritten by the class (checked below).
-        'IPK_FEED_URIS = "core##http://feeds.example.org/ipk/core2-64 all##https://feeds.example.org/ipk/all local##file:///srv/feed"',
+        // OE's remote ipk feeds for do_rootfs: left exactly as the user wrote them (checked below).
+        `IPK_FEED_URIS = "${IPK_FEEDS}"`,
       ].join('\n') + '\n',
     );
   });
@@ -111,6 +133,7 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   it('builds two images in one call through one server; both share versions; manifests match the rootfs', async () => {
     const r = await bitbake(['fixture-image-base', 'fixture-image-debug']);
     expect(r.code, r.out.slice(-3000)).toBe(0);
+    const buildEnv = readFileSync(join(build, 'tmp', 'feedlock', 'env'), 'utf8').trim();
     const base = manifest('fixture-image-base');
     const debug = manifest('fixture-image-debug');
     expect(base.env).toBe('fixture-qemuamd64');
@@ -128,11 +151,13 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     // The build record brackets each image's rootfs: every package it installed was served while it was open.
     for (const [image, m] of [['fixture-image-base', base], ['fixture-image-debug', debug]] as const) {
       const record = JSON.parse(readFileSync(join(deploy(), `${image}-qemuamd64.feedlock-downloads.json`), 'utf8'));
-      expect(record).toMatchObject({ schema: 'feedlock-build-record/1', name: `${image}-qemuamd64`, env: 'fixture-qemuamd64' });
+      expect(record).toMatchObject({ schema: 'feedlock-build-record/1', name: `${image}-qemuamd64`, env: buildEnv });
       const served = new Set(record.files.map((f: { sha256?: string }) => f.sha256));
       for (const p of m.packages) expect(served.has(p.sha256), `${image}: ${p.name} in its build record`).toBe(true);
-      for (const f of record.files) expect(f.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/.*\.deb$/);
+      // Forward-proxy requests: the URL is the repository's own.
+      for (const f of record.files) expect(f.url).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:${upstream.port}/debian/pool/.*\\.deb$`));
     }
+    expect(buildEnv).toMatch(/^fixture-qemuamd64\.build-[0-9a-f]{8}$/);
     // One server for the whole bitbake call, one capture of the repository.
     const log = readFileSync(join(build, 'tmp', 'feedlock', 'server.log'), 'utf8');
     expect(log.match(/feedlock listening on/g)).toHaveLength(1);
@@ -141,12 +166,39 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(existsSync(join(build, 'tmp', 'feedlock', 'server.pid'))).toBe(false);
   }, 300_000);
 
-  it('OE remote ipk feeds (IPK_FEED_URIS) go through feedlock; local feeds are left alone', async () => {
-    const value = getvar('IPK_FEED_URIS');
+  it('the rootfs\'s apt sources and package lists name the repository itself; nothing in it names feedlock', () => {
     const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
-    const base = `http://127.0.0.1:${port}/_env/fixture-qemuamd64`;
-    expect(value.split(/\s+/)).toEqual([`core##${base}/feeds.example.org/ipk/core2-64`, `all##${base}/https/feeds.example.org/ipk/all`, 'local##file:///srv/feed']);
+    for (const image of ['fixture-image-base', 'fixture-image-debug']) {
+      const root = join(build, 'tmp', 'work', image, 'rootfs');
+      expect(readFileSync(join(root, 'etc/apt/sources.list'), 'utf8')).toBe(`deb [signed-by=${key.keyring}] http://127.0.0.1:${upstream.port}/debian stable main\n`);
+      const lists = readdirSync(join(root, 'var/lib/apt/lists')).filter((f) => !['partial', 'lock', 'auxfiles'].includes(f));
+      expect(lists).toContain(`127.0.0.1:${upstream.port}_debian_dists_stable_InRelease`);
+      expect(lists.filter((f) => !f.startsWith(`127.0.0.1:${upstream.port}_debian_`)), 'every package list is named after the repository').toEqual([]);
+      expect(readdirSync(join(root, 'etc/apt/apt.conf.d')), 'no apt configuration left behind').toEqual([]);
+      expect(filesMentioning(root, `127.0.0.1:${port}`), `${image}: files naming the proxy`).toEqual([]);
+      expect(filesMentioning(root, '_env'), `${image}: files naming an environment path`).toEqual([]);
+    }
   });
+
+  it.skipIf(!opkgAvailable())('OE: opkg installs through feedlock with the rootfs\'s own feed configuration, which after do_rootfs names the original feeds; IPK_FEED_URIS is left as written', async () => {
+    expect(getvar('IPK_FEED_URIS')).toBe(IPK_FEEDS);
+    const before = upstream.requests.length;
+    const r = await bitbake(['fixture-image-opkg']);
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const root = join(build, 'tmp', 'work', 'fixture-image-opkg', 'rootfs');
+    const feeds = ['all', 'core2-64', 'qemux86_64'].map((a) => `src/gz ${a} http://127.0.0.1:${upstream.port}/ipk/${a}`);
+    expect(readFileSync(join(root, 'etc/opkg/opkg.conf'), 'utf8').split('\n').filter((l) => l.startsWith('src')), 'the feeds as written').toEqual(feeds);
+    const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
+    expect(filesMentioning(root, `127.0.0.1:${port}`)).toEqual([]);
+    // It went through feedlock: the build record lists the .ipk files it served, and the manifest pins them.
+    const record = JSON.parse(readFileSync(join(deploy(), 'fixture-image-opkg-qemuamd64.feedlock-downloads.json'), 'utf8'));
+    expect(record.files.map((f: { url: string }) => f.url.split('/').pop()).sort()).toEqual(expect.arrayContaining([expect.stringMatching(/^foo-tools_.*\.ipk$/), expect.stringMatching(/^libfoo1_.*\.ipk$/), expect.stringMatching(/^tzdata_.*\.ipk$/)]));
+    const m = manifest('fixture-image-opkg');
+    expect(m.packageManager).toBe('opkg');
+    expect(m.packages.map((p: { name: string }) => p.name).sort()).toEqual(['foo-tools', 'libfoo1', 'tzdata']);
+    expect(m.packages.every((p: { origin: string }) => p.origin === 'snapshot')).toBe(true);
+    expect(upstream.requests.slice(before).some((q) => q.url.endsWith('.ipk'))).toBe(true);
+  }, 300_000);
 
   it('an OE build from its own deploy feed is told once, and the classes-only layer adds no warning', async () => {
     const oe = join(dir, 'build-oe');
@@ -162,21 +214,6 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(out.match(/feedlock: this build installs packages from its own deploy feed/g)).toHaveLength(1);
     expect(out).not.toMatch(/WARNING/);
   });
-
-  it('the Isar premirror rules rewrite http and https sources the way Isar applies them', async () => {
-    const value = getvar('DISTRO_APT_SNAPSHOT_PREMIRROR');
-    // bootstrap.bbclass get_apt_source_mirror: split on a literal backslash-n, keep
-    // entries of exactly two whitespace-separated words, first regex that matches wins.
-    const rules = value.split('\\n').map((e) => e.trim().split(/\s+/)).filter((e) => e.length === 2);
-    expect(rules).toHaveLength(2);
-    const rewrite = (uri: string) => {
-      for (const [re, to] of rules) if (new RegExp(re).test(uri)) return uri.replace(new RegExp(re), to.replace(/\\(\d)/g, '$$$1'));
-      return uri;
-    };
-    const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
-    expect(rewrite('http://mirror.example.org/debian')).toBe(`http://127.0.0.1:${port}/_env/fixture-qemuamd64/mirror.example.org/debian`);
-    expect(rewrite('https://mirror.example.org/debian-security')).toBe(`http://127.0.0.1:${port}/_env/fixture-qemuamd64/https/mirror.example.org/debian-security`);
-  }, 120_000);
 
   it('a failing task still stops the server', async () => {
     const r = await bitbake(['fixture-broken']);
@@ -197,6 +234,53 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     await new Promise((res) => setTimeout(res, 1500));
     expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
   }, 300_000);
+
+  it('SIGKILL of bitbake during the build leaves no server behind', async () => {
+    rmSync(join(build, 'tmp', 'stamps'), { recursive: true, force: true });
+    const pidFile = join(build, 'tmp', 'feedlock', 'server.pid');
+    let server = 0;
+    const watch = setInterval(() => {
+      if (!server && existsSync(pidFile)) server = Number(readFileSync(pidFile, 'utf8')) || 0;
+    }, 20);
+    const r = await bitbake(['fixture-image-debug'], { signalAfterPidFile: pidFile, signal: 'SIGKILL' });
+    clearInterval(watch);
+    expect(r.code).toBe(null);
+    expect(server, 'the build got as far as starting feedlock').toBeGreaterThan(0);
+    // No BuildCompleted or CookerExit reaches the class: the watcher ends the server.
+    const deadline = Date.now() + 60_000;
+    while (processesMentioning(join(dir, 'downloads')).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+    expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
+    // Let the orphaned bitbake server finish before the build dir is used again.
+    while (existsSync(join(build, 'bitbake.sock')) && Date.now() < deadline + 60_000) await new Promise((res) => setTimeout(res, 250));
+  }, 300_000);
 });
 
 if (SKIP) describe('feedlock.bbclass under real bitbake', () => it.skip(SKIP, () => {}));
+
+const ISAR_SKIP = SKIP || isarSkipReason();
+
+describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s own classes', () => {
+  it('Isar rewrites the bootstrap sources with the user\'s own snapshot settings, which the class leaves as they are', () => {
+    const dir = tempDir('bitbake-isar');
+    const build = join(dir, 'build');
+    const host = mirrorHost();
+    // The user's settings; the class must neither replace nor add to them.
+    setupIsarBuild(build, join(dir, 'downloads'), {
+      feedlock: true,
+      extra: ['FEEDLOCK_PORT = "0"', 'ISAR_USE_APT_SNAPSHOT = "1"', `DISTRO_APT_SNAPSHOT_PREMIRROR = "http://${host.replace(/\./g, '\\.')}/ http://snapshot.example.org/archive/\\n"`],
+    });
+    execFileSync('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake -c apt_config_prepare isar-mmdebstrap-target`], { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
+    // Written by Isar's own aggregate_aptsources_list/get_apt_source_mirror (meta/classes-recipe/bootstrap.bbclass).
+    const [workdir] = readdirSync(join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target')).map((v) => join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target', v));
+    const written = readFileSync(join(workdir, 'apt-sources'), 'utf8').split('\n').filter((l) => l.startsWith('deb'));
+    const original = readFileSync(join(build, 'conf', 'debian-bookworm.list'), 'utf8').split('\n').filter((l) => l.startsWith('deb'));
+    expect(written).toHaveLength(original.length);
+    for (const line of written) {
+      expect(line).not.toMatch(/127\.0\.0\.1|_env/);
+      expect(line.includes(`//${host}/`), "a source the user's premirror did not rewrite").toBe(false);
+    }
+    expect(written.filter((l) => l.startsWith('deb [check-valid-until=no] http://snapshot.example.org/archive/'))).toHaveLength(original.filter((l) => l.includes(`//${host}/`)).length);
+  }, 900_000);
+});
+
+if (ISAR_SKIP && !SKIP) describe('feedlock.bbclass with Isar\'s own classes', () => it.skip(ISAR_SKIP, () => {}));

@@ -143,9 +143,16 @@ export class Environments {
     if (before.state.locked) throw notInSnapshot(env, before.state.snapshot, guess.url);
     const capture = this.capture;
     if (!capture) throw new FeedlockError('FL_INTERNAL', 'this Environments instance cannot capture');
-    // Edge mode adopts the parent's pins; otherwise capture from upstream.
-    const incoming = capture.parent ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess) : [await captureRepo(capture, guess)];
-    for (const r of incoming) capture.onCaptured?.(r.url);
+    // A build's environment adopts the shared one's pin (captured there once for
+    // every build); edge mode adopts the parent's pins; otherwise capture from upstream.
+    const follows = before.state.follows;
+    const incoming = follows
+      ? ((await this.pinRepository(follows, guess)).snapshot?.repos.filter((r) => r.url === guess.url) ?? [])
+      : capture.parent
+        ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess)
+        : [await captureRepo(capture, guess)];
+    if (follows && incoming.length === 0) throw new FeedlockError('FL_INTERNAL', `environment ${follows} did not pin ${guess.url} for ${env}`);
+    if (!follows) for (const r of incoming) capture.onCaptured?.(r.url);
     let snapshot: SnapshotRecord | undefined;
     const state = await this.records.updateEnv(env, 'created', async (current) => {
       const currentSnap = current.snapshot && !current.deleted ? await this.snapshotRecord(current.snapshot) : undefined;

@@ -57,6 +57,12 @@ export interface EnvState {
    * the next reset, except those listed in `keep` (pinned once captured).
    */
   base?: { snapshot: string; release?: string; keep?: string[] } | null;
+  /**
+   * A build's own environment: repositories it lacks are pinned through this
+   * shared environment (one capture for every build), and what it has pinned
+   * stays while the shared one is reset or re-pinned.
+   */
+  follows?: string | null;
   updatedAt: string;
   /** Generations, oldest first; the last one is current. */
   history: EnvHistoryEntry[];
@@ -68,6 +74,7 @@ const HISTORY_MAX = 50;
 export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
   deleted?: boolean;
   base?: EnvState['base'];
+  follows?: EnvState['follows'];
   /** Repositories first captured now: they extend the current generation instead of starting one. */
   added?: string[];
   /** A per-repository reset: these repositories start the new generation unpinned. */
@@ -224,6 +231,7 @@ export class SnapshotRecords {
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
         base: wanted.deleted ? null : current.base ?? null,
+        follows: wanted.deleted ? null : current.follows ?? null,
         ...fields,
         name,
         // Past every file on disk, readable or not.
@@ -231,6 +239,8 @@ export class SnapshotRecords {
         updatedAt: new Date().toISOString(),
         history: nextHistory(current, wanted.snapshot, why ?? reason, added, resetRepos, parent),
       };
+      // Only builds' own environments follow another: other records stay as they were.
+      if (!next.follows) delete next.follows;
       const temp = tempName(this.tmpDir, 'env');
       // Durable before it is visible: the state is the only copy of the decision.
       await writeDurable(this.tmpDir, temp, JSON.stringify(next, null, 1));
