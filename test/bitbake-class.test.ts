@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { createOpkgFeed, SAMPLE_IPKS } from '../fixtures/opkg-feed.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { isarSkipReason, mirrorHost, setupIsarBuild, ISAR } from '../bench/isar-build.js';
@@ -253,6 +253,32 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     // Let the orphaned bitbake server finish before the build dir is used again.
     while (existsSync(join(build, 'bitbake.sock')) && Date.now() < deadline + 60_000) await new Promise((res) => setTimeout(res, 250));
   }, 300_000);
+
+  it('feedlock_reset with FEEDLOCK_RESET_REPOS resets that repository; after the next build, feedlock_diff prints what `feedlock env diff` prints: exactly the upgrade', async () => {
+    const cli = (...args: string[]) => execFileSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'), ...args, '--store', join(dir, 'downloads', 'feedlock'), '--snapshot-dir', join(dir, 'downloads', 'feedlock', 'snapshots')], { encoding: 'utf8' });
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
+    const conf = join(build, 'conf', 'local.conf');
+    const original = readFileSync(conf, 'utf8');
+    // A unique suite suffix names the repository, as `feedlock env reset --repo` takes it.
+    writeFileSync(conf, `${original}FEEDLOCK_RESET_REPOS = "stable"\n`);
+    try {
+      const reset = await bitbake(['-c', 'feedlock_reset', 'fixture-image-base']);
+      expect(reset.code, reset.out.slice(-3000)).toBe(0);
+      const built = await bitbake(['fixture-image-base']);
+      expect(built.code, built.out.slice(-3000)).toBe(0);
+      const diff = await bitbake(['-c', 'feedlock_diff', 'fixture-image-base']);
+      expect(diff.code, diff.out.slice(-3000)).toBe(0);
+      const expected = cli('env', 'diff', 'fixture-qemuamd64').trim();
+      expect(expected).toMatch(/fl-hello[^\n]*1\.0-1[^\n]*1\.1-1/);
+      expect(diff.out).toContain(expected);
+      const json = JSON.parse(cli('env', 'diff', 'fixture-qemuamd64', '--json'));
+      const changes = JSON.stringify(json);
+      expect(changes).toContain('fl-hello');
+      for (const other of ['fl-base', 'fl-epoch', 'fl-libfoo']) expect(changes, `${other} did not change`).not.toContain(`"${other}"`);
+    } finally {
+      writeFileSync(conf, original);
+    }
+  }, 600_000);
 });
 
 if (SKIP) describe('feedlock.bbclass under real bitbake', () => it.skip(SKIP, () => {}));
