@@ -78,19 +78,23 @@ export interface ServerRecord extends ProcessIdentity {
 /** The word only this state dir's server has on its command line. */
 const tokenPath = (stateDir: string) => resolve(file(stateDir, 'admin.token'));
 
+/** The state dir's server record; a missing or torn file reads as none. */
+async function readRecord(stateDir: string): Promise<ServerRecord | undefined> {
+  const text = await readText(file(stateDir, 'server.json'));
+  try {
+    return text ? (JSON.parse(text) as ServerRecord) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The server this state dir started, if it still runs. A record whose pid is
  * gone or now names another process is stale: its files are removed and no
  * process is signalled.
  */
 async function ourServer(stateDir: string): Promise<ServerRecord | undefined> {
-  const text = await readText(file(stateDir, 'server.json'));
-  let record: ServerRecord | undefined;
-  try {
-    record = text ? (JSON.parse(text) as ServerRecord) : undefined;
-  } catch {
-    record = undefined;
-  }
+  const record = await readRecord(stateDir);
   if (record && isSameProcess(record, tokenPath(stateDir))) return record;
   for (const f of ['server.json', 'server.pid', 'server.url']) await rm(file(stateDir, f), { force: true });
   return undefined;
@@ -327,13 +331,7 @@ export async function stopServerForBuild(stateDir: string): Promise<{ stopped: b
 }
 
 export async function serverStatus(stateDir: string): Promise<{ running: boolean; pid?: number; url?: string; port?: number; args?: string[] }> {
-  const text = await readText(file(stateDir, 'server.json'));
-  let record: ServerRecord | undefined;
-  try {
-    record = text ? (JSON.parse(text) as ServerRecord) : undefined;
-  } catch {
-    record = undefined;
-  }
+  const record = await readRecord(stateDir);
   const running = record !== undefined && isSameProcess(record, tokenPath(stateDir));
   return { running, pid: running ? record!.pid : undefined, url: await readText(file(stateDir, 'server.url')), port: Number(await readText(file(stateDir, 'port'))) || undefined, args: running ? record!.args : undefined };
 }

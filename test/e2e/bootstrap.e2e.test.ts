@@ -6,6 +6,7 @@
  * with feedlock --offline started there. All three give the identical
  * `dpkg-query -W` set. Needs root and the tools; skips with a reason otherwise.
  */
+import { hasCommand } from '../../bench/lib.js';
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -22,17 +23,9 @@ function mirror(): URL {
   return new URL(m![1].replace(/\/+$/, ''));
 }
 
-const have = (tool: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const why = (tool: string) =>
-  process.getuid?.() !== 0 ? `${tool} into a directory needs root` : !have(tool) ? `${tool} is not installed (apt-get install ${tool})` : !existsSync(SOURCES) ? `no ${SOURCES} to read the mirror from` : '';
+  process.getuid?.() !== 0 ? `${tool} into a directory needs root` : !hasCommand(tool) ? `${tool} is not installed (apt-get install ${tool})` : !existsSync(SOURCES) ? `no ${SOURCES} to read the mirror from` : '';
 
 /** The installed set of a root filesystem, as dpkg sees it. */
 function packageSet(rootfs: string): string[] {

@@ -5,6 +5,7 @@
  * never written anywhere). The tarball is kept under the temp dir, keyed by
  * the date, so runs of the same day make it once.
  */
+import { hasCommand } from '../../bench/lib.js';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,19 +16,11 @@ const ROOT = resolve(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
 const SOURCES = '/etc/apt/sources.list.d/debian.sources';
 
-const have = (tool: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Why the trixie chroot cannot be made here, or '' if it can. */
 export function trixieChrootUnavailable(): string {
   if (process.getuid?.() !== 0) return 'mmdebstrap into a chroot and chroot(8) need root';
-  if (!have('mmdebstrap')) return 'mmdebstrap is not installed (apt-get install -y mmdebstrap)';
+  if (!hasCommand('mmdebstrap')) return 'mmdebstrap is not installed (apt-get install -y mmdebstrap)';
   if (!existsSync(SOURCES)) return `no ${SOURCES} to read the Debian mirror from`;
   return '';
 }
