@@ -8,6 +8,7 @@
  * snapshot, never captures and never writes a record.
  */
 import { FeedlockError } from '../errors.js';
+import { generationAt, generationsOf } from './generations.js';
 import { parseView, type SnapshotView } from '../proxy/route-request.js';
 import type { EnvState, SnapshotRecords } from './records.js';
 import { Releases } from './releases.js';
@@ -38,25 +39,24 @@ export async function resolveSnapshotRef(records: SnapshotRecords, ref: string):
 }
 
 /**
- * The snapshot an environment served at `time`, from its history: the last
- * entry at or before `time` that had a snapshot (a reset leaves none until the
- * next capture, and the last one stays the best answer for that gap). Before
- * the first capture it is a 404 that names the first.
+ * The snapshot an environment served at `time`: the generation current then,
+ * with the id it had then (generationAt); a reset leaves none until the next
+ * capture, and the generation before stays the best answer for that gap.
+ * Before the first capture it is a 404 that names the first.
  *
- * The one place the archive view reads environment history: switch this to
- * generations when they land.
+ * The one place the archive view reads environment history.
  */
 export async function snapshotAt(records: SnapshotRecords, env: string, time: Date): Promise<{ id: string; at: string }> {
   const state = await records.readEnv(env);
   if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
-  const captured = state.history.filter((h): h is typeof h & { snapshot: string } => h.snapshot !== null);
-  if (captured.length === 0) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has captured nothing yet`, { env });
-  let found: { id: string; at: string } | undefined;
-  for (const h of captured) if (new Date(h.at).getTime() <= time.getTime()) found = { id: h.snapshot, at: h.at };
-  if (!found) {
-    throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(captured[0].at))} (${captured[0].snapshot})`, { env, first: captured[0].at });
-  }
-  return found;
+  const generations = generationsOf(state.history);
+  const first = generations.find((g) => g.snapshot !== null);
+  if (!first) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has captured nothing yet`, { env });
+  // The id the current generation had then; a generation still empty at that time (just reset) means the one before.
+  const at = generationAt(generations, time);
+  if (at?.snapshot) return { id: at.snapshot, at: at.generation.at };
+  for (let i = (at?.index ?? 0) - 1; at && i >= 0; i--) if (generations[i].snapshot) return { id: generations[i].snapshot!, at: generations[i].at };
+  throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(first.at))} (${first.snapshot})`, { env, first: first.at });
 }
 
 /** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (the public snapshot archive's form). */
