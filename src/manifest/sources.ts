@@ -9,7 +9,7 @@
 import { copyFile, link, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import type { SingleFlight } from '../proxy/download.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
 import { readIndexEntries, type PackageEntry } from '../snapshot/package-index.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';

@@ -9,14 +9,14 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { UrlRecord } from '../store/url-index.js';
 import type { PathClassifier, PathKind } from './classify-path.js';
-import type { Download, SingleFlight } from './download.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
 import { contentTypeFor } from './http-semantics.js';
 import { HitCache } from './hit-cache.js';
 import { kernelBytes } from './kernel-send.js';
 import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
 import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
 import type { CacheResult, ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 /**
  * A stored resolution made under a known environment generation may be

@@ -7,11 +7,11 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { StoreTotals } from './admin.js';
 import type { SyncReadPolicy } from './blob-reader.js';
-import type { SingleFlight } from './download.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { Metrics } from './metrics.js';
 import type { LayerParts } from './server.js';
 import type { ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export interface Observers {
   metrics: Metrics;

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
 import type { BufferPool } from './buffer-pool.js';
-import type { Download } from './download.js';
+import type { Download } from '../upstream/download.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
 import { countKernelBytes, EAGAIN, socketDescriptor, type KernelHelper, type SendfileFn } from './kernel-send.js';
 

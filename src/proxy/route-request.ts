@@ -11,7 +11,7 @@
  */
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
-import type { UpstreamPolicy } from './upstream-policy.js';
+import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import { isFlatRepoFile } from './classify-path.js';
 
 export type WayIn = 'forward' | 'remap' | 'mirror';

@@ -11,7 +11,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { SingleFlight } from '../proxy/download.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../proxy/handle-request.js';
 import { contentTypeFor } from '../proxy/http-semantics.js';
 import { LiveResolver } from '../proxy/live-resolver.js';
@@ -22,7 +22,7 @@ import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView }
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
 import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
-import type { Parent } from '../proxy/parent.js';
+import type { Parent } from '../upstream/parent.js';
 
 export interface SnapshotResolverOptions {
   offline: boolean;
