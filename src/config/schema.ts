@@ -4,7 +4,7 @@
  * rejected so a typo can never silently turn a safety check off.
  */
 import { FeedlockError } from '../errors.js';
-import { parseAllowList } from '../proxy/admin-access.js';
+import { parseAllowList } from '../admin/admin-access.js';
 import { CLASSIFY_KINDS, type ClassifyOverrides } from '../proxy/classify-path.js';
 
 export interface Timeouts {

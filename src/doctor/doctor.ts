@@ -13,7 +13,7 @@ import { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import { SnapshotRecords } from '../snapshot/records.js';
 import { snapshotDirOf } from '../snapshot/server-parts.js';
 import { Store } from '../store/store.js';
-import { formatBytes } from '../proxy/status-page.js';
+import { formatBytes } from '../admin/status-page.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail';
 

@@ -15,7 +15,7 @@ import { HitCache } from './hit-cache.js';
 import { kernelBytes } from './kernel-send.js';
 import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
 import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
-import type { CacheResult, ProxyStats } from './stats.js';
+import type { CacheResult, ProxyStats } from '../admin/stats.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 /**

@@ -5,11 +5,11 @@
  */
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { StoreTotals } from './admin.js';
-import type { SyncReadPolicy } from './blob-reader.js';
+import { StoreTotals } from './admin-api.js';
+import type { SyncReadPolicy } from '../proxy/blob-reader.js';
 import type { SingleFlight } from '../upstream/download.js';
 import { Metrics } from './metrics.js';
-import type { LayerParts } from './server.js';
+import type { LayerParts } from '../proxy/server.js';
 import type { ProxyStats } from './stats.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
