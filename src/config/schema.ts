@@ -5,7 +5,7 @@
  */
 import { FeedlockError } from '../errors.js';
 import { parseAllowList } from '../admin/admin-access.js';
-import { CLASSIFY_KINDS, type ClassifyOverrides } from '../proxy/classify-path.js';
+import { CLASSIFY_KINDS, type ClassifyOverrides } from '../debian/classify-path.js';
 
 export interface Timeouts {
   connectMs: number;

@@ -13,7 +13,7 @@ import type { SingleFlight } from '../upstream/download.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
 import { readIndexEntries, type PackageEntry } from '../snapshot/package-index.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { Store } from '../store/store.js';
 import type { Manifest } from './manifest.js';
 

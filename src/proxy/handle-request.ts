@@ -8,7 +8,7 @@ import { FeedlockError, toFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { UrlRecord } from '../store/url-index.js';
-import type { PathClassifier, PathKind } from './classify-path.js';
+import type { PathClassifier, PathKind } from '../debian/classify-path.js';
 import type { Download, SingleFlight } from '../upstream/download.js';
 import { contentTypeFor } from './http-semantics.js';
 import { HitCache } from './hit-cache.js';

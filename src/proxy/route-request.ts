@@ -12,7 +12,7 @@
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
 import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
-import { isFlatRepoFile } from './classify-path.js';
+import { isFlatRepoFile } from '../debian/classify-path.js';
 
 export type WayIn = 'forward' | 'remap' | 'mirror';
 

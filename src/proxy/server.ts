@@ -12,7 +12,7 @@ import { Store } from '../store/store.js';
 import { readAptSourceUris } from '../upstream/apt-sources.js';
 import { BlobReader, SyncReadPolicy } from './blob-reader.js';
 import { BufferPool } from './buffer-pool.js';
-import { PathClassifier } from './classify-path.js';
+import { PathClassifier } from '../debian/classify-path.js';
 import { SingleFlight } from '../upstream/download.js';
 import { createRequestHandler, type Resolver } from './handle-request.js';
 import { HitCache } from './hit-cache.js';

@@ -13,7 +13,7 @@ import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import type { Parent } from '../upstream/parent.js';
 import type { AnchorFile, PinnedRepo } from './records.js';
-import { clearsignedBody } from './release-file.js';
+import { clearsignedBody } from '../debian/release-file.js';
 import { verifyClearsigned, verifyDetached, type Keyring } from './signature.js';
 
 export const APT_ANCHORS = ['InRelease', 'Release', 'Release.gpg'] as const;

@@ -21,7 +21,7 @@ import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } fr
 import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
-import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from '../debian/release-file.js';
 import type { Parent } from '../upstream/parent.js';
 
 export interface SnapshotResolverOptions {
