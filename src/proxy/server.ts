@@ -17,7 +17,7 @@ import { SingleFlight } from '../upstream/download.js';
 import { createRequestHandler, type Resolver } from './handle-request.js';
 import { HitCache } from './hit-cache.js';
 import { kernelSend } from './kernel-send.js';
-import { LiveResolver } from './live-resolver.js';
+import { LiveResolver } from '../resolver/live-resolver.js';
 import { createAdminHandler } from '../admin/admin-api.js';
 import { AdminAccess, readAdminToken } from '../admin/admin-access.js';
 import type { Metrics } from '../admin/metrics.js';

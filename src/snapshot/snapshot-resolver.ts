@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { SingleFlight } from '../upstream/download.js';
 import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../proxy/handle-request.js';
 import { contentTypeFor } from '../proxy/http-semantics.js';
-import { LiveResolver } from '../proxy/live-resolver.js';
+import { LiveResolver } from '../resolver/live-resolver.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } from './capture.js';
