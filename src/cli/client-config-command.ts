@@ -6,7 +6,7 @@ import { aptSnapshotConfig } from '../proxy/apt-client-config.js';
 import { readAptSourceUris } from '../upstream/apt-sources.js';
 import { SnapshotRecords } from '../snapshot/records.js';
 import { parseRelease } from '../debian/release-file.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { StoreLayout } from '../store/layout.js';
 import { flagsToConfig, serveOptions } from './main.js';
 

@@ -13,7 +13,7 @@ import { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import type { CaptureDeps } from '../snapshot/capture.js';
 import { Environments } from '../snapshot/environments.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { loadKeyring } from '../snapshot/signature.js';
 import { Store } from '../store/store.js';
 import { Parent } from '../upstream/parent.js';

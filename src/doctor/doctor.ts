@@ -11,7 +11,7 @@ import { readAptSourceUris } from '../upstream/apt-sources.js';
 import { discard, UpstreamClient } from '../upstream/upstream-client.js';
 import { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { Store } from '../store/store.js';
 import { formatBytes } from '../admin/status-page.js';
 
