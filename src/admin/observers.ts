@@ -6,7 +6,7 @@
 import type { Logger } from '../log.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
 import type { Store } from '../store/store.js';
-import { StoreTotals } from './admin-api.js';
+import { StoreTotals } from './status-data.js';
 import type { SyncReadPolicy } from '../proxy/blob-reader.js';
 import type { SingleFlight } from '../upstream/download.js';
 import { Metrics } from './metrics.js';

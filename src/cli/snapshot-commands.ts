@@ -16,7 +16,7 @@ import { PackageIndex } from '../snapshot/package-index.js';
 import type { EnvState, SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../debian/release-file.js';
 import { readFile } from 'node:fs/promises';
-import { storeOptions } from './main.js';
+import { storeOptions } from './options.js';
 import { openContext as open, withCtx } from './context.js';
 import { print } from './output.js';
 import { checkReleaseName, Releases } from '../snapshot/releases.js';

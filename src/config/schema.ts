@@ -4,7 +4,7 @@
  * rejected so a typo can never silently turn a safety check off.
  */
 import { FeedlockError } from '../errors.js';
-import { parseAllowList } from '../admin/admin-access.js';
+import { parseAllowList } from '../util/allow-list.js';
 import { CLASSIFY_KINDS, type ClassifyOverrides } from '../debian/classify-path.js';
 
 export interface Timeouts {
