@@ -16,6 +16,7 @@ import { FeedlockError } from '../errors.js';
 import type { Manifest } from './manifest.js';
 import { localPath } from './export-path.js';
 import { writeSignedIndices } from './signed-repo.js';
+import { byHashPath } from '../debian/index-names.js';
 
 export interface ExportedRepo {
   dir: string;
@@ -84,7 +85,7 @@ export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outD
       // by-hash copies, for clients with Acquire-By-Hash.
       if (b.kind === 'index' && !/\/installer-[^/]+\//.test(b.url)) {
         const dir = b.url.slice(0, b.url.lastIndexOf('/'));
-        await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
+        await place(store, b.sha256, localPath(outDir, `${dir}/${byHashPath('', b.sha256)}`), counts);
       }
     }
   }
