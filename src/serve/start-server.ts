@@ -20,7 +20,7 @@ import { BufferPool } from '../proxy/buffer-pool.js';
 import { createRequestHandler } from '../proxy/handle-request.js';
 import { HitCache } from '../proxy/hit-cache.js';
 import { kernelSend } from '../proxy/kernel-send.js';
-import type { BlobIo } from '../proxy/respond.js';
+import type { BlobIo } from '../proxy/response-io.js';
 import { listen } from '../proxy/server.js';
 import { LiveResolver } from '../resolver/live-resolver.js';
 import type { Resolver } from '../resolver/resolver.js';
