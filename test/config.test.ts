@@ -8,7 +8,7 @@ import { loadConfig } from '../src/config/load-config.js';
 import { flagsToConfig } from '../src/config/flags.js';
 import { serveOptions } from '../src/cli/main.js';
 import { CONFIG_FIELDS } from '../src/config/schema.js';
-import { parseDeb822Sources, parseOneLineSources } from '../src/proxy/apt-sources.js';
+import { parseDeb822Sources, parseOneLineSources } from '../src/upstream/apt-sources.js';
 import { tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);

@@ -3,10 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { loadConfig } from '../config/load-config.js';
 import { FeedlockError } from '../errors.js';
 import { aptSnapshotConfig } from '../proxy/apt-client-config.js';
-import { readAptSourceUris } from '../proxy/apt-sources.js';
+import { readAptSourceUris } from '../upstream/apt-sources.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { parseRelease } from '../debian/release-file.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { StoreLayout } from '../store/layout.js';
 import { flagsToConfig, serveOptions } from './main.js';
 

@@ -14,7 +14,7 @@ import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { PackageIndex } from '../snapshot/package-index.js';
 import type { EnvState, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import { readFile } from 'node:fs/promises';
 import { storeOptions } from './main.js';
 import { openContext as open, withCtx } from './context.js';

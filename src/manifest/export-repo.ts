@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import type { Store } from '../store/store.js';
 import { listedBelowRelease, snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { PrivateKey } from 'openpgp';
 import { FeedlockError } from '../errors.js';
 import type { Manifest } from './manifest.js';

@@ -5,9 +5,9 @@
  * sampled lazily because counting blobs walks the store.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Download, SingleFlight } from './download.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
 import type { ProxyStats, RequestLogEntry } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export interface MetricsSources {
   stats: ProxyStats;

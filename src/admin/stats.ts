@@ -1,5 +1,5 @@
 /** Counters since start, for logs, the status page and metrics. */
-export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'pass' | 'refused' | 'error' | 'admin' | 'not-modified';
+import type { CacheResult } from '../resolver/resolver.js';
 
 export interface RequestLogEntry {
   at: number;

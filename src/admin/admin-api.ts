@@ -11,14 +11,14 @@ import type { BuildRecorder } from '../manifest/build-records.js';
 import type { SnapshotAdmin, EnvironmentSummary } from '../snapshot/snapshot-admin.js';
 import type { Store } from '../store/store.js';
 import type { AdminAccess } from './admin-access.js';
-import type { SingleFlight } from './download.js';
-import type { AdminHandler } from './handle-request.js';
+import type { SingleFlight } from '../upstream/download.js';
+import type { AdminHandler } from '../proxy/handle-request.js';
 import type { Metrics } from './metrics.js';
 import type { ProxyStats, RequestLogEntry } from './stats.js';
-import { sendStored, type BlobIo } from './respond.js';
+import { sendStored, type BlobIo } from '../proxy/respond.js';
 import { renderPackagesPage, renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
 import type { SearchQuery } from '../snapshot/search.js';
-import type { UpstreamClient, UpstreamHostState } from './upstream-client.js';
+import type { UpstreamClient, UpstreamHostState } from '../upstream/upstream-client.js';
 
 export interface AdminParts {
   store: Store;
