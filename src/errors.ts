@@ -3,11 +3,14 @@
  * message text; each code maps once to an HTTP status and a CLI exit code.
  * The README's table of codes is generated from ERROR_CODES (npm run docs:readme).
  */
+import { STATUS_CODES } from 'node:http';
+
 export const ERROR_CODES = {
   FL_BAD_CONFIG: { status: 500, exit: 2, doc: 'a bad config key or value, command-line flag or argument' },
   FL_BAD_REQUEST: { status: 400, exit: 2, doc: 'a request (or admin API call) feedlock cannot serve as asked' },
   FL_BAD_BUNDLE: { status: 400, exit: 1, doc: 'a snapshot export or bundle that is not a well-formed feedlock tar; nothing was imported' },
   FL_FORBIDDEN_HOST: { status: 403, exit: 1, doc: 'the upstream host is not allowed (see `allowHosts`, `mirrors`, `aptSources`)' },
+  FL_REQUEST_TIMEOUT: { status: 408, exit: 1, doc: 'a client did not send its whole request head within `clientTimeouts.headersMs`' },
   FL_FORBIDDEN_METHOD: { status: 405, exit: 1, doc: 'an HTTP method feedlock does not proxy' },
   FL_CONNECT_REFUSED: { status: 403, exit: 1, doc: 'a CONNECT tunnel that is off or to a host that is not allowed' },
   FL_NOT_FOUND: { status: 404, exit: 1, doc: 'upstream or the store has no such file, record or repository' },
@@ -53,6 +56,16 @@ export class FeedlockError extends Error {
   get exitCode(): number {
     return ERROR_CODES[this.code].exit;
   }
+}
+
+/**
+ * A whole HTTP/1.1 error response for a raw socket (a refused CONNECT, a
+ * request head that never parsed), where no ServerResponse exists: the
+ * code's status, the code in X-Feedlock-Error, the message in the body.
+ */
+export function rawErrorResponse(err: FeedlockError): string {
+  const reason = STATUS_CODES[err.httpStatus] ?? 'Error';
+  return `HTTP/1.1 ${err.httpStatus} ${reason}\r\nContent-Type: text/plain\r\nX-Feedlock-Error: ${err.code}\r\nConnection: close\r\n\r\nfeedlock: ${err.message}\n`;
 }
 
 export function isFeedlockError(err: unknown, code?: ErrorCode): err is FeedlockError {

@@ -10,6 +10,7 @@
  * never rewritten in place by feedlock; a descriptor whose path no longer names
  * its file is dropped (see RECHECK_MS).
  */
+import { FeedlockError } from '../errors.js';
 import { close, constants, fstat, open, read, readSync, stat } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { BufferPool } from './buffer-pool.js';
@@ -123,7 +124,7 @@ export class SyncReadPolicy {
   }
 }
 
-export const shortBlob = () => Object.assign(new Error('blob shorter than its record says'), { code: 'FL_SHORT_BLOB' });
+export const shortBlob = () => new FeedlockError('FL_SHORT_BLOB', 'blob shorter than its record says; run feedlock store verify');
 
 export interface OpenBlob {
   fd: number;

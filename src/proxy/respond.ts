@@ -94,8 +94,9 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
   }
   const range = selectRange(req.headers, rep);
   if (range === 'unsatisfiable') {
-    res.writeHead(416, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8' });
-    res.end(`feedlock: range not satisfiable for a ${rep.size}-byte file\n`);
+    const e = new FeedlockError('FL_RANGE_NOT_SATISFIABLE', `range not satisfiable for a ${rep.size}-byte file`);
+    res.writeHead(e.httpStatus, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8', 'x-feedlock-error': e.code });
+    res.end(`feedlock: ${e.message}\n`);
     return;
   }
   const start = range ? range.start : 0;
