@@ -16,8 +16,8 @@ import { countKernelBytes, EAGAIN, socketDescriptor, type KernelHelper, type Sen
 
 // Most package files are read and written whole: one read (blob-reader.ts)
 // and one socket write per hit. Larger files go in chunks of this size, each
-// read after the socket drained the last. 512 KiB was not measurably faster in
-// bench:peers (files of 20-500 KB) and held twice the buffers per client.
+// read after the socket drained the last; larger chunks were no faster and hold
+// more buffers per client (docs/performance.md).
 const CHUNK = 256 << 10;
 const TAIL_CHUNK = 128 << 10;
 // One sendfile(2) call copies at most this much (~0.3 ms from the page cache),
@@ -124,8 +124,7 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
       const kernel = io.kernel;
       const socket = res.socket;
       // TCP_CORK while the head and the first piece of the body are written, so they leave
-      // together in full segments: with the head in a segment of its own, bench:peers' hits
-      // measured 8,349-8,772 req/s, corked 11,893-13,103 in the same rounds.
+      // together in full segments instead of the head alone (docs/performance.md).
       let corked = socket && res.writableLength === 0 ? socketDescriptor(socket) : undefined;
       if (corked !== undefined && kernel.cork(corked, true) !== 0) corked = undefined; // not TCP
       const uncork = () => {
