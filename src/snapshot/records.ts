@@ -16,7 +16,6 @@ import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
 import { parseOrThrow } from '../schema-issues.js';
 import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
-import { ENV_NAME } from '../config/schema.js';
 import { generationsOf, type Generation } from './generations.js';
 
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
@@ -90,10 +89,16 @@ const historyEntrySchema = z.object({
 
 /** One state file of an environment, as read from disk (skipped when it does not parse). */
 const envStateSchema = z.object({
-  name: z.string().regex(ENV_NAME),
+  // Checked against the directory's name by the reader; no stricter here, so a state this
+  // reader once wrote is never skipped (that would lose its pin).
+  name: z.string(),
   seq: z.int().min(1).max(Number.MAX_SAFE_INTEGER),
   snapshot: snapshotIdSchema.nullable(),
-  /** Pinned to an exact snapshot: repositories it lacks are refused, not captured. */
+  /**
+   * Pinned: serves exactly this snapshot; repositories it lacks are refused,
+   * not captured. On disk (and in this type) the key keeps its first name,
+   * `locked`; every JSON view calls it `pinned` (see envJson).
+   */
   locked: z.boolean().default(false),
   deleted: z.boolean().optional(),
   /**
@@ -107,7 +112,7 @@ const envStateSchema = z.object({
    * shared environment (one capture for every build), and what it has pinned
    * stays while the shared one is reset or re-pinned.
    */
-  follows: z.string().regex(ENV_NAME).nullable().optional(),
+  follows: z.string().nullable().optional(),
   updatedAt: z.string(),
   history: z.array(historyEntrySchema),
 });
@@ -160,6 +165,16 @@ function nextHistory(current: EnvState, snapshot: string | null, reason: string,
     history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), ...(parent ? { parent } : {}), added: [] });
   }
   return history.slice(-HISTORY_MAX);
+}
+
+/**
+ * An environment state as the CLI's --json and the admin API show it: `pinned`
+ * says whether it serves exactly its snapshot. `locked` is the same fact under
+ * its old name, kept for one release for scripts that read it (deprecated).
+ */
+export function envJson<T extends Pick<EnvState, 'locked'>>(state: T): Omit<T, 'locked'> & { pinned: boolean; locked: boolean } {
+  const { locked, ...rest } = state;
+  return { ...rest, pinned: locked, locked };
 }
 
 const tagSchema = z.object({ id: snapshotIdSchema, at: z.string() });
