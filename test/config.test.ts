@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { loadConfig } from '../src/config/load-config.js';
 import { flagsToConfig } from '../src/config/flags.js';
-import { serveOptions } from '../src/cli/main.js';
+import { serveOptions } from '../src/cli/options.js';
 import { CONFIG_FIELDS } from '../src/config/schema.js';
 import { parseDeb822Sources, parseOneLineSources } from '../src/upstream/apt-sources.js';
 import { tempDir } from './helpers/feedlock.js';

@@ -6,7 +6,8 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Download, SingleFlight } from '../upstream/download.js';
-import type { ProxyStats, RequestLogEntry } from './stats.js';
+import type { RequestLogEntry } from '../proxy/request-log.js';
+import type { ProxyStats } from './stats.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export interface MetricsSources {

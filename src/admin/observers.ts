@@ -6,12 +6,13 @@
 import type { Logger } from '../log.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
 import type { Store } from '../store/store.js';
-import { StoreTotals } from './admin-api.js';
+import { StoreTotals } from './status-data.js';
 import type { SyncReadPolicy } from '../proxy/blob-reader.js';
 import type { SingleFlight } from '../upstream/download.js';
 import { Metrics } from './metrics.js';
 import type { ProxyStats } from './stats.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { isByHashPath } from '../debian/index-names.js';
 
 export interface Observers {
   metrics: Metrics;
@@ -33,7 +34,7 @@ export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStat
   if (builds) {
     // Package files only: by-hash paths are index files under another name.
     stats.listeners.push((e, bytes) => {
-      if (builds.recording && e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+      if (builds.recording && e.kind === 'package' && e.upstream && !isByHashPath(e.upstream)) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
     });
   }
   return { metrics, storeTotals };

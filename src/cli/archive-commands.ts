@@ -15,7 +15,7 @@ import { fetchSources, layOutSources, type SourcesReport } from '../manifest/sou
 import type { SnapshotRecord } from '../snapshot/records.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { withCtx, type Ctx } from './context.js';
-import { storeOptions } from './main.js';
+import { storeOptions } from './options.js';
 import { print } from './output.js';
 import { progress } from './progress.js';
 

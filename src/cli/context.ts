@@ -17,7 +17,7 @@ import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { loadKeyring } from '../snapshot/signature.js';
 import { Store } from '../store/store.js';
 import { Parent } from '../upstream/parent.js';
-import { flagsToConfig } from './main.js';
+import { flagsToConfig } from './options.js';
 
 export interface Ctx {
   config: Config;

@@ -5,7 +5,6 @@
 import { Command, CommanderError } from 'commander';
 import { version } from '../version.js';
 import { ERROR_CODES, FeedlockError, toFeedlockError } from '../errors.js';
-import { addConfigFlags } from '../config/flags.js';
 import { registerServe } from './serve-command.js';
 import { registerStore } from './store-command.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
@@ -16,20 +15,6 @@ import { registerDoctor } from './doctor-command.js';
 import { registerArchive } from './archive-commands.js';
 import { registerRelease, registerSearch, registerUpgradeTest } from './release-command.js';
 import { registerClientConfig } from './client-config-command.js';
-
-/** Options every command that touches the store accepts: the store-scope config keys' flags (config/flags.ts). */
-export function storeOptions(cmd: Command): Command {
-  return addConfigFlags(cmd, 'store')
-    .option('--config <file>', 'JSON or YAML config file')
-    .option('--json', 'machine-readable output');
-}
-
-/** serve's and doctor's options: every config key that has a flag. */
-export function serveOptions(cmd: Command): Command {
-  return addConfigFlags(storeOptions(cmd), 'serve');
-}
-
-export { flagsToConfig } from '../config/flags.js';
 
 export function buildProgram(): Command {
   const program = new Command('feedlock')

@@ -12,7 +12,7 @@ import { exportRepo } from '../manifest/export-repo.js';
 import { SnapshotRecords } from '../snapshot/records.js';
 import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { Store } from '../store/store.js';
-import { flagsToConfig, storeOptions } from './main.js';
+import { flagsToConfig, storeOptions } from './options.js';
 import { print } from './output.js';
 
 async function openStore(opts: Record<string, unknown>) {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../serve/start-server.js';
-import { flagsToConfig, serveOptions } from './main.js';
+import { flagsToConfig, serveOptions } from './options.js';
 import { snapshotParts } from '../serve/snapshot-layer.js';
 import { settingsWarning } from '../util/node-command.js';
 

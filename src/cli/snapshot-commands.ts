@@ -16,12 +16,13 @@ import { PackageIndex } from '../snapshot/package-index.js';
 import { envJson, type EnvState, type SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../debian/release-file.js';
 import { readFile } from 'node:fs/promises';
-import { storeOptions } from './main.js';
+import { storeOptions } from './options.js';
 import { openContext as open, withCtx } from './context.js';
 import { print } from './output.js';
 import { checkReleaseName, Releases } from '../snapshot/releases.js';
 import { readManifest } from '../manifest/compare.js';
 import { progress } from './progress.js';
+import { listedVariant } from '../debian/index-names.js';
 
 function checkEnvName(name: string): string {
   if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
@@ -277,7 +278,7 @@ export function registerSnapshotCommands(program: Command): void {
           if (opts.sources) wanted.push(`${prefix}source/Sources`);
         }
         for (const w of wanted) {
-          const variant = ['.xz', '.gz', '', '.bz2'].map((ext) => w + ext).find((p) => release.files.has(p));
+          const variant = listedVariant(w, release.files);
           if (!variant) continue;
           const e = release.files.get(variant)!;
           if (!(await ctx.store.hasBlob(e.sha256))) {

@@ -9,7 +9,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
-import { issueExpected, issuePath } from '../schema-issues.js';
+import { issueExpected, issuePath } from '../util/schema-issues.js';
 import { CLASSIFY_KINDS } from '../debian/classify-path.js';
 
 export const ENV_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -13,8 +13,8 @@ import { contentTypeFor } from '../debian/content-types.js';
 import { HitCache } from './hit-cache.js';
 import { kernelBytes } from './kernel-send.js';
 import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo } from './respond.js';
+import type { RequestRecorder } from './request-log.js';
 import { routeRequest, type RouteContext } from './route-request.js';
-import type { ProxyStats } from '../admin/stats.js';
 import { storedFileOf, type CacheResult, type Resolver, type UpstreamRoute } from '../resolver/resolver.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
@@ -28,7 +28,7 @@ export interface HandlerDeps {
   flights: SingleFlight;
   upstream: UpstreamClient;
   resolver: Resolver;
-  stats: ProxyStats;
+  stats: RequestRecorder;
   log: Logger;
   defaultEnv: string;
   offline?: boolean;

@@ -14,7 +14,7 @@ import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
-import { parseOrThrow } from '../schema-issues.js';
+import { parseOrThrow } from '../util/schema-issues.js';
 import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
 import { generationsOf, type Generation } from './generations.js';
 

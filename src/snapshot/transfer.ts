@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 
 import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
-import { parseOrThrow } from '../schema-issues.js';
+import { parseOrThrow } from '../util/schema-issues.js';
 
 import { publish, tempName } from '../store/atomic-file.js';
 import type { Store } from '../store/store.js';

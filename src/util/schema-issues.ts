@@ -3,7 +3,7 @@
  * path, the expected form and what was found. Config and records share it.
  */
 import type { z } from 'zod';
-import { FeedlockError, type ErrorCode } from './errors.js';
+import { FeedlockError, type ErrorCode } from '../errors.js';
 
 /** `timeouts.bodyMs`, `classify.package[0]`. */
 export function issuePath(path: readonly PropertyKey[]): string {
