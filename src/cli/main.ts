@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { version } from '../version.js';
-import { FeedlockError, toFeedlockError } from '../errors.js';
+import { ERROR_CODES, FeedlockError, toFeedlockError } from '../errors.js';
 import { registerServe } from './serve-command.js';
 import { registerStore } from './store-command.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
@@ -47,7 +47,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return 2;
+      // A usage error (unknown option or command) is bad command-line input.
+      return ERROR_CODES.FL_BAD_CONFIG.exit;
     }
     const e = toFeedlockError(err);
     process.stderr.write(`feedlock: ${e.message}\n`);

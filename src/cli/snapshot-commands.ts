@@ -13,7 +13,7 @@ import { environmentDiff } from '../snapshot/snapshot-admin.js';
 import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { PackageIndex } from '../snapshot/package-index.js';
-import type { EnvState, PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
+import { envJson, type EnvState, type PinnedRepo, type SnapshotRecord } from '../snapshot/records.js';
 import { parseRelease } from '../debian/release-file.js';
 import { readFile } from 'node:fs/promises';
 import { storeOptions } from './options.js';
@@ -31,7 +31,7 @@ function checkEnvName(name: string): string {
 }
 
 function envSummary(s: EnvState): Record<string, unknown> {
-  return { name: s.name, snapshot: s.snapshot, locked: s.locked, updatedAt: s.updatedAt };
+  return envJson({ name: s.name, snapshot: s.snapshot, locked: s.locked, updatedAt: s.updatedAt });
 }
 
 function snapshotText(r: SnapshotRecord, tags: string[]): string {
@@ -65,7 +65,7 @@ function envShow(env: Command): void {
       if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
       const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
       const baseRepos = new Set(state.base ? (await ctx.records.getSnapshot(state.base.snapshot)).repos.map((r) => r.url) : []);
-      print(opts, { ...state, repos: snapshot?.repos ?? [] }, () =>
+      print(opts, { ...envJson(state), repos: snapshot?.repos ?? [] }, () =>
         [
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
           ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),

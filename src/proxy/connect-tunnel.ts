@@ -5,6 +5,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { FeedlockError, rawErrorResponse, type ErrorCode } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
@@ -12,18 +13,18 @@ import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
 export type TunnelConfig = Pick<Config, 'allowConnect' | 'upstreamProxy'>;
 
 export function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: TunnelConfig, policy: UpstreamPolicy, log: Logger): void {
-  const refuse = (status: string, why: string) => {
-    log.info({ target: req.url }, `CONNECT refused: ${why}`);
-    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nfeedlock: ${why}\n`);
+  const refuse = (code: ErrorCode, why: string) => {
+    log.info({ target: req.url, code }, `CONNECT refused: ${why}`);
+    client.end(rawErrorResponse(new FeedlockError(code, why)));
   };
-  if (!config.allowConnect) return refuse('403 Forbidden', 'CONNECT tunnels are disabled (their content cannot be cached); use http:// sources or the /https/HOST/... remap, or set allowConnect');
+  if (!config.allowConnect) return refuse('FL_CONNECT_REFUSED', 'CONNECT tunnels are disabled (their content cannot be cached); use http:// sources or the /https/HOST/... remap, or set allowConnect');
   let target: URL;
   try {
     target = new URL(`https://${req.url}`);
   } catch {
-    return refuse('400 Bad Request', `bad CONNECT target ${JSON.stringify(req.url)}`);
+    return refuse('FL_BAD_REQUEST', `bad CONNECT target ${JSON.stringify(req.url)}`);
   }
-  if (!policy.isAllowed(target)) return refuse('403 Forbidden', `CONNECT to ${target.host} is not an allowed host`);
+  if (!policy.isAllowed(target)) return refuse('FL_FORBIDDEN_HOST', `CONNECT to ${target.host} is not an allowed host`);
   const splice = (upstream: Socket, upstreamHead: Buffer = Buffer.alloc(0)) => {
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (upstreamHead.length) client.write(upstreamHead);
@@ -44,15 +45,15 @@ export function tunnel(req: IncomingMessage, client: Socket, head: Buffer, confi
     proxyReq.once('connect', (res, socket, upstreamHead) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        return refuse('502 Bad Gateway', `upstream proxy refused CONNECT to ${target.host}: ${res.statusCode}`);
+        return refuse('FL_UPSTREAM_STATUS', `upstream proxy refused CONNECT to ${target.host}: ${res.statusCode}`);
       }
       splice(socket, upstreamHead);
     });
-    proxyReq.once('error', (err) => refuse('502 Bad Gateway', `upstream proxy unreachable: ${err.message}`));
+    proxyReq.once('error', (err) => refuse('FL_UPSTREAM_UNREACHABLE', `upstream proxy unreachable: ${err.message}`));
     proxyReq.end();
     return;
   }
   const upstream = connect(port, target.hostname, () => splice(upstream));
-  upstream.once('error', (err) => (client.writable ? refuse('502 Bad Gateway', `cannot reach ${target.host}: ${err.message}`) : end()));
+  upstream.once('error', (err) => (client.writable ? refuse('FL_UPSTREAM_UNREACHABLE', `cannot reach ${target.host}: ${err.message}`) : end()));
 }
 

@@ -5,6 +5,7 @@
  * drained the previous one.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { FeedlockError } from '../errors.js';
 import type { Socket } from 'node:net';
 import { shortBlob, type OpenBlob } from './blob-reader.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
@@ -14,8 +15,8 @@ import { waitDrain, writePooled, type BlobIo } from './response-io.js';
 
 // Most package files are read and written whole: one read (blob-reader.ts)
 // and one socket write per hit. Larger files go in chunks of this size, each
-// read after the socket drained the last. 512 KiB was not measurably faster in
-// bench:peers (files of 20-500 KB) and held twice the buffers per client.
+// read after the socket drained the last; larger chunks were no faster and hold
+// more buffers per client (docs/performance.md).
 const CHUNK = 256 << 10;
 // One sendfile(2) call copies at most this much (~0.3 ms from the page cache),
 // so a call that takes longer than SyncReadPolicy.SLOW_MS means the disk.
@@ -52,8 +53,9 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
   }
   const range = selectRange(req.headers, rep);
   if (range === 'unsatisfiable') {
-    res.writeHead(416, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8' });
-    res.end(`feedlock: range not satisfiable for a ${rep.size}-byte file\n`);
+    const e = new FeedlockError('FL_RANGE_NOT_SATISFIABLE', `range not satisfiable for a ${rep.size}-byte file`);
+    res.writeHead(e.httpStatus, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8', 'x-feedlock-error': e.code });
+    res.end(`feedlock: ${e.message}\n`);
     return;
   }
   const start = range ? range.start : 0;
@@ -81,8 +83,7 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
       const kernel = io.kernel;
       const socket = res.socket;
       // TCP_CORK while the head and the first piece of the body are written, so they leave
-      // together in full segments: with the head in a segment of its own, bench:peers' hits
-      // measured 8,349-8,772 req/s, corked 11,893-13,103 in the same rounds.
+      // together in full segments instead of the head alone (docs/performance.md).
       let corked = socket && res.writableLength === 0 ? socketDescriptor(socket) : undefined;
       if (corked !== undefined && kernel.cork(corked, true) !== 0) corked = undefined; // not TCP
       const uncork = () => {

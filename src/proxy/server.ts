@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { FeedlockError, rawErrorResponse } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
@@ -82,7 +83,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logg
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADER_TIMEOUT';
   log.info({ code: err.code }, timeout ? 'closed a client that did not finish its request head in time' : `rejected malformed request: ${err.message}`);
   if (!socket.writable) return void socket.destroy();
-  socket.end(timeout ? 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: request head not received in time\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nfeedlock: malformed HTTP request\n');
+  socket.end(rawErrorResponse(timeout ? new FeedlockError('FL_REQUEST_TIMEOUT', 'request head not received in time') : new FeedlockError('FL_BAD_REQUEST', 'malformed HTTP request')));
 }
 
 function bind(server: Server, config: ListenConfig): Promise<void> {
