@@ -36,6 +36,7 @@ export function serveOptions(cmd: Command): Command {
     .option('--bind <addr>', 'address to listen on (default 127.0.0.1)')
     .option('--mirror <name=url>', 'named upstream, reached as /NAME/... (repeatable)', collect)
     .option('--allow-host <host[:port]>', 'allow this upstream host (repeatable)', collect)
+    .option('--snapshot-host <host[:port]>', 'answer this snapshot archive host\'s /archive/ URLs from the archive view, never asking it (repeatable)', collect)
     .option('--no-apt-sources', "do not allow the hosts in this machine's apt sources")
     .option('--apt-sources-dir <dir>', 'read apt sources from here (default /etc/apt)')
     .option('--allow-connect', 'tunnel CONNECT to allowed hosts (not cached)')
@@ -64,6 +65,7 @@ export function flagsToConfig(opts: Record<string, unknown>): Record<string, unk
     snapshotDir: opts.snapshotDir,
     mirrors: opts.mirror,
     allowHosts: opts.allowHost,
+    snapshotHosts: opts.snapshotHost,
     aptSources: opts.aptSources === false ? false : undefined,
     aptSourcesDir: opts.aptSourcesDir,
     allowConnect: opts.allowConnect,

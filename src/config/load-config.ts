@@ -53,6 +53,7 @@ export function loadConfig(flags: Record<string, unknown>, configFile?: string, 
   // Lists from the file and the command line add up; maps merge by name.
   merged.mirrors = { ...(fromFile.mirrors ?? {}), ...(fromFlags.mirrors ?? {}) };
   merged.allowHosts = [...(fromFile.allowHosts ?? []), ...(fromFlags.allowHosts ?? [])];
+  merged.snapshotHosts = [...(fromFile.snapshotHosts ?? []), ...(fromFlags.snapshotHosts ?? [])];
   merged.store = resolve(merged.store ?? defaultStoreDir(env));
   merged.indexDir = resolve(merged.indexDir ?? defaultIndexDir(merged.store, env));
   if (merged.snapshotDir) merged.snapshotDir = resolve(merged.snapshotDir);

@@ -20,6 +20,8 @@ export interface Config {
   indexDir?: string;
   mirrors: Record<string, string>;
   allowHosts: string[];
+  /** Snapshot-archive hosts answered from the archive view (HOST[:PORT]). */
+  snapshotHosts: string[];
   aptSources: boolean;
   aptSourcesDir: string;
   allowConnect: boolean;
@@ -129,6 +131,15 @@ const parseHostList: Parser = (value, key) => {
   return list as string[];
 };
 
+/** As URL.host writes them (lower case, no default port), so a request's host is compared as it is. */
+const parseSnapshotHosts: Parser = (value, key) => {
+  const list = Array.isArray(value) ? value : bad(key, value, 'a list of HOST[:PORT]');
+  return list.map((item) => {
+    if (typeof item !== 'string' || item.includes('://') || !HOST_PORT.test(item)) bad(key, item, 'HOST[:PORT]');
+    return new URL(`http://${item}/`).host;
+  });
+};
+
 const parseCidrList: Parser = (value, key) => {
   const list = Array.isArray(value) ? value : typeof value === 'string' ? [value] : bad(key, value, 'a list of addresses or CIDRs');
   for (const item of list) if (typeof item !== 'string') bad(key, item, 'an address or CIDR');
@@ -190,6 +201,7 @@ export const DEFAULTS = {
   bind: '127.0.0.1',
   mirrors: {},
   allowHosts: [],
+  snapshotHosts: [],
   aptSources: true,
   aptSourcesDir: '/etc/apt',
   allowConnect: false,
@@ -223,6 +235,7 @@ export const FIELDS: Record<keyof Config, Field> = {
   indexDir: { parse: parseString, doc: 'local LMDB index directory (must be on local disk)' },
   mirrors: { parse: parseMirrors, doc: 'named upstreams: NAME -> base URL, reached as /NAME/...' },
   allowHosts: { parse: parseHostList, doc: 'extra upstream hosts allowed for forward-proxy and /HOST/... remap' },
+  snapshotHosts: { parse: parseSnapshotHosts, doc: 'hosts of a snapshot archive (snapshot.example.org): forward-proxy requests for their /archive/<archive>/<YYYYMMDDTHHMMSSZ>/... URLs are answered from the archive view; nothing is fetched from them' },
   aptSources: { parse: parseBoolean, doc: "also allow the hosts in this machine's apt sources" },
   aptSourcesDir: { parse: parseString, doc: 'where apt sources are read from' },
   allowConnect: { parse: parseBoolean, doc: 'allow CONNECT tunnels to allowed hosts (not cached)' },

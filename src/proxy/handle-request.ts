@@ -36,6 +36,8 @@ export interface Resolver {
   resolve(ctx: RequestContext): Promise<Resolution>;
   /** The environment's current generation if known without I/O; undefined means "resolve again". */
   currentGeneration?(env: string): string | undefined;
+  /** The upstream a snapshot host's archive name stands for in the view `env` (route-request.ts). */
+  archiveUpstream?(env: string, archive: NonNullable<UpstreamRoute['archive']>, asked: URL): Promise<URL>;
 }
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> | void;
@@ -158,6 +160,12 @@ export function createRequestHandler(deps: HandlerDeps) {
       kind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
 
       const serve = async (): Promise<void> => {
+        if (route.archive) {
+          // Never the snapshot host itself: the repository the archive view holds under that name.
+          if (!deps.resolver.archiveUpstream) throw new FeedlockError('FL_NOT_FOUND', `${route.upstream.host} is a snapshot host, and this server has no archive view to answer ${route.upstream.pathname} from`);
+          route.upstream = await deps.resolver.archiveUpstream(env!, route.archive, route.upstream);
+          upstreamUrl = String(route.upstream);
+        }
         if (kind === 'other') {
           if (deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
           result = 'pass';

@@ -66,10 +66,10 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const flights = new SingleFlight(store, upstream);
   const stats = new ProxyStats();
   const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads !== 'thread-pool'));
-  const layer = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
+  const layer: LayerParts = (await parts.layer?.({ store, flights, upstream, policy, parent })) ?? { resolver: new LiveResolver(store, flights) };
   const { metrics, storeTotals } = observeRequests({ log, store, stats, flights, upstream, reads: reader.syncReads, layer, defaultEnv: config.env });
 
-  const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env };
+  const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env, snapshotHosts: config.snapshotHosts };
   const hits = new HitCache();
   const io = { reader, buffers: new BufferPool(), kernel: config.hitReads === 'auto' ? kernelSend() : undefined };
   const handler = createRequestHandler({
@@ -150,6 +150,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     reload(next: Config) {
       policy.reload(policySources(next));
       routeContext.mirrors = next.mirrors;
+      routeContext.snapshotHosts = next.snapshotHosts;
       // Mirrors and allowed hosts decide what a request target means.
       hits.clear();
       log.level = next.logLevel;

@@ -23,6 +23,7 @@ import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
 import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
 import type { Parent } from '../proxy/parent.js';
+import { archiveRoot, describeView } from './snapshot-ref.js';
 
 export interface SnapshotResolverOptions {
   offline: boolean;
@@ -54,6 +55,11 @@ export class SnapshotResolver implements Resolver {
 
   currentGeneration(env: string): string | undefined {
     return this.envs.peekGeneration(env);
+  }
+
+  async archiveUpstream(env: string, archive: { name: string; path: string }, asked: URL): Promise<URL> {
+    const root = archiveRoot((await this.envs.view(env)).snapshot, archive.name, describeView(env) ?? `environment ${env}`);
+    return new URL(`${root}/${archive.path}${asked.search}`);
   }
 
   async resolve(ctx: RequestContext): Promise<Resolution> {
