@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../src/config/load-config.js';
 import { FIELDS } from '../src/config/schema.js';
-import { parseDeb822Sources, parseOneLineSources } from '../src/proxy/apt-sources.js';
+import { parseDeb822Sources, parseOneLineSources } from '../src/upstream/apt-sources.js';
 import { tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);

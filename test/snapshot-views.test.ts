@@ -16,7 +16,7 @@ import { updateAptRepo } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { aptSnapshotConfig } from '../src/proxy/apt-client-config.js';
 import { routeRequest } from '../src/proxy/route-request.js';
-import { UpstreamPolicy } from '../src/proxy/upstream-policy.js';
+import { UpstreamPolicy } from '../src/upstream/upstream-policy.js';
 import { archiveTimestamp } from '../src/snapshot/snapshot-ref.js';
 import { aptClient } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';

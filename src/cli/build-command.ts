@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { ERROR_CODES, FeedlockError, type ErrorCode } from '../errors.js';
 import type { BuildRecord } from '../manifest/build-records.js';
-import { readAdminToken } from '../proxy/admin-access.js';
+import { readAdminToken } from '../admin/admin-access.js';
 import { print } from './output.js';
 
 export interface AdminClientOptions {

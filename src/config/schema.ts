@@ -4,8 +4,8 @@
  * rejected so a typo can never silently turn a safety check off.
  */
 import { FeedlockError } from '../errors.js';
-import { parseAllowList } from '../proxy/admin-access.js';
-import { CLASSIFY_KINDS, type ClassifyOverrides } from '../proxy/classify-path.js';
+import { parseAllowList } from '../util/allow-list.js';
+import { CLASSIFY_KINDS, type ClassifyOverrides } from '../debian/classify-path.js';
 
 export interface Timeouts {
   connectMs: number;

@@ -6,14 +6,15 @@
  * same filesystem, copied otherwise.
  */
 import { copyFile, link, mkdir, readFile, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Store } from '../store/store.js';
 import { listedBelowRelease, snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { PrivateKey } from 'openpgp';
 import { FeedlockError } from '../errors.js';
 import type { Manifest } from './manifest.js';
+import { localPath } from './export-path.js';
 import { writeSignedIndices } from './signed-repo.js';
 
 export interface ExportedRepo {
@@ -26,14 +27,6 @@ export interface ExportedRepo {
   /** With a signing key: the public key clients verify the new indices with, and how many package files they list. */
   publicKey?: string;
   packages?: number;
-}
-
-/** Where an upstream URL lands inside the export: DIR/<host>/<path>. */
-export function localPath(outDir: string, url: string): string {
-  const u = new URL(url);
-  const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
-  if (parts.some((p) => p === '..' || p === '.')) throw new Error(`refusing to export ${url}: dot segment`);
-  return join(outDir, u.host.replace(/[^A-Za-z0-9.-]/g, '_'), ...parts);
 }
 
 /**

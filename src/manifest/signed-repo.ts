@@ -14,11 +14,11 @@ import type * as OpenPgp from 'openpgp';
 
 const pgp = (): Promise<typeof OpenPgp> => import('openpgp');
 import { FeedlockError } from '../errors.js';
-import { openDecompressed } from '../snapshot/decompress.js';
+import { openDecompressed } from '../debian/decompress.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { Store } from '../store/store.js';
-import { localPath } from './export-repo.js';
+import { localPath } from './export-path.js';
 
 export async function readSigningKey(file: string, passphrase?: string): Promise<OpenPgp.PrivateKey> {
   let text: string;

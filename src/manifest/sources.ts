@@ -9,11 +9,11 @@
 import { copyFile, link, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import type { SingleFlight } from '../proxy/download.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
 import { readIndexEntries, type PackageEntry } from '../snapshot/package-index.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { Store } from '../store/store.js';
 import type { Manifest } from './manifest.js';
 

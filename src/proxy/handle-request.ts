@@ -7,38 +7,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import type { UrlRecord } from '../store/url-index.js';
-import type { PathClassifier, PathKind } from './classify-path.js';
-import type { Download, SingleFlight } from './download.js';
-import { contentTypeFor } from './http-semantics.js';
+import type { PathClassifier, PathKind } from '../debian/classify-path.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
+import { contentTypeFor } from '../debian/content-types.js';
 import { HitCache } from './hit-cache.js';
 import { kernelBytes } from './kernel-send.js';
-import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
-import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
-import type { CacheResult, ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
-
-/**
- * A stored resolution made under a known environment generation may be
- * remembered by the hit cache (hit-cache.ts) until that generation changes.
- */
-export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string>; generation?: string } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
-
-export interface RequestContext {
-  route: UpstreamRoute;
-  env: string;
-  kind: PathKind;
-  req: IncomingMessage;
-}
-
-/** Decides what to serve for index files and package files. Snapshots plug in here. */
-export interface Resolver {
-  resolve(ctx: RequestContext): Promise<Resolution>;
-  /** The environment's current generation if known without I/O; undefined means "resolve again". */
-  currentGeneration?(env: string): string | undefined;
-  /** The upstream a snapshot host's archive name stands for in the view `env` (route-request.ts). */
-  archiveUpstream?(env: string, archive: NonNullable<UpstreamRoute['archive']>, asked: URL): Promise<URL>;
-}
+import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo } from './respond.js';
+import type { RequestRecorder } from './request-log.js';
+import { routeRequest, type RouteContext } from './route-request.js';
+import { storedFileOf, type CacheResult, type Resolver, type UpstreamRoute } from '../resolver/resolver.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> | void;
 
@@ -50,7 +28,7 @@ export interface HandlerDeps {
   flights: SingleFlight;
   upstream: UpstreamClient;
   resolver: Resolver;
-  stats: ProxyStats;
+  stats: RequestRecorder;
   log: Logger;
   defaultEnv: string;
   offline?: boolean;
@@ -59,15 +37,6 @@ export interface HandlerDeps {
   admin?: AdminHandler;
   /** Remembered package hits (the warm-build fast path); none: resolve every request. */
   hits?: HitCache;
-}
-
-export function storedFileOf(rec: UrlRecord, path: string): StoredFile {
-  return {
-    sha256: rec.sha256,
-    size: rec.size,
-    lastModified: rec.lastModified ?? new Date(rec.storedAt).toUTCString(),
-    contentType: contentTypeFor(path),
-  };
 }
 
 export function createRequestHandler(deps: HandlerDeps) {

@@ -17,7 +17,7 @@
  * themselves are never cached in memory.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { StoredFile } from './respond.js';
+import type { StoredFile } from '../resolver/resolver.js';
 
 export interface HotHit {
   file: StoredFile;

@@ -9,16 +9,10 @@ import type { Socket } from 'node:net';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
 import type { BufferPool } from './buffer-pool.js';
-import type { Download } from './download.js';
+import type { Download } from '../upstream/download.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
+import type { StoredFile } from '../resolver/resolver.js';
 import { countKernelBytes, EAGAIN, socketDescriptor, type KernelHelper, type SendfileFn } from './kernel-send.js';
-
-export interface StoredFile {
-  sha256: string;
-  size: number;
-  lastModified: string;
-  contentType: string;
-}
 
 // Most package files are read and written whole: one read (blob-reader.ts)
 // and one socket write per hit. Larger files go in chunks of this size, each

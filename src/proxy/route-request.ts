@@ -11,25 +11,9 @@
  */
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
-import type { UpstreamPolicy } from './upstream-policy.js';
-import { isFlatRepoFile } from './classify-path.js';
-
-export type WayIn = 'forward' | 'remap' | 'mirror';
-
-export interface UpstreamRoute {
-  kind: 'upstream';
-  wayIn: WayIn;
-  upstream: URL;
-  /** Environment named by the request (path prefix or proxy user), if any. */
-  env?: string;
-  /**
-   * A snapshot host's `/archive/NAME/TIMESTAMP/PATH` whose NAME is neither a
-   * mirror nor a host: the upstream is the repository of the archive view
-   * whose path ends in `/NAME` (snapshot-ref.ts archiveRoot), found when the
-   * request is served; `upstream` is the URL as asked until then.
-   */
-  archive?: { name: string; path: string };
-}
+import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
+import { isFlatRepoFile } from '../debian/classify-path.js';
+import type { UpstreamRoute, WayIn } from '../resolver/resolver.js';
 
 export interface AdminRoute {
   kind: 'admin';
@@ -51,20 +35,6 @@ export interface RouteContext {
    * nothing is ever requested from them.
    */
   snapshotHosts?: readonly string[];
-}
-
-/**
- * A request that names a snapshot instead of an environment is served in a
- * virtual environment whose name no real one can have (ENV_NAME never starts
- * with "@"): `@REF` is snapshot REF (an id, release, tag or environment),
- * `@ENV@TIMESTAMP` the snapshot ENV served at that time.
- */
-export type SnapshotView = { kind: 'snapshot'; ref: string } | { kind: 'archive'; env: string; timestamp: string };
-
-export function parseView(name: string): SnapshotView | undefined {
-  if (!name.startsWith('@')) return undefined;
-  const [a, b] = name.slice(1).split('@');
-  return b === undefined ? { kind: 'snapshot', ref: a } : { kind: 'archive', env: a, timestamp: b };
 }
 
 /** The public snapshot archive's timestamp segment. */

@@ -8,12 +8,12 @@ import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Download, SingleFlight } from '../proxy/download.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
-import type { Parent } from '../proxy/parent.js';
+import type { Parent } from '../upstream/parent.js';
 import type { AnchorFile, PinnedRepo } from './records.js';
-import { clearsignedBody } from './release-file.js';
+import { clearsignedBody } from '../debian/release-file.js';
 import { verifyClearsigned, verifyDetached, type Keyring } from './signature.js';
 
 export const APT_ANCHORS = ['InRelease', 'Release', 'Release.gpg'] as const;

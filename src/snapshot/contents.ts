@@ -7,7 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
 import { readIndexEntries } from './package-index.js';
 import type { SnapshotRecord } from './records.js';
-import { parseRelease, pdiffDownloads, sha256SumsEntries, type ReleaseFile } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntries, type ReleaseFile } from '../debian/release-file.js';
 
 export interface SnapshotBlob {
   sha256: string;

@@ -5,10 +5,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
-import { compareVersions } from './dpkg-version.js';
+import { compareVersions } from '../debian/dpkg-version.js';
 import { readIndexEntries } from './package-index.js';
 import type { PinnedRepo, SnapshotRecord } from './records.js';
-import { parseRelease } from './release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 
 export interface VersionChange {
   name: string;

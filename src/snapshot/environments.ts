@@ -7,7 +7,7 @@ import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
 import { APT_ANCHORS, captureRepo, OPKG_ANCHORS, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
-import { parseView } from '../proxy/route-request.js';
+import { parseView } from '../resolver/resolver.js';
 import { describeView, viewState } from './snapshot-ref.js';
 
 export interface EnvView {

@@ -9,8 +9,8 @@ import { basename } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Store } from '../store/store.js';
 import { SharedPromises } from '../util/shared-promise.js';
-import { detach, parseStanzas, type Stanza } from './deb822.js';
-import { openDecompressed } from './decompress.js';
+import { detach, parseStanzas, type Stanza } from '../debian/deb822.js';
+import { openDecompressed } from '../debian/decompress.js';
 
 export interface PackageEntry {
   /** Path relative to the repository's archive root (Filename:, or Directory/ + file for sources). */

@@ -8,7 +8,7 @@
  */
 import type { Store } from '../store/store.js';
 import { snapshotBlobs } from './contents.js';
-import { compareVersions } from './dpkg-version.js';
+import { compareVersions } from '../debian/dpkg-version.js';
 import { PackageIndex } from './package-index.js';
 import type { SnapshotRecord, SnapshotRecords } from './records.js';
 import { Releases } from './releases.js';

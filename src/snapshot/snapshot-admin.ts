@@ -13,7 +13,7 @@ import { generationIndexOf, previousGenerationId } from './generations.js';
 import type { Environments, ParentGeneration } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
 import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
-import { parseRelease } from './release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import { Releases, type Release } from './releases.js';
 import { searchPackages, type PackageVersion, type SearchQuery } from './search.js';
 

@@ -11,18 +11,18 @@
 import { readFile, stat } from 'node:fs/promises';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { SingleFlight } from '../proxy/download.js';
-import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../proxy/handle-request.js';
-import { contentTypeFor } from '../proxy/http-semantics.js';
-import { LiveResolver } from '../proxy/live-resolver.js';
+import type { SingleFlight } from '../upstream/download.js';
+import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../resolver/resolver.js';
+import { contentTypeFor } from '../debian/content-types.js';
+import { LiveResolver } from '../resolver/live-resolver.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } from './capture.js';
 import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
-import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
-import type { Parent } from '../proxy/parent.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from '../debian/release-file.js';
+import type { Parent } from '../upstream/parent.js';
 import { archiveRoot, describeView } from './snapshot-ref.js';
 
 export interface SnapshotResolverOptions {

@@ -6,8 +6,8 @@
 import { isFeedlockError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
-import type { SingleFlight } from './download.js';
-import { storedFileOf, type RequestContext, type Resolution, type Resolver } from './handle-request.js';
+import type { SingleFlight } from '../upstream/download.js';
+import { storedFileOf, type RequestContext, type Resolution, type Resolver } from './resolver.js';
 
 /** by-hash objects name their own digest: we can verify them without any index. */
 export function expectationFromPath(path: string): ExpectedContent | undefined {
