@@ -72,6 +72,25 @@ def feedlock_build_env(d):
         return d.getVar('FEEDLOCK_ENV')
     return feedlock_state_file(d, 'env', d.getVar('FEEDLOCK_ENV'))
 
+def feedlock_snapshot_hosts(d):
+    # Isar's snapshot mode rewrites every apt source to the snapshot archive's
+    # /archive/<archive>/<date>/ URLs (DISTRO_APT_SNAPSHOT_PREMIRROR). feedlock
+    # answers that host's URLs from its archive view (the environment's
+    # generation current at that date) and never contacts it; the host is the
+    # user's setting, read unexpanded (its date part needs Isar's bootstrap
+    # class, and Isar's default writes it as inline python with spaces).
+    import re
+    if not bb.utils.to_boolean(d.getVar('ISAR_USE_APT_SNAPSHOT')):
+        return []
+    hosts = []
+    for entry in (d.getVar('DISTRO_APT_SNAPSHOT_PREMIRROR', False) or '').split('\\n'):
+        words = entry.split(None, 1)
+        m = re.match(r'(?:https?://)?([^/\s]+)/', words[1]) if len(words) == 2 else None
+        host = d.expand(m.group(1)).lower() if m else None
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
 def feedlock_proxy_url(d):
     # Forward-proxy form: the environment is the proxy user name, the sources stay as they are.
     import re
@@ -154,7 +173,7 @@ python feedlock_build_started() {
     # This handler runs in the bitbake server; its client is the bitbake command.
     # When either ends, even by SIGKILL, the server goes with them.
     args += ['--watch-pid', str(os.getpid())] + ([str(os.getppid())] if os.getppid() > 1 else [])
-    extra = (d.getVar('FEEDLOCK_SERVE_ARGS') or '').split()
+    extra = (d.getVar('FEEDLOCK_SERVE_ARGS') or '').split() + [a for h in feedlock_snapshot_hosts(d) for a in ('--snapshot-host', h)]
     if extra:
         args += ['--'] + extra
     try:

@@ -4,17 +4,20 @@
  * Run alone: BITBAKE_DIR=/path/to/bitbake npm run test:bitbake
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { createOpkgFeed, SAMPLE_IPKS } from '../fixtures/opkg-feed.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { isarSkipReason, mirrorHost, setupIsarBuild, ISAR } from '../bench/isar-build.js';
+import { archiveTimestamp } from '../src/snapshot/snapshot-ref.js';
 import { tempDir } from './helpers/feedlock.js';
 import { OPKG, opkgAvailable } from './helpers/opkg.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
+const run = promisify(execFile);
 const BITBAKE_DIR = process.env.BITBAKE_DIR ? resolve(process.env.BITBAKE_DIR) : resolve(ROOT, '..', 'shared', 'tools', 'isar', 'bitbake');
 const HAVE_BITBAKE = existsSync(join(BITBAKE_DIR, 'bin', 'bitbake'));
 const HAVE_LOCALE = (() => {
@@ -310,3 +313,103 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s own classes',
 });
 
 if (ISAR_SKIP && !SKIP) describe('feedlock.bbclass with Isar\'s own classes', () => it.skip(ISAR_SKIP, () => {}));
+
+/** bitbake in an Isar build dir (Isar's own environment script); the output and exit code, without blocking the event loop. */
+function isarBitbake(build: string, args: string): Promise<{ code: number | null; out: string }> {
+  return new Promise((done) => {
+    const child = spawn('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake ${args}`], { cwd: ISAR, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b) => (out += b));
+    child.stderr.on('data', (b) => (out += b));
+    child.once('exit', (code) => done({ code, out }));
+  });
+}
+
+describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode (ISAR_USE_APT_SNAPSHOT)', () => {
+  const ENV = 'debian-bookworm-amd64';
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  let dir: string;
+  let build: string;
+  let key: GpgKey;
+  let repo: AptRepo;
+  let upstream: StaticUpstream;
+  let up: string;
+  let first: { inRelease: Buffer; hello: string; at: string; snapshot: string };
+  let between: Date;
+  let beforeAny: Date;
+  // Not execFileSync: the fixture upstream runs in this process.
+  const cli = async (...args: string[]) => (await run(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'), ...args, '--store', join(dir, 'downloads', 'feedlock'), '--index-dir', join(dir, 'index')], { encoding: 'utf8' })).stdout;
+  const capture = () => cli('snapshot', 'capture', '--env', ENV, '--repo', `http://${up}/debian`, '--suite', 'stable', '--allow-host', up);
+  const task = () => readdirSync(join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt')).map((v) => join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt', v))[0];
+  /** The user's snapshot settings, as in Isar's debian-common.conf with the archive host of their choice. */
+  const snapshotMode = (date: Date) =>
+    writeFileSync(join(build, 'conf', 'snapshot-mode.conf'), ['ISAR_USE_APT_SNAPSHOT = "1"', `ISAR_APT_SNAPSHOT_DATE = "${archiveTimestamp(date)}"`, `DISTRO_APT_SNAPSHOT_PREMIRROR = "${up.replace(/\./g, '\\.')}/(.*)/? snapshot.example.org/archive/\\1/\${ISAR_APT_SNAPSHOT_DATE_INTERNAL}\\n"`, ''].join('\n'));
+
+  beforeAll(async () => {
+    dir = tempDir('bitbake-isar-snapshot');
+    key = createGpgKey(dir);
+    repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
+    upstream = await startStaticUpstream(join(dir, 'up'));
+    up = `127.0.0.1:${upstream.port}`;
+    build = join(dir, 'build');
+    const list = join(dir, 'fixture.list');
+    writeFileSync(list, `deb http://${up}/debian stable main\n`);
+    setupIsarBuild(build, join(dir, 'downloads'), {
+      feedlock: true,
+      extra: [
+        'FEEDLOCK_PORT = "0"',
+        `FEEDLOCK_SERVE_ARGS = "--allow-host ${up} --no-apt-sources --index-dir ${join(dir, 'index')}"`,
+        `DISTRO_APT_SOURCES = "${list}"`,
+        `FIXTURE_KEYRING = "${key.keyring}"`,
+        `include ${join(build, 'conf', 'snapshot-mode.conf')}`,
+      ],
+    });
+    writeFileSync(join(build, 'conf', 'bblayers.conf'), readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${join(ROOT, 'fixtures', 'isar-layer')}"\n`);
+    // Two generations of the environment, captured a few seconds apart (archive times have whole seconds).
+    beforeAny = new Date(Date.now() - 2000);
+    await sleep(1100);
+    await capture();
+    const history = async () => JSON.parse(await cli('env', 'show', ENV, '--json')).history.filter((h: { snapshot: string | null }) => h.snapshot);
+    first = { inRelease: readFileSync(join(dir, 'up', 'debian', 'dists', 'stable', 'InRelease')), hello: repo.packages.find((p) => p.name === 'fl-hello')!.sha256, ...(await history())[0] };
+    await sleep(1100);
+    between = new Date();
+    await sleep(1100);
+    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
+    await cli('env', 'reset', ENV);
+    await capture();
+    expect(await history()).toHaveLength(2);
+  }, 120_000);
+  afterAll(async () => {
+    await upstream?.close();
+  });
+
+  it('a date between two captures: Isar\'s sources name the snapshot host, and the build\'s apt gets exactly the generation current then; nothing is asked of that host', async () => {
+    snapshotMode(between);
+    const before = upstream.requests.length;
+    const r = await isarBitbake(build, '-c fixture_apt fixture-snapshot-apt');
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const ts = archiveTimestamp(between);
+    const apt = join(task(), 'fixture-apt');
+    // What Isar's own get_apt_source_mirror wrote, as a plain snapshot-mode build writes it.
+    expect(readFileSync(join(apt, 'etc', 'sources.list'), 'utf8').split('\n').filter((l) => l.startsWith('deb'))).toEqual([`deb [check-valid-until=no] http://snapshot.example.org/archive/debian/${ts} stable main`]);
+    const lists = readdirSync(join(apt, 'lists'));
+    expect(lists).toContain(`snapshot.example.org_archive_debian_${ts}_dists_stable_InRelease`);
+    expect(readFileSync(join(apt, 'lists', `snapshot.example.org_archive_debian_${ts}_dists_stable_InRelease`)).equals(first.inRelease), 'the first generation\'s InRelease').toBe(true);
+    const debs = readdirSync(join(apt, 'cache', 'archives')).filter((f) => f.endsWith('.deb'));
+    expect(debs).toContain('fl-hello_1.0-1_amd64.deb');
+    expect(execFileSync('sha256sum', [join(apt, 'cache', 'archives', 'fl-hello_1.0-1_amd64.deb')], { encoding: 'utf8' }).split(' ')[0]).toBe(first.hello);
+    // Package files the store lacked came from the repository itself; the archive's host is not loopback and was never asked.
+    expect(upstream.requests.slice(before).filter((q) => !q.url.startsWith('/debian/pool/'))).toEqual([]);
+  }, 900_000);
+
+  it('a date before the first capture fails the build with a 404 that names the first capture', async () => {
+    snapshotMode(beforeAny);
+    const r = await isarBitbake(build, '-c fixture_apt fixture-snapshot-apt');
+    expect(r.code).not.toBe(0);
+    const log = readFileSync(join(task(), 'temp', 'log.do_fixture_apt'), 'utf8');
+    expect(log).toMatch(/404/);
+    expect(log).toContain(`its first capture is ${archiveTimestamp(new Date(first.at))} (${first.snapshot})`);
+  }, 900_000);
+});
+
+if (ISAR_SKIP && !SKIP) describe('feedlock.bbclass with Isar\'s snapshot mode (ISAR_USE_APT_SNAPSHOT)', () => it.skip(ISAR_SKIP, () => {}));

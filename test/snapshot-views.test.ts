@@ -11,13 +11,15 @@ import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { request } from 'node:http';
 import { updateAptRepo } from '../fixtures/apt-repo.js';
+import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { aptSnapshotConfig } from '../src/proxy/apt-client-config.js';
 import { routeRequest } from '../src/proxy/route-request.js';
 import { UpstreamPolicy } from '../src/upstream/upstream-policy.js';
 import { archiveTimestamp } from '../src/snapshot/snapshot-ref.js';
 import { aptClient } from './helpers/apt.js';
-import { tempDir } from './helpers/feedlock.js';
+import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
@@ -186,5 +188,127 @@ describe('feedlock client-config --apt', () => {
     const bad = await run(process.execPath, [CLI, 'client-config', '--apt', '--url', 'ftp://x', '--no-apt-sources']).catch((e) => e);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/bad --url "ftp:\/\/x"/);
+  });
+});
+
+/** A forward-proxy GET (absolute URL as the target), as apt sends it through Acquire::http::Proxy. */
+function proxyGet(proxyPort: number, url: string, env?: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const headers = env ? { 'proxy-authorization': `Basic ${Buffer.from(`${env}:`).toString('base64')}` } : {};
+    const req = request({ host: '127.0.0.1', port: proxyPort, path: url, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('a snapshot host (--snapshot-host) is answered from the archive view', () => {
+  let w: FixtureWorld;
+  /** Stands for the snapshot host on loopback: it counts every request that reaches it. */
+  let counter: StaticUpstream;
+  let up: string;
+  let counted: string;
+  let first: { inRelease: Buffer; packages: Buffer; after: Date };
+  let second: { inRelease: Buffer; after: Date };
+  let beforeAny: Date;
+  const proxy = () => `http://img@127.0.0.1:${w.feedlock.port}`;
+  const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
+  const upstreamFile = (rel: string) => readFileSync(join(w.dir, 'up', 'debian', rel));
+  const update = () => aptClient(tempDir('snapshot-host-capture'), `deb [signed-by=${w.key.keyring}] http://${up}/debian stable main\n`, { proxy: proxy() }).get('update');
+
+  beforeAll(async () => {
+    counter = await startStaticUpstream(tempDir('snapshot-host-counter'));
+    counted = `127.0.0.1:${counter.port}`;
+    w = await startFixtureWorld('snapshot-host', { feedlock: { snapshotHosts: ['snapshot.example.org', counted] } });
+    up = `127.0.0.1:${w.upstream.port}`;
+    beforeAny = new Date(Date.now() - 2000);
+    await sleep(1100);
+    // Two generations of environment img, captured through the forward proxy (sources as they are).
+    await update();
+    await sleep(1100);
+    first = { inRelease: upstreamFile('dists/stable/InRelease'), packages: upstreamFile('dists/stable/main/binary-amd64/Packages'), after: new Date() };
+    updateAptRepo(w.repo, w.key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
+    await cli('env', 'reset', 'img');
+    await update();
+    await sleep(1100);
+    second = { inRelease: upstreamFile('dists/stable/InRelease'), after: new Date() };
+  });
+  afterAll(async () => {
+    await w?.close();
+    await counter?.close();
+  });
+
+  it('http://SNAPSHOT-HOST/archive/NAME/TS/dists/… through the proxy is the proxy user\'s environment as of TS; before the first capture a 404 names the first; nothing is asked of the snapshot host, and what the store lacks comes from the repository itself', async () => {
+    const upstreamBefore = w.upstream.requests.length;
+    const firstCapture = JSON.parse((await cli('env', 'show', 'img', '--json')).stdout).history.find((h: { snapshot: string | null }) => h.snapshot)!;
+    for (const host of ['snapshot.example.org', counted]) {
+      const at = (ts: Date, file = 'InRelease') => proxyGet(w.feedlock.port, `http://${host}/archive/debian/${archiveTimestamp(ts)}/dists/stable/${file}`, 'img');
+      const r1 = await at(first.after);
+      expect(r1.status, host).toBe(200);
+      expect(r1.body.equals(first.inRelease), host).toBe(true);
+      expect((await at(first.after, 'main/binary-amd64/Packages')).body.equals(first.packages), host).toBe(true);
+      expect((await at(second.after)).body.equals(second.inRelease), host).toBe(true);
+      const early = await at(beforeAny);
+      expect(early.status, host).toBe(404);
+      expect(early.body.toString()).toContain(`its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`);
+    }
+    expect(counter.requests, 'requests that reached the snapshot host').toEqual([]);
+    // The plain Packages file (apt fetched a compressed one): from the pinned repository, by its pinned digest.
+    expect(w.upstream.requests.slice(upstreamBefore).map((r) => r.url)).toEqual([expect.stringMatching(/^\/debian\/dists\/stable\/main\/binary-amd64\/(by-hash\/SHA256\/[0-9a-f]{64}|Packages)$/)]);
+  });
+
+  it('apt through the proxy with the source Isar\'s snapshot mode writes (http://SNAPSHOT-HOST/archive/debian/TS) installs the version of that time, and its lists are named after the snapshot host', async () => {
+    const ts = archiveTimestamp(first.after);
+    const apt = aptClient(tempDir('snapshot-host-apt'), `deb [signed-by=${w.key.keyring}] http://${counted}/archive/debian/${ts} stable main\n`, { proxy: proxy() });
+    await apt.get('update');
+    expect(/Candidate: (\S+)/.exec((await apt.cache('policy', 'fl-hello')).stdout)?.[1]).toBe('1.0-1');
+    await apt.get('install', '--download-only', '-y', 'fl-hello');
+    const hello = w.repo.packages.find((p) => p.name === 'fl-hello' && p.version === '1.0-1')!;
+    expect(apt.downloaded()['fl-hello_1.0-1_amd64.deb']).toBe(hello.sha256);
+    expect(readdirSync(apt.lists)).toContain(`${counted}_archive_debian_${ts}_dists_stable_InRelease`);
+    expect(counter.requests).toEqual([]);
+  });
+
+  it('an archive name no repository of the view ends in is a 404 naming what the view holds; a snapshot host URL outside /archive/ is a 404, never fetched', async () => {
+    const none = await proxyGet(w.feedlock.port, `http://snapshot.example.org/archive/ubuntu/${archiveTimestamp(second.after)}/dists/stable/InRelease`, 'img');
+    expect(none.status).toBe(404);
+    expect(none.body.toString()).toContain(`holds no repository whose path ends in /ubuntu (it holds http://${up}/debian)`);
+    const other = await proxyGet(w.feedlock.port, `http://${counted}/debian/dists/stable/InRelease`, 'img');
+    expect(other.status).toBe(404);
+    expect(other.body.toString()).toMatch(/is a snapshot host/);
+    expect(counter.requests).toEqual([]);
+  });
+
+  it('without --snapshot-host such a host is a normal upstream: reached when allowed, refused when not', async () => {
+    const plain = await startFeedlock({ allowHosts: [counted] });
+    try {
+      const path = `/archive/debian/${archiveTimestamp(first.after)}/dists/stable/InRelease`;
+      const reached = await proxyGet(plain.port, `http://${counted}${path}`, 'img');
+      expect(reached.status).toBe(404);
+      // A normal capture of a repository there: its release files were asked for.
+      expect(counter.requests.map((r) => r.url)).toContain(path);
+      expect((await proxyGet(plain.port, `http://snapshot.example.org${path}`, 'img')).status).toBe(403);
+    } finally {
+      await plain.close();
+      counter.requests.length = 0;
+    }
+  });
+});
+
+describe('routing of snapshot hosts', () => {
+  const mirrors = { debian: 'http://mirror.example.org/debian' };
+  const ctx = { mirrors, policy: new UpstreamPolicy({ mirrors, allowHosts: ['mirror.example.org'], aptSourceUris: [] }), defaultEnv: 'main-env', snapshotHosts: ['snapshot.example.org'] };
+  const auth = { 'proxy-authorization': `Basic ${Buffer.from('img:').toString('base64')}` };
+
+  it('an archive name that is neither a mirror nor a host is left for the view to resolve; a mirror name or a remap path routes at once; the environment is the proxy user\'s', () => {
+    expect(routeRequest('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease', auth, ctx)).toMatchObject({
+      wayIn: 'forward', env: '@img@20260102T030405Z', archive: { name: 'debian-security', path: 'dists/trixie-security/InRelease' }, upstream: new URL('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease'),
+    });
+    expect(routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, ctx)).toMatchObject({ wayIn: 'forward', env: '@main-env@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/dists/trixie/InRelease') });
+    expect(routeRequest('http://snapshot.example.org/archive/mirror.example.org/debian/20260102T030405Z/pool/main/a/a_1_all.deb', auth, ctx)).toMatchObject({ env: '@img@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/pool/main/a/a_1_all.deb') });
+    expect(() => routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, { ...ctx, snapshotHosts: [] })).toThrow(/snapshot\.example\.org is not an allowed host/);
   });
 });

@@ -65,6 +65,12 @@ const hostPort = z
     return !port || (Number(port[1]) >= 1 && Number(port[1]) <= 65535);
   }, { error: 'a port 1-65535' });
 
+/** A snapshot archive host, as URL.host writes it (lower case, no default port), so a request's host is compared as it is. */
+const snapshotHost = z
+  .string({ error: 'HOST[:PORT]' })
+  .refine((item) => !item.includes('://') && HOST_PORT.test(item), { error: 'HOST[:PORT]' })
+  .transform((item) => new URL(`http://${item}/`).host);
+
 function isAddressOrCidr(entry: string): boolean {
   const [addr, bits, extra] = entry.split('/');
   const family = isIP(addr);
@@ -128,6 +134,7 @@ export const CONFIG_FIELDS = {
   indexDir: field(nonEmpty, { defaultDoc: '`~/.cache/feedlock/index/<hash of store path>`', flag: { flags: '--index-dir <dir>', help: 'local LMDB index directory', scope: 'store' }, doc: 'local LMDB index (local disk only)' }),
   mirrors: field(mirrors, { default: {}, merge: true, flag: { flags: '--mirror <name=url>', help: 'named upstream, reached as /NAME/...', scope: 'serve', repeatable: true }, doc: 'named upstreams reached as `/NAME/…`' }),
   allowHosts: field(z.array(hostPort, { error: 'a list of HOST[:PORT]' }), { default: [], merge: true, flag: { flags: '--allow-host <host[:port]>', help: 'allow this upstream host', scope: 'serve', repeatable: true }, doc: 'further allowed upstreams; `https://HOST` makes `/HOST/…` use TLS' }),
+  snapshotHosts: field(z.array(snapshotHost, { error: 'a list of HOST[:PORT]' }), { default: [], merge: true, flag: { flags: '--snapshot-host <host[:port]>', help: "answer this snapshot archive host's /archive/ URLs from the archive view, never asking it", scope: 'serve', repeatable: true }, doc: 'hosts of a public snapshot archive: forward-proxy requests for their `/archive/<archive>/<YYYYMMDDTHHMMSSZ>/…` URLs are answered from the archive view, and nothing is ever fetched from them (see "The snapshot-archive view")' }),
   aptSources: field(boolean, { default: true, flag: { flags: '--no-apt-sources', help: "do not allow the hosts in this machine's apt sources", scope: 'serve' }, doc: "allow the hosts of this machine's apt sources" }),
   aptSourcesDir: field(nonEmpty, { default: '/etc/apt', flag: { flags: '--apt-sources-dir <dir>', help: 'read apt sources from here', scope: 'serve' }, doc: 'where apt sources are read' }),
   allowConnect: field(boolean, { default: false, flag: { flags: '--allow-connect', help: 'tunnel CONNECT to allowed hosts (not cached)', scope: 'serve' }, doc: 'tunnel CONNECT to allowed hosts (not cached)' }),

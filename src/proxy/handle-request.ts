@@ -123,8 +123,21 @@ class RequestPipeline {
     x.way = route.wayIn;
     x.upstream = String(route.upstream);
     x.kind = route.upstream.search ? 'other' : this.deps.classifier.classify(route.upstream.pathname);
-    const answer = x.kind === 'other' ? this.passThrough(x, route) : this.resolve(x, route);
+    const answer = route.archive ? this.fromArchive(x, route) : this.answer(x, route);
     answer.catch((err: unknown) => this.fail(x, err));
+  }
+
+  private answer(x: Exchange, route: UpstreamRoute): Promise<void> {
+    return x.kind === 'other' ? this.passThrough(x, route) : this.resolve(x, route);
+  }
+
+  /** Stage 2b: a snapshot host's /archive/ URL names the repository the archive view holds under that name, never the host itself. */
+  private async fromArchive(x: Exchange, route: UpstreamRoute): Promise<void> {
+    const resolver = this.deps.resolver;
+    if (!resolver.archiveUpstream) throw new FeedlockError('FL_NOT_FOUND', `${route.upstream.host} is a snapshot host, and this server has no archive view to answer ${route.upstream.pathname} from`);
+    route.upstream = await resolver.archiveUpstream(x.env!, route.archive!, route.upstream);
+    x.upstream = String(route.upstream);
+    return this.answer(x, route);
   }
 
   /** Stage 3a: the reserved /_feedlock/ pages. */

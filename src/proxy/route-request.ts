@@ -29,6 +29,12 @@ export interface RouteContext {
   policy: UpstreamPolicy;
   /** The environment `/archive/…` reads when no `/_env/NAME/` names one. */
   defaultEnv?: string;
+  /**
+   * Hosts (HOST[:PORT]) of a public snapshot archive: forward-proxy requests
+   * for their `/archive/…` URLs are answered from the archive view, and
+   * nothing is ever requested from them.
+   */
+  snapshotHosts?: readonly string[];
 }
 
 /** The public snapshot archive's timestamp segment. */
@@ -103,7 +109,7 @@ function upstreamUrl(raw: string, target: string): URL {
   }
 }
 
-export function routeRequest(target: string, headers: { 'proxy-authorization'?: string }, ctx: RouteContext): Route {
+export function routeRequest(target: string, headers: { 'proxy-authorization'?: string }, ctx: RouteContext, snapshotHost?: URL): Route {
   if (target.length > MAX_TARGET) badRequest('request target too long', target);
 
   // Absolute form: this is a forward-proxy request.
@@ -115,6 +121,14 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     checkPath(rawPath, target);
     if (url.username || url.password) badRequest('credentials in the request URL are not accepted', target);
     const env = parseEnvFromProxyAuth(headers['proxy-authorization']);
+    if (ctx.snapshotHosts?.includes(url.host)) {
+      // Routed as feedlock's own /archive/ path (in the proxy user's environment); the host itself is never asked.
+      if (!/^\/archive\/(.+\/)?\d{8}T\d{6}Z(\/|$)/.test(rawPath)) {
+        throw new FeedlockError('FL_NOT_FOUND', `${url.host} is a snapshot host (--snapshot-host): feedlock answers only its /archive/<archive>/<YYYYMMDDTHHMMSSZ>/… URLs, from the archive view, and never contacts it`, { target });
+      }
+      const r = routeRequest(`${env ? `/_env/${encodeURIComponent(env)}` : ''}${rawPath}${url.search}`, {}, ctx, url) as UpstreamRoute;
+      return { ...r, wayIn: 'forward' };
+    }
     if (!ctx.policy.isAllowed(url)) forbidden(url);
     return { kind: 'upstream', wayIn: 'forward', upstream: url, env };
   }
@@ -127,6 +141,7 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
 
   let segments = path.split('/').slice(1);
   let env: string | undefined;
+  let archive: UpstreamRoute['archive'];
   if (segments[0] === '_env') {
     env = segments[1];
     if (!env || !ENV_NAME.test(decodeURIComponent(env))) badRequest('bad environment name after /_env/', target);
@@ -145,6 +160,7 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     const at = segments.findIndex((s, i) => i >= 2 && ARCHIVE_TIMESTAMP.test(s));
     if (at !== -1) {
       env = `@${env ?? ctx.defaultEnv ?? 'default'}@${segments[at]}`;
+      archive = { name: segments.slice(1, at).join('/'), path: segments.slice(at + 1).join('/') };
       segments = [...segments.slice(1, at), ...segments.slice(at + 1)];
     }
   }
@@ -168,6 +184,7 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     const scheme = ctx.policy.remapScheme(first);
     return checked(upstreamUrl(`${scheme}//${first}/${rest}${query}`, target), 'remap', env);
   }
+  if (snapshotHost && archive) return { kind: 'upstream', wayIn: 'forward', upstream: snapshotHost, env, archive };
   if (env?.startsWith('@')) {
     // apt's Release-based snapshot templates (Origin/Label) carry only the source's path, not its host.
     throw new FeedlockError('FL_NOT_FOUND', `${JSON.stringify(first.slice(0, 80))} is neither an allowed host nor a mirror: a snapshot or archive path must go on with the repository in remap form (/HOST/path, /https/HOST/path or /MIRROR/path); for apt --snapshot use the configuration of feedlock client-config --apt`, { target });

@@ -20,6 +20,13 @@ export interface UpstreamRoute {
   upstream: URL;
   /** Environment named by the request (path prefix or proxy user), if any. */
   env?: string;
+  /**
+   * A snapshot host's `/archive/NAME/TIMESTAMP/PATH` whose NAME is neither a
+   * mirror nor a host: the upstream is the repository of the archive view
+   * whose path ends in `/NAME` (snapshot/snapshot-ref.ts archiveRoot), found
+   * when the request is served; `upstream` is the URL as asked until then.
+   */
+  archive?: { name: string; path: string };
 }
 
 /** A blob of the store as a response serves it. */
@@ -57,6 +64,8 @@ export interface Resolver {
   resolve(ctx: RequestContext): Promise<Resolution>;
   /** The environment's current generation if known without I/O; undefined means "resolve again". */
   currentGeneration?(env: string): string | undefined;
+  /** The upstream a snapshot host's archive name stands for in the view `env` (proxy/route-request.ts). */
+  archiveUpstream?(env: string, archive: NonNullable<UpstreamRoute['archive']>, asked: URL): Promise<URL>;
 }
 
 /**

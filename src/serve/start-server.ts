@@ -76,11 +76,11 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const { store, flights, upstream } = side;
   const stats = new ProxyStats();
   const io = blobIo(config, store);
-  const layer = (await parts.layer?.(side)) ?? { resolver: new LiveResolver(store, flights) };
+  const layer: LayerParts = (await parts.layer?.(side)) ?? { resolver: new LiveResolver(store, flights) };
   const { metrics, storeTotals } = observeRequests({ log, store, stats, flights, upstream, reads: io.reader.syncReads, builds: layer.builds, defaultEnv: config.env });
   layer.metrics?.(metrics);
 
-  const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env };
+  const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env, snapshotHosts: config.snapshotHosts };
   const hits = new HitCache();
   const admin = createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds });
   const handler = createRequestHandler({ routeContext, classifier: new PathClassifier(config.classify), store, io, flights, upstream, resolver: layer.resolver, stats, log, defaultEnv: config.env, offline: config.offline, verifyFirstBytes: config.verifyFirstBytes, hits, admin });
@@ -90,6 +90,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const reload = (next: Config): string[] => {
     policy.reload(policySources(next));
     routeContext.mirrors = next.mirrors;
+    routeContext.snapshotHosts = next.snapshotHosts;
     // Mirrors and allowed hosts decide what a request target means.
     hits.clear();
     log.level = next.logLevel;

@@ -10,7 +10,7 @@
 import { FeedlockError } from '../errors.js';
 import { generationAt, generationsOf } from './generations.js';
 import { parseView, type SnapshotView } from '../resolver/resolver.js';
-import type { EnvState, SnapshotRecords } from './records.js';
+import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
 import { Releases } from './releases.js';
 
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
@@ -46,9 +46,13 @@ export async function resolveSnapshotRef(records: SnapshotRecords, ref: string):
  *
  * The one place the archive view reads environment history.
  */
-export async function snapshotAt(records: SnapshotRecords, env: string, time: Date): Promise<{ id: string; at: string }> {
-  const state = await records.readEnv(env);
+export async function snapshotAt(records: SnapshotRecords, name: string, time: Date): Promise<{ id: string; at: string }> {
+  let env = name;
+  let state = await records.readEnv(env);
   if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+  // A build's environment is a window on the shared one it follows: the history is that one's.
+  const followed = state.follows ? await records.readEnv(state.follows) : undefined;
+  if (followed && followed.seq > 0 && !followed.deleted) [env, state] = [followed.name, followed];
   const generations = generationsOf(state.history);
   const first = generations.find((g) => g.snapshot !== null);
   if (!first) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has captured nothing yet`, { env });
@@ -57,6 +61,22 @@ export async function snapshotAt(records: SnapshotRecords, env: string, time: Da
   if (at?.snapshot) return { id: at.snapshot, at: at.generation.at };
   for (let i = (at?.index ?? 0) - 1; at && i >= 0; i--) if (generations[i].snapshot) return { id: generations[i].snapshot!, at: generations[i].at };
   throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(first.at))} (${first.snapshot})`, { env, first: first.at });
+}
+
+/**
+ * The repository a snapshot host's `/archive/NAME/…` stands for (Isar's
+ * snapshot premirror writes `/archive/debian/…` for `http://HOST/debian`):
+ * the one root of the snapshot's repositories whose path ends in `/NAME`.
+ * None or several is a 404 naming what the snapshot holds; `--mirror
+ * NAME=URL` names one explicitly (mirrors are looked up first).
+ */
+export function archiveRoot(snapshot: SnapshotRecord | undefined, name: string, view: string): string {
+  const roots = [...new Set((snapshot?.repos ?? []).map((r) => r.archiveRoot))];
+  const matching = roots.filter((r) => `${new URL(r).pathname.replace(/\/+$/, '')}/`.endsWith(`/${name}/`));
+  if (matching.length === 1) return matching[0];
+  const held = roots.length ? roots.join(', ') : 'nothing';
+  if (matching.length === 0) throw new FeedlockError('FL_NOT_FOUND', `${view} holds no repository whose path ends in /${name} (it holds ${held}); name one with --mirror ${name}=URL`, { archive: name });
+  throw new FeedlockError('FL_NOT_FOUND', `archive ${name} is ambiguous in ${view}: ${matching.join(', ')}; name one with --mirror ${name}=URL`, { archive: name });
 }
 
 /** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (the public snapshot archive's form). */

@@ -23,6 +23,7 @@ import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
 import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from '../debian/release-file.js';
 import type { Parent } from '../upstream/parent.js';
+import { archiveRoot, describeView } from './snapshot-ref.js';
 import { BY_HASH_SHA256, byHashPath, PACKAGE_LIST, withoutCompression } from '../debian/index-names.js';
 
 export interface SnapshotResolverOptions {
@@ -53,6 +54,11 @@ export class SnapshotResolver implements Resolver {
 
   currentGeneration(env: string): string | undefined {
     return this.envs.peekGeneration(env);
+  }
+
+  async archiveUpstream(env: string, archive: { name: string; path: string }, asked: URL): Promise<URL> {
+    const root = archiveRoot((await this.envs.view(env)).snapshot, archive.name, describeView(env) ?? `environment ${env}`);
+    return new URL(`${root}/${archive.path}${asked.search}`);
   }
 
   async resolve(ctx: RequestContext): Promise<Resolution> {

@@ -1,6 +1,8 @@
 /**
- * npm run test:e2e: apt 3.0 (Debian 13's, in a chroot made by mmdebstrap
- * through feedlock) with the configuration of `feedlock client-config --apt`:
+ * npm run test:e2e: apt 3.0 (Debian 13's, in a copy of the suite's one
+ * trixie root, made once by mmdebstrap through feedlock, see
+ * test/helpers/trixie-chroot.ts) with the configuration of `feedlock
+ * client-config --apt`:
  * `apt --snapshot ID update` takes every source from feedlock's snapshot ID,
  * with sources in remap form and left as they are (forward proxy), by
  * snapshot id and by environment name, against two fixture repositories, one
@@ -15,11 +17,11 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createAptRepo, updateAptRepo, type AptRepo } from '../../fixtures/apt-repo.js';
 import { startFixtureWorld, type FixtureWorld } from '../helpers/world.js';
-import { trixieChrootUnavailable, trixieRoot } from '../helpers/trixie-chroot.js';
+import { trixieRootCopy, trixieSkipReason } from '../helpers/trixie-chroot.js';
 
 const run = promisify(execFile);
 const CLI = join(resolve(import.meta.dirname, '..', '..'), 'dist', 'src', 'cli', 'bin.cjs');
-const skip = trixieChrootUnavailable();
+const skip = trixieSkipReason();
 
 describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-config --apt', () => {
   let w: FixtureWorld;
@@ -47,7 +49,8 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
     w = await startFixtureWorld('apt-snapshot', { feedlock: { bind: '127.0.0.2' } });
     up = `127.0.0.1:${w.upstream.port}`;
     real = createAptRepo(join(w.dir, 'up', 'debian-real'), w.key, [{ name: 'fl-real', version: '1.0-1' }], { origin: 'Debian', label: 'Debian' });
-    root = await trixieRoot(join(w.dir, 'trixie'));
+    // Its own copy of the shared trixie root: this file changes the root's apt configuration and lists.
+    root = await trixieRootCopy(join(w.dir, 'trixie'));
     rmSync(join(root, 'etc/apt/sources.list'), { force: true });
     mkdirSync(join(root, 'etc/apt/keyrings'), { recursive: true });
     copyFileSync(w.key.keyring, join(root, 'etc/apt/keyrings/feedlock-fixture.gpg'));

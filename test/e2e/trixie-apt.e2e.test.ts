@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createFlatAptRepo, SAMPLE_PACKAGES, type FlatAptRepo } from '../../fixtures/apt-repo.js';
 import { aptClient } from '../helpers/apt.js';
 import { tempDir } from '../helpers/feedlock.js';
-import { chrootApt, trixieChroot, trixieSkipReason } from '../helpers/trixie-root.js';
+import { chrootApt, trixieChroot, trixieSkipReason } from '../helpers/trixie-chroot.js';
 import { startFixtureWorld, type FixtureWorld } from '../helpers/world.js';
 
 const SKIP = trixieSkipReason();
