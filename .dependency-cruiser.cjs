@@ -34,6 +34,13 @@ module.exports = {
     { name: 'not-to-unresolvable', comment: 'an import that names no file or package', severity: 'error', from: {}, to: { couldNotResolve: true } },
     { name: 'every-file-in-a-layer', comment: 'a src/ file outside every layer has no place in the stack', severity: 'error', from: { path: '^src/', pathNot: pattern(LAYERS.flat()) }, to: {} },
     ...layerRules,
+    {
+      name: 'proxy-beside-snapshot',
+      comment: 'the proxy and the snapshot layer meet only in the resolver contract (src/resolver/); the composition root (src/serve/) plugs one into the other',
+      severity: 'error',
+      from: { path: '^src/proxy/' },
+      to: { path: '^src/(snapshot|manifest)/' },
+    },
   ],
   options: {
     // swc reads the TypeScript sources as written, so `import type` counts as an import.

@@ -1,7 +1,8 @@
 /**
  * The import rules of .dependency-cruiser.cjs hold for src/: no file takes
- * part in an import cycle (type-only imports count), and no folder imports
- * one above it in the layer stack (README, "Layers").
+ * part in an import cycle (type-only imports count), no folder imports one
+ * above it in the layer stack, and the proxy meets the snapshot layer only
+ * through the resolver contract (README, "Layers").
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -19,7 +20,7 @@ interface Violation {
 }
 
 describe('source layers', () => {
-  it('src/ has no import cycle and no import from a higher layer', async () => {
+  it('src/ keeps every import rule: no cycle, no import from a higher layer, the proxy apart from snapshots and manifests', async () => {
     // depcruise exits non-zero when it finds violations; the JSON on stdout says which.
     const out = await promisify(execFile)(process.execPath, [depcruise, 'src', '--config', '.dependency-cruiser.cjs', '--output-type', 'json'], { cwd: ROOT, maxBuffer: 64 << 20 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
     const result = JSON.parse(out.stdout) as { summary: { violations: Violation[]; totalCruised: number } };

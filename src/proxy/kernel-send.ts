@@ -11,7 +11,7 @@
  *
  * The helper is a tiny Node-API addon (native/sendfile.c) built by
  * scripts/build-native.mjs. It is optional: without it, or on a socket it
- * cannot use, hits take the read + write path (respond.ts).
+ * cannot use, hits take the read + write path (send-stored.ts).
  *
  * Node's socket does not know about bytes sent behind its back, so this is
  * used only when nothing is queued on the socket (checked after the response
