@@ -8,10 +8,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { compareVersions } from '../src/snapshot/dpkg-version.js';
+import { compareVersions } from '../src/debian/dpkg-version.js';
 import { diffVersions } from '../src/snapshot/diff.js';
 import { readIndexEntries } from '../src/snapshot/package-index.js';
-import { parseRelease } from '../src/snapshot/release-file.js';
+import { parseRelease } from '../src/debian/release-file.js';
 import { loadKeyring, verifyClearsigned } from '../src/snapshot/signature.js';
 import { ROOT } from './lib.js';
 

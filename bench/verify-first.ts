@@ -11,7 +11,7 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS } from '../src/config/schema.js';
+import { CONFIG_DEFAULTS } from '../src/config/schema.js';
 import { fetchDiscard, makeSyntheticRepo, ROOT, runPool, startCli, startProcess } from './lib.js';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, small: { type: 'string', default: '400' } } });
@@ -21,7 +21,7 @@ const repo = makeSyntheticRepo(repoDir, Number(args.small), 1);
 const paths = repo.small.map((s) => s.path);
 const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
 
-const variants: Record<string, number> = { stream: 0, 'verify-first': DEFAULTS.verifyFirstBytes };
+const variants: Record<string, number> = { stream: 0, 'verify-first': CONFIG_DEFAULTS.verifyFirstBytes };
 const results: Record<string, number[]> = { direct: [], stream: [], 'verify-first': [] };
 
 async function coldRps(base: string): Promise<number> {

@@ -105,11 +105,13 @@ describe('status API, metrics and the admin API', () => {
 
     const pin = await post('api/environments/alpha/pin', { snapshot: before.snapshot });
     expect(pin.status).toBe(200);
-    expect(await pin.json()).toMatchObject({ snapshot: before.snapshot, locked: true });
+    // `pinned` in the API and the CLI alike; `locked` is its deprecated old name, kept for one release.
+    expect(await pin.json()).toMatchObject({ snapshot: before.snapshot, pinned: true, locked: true });
     expect(Object.keys(await install('alpha', 'fl-hello'))).toContain('fl-hello_1.0-1_amd64.deb');
     expect((await post(`api/snapshots/${before.snapshot}/tag`, { tag: 'release-1' })).status).toBe(200);
     // The CLI on the same store sees the same state.
-    expect(await cli('env', 'show', 'alpha', ...storeArgs)).toMatchObject({ snapshot: before.snapshot, locked: true });
+    expect(await cli('env', 'show', 'alpha', ...storeArgs)).toMatchObject({ snapshot: before.snapshot, pinned: true, locked: true });
+    expect((await (await get('/_feedlock/api/environments/alpha')).json()).pinned).toBe(true);
     expect((await cli('snapshot', 'list', ...storeArgs)).find((s: { id: string }) => s.id === before.snapshot).tags).toEqual(['release-1']);
 
     const gc = await post('api/gc', { dryRun: true, graceMinutes: 0 });

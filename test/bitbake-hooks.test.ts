@@ -259,7 +259,7 @@ describe('bitbake hooks: build environments', () => {
     const sc = await start(c, 'shared', '--snapshot', shared1);
     expect(await helloVersion(sc, 'apt-c')).toBe('1.0-1');
     const after = JSON.parse((await feedlock('env', 'show', 'shared', '--json')).stdout);
-    expect(after).toMatchObject({ snapshot: shared2.snapshot, locked: false });
+    expect(after).toMatchObject({ snapshot: shared2.snapshot, pinned: false });
     await hook('stop', '--state-dir', c);
     const sb3 = await start(b, 'shared');
     expect(await helloVersion(sb3, 'apt-b5'), 'a later build without the pin follows the shared environment').toBe('1.1-1');

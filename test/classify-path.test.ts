@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { CLASSIFY_KINDS, PathClassifier, type PathKind } from '../src/proxy/classify-path.js';
+import { CLASSIFY_KINDS, PathClassifier, type PathKind } from '../src/debian/classify-path.js';
 
 describe('path classifier', () => {
   const c = new PathClassifier();

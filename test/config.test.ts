@@ -3,9 +3,12 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Command } from 'commander';
 import { loadConfig } from '../src/config/load-config.js';
-import { FIELDS } from '../src/config/schema.js';
-import { parseDeb822Sources, parseOneLineSources } from '../src/proxy/apt-sources.js';
+import { flagsToConfig } from '../src/config/flags.js';
+import { serveOptions } from '../src/cli/options.js';
+import { CONFIG_FIELDS } from '../src/config/schema.js';
+import { parseDeb822Sources, parseOneLineSources } from '../src/upstream/apt-sources.js';
 import { tempDir } from './helpers/feedlock.js';
 
 const run = promisify(execFile);
@@ -24,7 +27,27 @@ async function cli(...args: string[]): Promise<{ code: number; stderr: string; s
 describe('configuration', () => {
   it('every config key is documented in the README', () => {
     const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
-    for (const key of Object.keys(FIELDS)) expect(readme, key).toContain(`\`${key}\``);
+    for (const key of Object.keys(CONFIG_FIELDS)) expect(readme, key).toContain(`\`${key}\``);
+  });
+
+  it('a bad value in a config file names the key, the value, the expected form and the file', () => {
+    const file = join(tempDir('cfg-where'), 'feedlock.yaml');
+    writeFileSync(file, 'clientTimeouts: { headersMs: 5 }\n');
+    expect(() => loadConfig({}, file, {})).toThrow(`bad config: clientTimeouts.headersMs = 5 (expected an integer 100-3600000) in ${file}`);
+    expect(() => loadConfig({}, file, {})).toThrow(expect.objectContaining({ code: 'FL_BAD_CONFIG' }));
+  });
+
+  it('every flag the schema declares is parsed into its config key, and flags not given leave the file alone', () => {
+    const dir = tempDir('cfg-flags');
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'concurrency: 3\naptSources: true\n');
+    const cmd = serveOptions(new Command('serve').exitOverride());
+    cmd.parse(['--port', '4001', '--mirror', 'deb=http://mirror.example.org/debian/', '--mirror', 'sec=http://mirror.example.org/security', '--no-apt-sources', '--strict-env', 'a', '--strict-env', 'b', '--verify-first-bytes', '0', '--status-allow', '10.0.0.0/8', '--hit-reads', 'read'], { from: 'user' });
+    const c = loadConfig(flagsToConfig(cmd.opts()), file, {});
+    expect(c).toMatchObject({ port: 4001, mirrors: { deb: 'http://mirror.example.org/debian', sec: 'http://mirror.example.org/security' }, aptSources: false, strictEnvs: ['a', 'b'], verifyFirstBytes: 0, statusAllow: ['10.0.0.0/8'], hitReads: 'read', concurrency: 3 });
+    const none = serveOptions(new Command('serve').exitOverride());
+    none.parse([], { from: 'user' });
+    expect(loadConfig(flagsToConfig(none.opts()), file, {})).toMatchObject({ concurrency: 3, aptSources: true, port: 3142 });
   });
 
   it('defaults: store in $DL_DIR/feedlock, else ./downloads; port 3142 on 127.0.0.1', () => {
@@ -45,7 +68,7 @@ describe('configuration', () => {
     [['serve', '--port', '70000'], /port = "70000"/],
     [['serve', '--mirror', 'nourl'], /mirrors = "nourl" \(expected NAME=URL\)/],
     [['serve', '--mirror', 'x=ftp://a'], /mirrors\.x = "ftp:\/\/a"/],
-    [['serve', '--allow-host', 'bad host'], /allowHosts = "bad host"/],
+    [['serve', '--allow-host', 'bad host'], /allowHosts\[0\] = "bad host" \(expected HOST\[:PORT\] or https:\/\/HOST\[:PORT\]\) in command line/],
     [['serve', '--log-level', 'loud'], /logLevel = "loud"/],
     [['serve', '--hit-reads', 'sometimes'], /hitReads = "sometimes" \(expected one of auto, read, thread-pool\)/],
     [['serve', '--env', '../x'], /env = "\.\.\/x"/],
@@ -74,6 +97,7 @@ describe('configuration', () => {
       const r = await cli('serve', '--config', join(dir, name));
       expect(r.code, name).toBe(2);
       expect(r.stderr, name).toMatch(pattern);
+      expect(r.stderr, `${name} names the file`).toContain(join(dir, name));
     }
     const missing = await cli('serve', '--config', join(dir, 'nope.yaml'));
     expect(missing.code).toBe(2);

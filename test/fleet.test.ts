@@ -99,7 +99,7 @@ describe('a fleet: edges with --parent in front of a central feedlock', () => {
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/no snapshot/);
     const pinned = JSON.parse((await run(process.execPath, [CLI, 'env', 'pin', 'release', id, '--parent', central.url, '--json', ...store])).stdout);
-    expect(pinned).toMatchObject({ snapshot: id, locked: true });
+    expect(pinned).toMatchObject({ snapshot: id, pinned: true });
     const e = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], parent: central.url, store: join(dir, 'edge-d'), indexDir: join(dir, 'edge-d-index') });
     try {
       const got = await installThroughEnv({ feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, 'release', 'fl-hello');

@@ -17,7 +17,7 @@ import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { SnapshotRecords, snapshotId, type PinnedRepo } from '../src/snapshot/records.js';
 import { generationAt } from '../src/snapshot/generations.js';
 import { diffVersions } from '../src/snapshot/diff.js';
-import { compareVersions } from '../src/snapshot/dpkg-version.js';
+import { compareVersions } from '../src/debian/dpkg-version.js';
 
 const run = promisify(execFile);
 const TOKEN = 'generations-test-token-0123456789';

@@ -91,7 +91,7 @@ describe('HTTP behaviour of the proxy', () => {
     expect((await get(`${base}/pool/main/big_1_amd64.deb`, { 'if-none-match': '"other"' })).status).toBe(200);
   });
 
-  it('single Range requests get 206 with the right bytes, unsatisfiable ones 416', async () => {
+  it('single Range requests get 206 with the right bytes, unsatisfiable ones 416 coded FL_RANGE_NOT_SATISFIABLE', async () => {
     const r = await get(`${base}/pool/main/big_1_amd64.deb`, { range: 'bytes=100-199' });
     expect(r.status).toBe(206);
     expect(r.headers['content-range']).toBe(`bytes 100-199/${big.length}`);
@@ -103,6 +103,7 @@ describe('HTTP behaviour of the proxy', () => {
     const bad = await get(`${base}/pool/main/big_1_amd64.deb`, { range: `bytes=${big.length}-` });
     expect(bad.status).toBe(416);
     expect(bad.headers['content-range']).toBe(`bytes */${big.length}`);
+    expect(bad.headers['x-feedlock-error']).toBe('FL_RANGE_NOT_SATISFIABLE');
     const stale = await get(`${base}/pool/main/big_1_amd64.deb`, { range: 'bytes=0-9', 'if-range': '"changed"' });
     expect(stale.status).toBe(200);
   });
@@ -170,7 +171,7 @@ describe('HTTP behaviour of the proxy', () => {
       const forward = await raw(feedlock.port, `GET http://127.0.0.1:${bystanderPort}/x.deb HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\nConnection: close\r\n\r\n`);
       expect(forward).toMatch(/^HTTP\/1\.1 403/);
       const connectTry = await raw(feedlock.port, `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\n\r\n`);
-      expect(connectTry).toMatch(/^HTTP\/1\.1 403/);
+      expect(connectTry).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*X-Feedlock-Error: FL_CONNECT_REFUSED\r\n/);
       const connectAllowedHost = await raw(feedlock.port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\n`);
       expect(connectAllowedHost).toMatch(/^HTTP\/1\.1 403.*\r\n[\s\S]*CONNECT tunnels are disabled/);
       expect(bystanderHits).toBe(0);
@@ -211,7 +212,7 @@ describe('HTTP behaviour of the proxy', () => {
         const ok = await raw(f.port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\nGET /repo/dists/stable/Release HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
         expect(ok).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200 OK[\s\S]*Suite: stable/);
         const refused = await raw(f.port, `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: x\r\n\r\n`);
-        expect(refused).toMatch(/^HTTP\/1\.1 403/);
+        expect(refused).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*X-Feedlock-Error: FL_FORBIDDEN_HOST\r\n[\s\S]*is not an allowed host/);
         expect(bystanderHits).toBe(0);
       } finally {
         await f.close();

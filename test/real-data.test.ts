@@ -5,9 +5,9 @@ import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import fc from 'fast-check';
-import { compareVersions } from '../src/snapshot/dpkg-version.js';
+import { compareVersions } from '../src/debian/dpkg-version.js';
 import { readIndexEntries } from '../src/snapshot/package-index.js';
-import { parseRelease } from '../src/snapshot/release-file.js';
+import { parseRelease } from '../src/debian/release-file.js';
 import { loadKeyring, verifyClearsigned, verifyDetached } from '../src/snapshot/signature.js';
 
 const DATA = join(import.meta.dirname, '..', '..', 'shared', 'data', 'debian-bookworm');

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FeedlockError } from '../src/errors.js';
 import { routeRequest, type RouteContext } from '../src/proxy/route-request.js';
-import { UpstreamPolicy } from '../src/proxy/upstream-policy.js';
+import { UpstreamPolicy } from '../src/upstream/upstream-policy.js';
 
 const ctx: RouteContext = {
   mirrors: { debian: 'http://mirror.example.org/debian', sec: 'https://security.example.org/debian-security' },

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { updateAptRepo } from '../fixtures/apt-repo.js';
 import { aptSnapshotConfig } from '../src/proxy/apt-client-config.js';
 import { routeRequest } from '../src/proxy/route-request.js';
-import { UpstreamPolicy } from '../src/proxy/upstream-policy.js';
+import { UpstreamPolicy } from '../src/upstream/upstream-policy.js';
 import { archiveTimestamp } from '../src/snapshot/snapshot-ref.js';
 import { aptClient } from './helpers/apt.js';
 import { tempDir } from './helpers/feedlock.js';

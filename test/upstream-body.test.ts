@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keepsConnection, openUpstream } from '../src/proxy/upstream-body.js';
+import { keepsConnection, openUpstream } from '../src/upstream/upstream-body.js';
 
 const MiB = 1 << 20;
 

@@ -15,7 +15,7 @@ import { fetchSources, layOutSources, type SourcesReport } from '../manifest/sou
 import type { SnapshotRecord } from '../snapshot/records.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { withCtx, type Ctx } from './context.js';
-import { storeOptions } from './main.js';
+import { storeOptions } from './options.js';
 import { print } from './output.js';
 import { progress } from './progress.js';
 
@@ -28,7 +28,7 @@ async function snapshotFor(ctx: Ctx, ref: string | undefined, manifests: Manifes
   return ctx.records.getSnapshot(id);
 }
 
-async function runSourcesFetch(ctx: Ctx & { flights: import('../proxy/download.js').SingleFlight }, manifest: Manifest, snapshot: SnapshotRecord, quiet: boolean): Promise<SourcesReport> {
+async function runSourcesFetch(ctx: Ctx & { flights: import('../upstream/download.js').SingleFlight }, manifest: Manifest, snapshot: SnapshotRecord, quiet: boolean): Promise<SourcesReport> {
   ctx.allowUrls(snapshot.repos.map((r) => r.archiveRoot));
   const bar = progress('sources', 0, { quiet });
   try {
@@ -54,7 +54,7 @@ function sourcesText(r: SourcesReport, laidOut?: { dir: string; files: number })
  * The package (and with `sources`, source) files a bundle of these manifests
  * carries; every one must be in the store. Source reports join `documents`.
  */
-async function bundlePackages(ctx: Ctx & { flights: import('../proxy/download.js').SingleFlight }, manifests: Manifest[], snapshot: SnapshotRecord, o: { sources: boolean; quiet: boolean; documents: { name: string; data: Buffer }[] }): Promise<Set<string>> {
+async function bundlePackages(ctx: Ctx & { flights: import('../upstream/download.js').SingleFlight }, manifests: Manifest[], snapshot: SnapshotRecord, o: { sources: boolean; quiet: boolean; documents: { name: string; data: Buffer }[] }): Promise<Set<string>> {
   const packages = new Set<string>();
   const missing: string[] = [];
   for (const m of manifests) {

@@ -1,26 +1,21 @@
 #!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=65536 node --max-semi-space-size=2 --heap-growing-percent=20 --liftoff-only --expose-gc
 // --liftoff-only: undici parses upstream responses with llhttp compiled to
 // WebAssembly; during the first big download V8 recompiled it with TurboFan
-// in the background, a ~36 MB compiler peak (v8.getHeapStatistics()
-// peak_malloced_memory 39 MB, 3.5 MB with the flag) that set the cold test's
-// RSS peak: 95-124 MB, 92-94 MB with the flag at the same download time. The
-// parser only skips over body bytes, so its baseline code is fast enough.
+// in the background, a compiler peak that set the cold test's RSS peak
+// (docs/performance.md). The parser only skips over body bytes, so its
+// baseline code is fast enough.
 // MALLOC_MMAP_THRESHOLD_=65536 (glibc; others ignore it): a fixed threshold,
 // so read buffers and the 64 KiB chunks a socket read allocates get their own
 // mappings and go back to the system when freed. glibc otherwise raises the
 // threshold after the first such free and serves them from its main heap,
-// which a 200 MiB download left fragmented at 23 MB resident (smaps).
-// bench:peers' sequence (cold 16-way, warm-up, hits), peak RSS: default
-// 104-116 MB under hits; 131072: 106 (heap kept at 23 MB); 65536: 91-96 MB
-// cold and 90-93 under hits, with hit rates no lower.
+// which large downloads leave fragmented (docs/performance.md).
 // --expose-gc: downloads ask for a young-generation collection every 16 MB
 // received so dead socket-read buffers are freed promptly (read-buffer-gc.ts).
 // --max-semi-space-size=2: V8's young generation otherwise reserves ~35 MB that
-// a proxy moving buffers (not objects) does not need (measured in npm run bench).
+// a proxy moving buffers (not objects) does not need.
 // --heap-growing-percent=20: under a warm build's load the old generation
-// otherwise grew to 37-44 MB before its first full GC, or stayed at 26 MB if
-// one happened early; with slow growth it stays near 26-31 MB either way
-// (bench:peers' hit workload after its cold test: RSS 101-124 -> 102-105 MB).
+// otherwise grows well past its live size before its first full GC
+// (docs/performance.md).
 // CommonJS on purpose: this file must run before anything touches libuv's
 // thread pool (the ESM loader reads modules through it). fsync of finished
 // blobs can take tens of ms on virtual disks, and with the default 4 threads a

@@ -4,9 +4,10 @@
  */
 import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
+import { CONFIG_DEFAULTS } from '../config/schema.js';
 import { ERROR_CODES, FeedlockError, type ErrorCode } from '../errors.js';
 import type { BuildRecord } from '../manifest/build-records.js';
-import { readAdminToken } from '../proxy/admin-access.js';
+import { readAdminToken } from '../admin/admin-access.js';
 import { print } from './output.js';
 
 export interface AdminClientOptions {
@@ -43,7 +44,7 @@ export async function adminCall<T>(o: AdminClientOptions, method: 'GET' | 'POST'
 
 function connection(cmd: Command): Command {
   return cmd
-    .option('--url <url>', 'the running feedlock', 'http://127.0.0.1:3142')
+    .option('--url <url>', 'the running feedlock', `http://${CONFIG_DEFAULTS.bind}:${CONFIG_DEFAULTS.port}`)
     .option('--admin-token <file>', 'file with the server\'s admin token')
     .option('--json', 'machine-readable output');
 }

@@ -3,12 +3,12 @@ import { readFile } from 'node:fs/promises';
 import { loadConfig } from '../config/load-config.js';
 import { FeedlockError } from '../errors.js';
 import { aptSnapshotConfig } from '../proxy/apt-client-config.js';
-import { readAptSourceUris } from '../proxy/apt-sources.js';
+import { readAptSourceUris } from '../upstream/apt-sources.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { parseRelease } from '../debian/release-file.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { StoreLayout } from '../store/layout.js';
-import { flagsToConfig, serveOptions } from './main.js';
+import { flagsToConfig, serveOptions } from './options.js';
 
 function clientUrl(opts: Record<string, unknown>, config: { bind: string; port: number }): URL {
   const raw = (opts.url as string | undefined) ?? (config.port === 0 ? undefined : `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind.includes(':') ? `[${config.bind}]` : config.bind}:${config.port}`);

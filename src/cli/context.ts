@@ -6,18 +6,18 @@
 import { loadConfig } from '../config/load-config.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../log.js';
-import { readAptSourceUris } from '../proxy/apt-sources.js';
-import { SingleFlight } from '../proxy/download.js';
-import { UpstreamClient } from '../proxy/upstream-client.js';
-import { UpstreamPolicy } from '../proxy/upstream-policy.js';
+import { readAptSourceUris } from '../upstream/apt-sources.js';
+import { SingleFlight } from '../upstream/download.js';
+import { UpstreamClient } from '../upstream/upstream-client.js';
+import { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import type { CaptureDeps } from '../snapshot/capture.js';
 import { Environments } from '../snapshot/environments.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { loadKeyring } from '../snapshot/signature.js';
 import { Store } from '../store/store.js';
-import { Parent } from '../proxy/parent.js';
-import { flagsToConfig } from './main.js';
+import { Parent } from '../upstream/parent.js';
+import { flagsToConfig } from './options.js';
 
 export interface Ctx {
   config: Config;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { formatChecks, runDoctor } from '../doctor/doctor.js';
-import { flagsToConfig, serveOptions } from './main.js';
+import { flagsToConfig, serveOptions } from './options.js';
 import { print } from './output.js';
 
 export function registerDoctor(program: Command): void {

@@ -8,8 +8,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuildRecord } from '../manifest/build-records.js';
+import { envJson } from '../snapshot/records.js';
 import { adminCall, summaryLine } from './build-command.js';
-import { ENV_NAME } from '../config/schema.js';
+import { CONFIG_DEFAULTS, ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { buildEnvName, choosePort, parseIdentity, serverStatus, startServerForBuild, stopServerForBuild, watchBuild } from '../bitbake-hooks/server-lifecycle.js';
 import { withCtx } from './context.js';
@@ -50,7 +51,7 @@ export function registerHook(program: Command): void {
   hook
     .command('port')
     .requiredOption('--state-dir <dir>', 'per-build state directory')
-    .option('--port <n>', 'preferred port', '3142')
+    .option('--port <n>', 'preferred port', String(CONFIG_DEFAULTS.port))
     .option('--env <name>', 'the shared environment (FEEDLOCK_ENV): also writes the build environment\'s name to STATE_DIR/env')
     .option('--json', 'machine-readable output')
     .description('the port recipes are parsed with (preferred if free, else a free one; stable for the build)')
@@ -63,7 +64,7 @@ export function registerHook(program: Command): void {
   hook
     .command('start')
     .requiredOption('--state-dir <dir>', 'per-build state directory')
-    .option('--port <n>', 'preferred port', '3142')
+    .option('--port <n>', 'preferred port', String(CONFIG_DEFAULTS.port))
     .option('--url <url>', 'use this already running feedlock (FEEDLOCK_URL) instead of starting one')
     .option('--env <name>', 'the shared build environment (FEEDLOCK_ENV); the server serves the build\'s own environment derived from it')
     .option('--store <dir>', 'package store')
@@ -153,7 +154,7 @@ export function registerHook(program: Command): void {
       if (!env) throw new FeedlockError('FL_NOT_FOUND', `no build environment recorded in ${opts.stateDir} (run feedlock hook port --env NAME first)`);
       await withCtx({ store: opts.store, indexDir: opts.indexDir, snapshotDir: opts.snapshotDir, aptSources: false }, async (ctx) => {
         const state = await ctx.records.readEnv(env);
-        print(opts, { env, snapshot: state.snapshot, follows: state.follows ?? null, locked: state.locked }, () => `${env} ${state.snapshot ?? '(no snapshot)'}`);
+        print(opts, envJson({ env, snapshot: state.snapshot, follows: state.follows ?? null, locked: state.locked }), () => `${env} ${state.snapshot ?? '(no snapshot)'}`);
       });
     });
 

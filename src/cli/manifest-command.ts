@@ -10,9 +10,9 @@ import { FORMATS, render, type ManifestFormat } from '../manifest/formats.js';
 import { buildManifest } from '../manifest/manifest.js';
 import { exportRepo } from '../manifest/export-repo.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { Store } from '../store/store.js';
-import { flagsToConfig, storeOptions } from './main.js';
+import { flagsToConfig, storeOptions } from './options.js';
 import { print } from './output.js';
 
 async function openStore(opts: Record<string, unknown>) {

@@ -13,7 +13,7 @@ import { withCtx, type Ctx } from './context.js';
 import { readManifest } from '../manifest/compare.js';
 import { formatUpgradeReport, upgradeTest, type UpgradeReport } from '../manifest/upgrade-test.js';
 import type { SnapshotRecord } from '../snapshot/records.js';
-import { storeOptions } from './main.js';
+import { storeOptions } from './options.js';
 import { print } from './output.js';
 
 const line = (r: Release) => `${r.name.padEnd(20)} ${r.snapshot}  ${r.createdAt}${r.env ? `  from ${r.env}` : ''}  ${r.repos.length} repos`;

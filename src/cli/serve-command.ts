@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../log.js';
-import { startServer } from '../proxy/server.js';
-import { flagsToConfig, serveOptions } from './main.js';
-import { snapshotParts } from '../snapshot/server-parts.js';
+import { startServer } from '../serve/start-server.js';
+import { flagsToConfig, serveOptions } from './options.js';
+import { snapshotParts } from '../serve/snapshot-layer.js';
 import { settingsWarning } from '../util/node-command.js';
 
 export function registerServe(program: Command): void {

@@ -13,15 +13,17 @@ import { environmentDiff } from '../snapshot/snapshot-admin.js';
 import { collectGarbage } from '../snapshot/gc.js';
 import { exportSnapshot, importSnapshot } from '../snapshot/transfer.js';
 import { PackageIndex } from '../snapshot/package-index.js';
-import type { EnvState, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { envJson, type EnvState, type PinnedRepo, type SnapshotRecord } from '../snapshot/records.js';
+import { parseRelease } from '../debian/release-file.js';
 import { readFile } from 'node:fs/promises';
-import { storeOptions } from './main.js';
-import { openContext as open, withCtx } from './context.js';
+import { storeOptions } from './options.js';
+import { openContext as open, withCtx, type Ctx } from './context.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { print } from './output.js';
 import { checkReleaseName, Releases } from '../snapshot/releases.js';
 import { readManifest } from '../manifest/compare.js';
 import { progress } from './progress.js';
+import { listedVariant } from '../debian/index-names.js';
 
 function checkEnvName(name: string): string {
   if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
@@ -29,7 +31,7 @@ function checkEnvName(name: string): string {
 }
 
 function envSummary(s: EnvState): Record<string, unknown> {
-  return { name: s.name, snapshot: s.snapshot, locked: s.locked, updatedAt: s.updatedAt };
+  return envJson({ name: s.name, snapshot: s.snapshot, locked: s.locked, updatedAt: s.updatedAt });
 }
 
 function snapshotText(r: SnapshotRecord, tags: string[]): string {
@@ -42,21 +44,28 @@ function snapshotText(r: SnapshotRecord, tags: string[]): string {
 
 export function registerSnapshotCommands(program: Command): void {
   const env = program.command('env').description('build environments: list, show, diff, reset, pin, delete');
+  for (const add of [envList, envShow, envReset, envDiff, envPin, envCompose, envDelete]) add(env);
+  const snapshot = program.command('snapshot').description('snapshots: list, show, diff, capture, tag, export');
+  for (const add of [snapshotList, snapshotShow, snapshotDiff, snapshotTag, snapshotLock, snapshotExport, snapshotImport, snapshotGc, snapshotCapture]) add(snapshot);
+}
 
+function envList(env: Command): void {
   storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
     await withCtx(opts, async (ctx) => {
       const envs = await ctx.records.listEnvs();
       print(opts, envs.map(envSummary), () => (envs.length ? envs.map((e) => `${e.name.padEnd(24)} ${e.snapshot ?? '(empty)'}${e.locked ? '  pinned' : ''}  ${e.updatedAt}`).join('\n') : 'no environments yet'));
     });
   });
+}
 
+function envShow(env: Command): void {
   storeOptions(env.command('show').argument('<name>').description('an environment, its snapshot and history')).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const state = await ctx.records.readEnv(checkEnvName(name));
       if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
       const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
       const baseRepos = new Set(state.base ? (await ctx.records.getSnapshot(state.base.snapshot)).repos.map((r) => r.url) : []);
-      print(opts, { ...state, repos: snapshot?.repos ?? [] }, () =>
+      print(opts, { ...envJson(state), repos: snapshot?.repos ?? [] }, () =>
         [
           `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
           ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),
@@ -70,7 +79,9 @@ export function registerSnapshotCommands(program: Command): void {
       );
     });
   });
+}
 
+function envReset(env: Command): void {
   storeOptions(
     env
       .command('reset')
@@ -90,7 +101,9 @@ export function registerSnapshotCommands(program: Command): void {
       );
     });
   });
+}
 
+function envDiff(env: Command): void {
   storeOptions(
     env
       .command('diff')
@@ -103,14 +116,18 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, diff, () => formatGenerationDiff(diff));
     });
   });
+}
 
+function envPin(env: Command): void {
   storeOptions(env.command('pin').argument('<name>').argument('<snapshot>', 'snapshot id or tag').description('serve exactly this snapshot; other repositories are refused')).action(async (name: string, ref: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const state = await ctx.envs.pin(checkEnvName(name), ref);
       print(opts, envSummary(state), () => `environment ${name} pinned to ${state.snapshot}`);
     });
   });
+}
 
+function envCompose(env: Command): void {
   storeOptions(
     env
       .command('compose')
@@ -134,16 +151,18 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { ...envSummary(state), base: state.base }, () => `environment ${name}: ${opts.base ? `release ${opts.base}` : id} (${id}) frozen underneath; other repositories are captured on first use and follow upstream until feedlock env reset ${name}`);
     });
   });
+}
 
+function envDelete(env: Command): void {
   storeOptions(env.command('delete').argument('<name>').description('forget an environment (its snapshots stay)')).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       await ctx.envs.delete(checkEnvName(name));
       print(opts, { name, deleted: true }, () => `environment ${name} deleted`);
     });
   });
+}
 
-  const snapshot = program.command('snapshot').description('snapshots: list, show, diff, capture, tag, export');
-
+function snapshotList(snapshot: Command): void {
   storeOptions(snapshot.command('list').description('every snapshot record')).action(async (opts) => {
     await withCtx(opts, async (ctx) => {
       const all = await ctx.records.listSnapshots();
@@ -153,7 +172,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, rows, () => (rows.length ? rows.map((r) => `${r.id}  ${r.createdAt}  ${r.repos} repos${r.envs.length ? `  env: ${r.envs.join(',')}` : ''}${r.tags.length ? `  tags: ${r.tags.join(',')}` : ''}`).join('\n') : 'no snapshots yet'));
     });
   });
+}
 
+function snapshotShow(snapshot: Command): void {
   storeOptions(snapshot.command('show').argument('<id>', 'snapshot id or tag')).action(async (ref: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const r = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
@@ -161,7 +182,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, r, () => snapshotText(r, Object.keys(tags).filter((t) => tags[t] === r.id)));
     });
   });
+}
 
+function snapshotDiff(snapshot: Command): void {
   storeOptions(snapshot.command('diff').argument('<a>', 'old snapshot id, tag or env:NAME').argument('<b>', 'new snapshot id, tag or env:NAME').description('packages added, removed, upgraded, downgraded')).action(async (a: string, b: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const resolve = async (ref: string) => {
@@ -176,7 +199,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, diff, () => formatDiff(diff));
     });
   });
+}
 
+function snapshotTag(snapshot: Command): void {
   storeOptions(snapshot.command('tag').argument('<id>').argument('<tag>').description('name a snapshot (tags keep it from gc)')).action(async (id: string, tag: string, opts) => {
     if (!ENV_NAME.test(tag)) throw new FeedlockError('FL_BAD_CONFIG', `bad tag ${JSON.stringify(tag)} (letters, digits, ".", "_", "-")`);
     await withCtx(opts, async (ctx) => {
@@ -184,7 +209,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { id, tag }, () => `tagged ${id} as ${tag}`);
     });
   });
+}
 
+function snapshotLock(snapshot: Command): void {
   storeOptions(snapshot.command('lock').argument('<env>').option('--out <file>', 'lock file to write', 'feedlock.lock').description('write the environment\'s snapshot id to a lock file a layer can commit')).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const s = await ctx.records.readEnv(checkEnvName(name));
@@ -193,7 +220,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { env: name, snapshot: s.snapshot, file: opts.out }, () => `wrote ${s.snapshot} to ${opts.out}`);
     });
   });
+}
 
+function snapshotExport(snapshot: Command): void {
   storeOptions(snapshot.command('export').argument('<id>', 'snapshot id or tag').argument('<file>', 'tar file to write').option('--packages', 'include every package file of the snapshot the store holds').description('write a snapshot (and its blobs) to one file')).action(async (ref: string, file: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const record = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
@@ -204,7 +233,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { id: record.id, file, blobs: index.blobs.length, bytes }, () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`);
     });
   });
+}
 
+function snapshotImport(snapshot: Command): void {
   storeOptions(snapshot.command('import').argument('<file>').option('--env <name>', 'pin this environment to the imported snapshot').description('read a snapshot export into the store')).action(async (file: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const bar = progress('import', 0, { quiet: Boolean(opts.json) });
@@ -214,7 +245,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null }, () => `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`);
     });
   });
+}
 
+function snapshotGc(snapshot: Command): void {
   storeOptions(
     snapshot
       .command('gc')
@@ -232,7 +265,9 @@ export function registerSnapshotCommands(program: Command): void {
       print(opts, report, () => `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`);
     });
   });
+}
 
+function snapshotCapture(snapshot: Command): void {
   storeOptions(
     snapshot
       .command('capture')
@@ -245,13 +280,7 @@ export function registerSnapshotCommands(program: Command): void {
       .option('--sources', 'also capture Sources indices')
       .option('--allow-host <host[:port]>', 'allow this upstream host (repeatable)', (v: string, p: string[] = []) => [...p, v]),
   ).action(async (opts) => {
-    let repoUrl: URL;
-    try {
-      repoUrl = new URL(String(opts.repo).replace(/\/+$/, ''));
-      if (repoUrl.protocol !== 'http:' && repoUrl.protocol !== 'https:') throw new Error();
-    } catch {
-      throw new FeedlockError('FL_BAD_CONFIG', `bad --repo ${JSON.stringify(opts.repo)} (expected an http or https URL)`);
-    }
+    const repoUrl = repoUrlOption(opts.repo);
     checkEnvName(opts.env);
     // Naming the repository on the command line allows its host.
     const ctx = await open(opts, [repoUrl.port ? repoUrl.host : `${repoUrl.protocol === 'https:' ? 'https://' : ''}${repoUrl.hostname}`]);
@@ -265,28 +294,7 @@ export function registerSnapshotCommands(program: Command): void {
         const guess = suite ? { url: `${base}/dists/${suite}`, archiveRoot: base, kind: 'apt' as const } : { url: base, archiveRoot: base };
         view = await ctx.envs.pinRepository(opts.env, guess);
         const repo = view.snapshot!.repos.find((r) => r.url === guess.url)!;
-        if (repo.kind !== 'apt') continue;
-        const release = parseRelease(await readFile(ctx.store.blobPath((repo.anchors.InRelease ?? repo.anchors.Release).sha256), 'utf8'));
-        const archs: string[] = opts.arch ?? ['amd64'];
-        const components: string[] = opts.component ?? release.components;
-        if (components.length === 0) components.push('');
-        const wanted: string[] = [];
-        for (const c of components) {
-          const prefix = c ? `${c}/` : '';
-          for (const a of [...archs, 'all']) wanted.push(`${prefix}binary-${a}/Packages`);
-          if (opts.sources) wanted.push(`${prefix}source/Sources`);
-        }
-        for (const w of wanted) {
-          const variant = ['.xz', '.gz', '', '.bz2'].map((ext) => w + ext).find((p) => release.files.has(p));
-          if (!variant) continue;
-          const e = release.files.get(variant)!;
-          if (!(await ctx.store.hasBlob(e.sha256))) {
-            const { download } = await fetchVerified(ctx.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), { sha256: e.sha256, size: e.size, source: `the Release of ${repo.url}` });
-            await download.finished.promise;
-          }
-          await packages.ensureParsed(e.sha256, variant);
-          fetched.push(`${repo.url}/${variant}`);
-        }
+        if (repo.kind === 'apt') fetched.push(...(await captureIndices(ctx, packages, repo, opts)));
       }
       const state = view!.state;
       print(opts, { env: opts.env, snapshot: state.snapshot, indices: fetched }, () => [`environment ${opts.env}: snapshot ${state.snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'));
@@ -294,4 +302,51 @@ export function registerSnapshotCommands(program: Command): void {
       await ctx.close();
     }
   });
+}
+
+function repoUrlOption(value: unknown): URL {
+  try {
+    const url = new URL(String(value).replace(/\/+$/, ''));
+    if (url.protocol === 'http:' || url.protocol === 'https:') return url;
+  } catch {
+    /* named below */
+  }
+  throw new FeedlockError('FL_BAD_CONFIG', `bad --repo ${JSON.stringify(value)} (expected an http or https URL)`);
+}
+
+interface CaptureOptions {
+  arch?: string[];
+  component?: string[];
+  sources?: boolean;
+}
+
+/** The Packages (and Sources) indices of a pinned apt repository, fetched by the pinned Release's digests and parsed; their URLs. */
+async function captureIndices(ctx: Ctx & { flights: SingleFlight }, packages: PackageIndex, repo: PinnedRepo, opts: CaptureOptions): Promise<string[]> {
+  const release = parseRelease(await readFile(ctx.store.blobPath((repo.anchors.InRelease ?? repo.anchors.Release).sha256), 'utf8'));
+  const fetched: string[] = [];
+  for (const w of wantedIndices(release.components, opts)) {
+    const variant = listedVariant(w, release.files);
+    if (!variant) continue;
+    const e = release.files.get(variant)!;
+    if (!(await ctx.store.hasBlob(e.sha256))) {
+      const { download } = await fetchVerified(ctx.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), { sha256: e.sha256, size: e.size, source: `the Release of ${repo.url}` });
+      await download.finished.promise;
+    }
+    await packages.ensureParsed(e.sha256, variant);
+    fetched.push(`${repo.url}/${variant}`);
+  }
+  return fetched;
+}
+
+/** Uncompressed index names a build of these architectures and components reads. */
+function wantedIndices(releaseComponents: string[], opts: CaptureOptions): string[] {
+  const archs = opts.arch ?? ['amd64'];
+  const components = opts.component ?? releaseComponents;
+  const wanted: string[] = [];
+  for (const c of components.length ? components : ['']) {
+    const prefix = c ? `${c}/` : '';
+    for (const a of [...archs, 'all']) wanted.push(`${prefix}binary-${a}/Packages`);
+    if (opts.sources) wanted.push(`${prefix}source/Sources`);
+  }
+  return wanted;
 }

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { Store } from '../store/store.js';
 import { UrlIndex } from '../store/url-index.js';
-import { flagsToConfig, storeOptions } from './main.js';
+import { flagsToConfig, storeOptions } from './options.js';
 import { print } from './output.js';
 import { progress } from './progress.js';
 

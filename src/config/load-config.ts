@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { FeedlockError } from '../errors.js';
-import { DEFAULTS, validateConfig, type Config } from './schema.js';
+import { CONFIG_DEFAULTS, CONFIG_FIELDS, validateConfig, type Config, type ConfigKey } from './schema.js';
 
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
@@ -47,15 +47,17 @@ export function defaultIndexDir(store: string, env: NodeJS.ProcessEnv = process.
 }
 
 export function loadConfig(flags: Record<string, unknown>, configFile?: string, env: NodeJS.ProcessEnv = process.env): Config {
-  const fromFile = configFile ? validateConfig(readConfigFile(configFile), configFile) : {};
-  const fromFlags = validateConfig(flags, 'command line');
-  const merged = { ...DEFAULTS, ...fromFile, ...fromFlags } as Config;
-  // Lists from the file and the command line add up; maps merge by name.
-  merged.mirrors = { ...(fromFile.mirrors ?? {}), ...(fromFlags.mirrors ?? {}) };
-  merged.allowHosts = [...(fromFile.allowHosts ?? []), ...(fromFlags.allowHosts ?? [])];
-  merged.store = resolve(merged.store ?? defaultStoreDir(env));
-  merged.indexDir = resolve(merged.indexDir ?? defaultIndexDir(merged.store, env));
-  if (merged.snapshotDir) merged.snapshotDir = resolve(merged.snapshotDir);
-  if (merged.keyring) merged.keyring = resolve(merged.keyring);
-  return merged;
+  const fromFile: Record<string, unknown> = configFile ? validateConfig(readConfigFile(configFile), configFile) : {};
+  const fromFlags: Record<string, unknown> = validateConfig(flags, 'command line');
+  const merged: Record<string, unknown> = { ...CONFIG_DEFAULTS, ...fromFile, ...fromFlags };
+  for (const [key, field] of Object.entries(CONFIG_FIELDS) as [ConfigKey, { merge?: true }][]) {
+    if (!field.merge || !(key in fromFile) || !(key in fromFlags)) continue;
+    const [a, b] = [fromFile[key], fromFlags[key]];
+    merged[key] = Array.isArray(a) ? [...a, ...(b as unknown[])] : { ...(a as object), ...(b as object) };
+  }
+  const store = resolve((merged.store as string | undefined) ?? defaultStoreDir(env));
+  const config = { ...merged, store, indexDir: resolve((merged.indexDir as string | undefined) ?? defaultIndexDir(store, env)) } as Config;
+  if (config.snapshotDir) config.snapshotDir = resolve(config.snapshotDir);
+  if (config.keyring) config.keyring = resolve(config.keyring);
+  return config;
 }

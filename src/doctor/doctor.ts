@@ -7,13 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { readAptSourceUris } from '../proxy/apt-sources.js';
-import { discard, UpstreamClient } from '../proxy/upstream-client.js';
-import { UpstreamPolicy } from '../proxy/upstream-policy.js';
+import { readAptSourceUris } from '../upstream/apt-sources.js';
+import { discard, UpstreamClient } from '../upstream/upstream-client.js';
+import { UpstreamPolicy } from '../upstream/upstream-policy.js';
 import { SnapshotRecords } from '../snapshot/records.js';
-import { snapshotDirOf } from '../snapshot/server-parts.js';
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
 import { Store } from '../store/store.js';
-import { formatBytes } from '../proxy/status-page.js';
+import { formatBytes } from '../admin/status-page.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail';
 

@@ -6,15 +6,17 @@
  * same filesystem, copied otherwise.
  */
 import { copyFile, link, mkdir, readFile, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Store } from '../store/store.js';
 import { listedBelowRelease, snapshotBlobs, type SnapshotBlob } from '../snapshot/contents.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { PrivateKey } from 'openpgp';
 import { FeedlockError } from '../errors.js';
 import type { Manifest } from './manifest.js';
+import { localPath } from './export-path.js';
 import { writeSignedIndices } from './signed-repo.js';
+import { byHashPath } from '../debian/index-names.js';
 
 export interface ExportedRepo {
   dir: string;
@@ -26,14 +28,6 @@ export interface ExportedRepo {
   /** With a signing key: the public key clients verify the new indices with, and how many package files they list. */
   publicKey?: string;
   packages?: number;
-}
-
-/** Where an upstream URL lands inside the export: DIR/<host>/<path>. */
-export function localPath(outDir: string, url: string): string {
-  const u = new URL(url);
-  const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
-  if (parts.some((p) => p === '..' || p === '.')) throw new Error(`refusing to export ${url}: dot segment`);
-  return join(outDir, u.host.replace(/[^A-Za-z0-9.-]/g, '_'), ...parts);
 }
 
 /**
@@ -91,7 +85,7 @@ export async function exportRepo(store: Store, snapshots: SnapshotRecord[], outD
       // by-hash copies, for clients with Acquire-By-Hash.
       if (b.kind === 'index' && !/\/installer-[^/]+\//.test(b.url)) {
         const dir = b.url.slice(0, b.url.lastIndexOf('/'));
-        await place(store, b.sha256, localPath(outDir, `${dir}/by-hash/SHA256/${b.sha256}`), counts);
+        await place(store, b.sha256, localPath(outDir, `${dir}/${byHashPath('', b.sha256)}`), counts);
       }
     }
   }

@@ -6,7 +6,7 @@
 import { createReadStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import { parseStanzas } from '../snapshot/deb822.js';
+import { parseStanzas } from '../debian/deb822.js';
 
 export interface InstalledPackage {
   name: string;

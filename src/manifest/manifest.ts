@@ -8,6 +8,7 @@ import type { SnapshotRecord } from '../snapshot/records.js';
 import { snapshotBlobs } from '../snapshot/contents.js';
 import { readIndexEntries } from '../snapshot/package-index.js';
 import { parseSourceField, readInstalledPackages, type PackageManager } from './installed-packages.js';
+import { BINARY_PACKAGES } from '../debian/index-names.js';
 
 export const MANIFEST_SCHEMA = 'feedlock-manifest/1';
 
@@ -48,7 +49,7 @@ export async function buildManifest(store: Store, env: string, snapshot: Snapsho
     for (const repo of snapshot.repos) {
       const indices: { url: string; sha256: string }[] = [];
       for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: false })) {
-        if (/\/Packages(\.(gz|xz|bz2|zst))?$/.test(b.url)) indices.push({ url: b.url, sha256: b.sha256 });
+        if (BINARY_PACKAGES.test(b.url)) indices.push({ url: b.url, sha256: b.sha256 });
       }
       for (const idx of indices) {
         for await (const e of readIndexEntries(store.blobPath(idx.sha256), idx.url)) {

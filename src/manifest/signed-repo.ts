@@ -8,17 +8,18 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { gzipSync } from 'node:zlib';
 import type * as OpenPgp from 'openpgp';
 
 const pgp = (): Promise<typeof OpenPgp> => import('openpgp');
 import { FeedlockError } from '../errors.js';
-import { openDecompressed } from '../snapshot/decompress.js';
+import { fieldOf, parseStanzasWithText } from '../debian/deb822.js';
+import { openDecompressed } from '../debian/decompress.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { Store } from '../store/store.js';
-import { localPath } from './export-repo.js';
+import { localPath } from './export-path.js';
+import { ARCH_PACKAGE_LIST, withoutCompression } from '../debian/index-names.js';
 
 export async function readSigningKey(file: string, passphrase?: string): Promise<OpenPgp.PrivateKey> {
   let text: string;
@@ -46,25 +47,20 @@ export async function readSigningKey(file: string, passphrase?: string): Promise
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 
+/** One package's stanza of an index, kept verbatim. */
 interface Stanza {
   sha256: string;
+  name: string;
   text: string;
 }
 
 /** Every stanza of an index (any compression) with its SHA256, verbatim. */
 async function stanzasOf(file: string, name: string): Promise<Stanza[]> {
   const out: Stanza[] = [];
-  let lines: string[] = [];
-  const flush = () => {
-    const m = lines.find((l) => /^SHA256(sum)?:/i.test(l));
-    if (m) out.push({ sha256: m.replace(/^[^:]+:\s*/, '').trim().toLowerCase(), text: lines.join('\n') });
-    lines = [];
-  };
-  for await (const line of createInterface({ input: openDecompressed(file, name), crlfDelay: Infinity })) {
-    if (line.trim() === '') flush();
-    else lines.push(line);
+  for await (const { fields, text } of parseStanzasWithText(openDecompressed(file, name))) {
+    const sha256 = fieldOf(fields, 'SHA256') ?? fieldOf(fields, 'SHA256sum');
+    if (sha256) out.push({ sha256: sha256.toLowerCase(), name: fields.Package ?? '', text });
   }
-  flush();
   return out;
 }
 
@@ -90,8 +86,7 @@ export interface SignedIndexOptions {
 function merge(lists: Stanza[][]): Stanza[] {
   const seen = new Map<string, Stanza>();
   for (const list of lists) for (const s of list) if (!seen.has(s.sha256)) seen.set(s.sha256, s);
-  const name = (s: Stanza) => /^Package:\s*(\S+)/m.exec(s.text)?.[1] ?? '';
-  return [...seen.values()].sort((a, b) => name(a).localeCompare(name(b)) || a.text.localeCompare(b.text));
+  return [...seen.values()].sort((a, b) => a.name.localeCompare(b.name) || a.text.localeCompare(b.text));
 }
 
 async function filtered(list: Stanza[], wanted: SignedIndexOptions['wanted']): Promise<Stanza[]> {
@@ -154,11 +149,11 @@ async function writeAptRepo(store: Store, url: string, repos: PinnedRepo[], outD
     release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
     const done = new Set<string>();
     for (const [path, e] of release.files) {
-      const m = /^(.*binary-[^/]+\/Packages)(\.(gz|xz|bz2|zst))?$/.exec(path);
-      if (!m || done.has(m[1]) || !(await store.hasBlob(e.sha256))) continue;
-      done.add(m[1]);
-      if (!lists.has(m[1])) lists.set(m[1], [await published(join(dists, m[1]), options.keepPublished)]);
-      lists.get(m[1])!.push(await filtered(await stanzasOf(store.blobPath(e.sha256), path), options.wanted));
+      const packages = ARCH_PACKAGE_LIST.exec(path)?.[2] ? withoutCompression(path) : undefined;
+      if (!packages || done.has(packages) || !(await store.hasBlob(e.sha256))) continue;
+      done.add(packages);
+      if (!lists.has(packages)) lists.set(packages, [await published(join(dists, packages), options.keepPublished)]);
+      lists.get(packages)!.push(await filtered(await stanzasOf(store.blobPath(e.sha256), path), options.wanted));
     }
   }
   const written: { path: string; data: Buffer }[] = [];

@@ -9,13 +9,14 @@
 import { copyFile, link, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FeedlockError } from '../errors.js';
-import type { SingleFlight } from '../proxy/download.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { fetchVerified, indexFileUrls } from '../snapshot/capture.js';
 import { readIndexEntries, type PackageEntry } from '../snapshot/package-index.js';
 import type { PinnedRepo, SnapshotRecord } from '../snapshot/records.js';
-import { parseRelease } from '../snapshot/release-file.js';
+import { parseRelease } from '../debian/release-file.js';
 import type { Store } from '../store/store.js';
 import type { Manifest } from './manifest.js';
+import { listedVariant } from '../debian/index-names.js';
 
 export interface SourceFile {
   url: string;
@@ -55,8 +56,6 @@ export interface SourcesDeps {
   offline?: boolean;
 }
 
-const SOURCES_VARIANTS = ['.xz', '.gz', '', '.bz2'];
-
 /** Every Sources stanza of a pinned apt repository, keyed "source version"; fetches Sources indices through the pinned Release when absent. */
 async function sourcesOf(deps: SourcesDeps, repo: PinnedRepo, problems: string[]): Promise<Map<string, PackageEntry[]>> {
   const out = new Map<string, PackageEntry[]>();
@@ -66,7 +65,7 @@ async function sourcesOf(deps: SourcesDeps, repo: PinnedRepo, problems: string[]
   const components = release.components.length ? release.components : [''];
   for (const c of components) {
     const base = `${c ? `${c}/` : ''}source/Sources`;
-    const variant = SOURCES_VARIANTS.map((ext) => base + ext).find((p) => release.files.has(p));
+    const variant = listedVariant(base, release.files);
     if (!variant) {
       problems.push(`${repo.url}: its Release lists no ${base}`);
       continue;

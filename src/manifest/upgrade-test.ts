@@ -15,6 +15,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { parseStanzasSync } from '../debian/deb822.js';
 import { isolatedApt } from '../util/isolated-apt.js';
 import { FeedlockError } from '../errors.js';
 import type { SnapshotRecord } from '../snapshot/records.js';
@@ -41,25 +42,24 @@ export interface UpgradeReport {
 
 function conffiles(status: string): Map<string, { md5: string; pkg: string }> {
   const out = new Map<string, { md5: string; pkg: string }>();
-  for (const stanza of status.split('\n\n')) {
-    const pkg = /^Package: (\S+)/m.exec(stanza)?.[1];
-    const block = /^Conffiles:\n((?: .*\n?)*)/m.exec(stanza)?.[1];
+  for (const stanza of parseStanzasSync(status)) {
+    const pkg = stanza.Package;
+    const block = stanza.Conffiles;
     if (!pkg || !block) continue;
+    // One conffile per continuation line: "PATH MD5 [obsolete]".
     for (const line of block.split('\n')) {
-      const m = /^ (\S+) ([0-9a-f]{32})/.exec(line);
+      const m = /^(\S+) ([0-9a-f]{32})/.exec(line);
       if (m) out.set(m[1], { md5: m[2], pkg });
     }
   }
   return out;
 }
 
-function versions(status: string): Map<string, string> {
+function versions(statusText: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const stanza of status.split('\n\n')) {
-    const name = /^Package: (\S+)/m.exec(stanza)?.[1];
-    const version = /^Version: (\S+)/m.exec(stanza)?.[1];
+  for (const { Package: name, Version: version, Status: status } of parseStanzasSync(statusText)) {
     // dpkg: "install ok installed"; opkg in an offline root leaves packages "unpacked" (configured on first boot).
-    if (name && version && /^Status: install \S+ (?:installed|unpacked)$/m.test(stanza)) out.set(name, version);
+    if (name && version && /^install \S+ (?:installed|unpacked)$/.test(status ?? '')) out.set(name, version);
   }
   return out;
 }
@@ -149,7 +149,7 @@ async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: Sn
     const offered = new Set<string>();
     for (const f of feeds) {
       const text = readFileSync(join(new URL(f.url).pathname, 'Packages'), 'utf8');
-      for (const m of text.matchAll(/^Package: (\S+)/gm)) offered.add(m[1]);
+      for (const s of parseStanzasSync(text)) if (s.Package) offered.add(s.Package);
     }
     const failedScripts = [...upgrade.out.matchAll(/^ \* (.*(?:script|postinst|prerm|preinst|postrm).*)$/gm)].map((m) => m[1]);
     if (!upgrade.ok && failedScripts.length === 0) failedScripts.push(upgrade.out.trim().split('\n').slice(-2).join(' | '));

@@ -10,6 +10,7 @@
  * never rewritten in place by feedlock; a descriptor whose path no longer names
  * its file is dropped (see RECHECK_MS).
  */
+import { FeedlockError } from '../errors.js';
 import { close, constants, fstat, open, read, readSync, stat } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { BufferPool } from './buffer-pool.js';
@@ -18,7 +19,7 @@ import type { BufferPool } from './buffer-pool.js';
  * Bounds the reads that hold a buffer at once. Without it 64 busy clients
  * queue 64 whole-file reads, each with its buffer, behind the thread pool:
  * ~32 MB of buffers waiting, which the pool cannot keep and the GC frees late
- * (RSS went past 170 MB in bench:peers).
+ * (docs/performance.md).
  */
 class ReadGate {
   private active = 0;
@@ -43,10 +44,9 @@ class ReadGate {
 }
 
 /**
- * Page-cache reads are CPU-bound copies: 4-8 at once gave the best hit rate
- * in bench:peers on two cores, 32 (the 16-thread pool bin.cjs sets, twice)
- * ~12% less, contending with the event loop. The rest of the pool stays free
- * for the fsyncs of downloads.
+ * Page-cache reads are CPU-bound copies: more at once contend with the event
+ * loop (docs/performance.md). The rest of the pool stays free for the fsyncs
+ * of downloads.
  */
 const READS_AT_ONCE = 8;
 
@@ -64,8 +64,7 @@ const RECHECK_MS = 5000;
  *
  * A warm build re-reads files the page cache holds: such a read is a memory
  * copy of tens of microseconds, and handing it to the thread pool cost more
- * than the copy (~65 us of futex wake-ups and callbacks per hit on a 2-core
- * VM, measured with --cpu-prof and per-thread CPU in bench:peers). But a read
+ * than the copy (docs/performance.md). But a read
  * that must go to the disk, or to NFS when DL_DIR is shared, would stall every
  * client. So each synchronous read is timed; SLOW_READS reads slower than
  * SLOW_MS within one WINDOW_MS send all reads to the thread pool for a
@@ -75,14 +74,7 @@ const RECHECK_MS = 5000;
  * turn slow again soon after each try (a disk-bound store costs one stall
  * every half minute). A few slow reads do not count: on a busy machine the
  * process is sometimes descheduled in the middle of a fast read or
- * sendfile(2) call (seen under bench:peers' load, up to a few times a second,
- * and now and then in bursts that still trip it). A disk-bound blob (5-10 ms
- * a read) trips it in ~50-80 ms.
- *
- * bench:peers, same runs, hit workload: 5,127 vs 4,201, 6,272 vs 5,036 and
- * 6,784 vs 4,913 req/s against --hit-reads thread-pool. Capping the reads
- * per loop turn (the rest to the pool) measured lower, and libuv's io_uring
- * (UV_USE_IO_URING=1) lower still.
+ * sendfile(2) call. A disk-bound blob trips it within a few reads.
  */
 export class SyncReadPolicy {
   static readonly SLOW_MS = 3;
@@ -123,7 +115,7 @@ export class SyncReadPolicy {
   }
 }
 
-export const shortBlob = () => Object.assign(new Error('blob shorter than its record says'), { code: 'FL_SHORT_BLOB' });
+export const shortBlob = () => new FeedlockError('FL_SHORT_BLOB', 'blob shorter than its record says; run feedlock store verify');
 
 export interface OpenBlob {
   fd: number;

@@ -2,13 +2,12 @@
  * Reusable read buffers in power-of-two size classes. Serving a hit means
  * reading a file into memory and handing it to the socket; allocating a fresh
  * buffer each time leaves the GC to reclaim hundreds of MB of external memory
- * late, which is what pushed RSS past 100 MB in measurements. A buffer goes
+ * late (docs/performance.md). A buffer goes
  * back to the pool only after the socket has finished with it.
  *
  * Up to 8 MB of free buffers are kept. When full, a returned buffer evicts
- * buffers of other sizes: the 128 KiB tail reads of a cold download once
- * filled the pool and every whole-file hit after it got a fresh buffer that
- * the GC freed late (external memory ~90 MB under bench:peers' hits).
+ * buffers of other sizes, so the tail reads of a cold download cannot fill
+ * the pool and leave every later whole-file hit a fresh buffer.
  */
 const MIN_CLASS = 14; // 16 KiB
 const MAX_CLASS = 20; // 1 MiB

@@ -1,42 +1,30 @@
 /**
- * The request path: route -> classify -> resolve (snapshot for indices, store
- * for packages) -> respond. Resolution returns either a stored file or a
- * running download; this module only wires the pieces together.
+ * The request path, as named stages over one exchange (a request, its
+ * response, and what the log line and stats will say about it):
+ *
+ *   accept -> fast hit? -> route -> admin | pass-through | resolve -> serve stored | serve download
+ *
+ * Resolution (resolver/resolver.ts) returns either a stored file or a
+ * running download; this module only moves the exchange from stage to stage.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { FeedlockError, toFeedlockError } from '../errors.js';
+import { FeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import type { UrlRecord } from '../store/url-index.js';
-import type { PathClassifier, PathKind } from './classify-path.js';
-import type { Download, SingleFlight } from './download.js';
-import { contentTypeFor } from './http-semantics.js';
-import { HitCache } from './hit-cache.js';
+import type { PathClassifier, PathKind } from '../debian/classify-path.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
+import { contentTypeFor } from '../debian/content-types.js';
+import { HitCache, type HotHit } from './hit-cache.js';
 import { kernelBytes } from './kernel-send.js';
-import { fullResponseHeaders, sendDownloading, sendError, sendStored, waitDrain, type BlobIo, type StoredFile } from './respond.js';
-import { routeRequest, type RouteContext, type UpstreamRoute } from './route-request.js';
-import type { CacheResult, ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
-
-/**
- * A stored resolution made under a known environment generation may be
- * remembered by the hit cache (hit-cache.ts) until that generation changes.
- */
-export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string>; generation?: string } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
-
-export interface RequestContext {
-  route: UpstreamRoute;
-  env: string;
-  kind: PathKind;
-  req: IncomingMessage;
-}
-
-/** Decides what to serve for index files and package files. Snapshots plug in here. */
-export interface Resolver {
-  resolve(ctx: RequestContext): Promise<Resolution>;
-  /** The environment's current generation if known without I/O; undefined means "resolve again". */
-  currentGeneration?(env: string): string | undefined;
-}
+import { passThrough } from './pass-through.js';
+import type { RequestLogEntry, RequestRecorder } from './request-log.js';
+import type { BlobIo } from './response-io.js';
+import { routeRequest, type RouteContext } from './route-request.js';
+import { sendDownloading } from './send-download.js';
+import { sendError } from './send-error.js';
+import { fullResponseHeaders, sendStored } from './send-stored.js';
+import { storedFileOf, type CacheResult, type Resolution, type Resolver, type UpstreamRoute } from '../resolver/resolver.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> | void;
 
@@ -48,7 +36,7 @@ export interface HandlerDeps {
   flights: SingleFlight;
   upstream: UpstreamClient;
   resolver: Resolver;
-  stats: ProxyStats;
+  stats: RequestRecorder;
   log: Logger;
   defaultEnv: string;
   offline?: boolean;
@@ -59,176 +47,179 @@ export interface HandlerDeps {
   hits?: HitCache;
 }
 
-export function storedFileOf(rec: UrlRecord, path: string): StoredFile {
-  return {
-    sha256: rec.sha256,
-    size: rec.size,
-    lastModified: rec.lastModified ?? new Date(rec.storedAt).toUTCString(),
-    contentType: contentTypeFor(path),
-  };
+/** One request on its way through the stages; the fields are what its log entry reports. */
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly target: string;
+  readonly method: string;
+  readonly started: number;
+  readonly socketStart: number;
+  /** The hit cache's key for this request (GET and HEAD only, when there is a hit cache). */
+  readonly hitKey: string | undefined;
+  result: CacheResult;
+  env: string | undefined;
+  way: string | undefined;
+  kind: PathKind | undefined;
+  upstream: string | undefined;
+  sha256: string | undefined;
+  /** A download's digest is known once it is published, which may be just after the client's last byte. */
+  digestKnown: Promise<unknown> | undefined;
 }
 
-export function createRequestHandler(deps: HandlerDeps) {
-  const { log, stats } = deps;
+export function createRequestHandler(deps: HandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const pipeline = new RequestPipeline(deps);
+  return (req, res) => pipeline.accept(req, res);
+}
 
-  return function handle(req: IncomingMessage, res: ServerResponse): void {
-    const started = performance.now();
-    const target = req.url ?? '/';
-    let result: CacheResult = 'error';
-    let env: string | undefined;
-    let way: string | undefined;
-    let kind: PathKind | undefined;
-    let upstreamUrl: string | undefined;
-    let sha256: string | undefined;
-    let bytes = 0;
-    const socketStart = req.socket.bytesWritten;
+class RequestPipeline {
+  constructor(private readonly deps: HandlerDeps) {}
 
-    // A download's digest is known once it is published, which may be just after the client's last byte.
-    let digestKnown: Promise<unknown> | undefined;
-
-    res.once('close', () => {
-      bytes = req.socket.bytesWritten - socketStart + kernelBytes(res);
-      const ms = Math.round((performance.now() - started) * 10) / 10;
-      const at = Date.now();
-      const status = res.statusCode;
-      const complete = res.writableFinished;
-      const record = () => {
-        const entry = { at, method: req.method ?? '?', path: target.slice(0, 300), env, result, status, ms, way, kind, upstream: upstreamUrl, sha256 };
-        stats.record(entry, bytes);
-        log.info({ method: entry.method, path: entry.path, env, result, status, ms, bytes, complete }, 'request');
-      };
-      if (sha256 === undefined && digestKnown) void digestKnown.then(record);
-      else record();
-    });
-
-    const fail = (err: unknown): void => {
-      const e = sendError(res, err);
-      if (e.code === 'FL_FORBIDDEN_HOST' || e.code === 'FL_BAD_REQUEST' || e.code === 'FL_FORBIDDEN_METHOD') result = 'refused';
-      else result = 'error';
-      if (e.httpStatus >= 500) log.warn({ code: e.code, url: target.slice(0, 300) }, e.message);
-    };
-
+  /** Stage 0: start the exchange, arrange its log entry, refuse methods feedlock does not serve. */
+  accept(req: IncomingMessage, res: ServerResponse): void {
     const method = req.method ?? '';
-    const methodNotAllowed = () => {
-      res.setHeader('allow', 'GET, HEAD');
-      return fail(new FeedlockError('FL_FORBIDDEN_METHOD', `method ${method.slice(0, 20)} is not supported; feedlock serves GET and HEAD (and POST to its admin API)`));
-    };
-    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return methodNotAllowed();
+    const target = req.url ?? '/';
+    const hitKey = this.deps.hits && method !== 'POST' ? HitCache.keyOf(target, req.headers['proxy-authorization']) : undefined;
+    const x: Exchange = { req, res, target, method, started: performance.now(), socketStart: req.socket.bytesWritten, hitKey, result: 'error', env: undefined, way: undefined, kind: undefined, upstream: undefined, sha256: undefined, digestKnown: undefined };
+    res.once('close', () => this.recordClosed(x));
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return this.methodNotAllowed(x);
+    if (!this.fastHit(x)) this.route(x);
+  }
 
-    // The fast path: the same target resolved to a stored package in this environment generation.
-    const hitKey = deps.hits && method !== 'POST' ? HitCache.keyOf(target, req.headers['proxy-authorization']) : undefined;
-    const hot = hitKey === undefined ? undefined : deps.hits!.get(hitKey);
-    if (hot && deps.resolver.currentGeneration?.(hot.env) === hot.generation) {
-      env = hot.env;
-      way = hot.way;
-      kind = 'package';
-      upstreamUrl = hot.upstream;
-      result = 'hit';
-      sha256 = hot.file.sha256;
-      sendStored(req, res, hot.file, deps.io, hot.headers, hot.full).catch((err: unknown) => {
-        // A blob gone meanwhile (gc): forget the entry and take the full path, which refetches.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) return fail(err);
-        deps.hits!.delete(hitKey!);
-        deps.io.reader.invalidate(hot.file.sha256);
-        resolveAndServe();
-      });
-      return;
-    }
-    resolveAndServe();
+  /** Stage 1: the same target resolved to a stored package in this environment generation. */
+  private fastHit(x: Exchange): boolean {
+    const hot = x.hitKey === undefined ? undefined : this.deps.hits!.get(x.hitKey);
+    if (!hot || this.deps.resolver.currentGeneration?.(hot.env) !== hot.generation) return false;
+    x.env = hot.env;
+    x.way = hot.way;
+    x.kind = 'package';
+    x.upstream = hot.upstream;
+    x.result = 'hit';
+    x.sha256 = hot.file.sha256;
+    sendStored(x.req, x.res, hot.file, this.deps.io, hot.headers, hot.full).catch((err: unknown) => this.fastHitFailed(x, hot, err));
+    return true;
+  }
 
-    function resolveAndServe(): void {
-      let routed;
-      try {
-        routed = routeRequest(target, req.headers, deps.routeContext);
-      } catch (err) {
-        return fail(err);
-      }
-      if (routed.kind === 'admin') {
-        result = 'admin';
-        way = 'admin';
-        if (!deps.admin) return fail(new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${routed.path}`));
-        Promise.resolve(deps.admin(req, res, routed.path)).catch(fail);
-        return;
-      }
-      if (method === 'POST') return methodNotAllowed();
-      const route = routed;
-      env = route.env ?? deps.defaultEnv;
-      way = route.wayIn;
-      upstreamUrl = String(route.upstream);
-      kind = route.upstream.search ? 'other' : deps.classifier.classify(route.upstream.pathname);
+  /** A blob gone meanwhile (gc): forget the entry and take the full path, which refetches. */
+  private fastHitFailed(x: Exchange, hot: HotHit, err: unknown): void {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || x.res.headersSent) return this.fail(x, err);
+    this.deps.hits!.delete(x.hitKey!);
+    this.deps.io.reader.invalidate(hot.file.sha256);
+    this.route(x);
+  }
 
-      const serve = async (): Promise<void> => {
-        if (kind === 'other') {
-          if (deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
-          result = 'pass';
-          return passThrough(deps, req, res, route);
-        }
-        const resolution = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
-        if (resolution.type === 'stored') {
-          result = resolution.result;
-          sha256 = resolution.file.sha256;
-          const headers = { 'x-feedlock-cache': result, ...resolution.headers };
-          if (hitKey !== undefined && kind === 'package' && result === 'hit' && resolution.generation !== undefined) {
-            deps.hits!.set(hitKey, { file: resolution.file, env: env!, generation: resolution.generation, headers, full: fullResponseHeaders(resolution.file, headers), upstream: upstreamUrl!, way: way! });
-          }
-          try {
-            return await sendStored(req, res, resolution.file, deps.io, headers);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || res.headersSent) throw err;
-            if (hitKey !== undefined) deps.hits!.delete(hitKey);
-            // The blob vanished (gc on another host): forget it and fetch again.
-            await deps.store.index.forget(String(route.upstream));
-            const again = await deps.resolver.resolve({ route, env: env!, kind: kind!, req });
-            if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
-            return serveDownload(again.download, again.leader, again.headers);
-          }
-        }
-        return serveDownload(resolution.download, resolution.leader, resolution.headers);
-      };
-
-      const serveDownload = async (download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> => {
-        result = leader ? 'miss' : 'coalesced';
-        digestKnown = download.finished.promise.then((rec) => (sha256 = rec.sha256), () => undefined);
-        const head = await download.head.promise;
-        // HEAD and Range answers must carry the stored file's validators, so they
-        // wait for the committed blob (opkg compares HEAD with the later GET).
-        if (head.notModified || req.method === 'HEAD' || req.headers.range) {
-          const rec = await download.finished.promise;
-          return sendStored(req, res, storedFileOf(rec, route.upstream.pathname), deps.io, { 'x-feedlock-cache': result, ...extra });
-        }
-        // Small files are verified before the status line, so a mismatch reaches the client as a
-        // 502 whose reason names it; larger ones stream and are cut on a mismatch.
-        const size = head.size ?? download.request.expected?.size;
-        if (size !== undefined && size <= (deps.verifyFirstBytes ?? 0)) await download.ready.promise;
-        else download.streamed = true;
-        const outcome = await sendDownloading(res, download, deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': result, ...extra });
-        if (outcome === 'failed') result = 'error';
-      };
-
-      serve().catch(fail);
-    }
-  };
-}
-
-/** Anything that is neither an index nor a package: relayed, never stored. */
-async function passThrough(deps: HandlerDeps, req: IncomingMessage, res: ServerResponse, route: UpstreamRoute): Promise<void> {
-  const ac = new AbortController();
-  res.once('close', () => ac.abort());
-  await deps.upstream.fetch(route.upstream, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', signal: ac.signal }, async (up) => {
-    const headers: Record<string, string> = { 'x-feedlock-cache': 'pass' };
-    for (const h of ['content-type', 'content-length', 'last-modified', 'etag']) if (up.headers[h]) headers[h] = up.headers[h]!;
-    res.writeHead(up.status, headers);
+  /** Stage 2: what the target means, then the stage that answers it. */
+  private route(x: Exchange): void {
+    let routed;
     try {
-      for await (const chunk of up.body) {
-        if (!res.write(chunk) && !(await waitDrain(res))) {
-          up.body.destroy();
-          return;
-        }
-      }
+      routed = routeRequest(x.target, x.req.headers, this.deps.routeContext);
     } catch (err) {
-      res.destroy();
-      throw toFeedlockError(err);
+      return this.fail(x, err);
     }
-    res.end();
-  });
+    if (routed.kind === 'admin') return this.admin(x, routed.path);
+    if (x.method === 'POST') return this.methodNotAllowed(x);
+    const route = routed;
+    x.env = route.env ?? this.deps.defaultEnv;
+    x.way = route.wayIn;
+    x.upstream = String(route.upstream);
+    x.kind = route.upstream.search ? 'other' : this.deps.classifier.classify(route.upstream.pathname);
+    const answer = x.kind === 'other' ? this.passThrough(x, route) : this.resolve(x, route);
+    answer.catch((err: unknown) => this.fail(x, err));
+  }
+
+  /** Stage 3a: the reserved /_feedlock/ pages. */
+  private admin(x: Exchange, path: string): void {
+    x.result = 'admin';
+    x.way = 'admin';
+    const admin = this.deps.admin;
+    if (!admin) return this.fail(x, new FeedlockError('FL_NOT_FOUND', `no such feedlock page: /_feedlock/${path}`));
+    Promise.resolve(admin(x.req, x.res, path)).catch((err: unknown) => this.fail(x, err));
+  }
+
+  /** Stage 3b: neither an index nor a package file. */
+  private async passThrough(x: Exchange, route: UpstreamRoute): Promise<void> {
+    if (this.deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
+    x.result = 'pass';
+    return passThrough(this.deps.upstream, x.req, x.res, route);
+  }
+
+  /** Stage 3c: the resolver says what to serve. */
+  private async resolve(x: Exchange, route: UpstreamRoute): Promise<void> {
+    const resolution = await this.deps.resolver.resolve({ route, env: x.env!, kind: x.kind!, req: x.req });
+    if (resolution.type === 'stored') return this.serveStored(x, route, resolution);
+    return this.serveDownload(x, route, resolution.download, resolution.leader, resolution.headers);
+  }
+
+  /** Stage 4a: a file the store holds (remembered by the hit cache when it is a package hit). */
+  private async serveStored(x: Exchange, route: UpstreamRoute, resolution: Extract<Resolution, { type: 'stored' }>): Promise<void> {
+    x.result = resolution.result;
+    x.sha256 = resolution.file.sha256;
+    const headers = { 'x-feedlock-cache': x.result, ...resolution.headers };
+    if (x.hitKey !== undefined && x.kind === 'package' && x.result === 'hit' && resolution.generation !== undefined) {
+      this.deps.hits!.set(x.hitKey, { file: resolution.file, env: x.env!, generation: resolution.generation, headers, full: fullResponseHeaders(resolution.file, headers), upstream: x.upstream!, way: x.way! });
+    }
+    try {
+      return await sendStored(x.req, x.res, resolution.file, this.deps.io, headers);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || x.res.headersSent) throw err;
+      return this.refetchVanished(x, route);
+    }
+  }
+
+  /** The blob vanished (gc on another host): forget it and fetch again. */
+  private async refetchVanished(x: Exchange, route: UpstreamRoute): Promise<void> {
+    if (x.hitKey !== undefined) this.deps.hits!.delete(x.hitKey);
+    await this.deps.store.index.forget(String(route.upstream));
+    const again = await this.deps.resolver.resolve({ route, env: x.env!, kind: x.kind!, req: x.req });
+    if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
+    return this.serveDownload(x, route, again.download, again.leader, again.headers);
+  }
+
+  /** Stage 4b: a running download, tailed as it arrives (or waited for, where the answer needs the whole file). */
+  private async serveDownload(x: Exchange, route: UpstreamRoute, download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> {
+    x.result = leader ? 'miss' : 'coalesced';
+    x.digestKnown = download.finished.promise.then((rec) => (x.sha256 = rec.sha256), () => undefined);
+    const head = await download.head.promise;
+    // HEAD and Range answers must carry the stored file's validators, so they
+    // wait for the committed blob (opkg compares HEAD with the later GET).
+    if (head.notModified || x.req.method === 'HEAD' || x.req.headers.range) {
+      const rec = await download.finished.promise;
+      return sendStored(x.req, x.res, storedFileOf(rec, route.upstream.pathname), this.deps.io, { 'x-feedlock-cache': x.result, ...extra });
+    }
+    // Small files are verified before the status line, so a mismatch reaches the client as a
+    // 502 whose reason names it; larger ones stream and are cut on a mismatch.
+    const size = head.size ?? download.request.expected?.size;
+    if (size !== undefined && size <= (this.deps.verifyFirstBytes ?? 0)) await download.ready.promise;
+    else download.streamed = true;
+    const outcome = await sendDownloading(x.res, download, this.deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': x.result, ...extra });
+    if (outcome === 'failed') x.result = 'error';
+  }
+
+  private methodNotAllowed(x: Exchange): void {
+    x.res.setHeader('allow', 'GET, HEAD');
+    this.fail(x, new FeedlockError('FL_FORBIDDEN_METHOD', `method ${x.method.slice(0, 20)} is not supported; feedlock serves GET and HEAD (and POST to its admin API)`));
+  }
+
+  private fail(x: Exchange, err: unknown): void {
+    const e = sendError(x.res, err);
+    x.result = e.code === 'FL_FORBIDDEN_HOST' || e.code === 'FL_BAD_REQUEST' || e.code === 'FL_FORBIDDEN_METHOD' ? 'refused' : 'error';
+    if (e.httpStatus >= 500) this.deps.log.warn({ code: e.code, url: x.target.slice(0, 300) }, e.message);
+  }
+
+  /** Last stage, when the response closed: the log line and the stats entry. */
+  private recordClosed(x: Exchange): void {
+    const { req, res } = x;
+    const bytes = req.socket.bytesWritten - x.socketStart + kernelBytes(res);
+    const ms = Math.round((performance.now() - x.started) * 10) / 10;
+    const at = Date.now();
+    const status = res.statusCode;
+    const complete = res.writableFinished;
+    const record = () => {
+      const entry: RequestLogEntry = { at, method: req.method ?? '?', path: x.target.slice(0, 300), env: x.env, result: x.result, status, ms, way: x.way, kind: x.kind, upstream: x.upstream, sha256: x.sha256 };
+      this.deps.stats.record(entry, bytes);
+      this.deps.log.info({ method: entry.method, path: entry.path, env: x.env, result: x.result, status, ms, bytes, complete }, 'request');
+    };
+    if (x.sha256 === undefined && x.digestKnown) void x.digestKnown.then(record);
+    else record();
+  }
 }

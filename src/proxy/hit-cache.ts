@@ -3,7 +3,7 @@
  * files that are already stored; resolving each one again (routing, path
  * checks, environment view, pinned-index lookup, URL record decode, header
  * building) cost more main-thread time than reading and sending the bytes
- * (measured with --cpu-prof in bench:peers' hit workload).
+ * (docs/performance.md).
  *
  * So a package request that resolved to a stored blob is remembered under its
  * exact request target (plus the proxy credentials that name its
@@ -17,7 +17,7 @@
  * themselves are never cached in memory.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { StoredFile } from './respond.js';
+import type { StoredFile } from '../resolver/resolver.js';
 
 export interface HotHit {
   file: StoredFile;

@@ -1,15 +1,13 @@
 /**
  * Sending a stored blob with sendfile(2): the kernel copies page-cache pages
  * straight into the socket, one copy instead of read() into a buffer plus
- * write() from it. In bench:peers' warm-hit workload (files of 20-500 KB,
- * 64 connections) the read and the write were each about a third of the
- * process's CPU. Hits went up 40-50% in a stand-alone wrk loop and 12-13% in
- * bench:peers' interleaved rounds (README, Performance).
+ * write() from it; on warm hits the read and the write were most of the
+ * process's CPU (docs/performance.md).
  *
  * The response head goes through Node's stream with TCP_CORK set on the
  * socket (the helper's cork), so it leaves together with the start of the
  * body instead of in a small segment of its own; that mattered as much as
- * sendfile itself (bench:peers hits +40-50% over the uncorked sendfile path).
+ * sendfile itself.
  *
  * The helper is a tiny Node-API addon (native/sendfile.c) built by
  * scripts/build-native.mjs. It is optional: without it, or on a socket it

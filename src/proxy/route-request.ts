@@ -11,18 +11,9 @@
  */
 import { FeedlockError } from '../errors.js';
 import { ENV_NAME } from '../config/schema.js';
-import type { UpstreamPolicy } from './upstream-policy.js';
-import { isFlatRepoFile } from './classify-path.js';
-
-export type WayIn = 'forward' | 'remap' | 'mirror';
-
-export interface UpstreamRoute {
-  kind: 'upstream';
-  wayIn: WayIn;
-  upstream: URL;
-  /** Environment named by the request (path prefix or proxy user), if any. */
-  env?: string;
-}
+import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
+import { isFlatRepoFile } from '../debian/classify-path.js';
+import type { UpstreamRoute, WayIn } from '../resolver/resolver.js';
 
 export interface AdminRoute {
   kind: 'admin';
@@ -38,20 +29,6 @@ export interface RouteContext {
   policy: UpstreamPolicy;
   /** The environment `/archive/…` reads when no `/_env/NAME/` names one. */
   defaultEnv?: string;
-}
-
-/**
- * A request that names a snapshot instead of an environment is served in a
- * virtual environment whose name no real one can have (ENV_NAME never starts
- * with "@"): `@REF` is snapshot REF (an id, release, tag or environment),
- * `@ENV@TIMESTAMP` the snapshot ENV served at that time.
- */
-export type SnapshotView = { kind: 'snapshot'; ref: string } | { kind: 'archive'; env: string; timestamp: string };
-
-export function parseView(name: string): SnapshotView | undefined {
-  if (!name.startsWith('@')) return undefined;
-  const [a, b] = name.slice(1).split('@');
-  return b === undefined ? { kind: 'snapshot', ref: a } : { kind: 'archive', env: a, timestamp: b };
 }
 
 /** The public snapshot archive's timestamp segment. */

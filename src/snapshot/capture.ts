@@ -8,13 +8,14 @@ import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Download, SingleFlight } from '../proxy/download.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
-import type { Parent } from '../proxy/parent.js';
+import type { Parent } from '../upstream/parent.js';
 import type { AnchorFile, PinnedRepo } from './records.js';
-import { clearsignedBody } from './release-file.js';
+import { clearsignedBody } from '../debian/release-file.js';
 import { verifyClearsigned, verifyDetached, type Keyring } from './signature.js';
+import { byHashPath, dirOf } from '../debian/index-names.js';
 
 export const APT_ANCHORS = ['InRelease', 'Release', 'Release.gpg'] as const;
 export const OPKG_ANCHORS = ['Packages', 'Packages.gz', 'Packages.sig'] as const;
@@ -174,8 +175,7 @@ export async function fetchVerified(flights: SingleFlight, candidates: URL[], ex
 
 /** Upstream URLs for an index file listed in a Release, best first. */
 export function indexFileUrls(repoUrl: string, path: string, sha256: string, byHashFirst: boolean): URL[] {
-  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
-  const byHash = `${repoUrl}/${dir}by-hash/SHA256/${sha256}`;
+  const byHash = `${repoUrl}/${byHashPath(dirOf(path), sha256)}`;
   const plain = `${repoUrl}/${path}`;
   return (byHashFirst ? [byHash, plain] : [plain, byHash]).map((u) => new URL(u));
 }

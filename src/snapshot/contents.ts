@@ -7,7 +7,8 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
 import { readIndexEntries } from './package-index.js';
 import type { SnapshotRecord } from './records.js';
-import { parseRelease, pdiffDownloads, sha256SumsEntries, type ReleaseFile } from './release-file.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntries, type ReleaseFile } from '../debian/release-file.js';
+import { PACKAGE_LIST, withoutCompression } from '../debian/index-names.js';
 
 export interface SnapshotBlob {
   sha256: string;
@@ -16,8 +17,6 @@ export interface SnapshotBlob {
   /** Upstream URL the blob stands for. */
   url: string;
 }
-
-const INDEX = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
 
 export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, options: { packages: boolean }): AsyncGenerator<SnapshotBlob> {
   const seen = new Set<string>();
@@ -36,7 +35,7 @@ export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, opt
         if (!(await store.hasBlob(e.sha256))) continue;
         const b: SnapshotBlob = { sha256: e.sha256, size: e.size, kind: 'index', url: `${repo.url}/${path}` };
         if (once(b)) yield b;
-        if (INDEX.test(path)) indices.push({ path, sha256: e.sha256 });
+        if (PACKAGE_LIST.test(path)) indices.push({ path, sha256: e.sha256 });
       }
       for await (const f of listedBelowRelease(store, release)) {
         const b: SnapshotBlob = { ...f, kind: 'index', url: `${repo.url}/${f.path}` };
@@ -47,7 +46,7 @@ export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, opt
     const parsedBases = new Set<string>();
     for (const idx of indices) {
       // Packages, Packages.gz and Packages.xz list the same files: read one.
-      const base = idx.path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+      const base = withoutCompression(idx.path);
       if (parsedBases.has(base)) continue;
       parsedBases.add(base);
       for await (const e of readIndexEntries(store.blobPath(idx.sha256), idx.path)) {

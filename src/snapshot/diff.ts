@@ -5,10 +5,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
-import { compareVersions } from './dpkg-version.js';
+import { compareVersions } from '../debian/dpkg-version.js';
 import { readIndexEntries } from './package-index.js';
 import type { PinnedRepo, SnapshotRecord } from './records.js';
-import { parseRelease } from './release-file.js';
+import { parseRelease } from '../debian/release-file.js';
+import { ARCH_PACKAGE_LIST, withoutCompression } from '../debian/index-names.js';
 
 export interface VersionChange {
   name: string;
@@ -33,8 +34,6 @@ export interface SnapshotDiff {
   notCaptured: string[];
 }
 
-const PACKAGES_PATH = /^(?:(.*)\/)?(?:binary-([^/]+)\/Packages|(source)\/Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
-
 /** name -> version per architecture ("source" for Sources), for one pinned repository. */
 export async function packageVersions(store: Store, repo: PinnedRepo, notCaptured: string[] = []): Promise<Map<string, Map<string, string>>> {
   const out = new Map<string, Map<string, string>>();
@@ -53,9 +52,9 @@ export async function packageVersions(store: Store, repo: PinnedRepo, notCapture
     const release = parseRelease(await readFile(store.blobPath(anchor.sha256), 'utf8'));
     const groups = new Map<string, { path: string; sha256: string; arch: string }[]>();
     for (const [path, e] of release.files) {
-      const m = PACKAGES_PATH.exec(path);
+      const m = ARCH_PACKAGE_LIST.exec(path);
       if (!m) continue;
-      const base = path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+      const base = withoutCompression(path);
       groups.set(base, [...(groups.get(base) ?? []), { path, sha256: e.sha256, arch: m[2] ?? m[3] }]);
     }
     for (const [base, variants] of groups) {

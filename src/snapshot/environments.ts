@@ -7,7 +7,7 @@ import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
 import { APT_ANCHORS, captureRepo, OPKG_ANCHORS, type CaptureDeps, type RepoGuess } from './capture.js';
 import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
-import { parseView } from '../proxy/route-request.js';
+import { parseView } from '../resolver/resolver.js';
 import { describeView, viewState } from './snapshot-ref.js';
 
 export interface EnvView {
@@ -76,7 +76,8 @@ export class Environments {
     }
     if (!remote) return; // a parent without generations: adopt per repository only, as before
     const wanted = remote.snapshot;
-    const locked = remote.locked;
+    // Parents before the rename send only `locked`.
+    const locked = remote.pinned ?? remote.locked ?? false;
     const current = (await this.view(env, true)).state;
     if (current.snapshot === wanted && current.locked === locked) return;
     // A pin made on this edge itself (FEEDLOCK_SNAPSHOT, env pin --parent) wins until it is reset here.
@@ -241,7 +242,10 @@ export class Environments {
 export interface ParentGeneration {
   name: string;
   snapshot: string | null;
-  locked: boolean;
+  /** Serves exactly `snapshot`. */
+  pinned?: boolean;
+  /** Deprecated: `pinned` under its old name, still sent for edges of the previous release. */
+  locked?: boolean;
   /** Why the parent's current generation started ("reset", "pinned ID", ...). */
   reason?: string;
 }

@@ -9,8 +9,9 @@ import { basename } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Store } from '../store/store.js';
 import { SharedPromises } from '../util/shared-promise.js';
-import { detach, parseStanzas, type Stanza } from './deb822.js';
-import { openDecompressed } from './decompress.js';
+import { detach, parseStanzas, type Stanza } from '../debian/deb822.js';
+import { openDecompressed } from '../debian/decompress.js';
+import { isSourcesIndex } from '../debian/index-names.js';
 
 export interface PackageEntry {
   /** Path relative to the repository's archive root (Filename:, or Directory/ + file for sources). */
@@ -26,10 +27,6 @@ export interface PackageEntry {
 
 const BINARY_FIELDS = new Set(['Package', 'Version', 'Architecture', 'Source', 'Filename', 'Size', 'SHA256', 'SHA256sum', 'MD5sum', 'MD5Sum']);
 const SOURCE_FIELDS = new Set(['Package', 'Version', 'Directory', 'Checksums-Sha256', 'Files']);
-
-export function isSourcesIndex(path: string): boolean {
-  return /(^|\/)Sources(\.[a-z0-9]+)?$/.test(path);
-}
 
 /** Turns one stanza into the package files it describes. */
 export function entriesOf(stanza: Stanza, sources: boolean): PackageEntry[] {

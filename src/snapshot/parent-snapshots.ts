@@ -5,7 +5,7 @@
  * give the same content-derived id) and fetches the anchor files by digest.
  */
 import { FeedlockError, isFeedlockError } from '../errors.js';
-import type { Parent } from '../proxy/parent.js';
+import type { Parent } from '../upstream/parent.js';
 import { fetchVerified, type CaptureDeps, type RepoGuess } from './capture.js';
 import { snapshotId, type PinnedRepo, type SnapshotRecord, type SnapshotRecords } from './records.js';
 

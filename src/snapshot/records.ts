@@ -12,61 +12,115 @@
 import { createHash } from 'node:crypto';
 import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
+import { parseOrThrow } from '../util/schema-issues.js';
 import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
 import { generationsOf, type Generation } from './generations.js';
 
-export interface AnchorFile {
-  sha256: string;
-  size: number;
-}
+const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
+const snapshotIdSchema = z.string().regex(SNAPSHOT_ID, { error: 'a snapshot id (20 hex digits)' });
+const isoTime = z.iso.datetime({ offset: true, error: 'an ISO time' });
 
-export interface PinnedRepo {
+/**
+ * A repository URL exactly as capture writes it: http(s), normalized (no
+ * "." or ".." segment, no empty segment, no query or fragment) and without a
+ * trailing slash, so it can only name the repository it was captured from.
+ */
+const repoUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).refine(
+  (u) => {
+    const url = new URL(u);
+    const segments = url.pathname.split('/').slice(1);
+    const normal = url.href === u || (url.pathname === '/' && url.href === `${u}/`);
+    return normal && !url.search && !url.hash && !url.username && (url.pathname === '/' || segments.every((s) => s !== '' && !/^(\.|%2e){1,2}$/i.test(s) && !/%2f/i.test(s)));
+  },
+  { error: 'a normalized repository URL (no "." or ".." or empty segment, no query, no trailing slash)' },
+);
+
+export const anchorFileSchema = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: 'a sha256 digest (64 hex digits)' }),
+  size: z.int({ error: 'a size in bytes' }).min(0, { error: 'a size in bytes' }).max(Number.MAX_SAFE_INTEGER, { error: 'a size in bytes' }),
+});
+export type AnchorFile = z.output<typeof anchorFileSchema>;
+
+/** InRelease, Packages.gz, ...: a file name inside the repository, never a path. */
+const ANCHOR_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export const pinnedRepoSchema = z.object({
   /** apt: ".../dists/<suite>" (or a flat repository's directory); opkg: the feed directory. No trailing slash. */
-  url: string;
-  kind: 'apt' | 'opkg';
-  /** Package file names in the indices are relative to this URL. */
-  archiveRoot: string;
+  url: repoUrl,
+  kind: z.enum(['apt', 'opkg'], { error: 'apt or opkg' }),
+  /** The archive root: package file names in the indices are relative to this URL. */
+  archiveRoot: repoUrl,
   /** ISO time of capture. */
-  capturedAt: string;
+  capturedAt: isoTime,
   /** InRelease/Release/Release.gpg or Packages/Packages.gz/Packages.sig that upstream published. */
-  anchors: Record<string, AnchorFile>;
+  anchors: z.record(z.string().regex(ANCHOR_NAME, { error: 'a file name of the repository (InRelease, Packages.gz, ...)' }), anchorFileSchema),
   /** Key id that signed the anchor, when a keyring was given. */
-  signedBy?: string;
-}
+  signedBy: z.string().max(256).optional(),
+});
+export type PinnedRepo = z.output<typeof pinnedRepoSchema>;
 
-export interface SnapshotRecord {
-  id: string;
-  createdAt: string;
-  repos: PinnedRepo[];
-}
+/**
+ * A snapshot record, as read from disk or from an imported bundle (both
+ * untrusted: another host or version may have written it). Unknown keys are
+ * dropped, so they never reach the store; the id must match the content.
+ */
+export const snapshotRecordSchema = z.object({
+  id: snapshotIdSchema,
+  createdAt: isoTime,
+  repos: z.array(pinnedRepoSchema).max(10_000),
+});
+export type SnapshotRecord = z.output<typeof snapshotRecordSchema>;
 
 /** One entry of an environment's history: a generation (see generations.ts). */
 export type EnvHistoryEntry = Generation;
 
-export interface EnvState {
-  name: string;
-  seq: number;
-  snapshot: string | null;
-  /** Pinned to an exact snapshot: repositories it lacks are refused, not captured. */
-  locked: boolean;
-  deleted?: boolean;
+/** A history entry on disk: a generation, or an entry as states written before generations hold it. */
+const historyEntrySchema = z.object({
+  snapshot: snapshotIdSchema.nullable(),
+  at: z.string(),
+  reason: z.string(),
+  startSnapshot: snapshotIdSchema.nullable().optional(),
+  resetRepos: z.array(z.string()).optional(),
+  parent: z.string().optional(),
+  added: z.array(z.object({ repo: z.string(), at: z.string(), snapshot: snapshotIdSchema })).optional(),
+});
+
+/** One state file of an environment, as read from disk (skipped when it does not parse). */
+const envStateSchema = z.object({
+  // Checked against the directory's name by the reader; no stricter here, so a state this
+  // reader once wrote is never skipped (that would lose its pin).
+  name: z.string(),
+  seq: z.int().min(1).max(Number.MAX_SAFE_INTEGER),
+  snapshot: snapshotIdSchema.nullable(),
+  /**
+   * Pinned: serves exactly this snapshot; repositories it lacks are refused,
+   * not captured. On disk (and in this type) the key keeps its first name,
+   * `locked`; every JSON view calls it `pinned` (see envJson).
+   */
+  locked: z.boolean().default(false),
+  deleted: z.boolean().optional(),
   /**
    * A composed environment: these repositories (a release's snapshot) stay
    * frozen through resets; repositories added on top follow upstream until
    * the next reset, except those listed in `keep` (pinned once captured).
    */
-  base?: { snapshot: string; release?: string; keep?: string[] } | null;
+  base: z.object({ snapshot: snapshotIdSchema, release: z.string().optional(), keep: z.array(z.string()).optional() }).nullable().optional(),
   /**
    * A build's own environment: repositories it lacks are pinned through this
    * shared environment (one capture for every build), and what it has pinned
    * stays while the shared one is reset or re-pinned.
    */
-  follows?: string | null;
-  updatedAt: string;
+  follows: z.string().nullable().optional(),
+  updatedAt: z.string(),
+  history: z.array(historyEntrySchema),
+});
+
+export type EnvState = Omit<z.output<typeof envStateSchema>, 'history'> & {
   /** Generations, oldest first; the last one is current. */
   history: EnvHistoryEntry[];
-}
+};
 
 /** Generations kept in an environment's history. */
 const HISTORY_MAX = 50;
@@ -84,8 +138,6 @@ export type EnvChange = Pick<EnvState, 'snapshot' | 'locked'> & {
   /** Edge mode: the new generation follows this parent's. */
   parent?: string;
 };
-const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
-
 /** Content-derived: the same upstream state captured anywhere gives the same id. */
 export function snapshotId(repos: PinnedRepo[]): string {
   const h = createHash('sha256');
@@ -115,10 +167,17 @@ function nextHistory(current: EnvState, snapshot: string | null, reason: string,
   return history.slice(-HISTORY_MAX);
 }
 
-function isEnvState(s: unknown, name: string): s is EnvState {
-  const e = s as EnvState;
-  return typeof e === 'object' && e !== null && e.name === name && Number.isSafeInteger(e.seq) && e.seq > 0 && (e.snapshot === null || SNAPSHOT_ID.test(e.snapshot)) && Array.isArray(e.history);
+/**
+ * An environment state as the CLI's --json and the admin API show it: `pinned`
+ * says whether it serves exactly its snapshot. `locked` is the same fact under
+ * its old name, kept for one release for scripts that read it (deprecated).
+ */
+export function envJson<T extends Pick<EnvState, 'locked'>>(state: T): Omit<T, 'locked'> & { pinned: boolean; locked: boolean } {
+  const { locked, ...rest } = state;
+  return { ...rest, pinned: locked, locked };
 }
+
+const tagSchema = z.object({ id: snapshotIdSchema, at: z.string() });
 
 export function emptyEnv(name: string): EnvState {
   return { name, seq: 0, snapshot: null, locked: false, updatedAt: new Date(0).toISOString(), history: [] };
@@ -162,7 +221,13 @@ export class SnapshotRecords {
     } catch {
       throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `no snapshot ${id} in ${this.dir}; see feedlock snapshot list`, { id });
     }
-    const record = JSON.parse(text) as SnapshotRecord;
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${this.recordPath(id)} is not JSON (${(err as Error).message}); restore it from a bundle or re-capture`, { id });
+    }
+    const record = parseOrThrow(snapshotRecordSchema, data, 'FL_STORE_CORRUPT', `snapshot record ${this.recordPath(id)}`);
     if (snapshotId(record.repos) !== id) throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${id} does not match its content`, { id });
     this.snapshotCache.set(id, record);
     return record;
@@ -197,13 +262,15 @@ export class SnapshotRecords {
       .sort((a, b) => b - a);
     const top = seqs[0] ?? 0;
     for (const seq of seqs) {
-      let state: EnvState;
+      let data: unknown;
       try {
-        state = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8')) as EnvState;
+        data = JSON.parse(await readFile(join(dir, `${String(seq).padStart(10, '0')}.json`), 'utf8'));
       } catch {
         continue; // torn, empty, or pruned under us by another writer: take the next
       }
-      if (!isEnvState(state, name)) continue;
+      const parsed = envStateSchema.safeParse(data);
+      if (!parsed.success || parsed.data.name !== name) continue;
+      const state = parsed.data;
       return { state: { ...state, history: generationsOf(state.history) }, top };
     }
     return { state: emptyEnv(name), top };
@@ -276,7 +343,8 @@ export class SnapshotRecords {
     const out: Record<string, string> = {};
     for (const n of await readdir(join(this.dir, 'tags')).catch(() => [] as string[])) {
       try {
-        out[n.replace(/\.json$/, '')] = (JSON.parse(await readFile(join(this.dir, 'tags', n), 'utf8')) as { id: string }).id;
+        const tag = tagSchema.safeParse(JSON.parse(await readFile(join(this.dir, 'tags', n), 'utf8')));
+        if (tag.success) out[n.replace(/\.json$/, '')] = tag.data.id;
       } catch {
         /* skip a damaged tag */
       }

@@ -8,10 +8,11 @@
  */
 import type { Store } from '../store/store.js';
 import { snapshotBlobs } from './contents.js';
-import { compareVersions } from './dpkg-version.js';
+import { compareVersions } from '../debian/dpkg-version.js';
 import { PackageIndex } from './package-index.js';
 import type { SnapshotRecord, SnapshotRecords } from './records.js';
 import { Releases } from './releases.js';
+import { BINARY_PACKAGES, withoutCompression } from '../debian/index-names.js';
 
 export interface PackageVersion {
   name: string;
@@ -41,8 +42,6 @@ export interface SearchQuery {
   limit?: number;
 }
 
-const BINARY_INDEX = /(^|\/)(binary-[^/]+\/)?Packages(\.(gz|xz|bz2|lzma|zst))?$/;
-
 export async function searchPackages(store: Store, records: SnapshotRecords, q: SearchQuery): Promise<PackageVersion[]> {
   const index = new PackageIndex(store);
   const snapshots: SnapshotRecord[] = q.snapshot ? [await records.getSnapshot(await records.resolveId(q.snapshot))] : await records.listSnapshots();
@@ -59,8 +58,8 @@ export async function searchPackages(store: Store, records: SnapshotRecords, q: 
       const seen = new Set<string>();
       for await (const b of snapshotBlobs(store, { ...snapshot, repos: [repo] }, { packages: false })) {
         const path = b.url.slice(repo.url.length + 1);
-        if (!BINARY_INDEX.test(path)) continue;
-        const base = path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+        if (!BINARY_PACKAGES.test(path)) continue;
+        const base = withoutCompression(path);
         if (seen.has(base)) continue;
         seen.add(base);
         await index.ensureParsed(b.sha256, path);

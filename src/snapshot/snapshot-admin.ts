@@ -12,8 +12,8 @@ import { diffGenerations, type GenerationDiff } from './diff.js';
 import { generationIndexOf, previousGenerationId } from './generations.js';
 import type { Environments, ParentGeneration } from './environments.js';
 import { collectGarbage, type GcReport } from './gc.js';
-import type { EnvState, SnapshotRecord, SnapshotRecords } from './records.js';
-import { parseRelease } from './release-file.js';
+import { envJson, type EnvState, type SnapshotRecord, type SnapshotRecords } from './records.js';
+import { parseRelease } from '../debian/release-file.js';
 import { Releases, type Release } from './releases.js';
 import { searchPackages, type PackageVersion, type SearchQuery } from './search.js';
 
@@ -104,8 +104,8 @@ export class SnapshotAdmin {
   /** What an edge checks on each anchor request: small, and 200 for an environment this host does not have. */
   async generation(name: string): Promise<ParentGeneration> {
     const state = await this.records.readEnv(checkName('environment name', name));
-    if (state.seq === 0 || state.deleted) return { name, snapshot: null, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
-    return { name, snapshot: state.snapshot, locked: state.locked, reason: state.history.at(-1)?.reason };
+    if (state.seq === 0 || state.deleted) return { name, snapshot: null, pinned: false, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
+    return { name, snapshot: state.snapshot, pinned: state.locked, locked: state.locked, reason: state.history.at(-1)?.reason };
   }
 
   private async summarise(state: EnvState): Promise<EnvironmentSummary> {
@@ -150,15 +150,15 @@ export class SnapshotAdmin {
   }
 
   /** `repos`: the admin API's `{"repos": [...]}`, as `feedlock env reset NAME --repo REPO`. */
-  reset(name: string, repos?: unknown): Promise<EnvState> {
+  async reset(name: string, repos?: unknown): Promise<ReturnType<typeof envJson<EnvState>>> {
     if (repos !== undefined && (!Array.isArray(repos) || repos.length > 100 || repos.some((r) => typeof r !== 'string' || r.length === 0 || r.length > 500))) {
       throw new FeedlockError('FL_BAD_REQUEST', `bad repos ${JSON.stringify(repos)?.slice(0, 80)} (expected a list of repositories as feedlock env show lists them, or suite suffixes such as "bookworm-security")`);
     }
-    return this.envs.reset(checkName('environment name', name), (repos as string[] | undefined) ?? []);
+    return envJson(await this.envs.reset(checkName('environment name', name), (repos as string[] | undefined) ?? []));
   }
 
-  pin(name: string, ref: unknown): Promise<EnvState> {
-    return this.envs.pin(checkName('environment name', name), checkName('snapshot id', ref));
+  async pin(name: string, ref: unknown): Promise<ReturnType<typeof envJson<EnvState>>> {
+    return envJson(await this.envs.pin(checkName('environment name', name), checkName('snapshot id', ref)));
   }
 
   async tag(ref: string, tag: unknown): Promise<{ id: string; tag: string }> {

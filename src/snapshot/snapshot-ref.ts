@@ -9,7 +9,7 @@
  */
 import { FeedlockError } from '../errors.js';
 import { generationAt, generationsOf } from './generations.js';
-import { parseView, type SnapshotView } from '../proxy/route-request.js';
+import { parseView, type SnapshotView } from '../resolver/resolver.js';
 import type { EnvState, SnapshotRecords } from './records.js';
 import { Releases } from './releases.js';
 

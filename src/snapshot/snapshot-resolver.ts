@@ -11,18 +11,19 @@
 import { readFile, stat } from 'node:fs/promises';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { SingleFlight } from '../proxy/download.js';
-import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../proxy/handle-request.js';
-import { contentTypeFor } from '../proxy/http-semantics.js';
-import { LiveResolver } from '../proxy/live-resolver.js';
+import type { SingleFlight } from '../upstream/download.js';
+import { storedFileOf, type RequestContext, type Resolution, type Resolver } from '../resolver/resolver.js';
+import { contentTypeFor } from '../debian/content-types.js';
+import { LiveResolver } from '../resolver/live-resolver.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
 import type { Store } from '../store/store.js';
 import { APT_ANCHORS, fetchVerified, guessRepo, indexFileUrls, OPKG_ANCHORS } from './capture.js';
 import { generationOf, notInSnapshot, repoFor, type Environments, type EnvView } from './environments.js';
 import type { PackageEntry, PackageIndex } from './package-index.js';
 import type { PinnedRepo } from './records.js';
-import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from './release-file.js';
-import type { Parent } from '../proxy/parent.js';
+import { parseRelease, pdiffDownloads, sha256SumsEntry, type ReleaseFile } from '../debian/release-file.js';
+import type { Parent } from '../upstream/parent.js';
+import { BY_HASH_SHA256, byHashPath, PACKAGE_LIST, withoutCompression } from '../debian/index-names.js';
 
 export interface SnapshotResolverOptions {
   offline: boolean;
@@ -33,8 +34,6 @@ export interface SnapshotResolverOptions {
   /** Strict environments refuse package files that no pinned index lists. */
   strict?: (env: string) => boolean;
 }
-
-const INDEX_FILE = /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst))?$/;
 
 export class SnapshotResolver implements Resolver {
   private readonly releases = new Map<string, ReleaseFile>();
@@ -58,7 +57,7 @@ export class SnapshotResolver implements Resolver {
 
   async resolve(ctx: RequestContext): Promise<Resolution> {
     const url = String(ctx.route.upstream);
-    const byHash = /\/by-hash\/SHA256\/[0-9a-f]{64}$/.test(ctx.route.upstream.pathname);
+    const byHash = BY_HASH_SHA256.test(ctx.route.upstream.pathname);
     if (ctx.kind === 'index' || byHash) return this.resolveIndex(ctx, url);
     return this.resolvePackage(ctx, url);
   }
@@ -86,7 +85,7 @@ export class SnapshotResolver implements Resolver {
     if (repo.kind !== 'apt') throw new FeedlockError('FL_NOT_FOUND', `${url} is not an index file of the pinned feed ${repo.url}`);
 
     const release = await this.releaseOf(repo);
-    const byHash = /^(.*)\/by-hash\/SHA256\/([0-9a-f]{64})$/.exec(rel);
+    const byHash = BY_HASH_SHA256.exec(rel);
     let expected: ExpectedContent | undefined;
     let path = rel;
     if (byHash) {
@@ -124,7 +123,7 @@ export class SnapshotResolver implements Resolver {
       if (text === undefined) return undefined;
       const patch = pdiffDownloads(text).find((p) => (hash ? p.sha256 === hash : p.name === name));
       if (!patch) return undefined;
-      const urls = [`${repo.url}/${dir}/by-hash/SHA256/${patch.sha256}`, `${repo.url}/${dir}/${patch.name}`];
+      const urls = [`${repo.url}/${byHashPath(`${dir}/`, patch.sha256)}`, `${repo.url}/${dir}/${patch.name}`];
       if (!release.acquireByHash) urls.reverse();
       return { expected: { sha256: patch.sha256, size: patch.size, source: `the pinned ${dir}/Index of ${repo.url}` }, candidates: urls.map((u) => new URL(u)), path: `${dir}/${patch.name}` };
     }
@@ -274,8 +273,8 @@ export class SnapshotResolver implements Resolver {
     const seen = new Set<string>();
     const out: { path: string; sha256: string }[] = [];
     for (const [path, e] of release.files) {
-      if (!INDEX_FILE.test(path)) continue;
-      const base = path.replace(/\.(gz|xz|bz2|lzma|zst)$/, '');
+      if (!PACKAGE_LIST.test(path)) continue;
+      const base = withoutCompression(path);
       if (seen.has(base)) continue;
       if (this.packages.isParsed(e.sha256) || (await this.store.hasBlob(e.sha256))) {
         seen.add(base);
@@ -308,7 +307,7 @@ export class SnapshotResolver implements Resolver {
     }
     try {
       const { download, leader } = await fetchVerified(this.flights, candidates, expected);
-      if (INDEX_FILE.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
+      if (PACKAGE_LIST.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
       return { type: 'download', download, leader };
     } catch (err) {
       if (!isFeedlockError(err, 'FL_NOT_FOUND')) throw err;
@@ -322,7 +321,7 @@ export class SnapshotResolver implements Resolver {
 
   /** Parse a Packages/Sources file in the background once a client got it: package requests follow. */
   private afterIndexServed(path: string, sha256: string): void {
-    if (!INDEX_FILE.test(path) || this.packages.isParsed(sha256)) return;
+    if (!PACKAGE_LIST.test(path) || this.packages.isParsed(sha256)) return;
     this.packages.ensureParsed(sha256, path).then(
       () => this.indexBlobCache.clear(),
       (err) => this.log.warn({ path, err: (err as Error).message }, 'cannot parse index'),

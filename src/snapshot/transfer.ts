@@ -9,21 +9,70 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 
+import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
+import { parseOrThrow } from '../util/schema-issues.js';
 
 import { publish, tempName } from '../store/atomic-file.js';
 import type { Store } from '../store/store.js';
 import { snapshotBlobs, type SnapshotBlob } from './contents.js';
-import { snapshotId, type SnapshotRecord, type SnapshotRecords } from './records.js';
+import { anchorFileSchema, snapshotId, snapshotRecordSchema, type SnapshotRecord, type SnapshotRecords } from './records.js';
 
 export const EXPORT_FORMAT = 'feedlock-snapshot/1';
 
-interface ExportIndex {
-  format: string;
-  snapshot: SnapshotRecord;
-  blobs: SnapshotBlob[];
+const DOCUMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+
+/**
+ * The index of an export: untrusted input, checked whole before any blob
+ * counts. Unknown keys are dropped (a later format may add some).
+ */
+const exportIndexSchema = z.object({
+  format: z.literal(EXPORT_FORMAT),
+  snapshot: snapshotRecordSchema,
+  blobs: z
+    .array(
+      z.object({
+        sha256: z.string().regex(SHA256, { error: 'a sha256 digest (64 hex digits)' }),
+        size: anchorFileSchema.shape.size,
+        kind: z.enum(['anchor', 'index', 'package'], { error: 'anchor, index or package' }),
+        url: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }),
+      }),
+    )
+    .max(10_000_000),
   /** Extra documents carried along (a bundle's manifests and sources report), by file name. */
-  documents?: string[];
+  documents: z.array(z.string().regex(DOCUMENT_NAME, { error: 'a document file name' })).max(10_000).optional(),
+});
+type ExportIndex = z.output<typeof exportIndexSchema>;
+
+/** The index is small JSON; a bundle claiming more is hostile or damaged. */
+const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+const MAX_DOCUMENT_BYTES = 64 * 1024 * 1024;
+
+async function readEntry(entry: AsyncIterable<unknown>, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of entry) {
+    size += (c as Buffer).length;
+    if (size > max) throw new FeedlockError('FL_BAD_BUNDLE', `${what} is over ${max} bytes; nothing was imported`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The export's index, checked against the schema and its snapshot against its content-derived id. */
+function parseIndex(bytes: Buffer, file: string): ExportIndex {
+  let data: unknown;
+  try {
+    data = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new FeedlockError('FL_BAD_BUNDLE', `${file}: feedlock-snapshot.json is not JSON (${(err as Error).message}); nothing was imported`);
+  }
+  const format = (data as { format?: unknown } | null)?.format;
+  if (format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_BUNDLE', `${file} is not a feedlock snapshot export (format ${JSON.stringify(format)}, expected ${EXPORT_FORMAT})`);
+  const index = parseOrThrow(exportIndexSchema, data, 'FL_BAD_BUNDLE', `${file}: feedlock-snapshot.json`);
+  if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_BAD_BUNDLE', `${file}: snapshot record does not match its id ${index.snapshot.id}; nothing was imported`);
+  return index;
 }
 
 export interface ExportOptions {
@@ -32,8 +81,6 @@ export interface ExportOptions {
   documents?: { name: string; data: Buffer }[];
   onTotal?: (blobs: number) => void;
 }
-
-const DOCUMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$/;
 
 export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, file: string, options: ExportOptions, onBlob?: (b: SnapshotBlob) => void): Promise<ExportIndex> {
   const blobs: SnapshotBlob[] = [];
@@ -110,30 +157,20 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
     for await (const entry of extract) {
       const name = entry.header.name;
       if (name === 'feedlock-snapshot.json') {
-        const chunks: Buffer[] = [];
-        for await (const c of entry) chunks.push(c as Buffer);
-        index = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportIndex;
-        if (index.format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a feedlock snapshot export (format ${JSON.stringify(index.format)})`);
-        if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_STORE_CORRUPT', `${file}: snapshot record does not match its id ${index.snapshot.id}`);
+        if (index) throw new FeedlockError('FL_BAD_BUNDLE', `${file} holds feedlock-snapshot.json twice; nothing was imported`);
+        index = parseIndex(await readEntry(entry, MAX_INDEX_BYTES, `${file}: feedlock-snapshot.json`), file);
         onTotal?.(index.blobs.length);
         continue;
       }
       const doc = /^documents\/(.+)$/.exec(name);
       if (doc && index?.documents?.includes(doc[1]) && DOCUMENT_NAME.test(doc[1])) {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        for await (const c of entry) {
-          size += (c as Buffer).length;
-          if (size > 64 * 1024 * 1024) throw new FeedlockError('FL_BAD_CONFIG', `${file}: document ${doc[1]} is too large`);
-          chunks.push(c as Buffer);
-        }
-        documents.set(doc[1], Buffer.concat(chunks));
+        documents.set(doc[1], await readEntry(entry, MAX_DOCUMENT_BYTES, `${file}: document ${doc[1]}`));
         continue;
       }
       const m = /^blobs\/([0-9a-f]{64})$/.exec(name);
       if (!m || !index) {
         entry.resume();
-        throw new FeedlockError('FL_BAD_CONFIG', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
+        throw new FeedlockError('FL_BAD_BUNDLE', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
       }
       blobs++;
       if (staged.has(m[1]) || (await store.hasBlob(m[1]))) {
@@ -143,9 +180,9 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
       staged.set(m[1], await stageBlob(store, entry, m[1], file));
       onBlob?.(m[1]);
     }
-    if (!index) throw new FeedlockError('FL_BAD_CONFIG', `${file} holds no feedlock-snapshot.json`);
+    if (!index) throw new FeedlockError('FL_BAD_BUNDLE', `${file} holds no feedlock-snapshot.json`);
     for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
-      if (!staged.has(b.sha256) && !(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_STORE_CORRUPT', `${file} lacks ${b.url} (${b.sha256})`);
+      if (!staged.has(b.sha256) && !(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_BAD_BUNDLE', `${file} lacks ${b.url} (${b.sha256}); nothing was imported`);
     }
     // Everything checked: only now do the blobs enter the store, before the record that references them.
     for (const [sha256, temp] of staged) {
@@ -157,7 +194,7 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
     // A failed import leaves nothing behind: no blob that no record references.
     await Promise.all([...staged.values()].map((t) => unlink(t).catch(() => {})));
     if (err instanceof FeedlockError) throw err;
-    throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable feedlock export: ${(err as Error).message}`, {}, { cause: err });
+    throw new FeedlockError('FL_BAD_BUNDLE', `${file} is not a readable feedlock export: ${(err as Error).message}`, {}, { cause: err });
   }
   const snapshot = await records.putSnapshot(index.snapshot.repos);
   return { snapshot, blobs, added, documents };

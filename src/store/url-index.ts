@@ -54,7 +54,7 @@ export class UrlIndex {
 
   /**
    * The index is a cache of the record files, so LMDB runs without fsync
-   * (measured: synced commits held libuv threads and tripled miss latency).
+   * (synced commits held libuv threads; docs/performance.md).
    * A killed process loses nothing; only an OS crash can leave LMDB torn, so
    * every process that has the index open keeps a marker with the boot id
    * (one per process: several servers and CLI commands share an index dir,

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load-config.js';
 import { createLogger } from '../../src/log.js';
-import { startServer, type RunningServer, type ServerParts } from '../../src/proxy/server.js';
+import { startServer, type RunningServer, type ServerParts } from '../../src/serve/start-server.js';
 import type { Config } from '../../src/config/schema.js';
-import { snapshotParts } from '../../src/snapshot/server-parts.js';
+import { snapshotParts } from '../../src/serve/snapshot-layer.js';
 
 export function tempDir(label: string): string {
   return mkdtempSync(join(tmpdir(), `feedlock-${label}-`));

@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { FeedlockError } from '../errors.js';
+import { compressionOf } from './index-names.js';
 
 const TOOLS: Record<string, string[]> = {
   '.xz': ['xz', '-dc'],
@@ -16,11 +17,6 @@ const TOOLS: Record<string, string[]> = {
   '.bz2': ['bzip2', '-dc'],
   '.zst': ['zstd', '-dcq'],
 };
-
-export function compressionOf(path: string): string {
-  const m = /\.(gz|xz|lzma|bz2|zst)$/.exec(path);
-  return m ? `.${m[1]}` : '';
-}
 
 /** A stream of the uncompressed content of `file`, compressed as `name` says. */
 export function openDecompressed(file: string, name: string): Readable {

@@ -3,13 +3,10 @@
  *
  * Every socket read allocates a fresh 64 KiB buffer; once its bytes are on
  * disk it is garbage, but V8 frees such buffers only when it collects the
- * small objects pointing at them, and a download makes few of those: between
- * collections up to 64 MB of dead buffers waited (V8 forces a collection for
- * external memory only past that). A single client streaming a 200 MiB cold
- * download peaked at 101-110 MB RSS, with 37 MB of it dead read buffers
- * (process.memoryUsage().arrayBuffers). So the download path asks for a
- * young-generation collection every RELEASE_EVERY bytes received: about a
- * millisecond per 16 MB, peak RSS 83-91 MB at the same download time.
+ * small objects pointing at them, and a download makes few of those, so
+ * dead buffers pile up between collections (docs/performance.md). So the
+ * download path asks for a young-generation collection every RELEASE_EVERY
+ * bytes received, which is cheap.
  *
  * `gc` exists when node runs with --expose-gc (the bin's shebang); without it
  * (tests, `node bin.cjs`) this does nothing.

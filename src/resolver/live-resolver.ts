@@ -6,13 +6,14 @@
 import { isFeedlockError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { ExpectedContent } from '../store/blob-writer.js';
-import type { SingleFlight } from './download.js';
-import { storedFileOf, type RequestContext, type Resolution, type Resolver } from './handle-request.js';
+import type { SingleFlight } from '../upstream/download.js';
+import { storedFileOf, type RequestContext, type Resolution, type Resolver } from './resolver.js';
+import { byHashDigest } from '../debian/index-names.js';
 
 /** by-hash objects name their own digest: we can verify them without any index. */
 export function expectationFromPath(path: string): ExpectedContent | undefined {
-  const m = /\/by-hash\/SHA256\/([0-9a-f]{64})$/.exec(path);
-  return m ? { sha256: m[1], source: 'its by-hash name' } : undefined;
+  const sha256 = byHashDigest(path);
+  return sha256 ? { sha256, source: 'its by-hash name' } : undefined;
 }
 
 const LIVE_GENERATION = 'live';

@@ -1,19 +1,16 @@
-/** Plugs environments, snapshots and build records into the proxy server. */
+/** Plugs environments, snapshots and build records into the server `feedlock serve` runs. */
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { BuildRecorder } from '../manifest/build-records.js';
-import type { ServerParts } from '../proxy/server.js';
-import { Environments } from './environments.js';
-import { PackageIndex } from './package-index.js';
-import { SnapshotRecords } from './records.js';
-import { loadKeyring } from './signature.js';
-import { SnapshotAdmin } from './snapshot-admin.js';
-import { SnapshotResolver } from './snapshot-resolver.js';
-
-export function snapshotDirOf(config: Pick<Config, 'snapshotDir'>, storeRoot: string): string {
-  return config.snapshotDir ?? join(storeRoot, 'snapshots');
-}
+import { snapshotDirOf } from '../snapshot/snapshot-dir.js';
+import type { ServerParts } from './start-server.js';
+import { Environments } from '../snapshot/environments.js';
+import { PackageIndex } from '../snapshot/package-index.js';
+import { SnapshotRecords } from '../snapshot/records.js';
+import { loadKeyring } from '../snapshot/signature.js';
+import { SnapshotAdmin } from '../snapshot/snapshot-admin.js';
+import { SnapshotResolver } from '../snapshot/snapshot-resolver.js';
 
 export function snapshotParts(config: Config, log: Logger): ServerParts {
   return {

@@ -8,7 +8,7 @@
 import type { GenerationDiff, SnapshotDiff } from '../snapshot/diff.js';
 import type { EnvironmentSummary, SnapshotDetail } from '../snapshot/snapshot-admin.js';
 import type { PackageVersion } from '../snapshot/search.js';
-import type { StatusData } from './admin.js';
+import type { StatusData } from './status-data.js';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 export function esc(value: unknown): string {

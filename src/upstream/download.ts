@@ -5,6 +5,7 @@
  * slow client never holds the upstream connection and memory stays flat no
  * matter how large the file or how many clients wait.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
 import type { BlobWriter, ExpectedContent } from '../store/blob-writer.js';
 import type { UrlRecord } from '../store/url-index.js';
@@ -64,7 +65,7 @@ export class Download {
   readonly finished = deferred<UrlRecord>();
   /** Settles when every byte arrived and was verified (before fsync and rename), or on failure. */
   readonly ready = deferred<void>();
-  writer?: BlobWriter;
+  private writer?: BlobWriter;
   /** Bytes safely written to the temp file; readers may read up to here. */
   bytes = 0;
   /** Bytes received from upstream so far (some may still be on their way to disk). */
@@ -125,8 +126,16 @@ export class Download {
     this.kept = undefined;
   }
 
-  blobPathOf(sha256: string): string {
-    return this.store!.blobPath(sha256);
+  /**
+   * Opens the file a reader tails: the temp file while the transfer writes
+   * it, or the stored blob once it was committed and renamed (same bytes).
+   * Read only up to `bytes`, and the last byte only once `verified`.
+   */
+  async openForReading(): Promise<FileHandle> {
+    const temp = this.writer ? await open(this.writer.tempPath, 'r').catch(() => undefined) : undefined;
+    if (temp) return temp;
+    const record = await this.finished.promise;
+    return open(this.store!.blobPath(record.sha256), 'r');
   }
 
   async run(store: Store, upstream: UpstreamClient): Promise<void> {

@@ -5,6 +5,8 @@
  *  - index:   volatile metadata a snapshot captures and freezes;
  *  - other:   passed through, never stored.
  */
+import { BY_HASH_ANY, COMPRESSED, COMPRESSION } from './index-names.js';
+
 export const CLASSIFY_KINDS = ['package', 'index', 'other'] as const;
 export type PathKind = (typeof CLASSIFY_KINDS)[number];
 export type ClassifyOverrides = Partial<Record<PathKind, RegExp[]>>;
@@ -15,21 +17,25 @@ export interface ClassifyRule {
   why: string;
 }
 
+/** A rule's pattern, with `${Z}` for an optional compression suffix (index-names.ts). */
+const rule = (kind: PathKind, source: string, why: string): ClassifyRule => ({ kind, pattern: new RegExp(source), why });
+const Z = COMPRESSED;
+
 export const DEFAULT_RULES: readonly ClassifyRule[] = [
   // by-hash objects are named by their own digest: immutable even under dists/.
-  { kind: 'package', pattern: /\/by-hash\/(SHA256|SHA512|SHA1|MD5Sum)\/[0-9a-fA-F]{32,128}$/, why: 'by-hash object' },
+  { kind: 'package', pattern: BY_HASH_ANY, why: 'by-hash object' },
   { kind: 'index', pattern: /(^|\/)(InRelease|Release|Release\.gpg)$/, why: 'release file' },
   // installer-*/current/ moves with every point release: its images belong to the snapshot (verified against the pinned SHA256SUMS), never to the by-URL cache.
   { kind: 'index', pattern: /\/dists\/[^/]+\/([^/]+\/)?installer-[^/]+\/[^/]+\/images\/.*[^/]$/, why: 'debian-installer image' },
   // pdiff patches are listed by their Packages.diff/Index, which the Release lists.
-  { kind: 'index', pattern: /\.diff\/T-[0-9.-]+(-F-[0-9.-]+)?(\.(gz|xz|bz2|lzma|zst))?$/, why: 'pdiff patch' },
-  { kind: 'index', pattern: /(^|\/)(Packages|Sources)(\.(gz|xz|bz2|lzma|zst|sig|stamps))?$/, why: 'package index' },
-  { kind: 'index', pattern: /(^|\/)Translation-[A-Za-z_@.]+(\.(gz|xz|bz2|lzma|zst))?$/, why: 'translation index' },
-  { kind: 'index', pattern: /(^|\/)Contents-[A-Za-z0-9-]+(\.(gz|xz|bz2|lzma|zst))?$/, why: 'contents index' },
-  { kind: 'index', pattern: /(^|\/)(Components-[A-Za-z0-9-]+\.yml|icons-[0-9x@]+\.tar|Commands-[A-Za-z0-9-]+|Index)(\.(gz|xz|bz2|lzma|zst))?$/, why: 'other dists/ metadata' },
+  rule('index', String.raw`\.diff/T-[0-9.-]+(-F-[0-9.-]+)?${Z}$`, 'pdiff patch'),
+  rule('index', String.raw`(^|/)(Packages|Sources)(${Z}|\.sig|\.stamps)$`, 'package index'),
+  rule('index', String.raw`(^|/)Translation-[A-Za-z_@.]+${Z}$`, 'translation index'),
+  rule('index', String.raw`(^|/)Contents-[A-Za-z0-9-]+${Z}$`, 'contents index'),
+  rule('index', String.raw`(^|/)(Components-[A-Za-z0-9-]+\.yml|icons-[0-9x@]+\.tar|Commands-[A-Za-z0-9-]+|Index)${Z}$`, 'other dists/ metadata'),
   { kind: 'package', pattern: /\.(deb|udeb|ddeb|ipk|dsc)$/, why: 'package file' },
-  { kind: 'package', pattern: /\.(orig|debian)(-[A-Za-z0-9.-]+)?\.tar(\.(gz|xz|bz2|lzma|zst))?(\.asc)?$/, why: 'source tarball' },
-  { kind: 'package', pattern: /\.(diff\.gz|tar\.(gz|xz|bz2|lzma|zst))$/, why: 'source archive' },
+  rule('package', String.raw`\.(orig|debian)(-[A-Za-z0-9.-]+)?\.tar${Z}(\.asc)?$`, 'source tarball'),
+  rule('package', String.raw`\.(diff\.gz|tar\.(${COMPRESSION}))$`, 'source archive'),
   { kind: 'package', pattern: /(^|\/)pool\/.+[^/]$/, why: 'pool file' },
 ];
 

@@ -4,6 +4,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fieldOf, parseStanzasSync } from '../debian/deb822.js';
 
 /** Repository URIs from one-line `deb URI suite comp...` files. */
 export function parseOneLineSources(text: string): string[] {
@@ -22,11 +23,9 @@ export function parseOneLineSources(text: string): string[] {
 /** Repository URIs from deb822 `.sources` files (URIs: may list several). */
 export function parseDeb822Sources(text: string): string[] {
   const uris: string[] = [];
-  for (const stanza of text.split(/\n\s*\n/)) {
-    if (/^Enabled:\s*no\s*$/im.test(stanza)) continue;
-    const m = /^URIs:[ \t]*(.*(?:\n[ \t]+.*)*)/im.exec(stanza);
-    if (!m) continue;
-    for (const uri of m[1].split(/\s+/)) if (uri && !uri.startsWith('#')) uris.push(uri);
+  for (const stanza of parseStanzasSync(text)) {
+    if (fieldOf(stanza, 'Enabled')?.toLowerCase() === 'no') continue;
+    for (const uri of fieldOf(stanza, 'URIs')?.split(/\s+/) ?? []) if (uri && !uri.startsWith('#')) uris.push(uri);
   }
   return uris;
 }

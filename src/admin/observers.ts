@@ -4,22 +4,23 @@
  * every package file an open build was served.
  */
 import type { Logger } from '../log.js';
+import type { BuildRecorder } from '../manifest/build-records.js';
 import type { Store } from '../store/store.js';
-import { StoreTotals } from './admin.js';
-import type { SyncReadPolicy } from './blob-reader.js';
-import type { SingleFlight } from './download.js';
+import { StoreTotals } from './status-data.js';
+import type { SyncReadPolicy } from '../proxy/blob-reader.js';
+import type { SingleFlight } from '../upstream/download.js';
 import { Metrics } from './metrics.js';
-import type { LayerParts } from './server.js';
 import type { ProxyStats } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { isByHashPath } from '../debian/index-names.js';
 
 export interface Observers {
   metrics: Metrics;
   storeTotals: StoreTotals;
 }
 
-export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; layer: LayerParts; defaultEnv: string }): Observers {
-  const { stats, flights, layer } = o;
+export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; builds?: BuildRecorder; defaultEnv: string }): Observers {
+  const { stats, flights, builds } = o;
   flights.settledListeners.push((d) => {
     stats.bytesFetched += d.bytes;
     const e = d.error;
@@ -30,12 +31,10 @@ export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStat
   });
   const storeTotals = new StoreTotals(o.store);
   const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined, reads: o.reads.counts });
-  layer.metrics?.(metrics);
-  const builds = layer.builds;
   if (builds) {
     // Package files only: by-hash paths are index files under another name.
     stats.listeners.push((e, bytes) => {
-      if (builds.recording && e.kind === 'package' && e.upstream && !e.upstream.includes('/by-hash/')) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+      if (builds.recording && e.kind === 'package' && e.upstream && !isByHashPath(e.upstream)) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
     });
   }
   return { metrics, storeTotals };

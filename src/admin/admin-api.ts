@@ -8,89 +8,22 @@ import { access as canAccess, constants, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FeedlockError } from '../errors.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
-import type { SnapshotAdmin, EnvironmentSummary } from '../snapshot/snapshot-admin.js';
+import type { SnapshotAdmin } from '../snapshot/snapshot-admin.js';
 import type { Store } from '../store/store.js';
 import type { AdminAccess } from './admin-access.js';
-import type { SingleFlight } from './download.js';
-import type { AdminHandler } from './handle-request.js';
+import type { AdminHandler } from '../proxy/handle-request.js';
 import type { Metrics } from './metrics.js';
-import type { ProxyStats, RequestLogEntry } from './stats.js';
-import { sendStored, type BlobIo } from './respond.js';
+import type { BlobIo } from '../proxy/response-io.js';
+import { sendStored } from '../proxy/send-stored.js';
+import { statusData, type StatusSources } from './status-data.js';
 import { renderPackagesPage, renderSnapshotPage, renderStatusFragment, renderStatusPage } from './status-page.js';
 import type { SearchQuery } from '../snapshot/search.js';
-import type { UpstreamClient, UpstreamHostState } from './upstream-client.js';
 
-export interface AdminParts {
+export interface AdminParts extends StatusSources {
   store: Store;
-  stats: ProxyStats;
-  flights: SingleFlight;
-  upstream: UpstreamClient;
-  version: string;
-  defaultEnv: string;
   access: AdminAccess;
   metrics: Metrics;
-  storeTotals: StoreTotals;
   io: BlobIo;
-  /** The snapshot layer's view; absent in a plain caching proxy. */
-  snapshots?: SnapshotAdmin;
-  builds?: BuildRecorder;
-}
-
-export interface StatusData {
-  version: string;
-  startedAt: string;
-  uptimeSeconds: number;
-  defaultEnv: string;
-  requests: number;
-  results: Record<string, number>;
-  hitRatio: number | null;
-  bytesServed: number;
-  bytesFetched: number;
-  inflightDownloads: number;
-  coalesced: number;
-  verificationFailures: number;
-  mismatches: ProxyStats['mismatches'];
-  store: { blobs: number; bytes: number; urls: number; freeBytes?: number; sampledAt: string } | null;
-  upstreams: UpstreamHostState[];
-  environments: (EnvironmentSummary & { lastUsed: string | null })[];
-  openBuilds: string[];
-  releases: { name: string; snapshot: string; createdAt: string }[];
-  recent: RequestLogEntry[];
-}
-
-/** Store totals walk every blob, so they are sampled at most once a minute, in the background. */
-export class StoreTotals {
-  private value?: StatusData['store'];
-  private refreshing?: Promise<void>;
-  private at = 0;
-
-  constructor(
-    private readonly store: Store,
-    private readonly maxAgeMs = 60_000,
-  ) {}
-
-  /** The last sample (undefined before the first), starting a refresh when stale. */
-  peek(): StatusData['store'] | undefined {
-    if (Date.now() - this.at > this.maxAgeMs) void this.refresh();
-    return this.value;
-  }
-
-  async get(): Promise<StatusData['store']> {
-    if (!this.value) await this.refresh();
-    return this.peek() ?? null;
-  }
-
-  private refresh(): Promise<void> {
-    this.refreshing ??= this.store
-      .stats()
-      .then((s) => {
-        this.value = { blobs: s.blobs, bytes: s.bytes, urls: s.urls, freeBytes: s.freeBytes, sampledAt: new Date().toISOString() };
-        this.at = Date.now();
-      })
-      .catch(() => undefined)
-      .finally(() => (this.refreshing = undefined));
-    return this.refreshing;
-  }
 }
 
 const MAX_BODY = 16 * 1024;
@@ -134,34 +67,6 @@ function needSnapshots(parts: AdminParts): SnapshotAdmin {
 function needBuilds(parts: AdminParts): BuildRecorder {
   if (!parts.builds) throw new FeedlockError('FL_NOT_FOUND', 'this server keeps no build records');
   return parts.builds;
-}
-
-export async function statusData(parts: AdminParts): Promise<StatusData> {
-  const { stats, flights } = parts;
-  const hits = stats.byResult.hit + stats.byResult['not-modified'];
-  const misses = stats.byResult.miss + stats.byResult.coalesced;
-  const envs = parts.snapshots ? await parts.snapshots.environments() : [];
-  return {
-    version: parts.version,
-    startedAt: new Date(stats.startedAt).toISOString(),
-    uptimeSeconds: Math.round((Date.now() - stats.startedAt) / 1000),
-    defaultEnv: parts.defaultEnv,
-    requests: stats.requests,
-    results: stats.byResult,
-    hitRatio: hits + misses ? hits / (hits + misses) : null,
-    bytesServed: stats.bytesServed,
-    bytesFetched: stats.bytesFetched,
-    inflightDownloads: flights.size,
-    coalesced: flights.coalesced,
-    verificationFailures: stats.verificationFailures,
-    mismatches: [...stats.mismatches],
-    store: await parts.storeTotals.get(),
-    upstreams: [...parts.upstream.hosts.values()],
-    environments: envs.map((e) => ({ ...e, lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null })),
-    openBuilds: parts.builds?.openNames ?? [],
-    releases: ((await parts.snapshots?.releases()) ?? []).map((r) => ({ name: r.name, snapshot: r.snapshot, createdAt: r.createdAt })),
-    recent: stats.recent.slice(-30).map((r) => ({ ...r, upstream: undefined, sha256: undefined })),
-  };
 }
 
 function searchQuery(url: URL): SearchQuery {

@@ -1,31 +1,23 @@
 /**
- * Writing responses: stored blobs (hits), in-flight downloads (misses) and
- * errors. Every byte path has backpressure: we read the next chunk only after
- * the socket drained the previous one.
+ * Serving a stored blob (a hit): validators, conditional requests and Range,
+ * by sendfile(2) when the kernel helper is there, else read + write. Every
+ * byte path has backpressure: the next chunk is read only after the socket
+ * drained the previous one.
  */
-import { open as openFile } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { FeedlockError } from '../errors.js';
 import type { Socket } from 'node:net';
-import { FeedlockError, toFeedlockError } from '../errors.js';
-import { shortBlob, type BlobReader, type OpenBlob } from './blob-reader.js';
-import type { BufferPool } from './buffer-pool.js';
-import type { Download } from './download.js';
+import { shortBlob, type OpenBlob } from './blob-reader.js';
 import { etagFor, isNotModified, representationHeaders, selectRange, type Representation } from './http-semantics.js';
-import { countKernelBytes, EAGAIN, socketDescriptor, type KernelHelper, type SendfileFn } from './kernel-send.js';
-
-export interface StoredFile {
-  sha256: string;
-  size: number;
-  lastModified: string;
-  contentType: string;
-}
+import type { StoredFile } from '../resolver/resolver.js';
+import { countKernelBytes, EAGAIN, socketDescriptor, type SendfileFn } from './kernel-send.js';
+import { waitDrain, writePooled, type BlobIo } from './response-io.js';
 
 // Most package files are read and written whole: one read (blob-reader.ts)
 // and one socket write per hit. Larger files go in chunks of this size, each
-// read after the socket drained the last. 512 KiB was not measurably faster in
-// bench:peers (files of 20-500 KB) and held twice the buffers per client.
+// read after the socket drained the last; larger chunks were no faster and hold
+// more buffers per client (docs/performance.md).
 const CHUNK = 256 << 10;
-const TAIL_CHUNK = 128 << 10;
 // One sendfile(2) call copies at most this much (~0.3 ms from the page cache),
 // so a call that takes longer than SyncReadPolicy.SLOW_MS means the disk.
 const KERNEL_CHUNK = 1 << 20;
@@ -33,45 +25,6 @@ const WAKE_PIECE = 4096;
 
 export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
-}
-
-/** Resolves true on drain, false if the client went away first. */
-export function waitDrain(res: ServerResponse): Promise<boolean> {
-  return new Promise((resolve) => {
-    const done = (ok: boolean) => {
-      res.off('drain', onDrain);
-      res.off('close', onClose);
-      resolve(ok);
-    };
-    const onDrain = () => done(true);
-    const onClose = () => done(false);
-    res.on('drain', onDrain);
-    res.on('close', onClose);
-  });
-}
-
-export interface BlobIo {
-  reader: BlobReader;
-  buffers: BufferPool;
-  /** sendfile(2) for hits (kernel-send.ts); absent: read + write. */
-  kernel?: KernelHelper;
-}
-
-/**
- * Writes a pooled buffer; it returns to the pool when the socket has taken it.
- * If the client vanishes first the callback may never run and the buffer is
- * simply left to the garbage collector.
- */
-function writePooled(res: ServerResponse, io: BlobIo, buf: Buffer, length: number, end: boolean): boolean {
-  const data = length === buf.length ? buf : buf.subarray(0, length);
-  const giveBack = (err?: Error | null) => {
-    if (!err) io.buffers.give(buf);
-  };
-  if (end) {
-    res.end(data, giveBack);
-    return true;
-  }
-  return res.write(data, giveBack);
 }
 
 /** The headers of a full 200 answer for a stored file (the hit cache builds them once). */
@@ -100,8 +53,9 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
   }
   const range = selectRange(req.headers, rep);
   if (range === 'unsatisfiable') {
-    res.writeHead(416, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8' });
-    res.end(`feedlock: range not satisfiable for a ${rep.size}-byte file\n`);
+    const e = new FeedlockError('FL_RANGE_NOT_SATISFIABLE', `range not satisfiable for a ${rep.size}-byte file`);
+    res.writeHead(e.httpStatus, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8', 'x-feedlock-error': e.code });
+    res.end(`feedlock: ${e.message}\n`);
     return;
   }
   const start = range ? range.start : 0;
@@ -129,8 +83,7 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
       const kernel = io.kernel;
       const socket = res.socket;
       // TCP_CORK while the head and the first piece of the body are written, so they leave
-      // together in full segments: with the head in a segment of its own, bench:peers' hits
-      // measured 8,349-8,772 req/s, corked 11,893-13,103 in the same rounds.
+      // together in full segments instead of the head alone (docs/performance.md).
       let corked = socket && res.writableLength === 0 ? socketDescriptor(socket) : undefined;
       if (corked !== undefined && kernel.cork(corked, true) !== 0) corked = undefined; // not TCP
       const uncork = () => {
@@ -225,96 +178,4 @@ function writeThrough(res: ServerResponse, io: BlobIo, buf: Buffer, length: numb
       resolve(!err);
     });
   });
-}
-
-/**
- * Streams a download that is still running to one client by tailing its temp
- * file. The last byte is held back until size and hash are verified, so a
- * client never receives a complete-looking bad file: on
- * failure its connection is cut short instead.
- */
-export async function sendDownloading(res: ServerResponse, download: Download, io: BlobIo, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
-  const head = await download.head.promise;
-  // No status line before the first byte is on disk: a transfer that fails
-  // before that still gets a 502 naming the cause instead of a bare hang-up.
-  while (download.bytes === 0 && !download.done && !download.verified) await download.changed();
-  if (download.error && !download.verified) throw download.error;
-  const out: Record<string, string> = { 'accept-ranges': 'bytes', ...headers };
-  if (head.size !== undefined) out['content-length'] = String(head.size);
-  if (head.lastModified) out['last-modified'] = head.lastModified;
-  // When the digest is known in advance (by-hash, snapshot), a miss carries the same ETag as a later hit.
-  const expectedSha = download.request.expected?.sha256;
-  if (expectedSha) out.etag = etagFor(expectedSha);
-  res.writeHead(200, out);
-  // A small verified file still in memory: the chunks that were hashed, no read of the temp file.
-  const body = download.verifiedBody();
-  if (body) {
-    for (const chunk of body) res.write(chunk);
-    res.end();
-    return 'complete';
-  }
-
-  let fh = await openFile(download.writer!.tempPath, 'r').catch(() => undefined);
-  if (!fh) {
-    // Already committed and renamed: the finished blob holds the same bytes.
-    const record = await download.finished.promise;
-    fh = await openFile(download.blobPathOf(record.sha256), 'r');
-  }
-  let pos = 0;
-  try {
-    for (;;) {
-      if (res.destroyed) return 'client-gone';
-      // A failure after verification (e.g. the fsync) does not make the bytes wrong.
-      if (download.error && !download.verified) {
-        res.destroy(download.error);
-        return 'failed';
-      }
-      // Hold back the final byte until the download is verified.
-      const readable = download.verified ? download.bytes : download.bytes - 1;
-      if (pos < readable) {
-        const want = Math.min(TAIL_CHUNK, readable - pos);
-        const buf = io.buffers.take(want);
-        const { bytesRead } = await fh.read(buf, 0, want, pos);
-        if (bytesRead === 0) {
-          io.buffers.give(buf);
-          throw new FeedlockError('FL_INTERNAL', 'temp file shorter than written bytes');
-        }
-        pos += bytesRead;
-        if (!writePooled(res, io, buf, bytesRead, false) && !(await waitDrain(res))) return 'client-gone';
-        continue;
-      }
-      if (download.verified) {
-        res.end();
-        return 'complete';
-      }
-      await download.changed();
-    }
-  } finally {
-    await fh.close().catch(() => {});
-  }
-}
-
-/** A message as an HTTP reason phrase: one line of printable ASCII, bounded. */
-export function reasonPhrase(message: string): string {
-  const line = message.replace(/[^\x20-\x7e]+/g, ' ').trim();
-  return line.length > 300 ? `${line.slice(0, 297)}...` : line;
-}
-
-export function sendError(res: ServerResponse, err: unknown): FeedlockError {
-  const e = toFeedlockError(err);
-  if (res.headersSent) {
-    // Too late for a status: cut the response so the client sees a failure.
-    res.destroy(e);
-    return e;
-  }
-  const body = `feedlock: ${e.message}\n`;
-  // The reason phrase carries the message: apt prints it in its error line.
-  res.writeHead(e.httpStatus, reasonPhrase(e.message), {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': String(Buffer.byteLength(body)),
-    'x-feedlock-error': e.code,
-    'cache-control': 'no-store',
-  });
-  res.end(res.req.method === 'HEAD' ? undefined : body);
-  return e;
 }

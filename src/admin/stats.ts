@@ -1,27 +1,12 @@
 /** Counters since start, for logs, the status page and metrics. */
-export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'pass' | 'refused' | 'error' | 'admin' | 'not-modified';
-
-export interface RequestLogEntry {
-  at: number;
-  method: string;
-  path: string;
-  env?: string;
-  result: CacheResult;
-  status: number;
-  ms: number;
-  /** How the request came in and what it asked for (absent for admin pages). */
-  way?: string;
-  kind?: string;
-  /** The upstream URL, and the served file's sha256 when one was served. */
-  upstream?: string;
-  sha256?: string;
-}
+import type { RequestLogEntry, RequestRecorder } from '../proxy/request-log.js';
+import type { CacheResult } from '../resolver/resolver.js';
 
 export type RequestListener = (entry: RequestLogEntry, bytes: number) => void;
 
 const RECENT = 100;
 
-export class ProxyStats {
+export class ProxyStats implements RequestRecorder {
   readonly startedAt = Date.now();
   requests = 0;
   readonly byResult: Record<CacheResult, number> = { hit: 0, miss: 0, coalesced: 0, pass: 0, refused: 0, error: 0, admin: 0, 'not-modified': 0 };

@@ -5,9 +5,10 @@
  * sampled lazily because counting blobs walks the store.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Download, SingleFlight } from './download.js';
-import type { ProxyStats, RequestLogEntry } from './stats.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { Download, SingleFlight } from '../upstream/download.js';
+import type { RequestLogEntry } from '../proxy/request-log.js';
+import type { ProxyStats } from './stats.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
 
 export interface MetricsSources {
   stats: ProxyStats;
