@@ -334,6 +334,17 @@ async function main(): Promise<void> {
   const idle = new Map<string, { startMb: number; endMb?: number }>();
   let burners: CpuBurners | undefined;
   const started = performance.now();
+  // Everything this run started ends with it, also on Ctrl-C or a kill.
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await burners?.stop();
+      for (const peer of peers) await peer.stop();
+      await nodeUp.stop();
+      await nginxUp?.stop();
+      rmSync(work, { recursive: true, force: true });
+    })());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void cleanup().finally(() => process.exit(130)));
   try {
     for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
       const peer = await start(work, upPort);
@@ -374,11 +385,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 3000));
     for (const peer of peers) if (peer.rss) idle.get(peer.name)!.endMb = Math.round(peer.rss.current() / 1024);
   } finally {
-    await burners?.stop();
-    for (const peer of peers) await peer.stop();
-    await nodeUp.stop();
-    await nginxUp?.stop();
-    rmSync(work, { recursive: true, force: true });
+    await cleanup();
   }
   report(peers, byPeer, checks, idle, { rounds, loaded: args.loaded ? burnerCount : 0, hitKind, wallSeconds: Math.round((performance.now() - started) / 1000), repo });
 }
