@@ -158,13 +158,16 @@ export class RssSampler {
 
 /** Starts a child that prints its URL as the first stdout line. */
 /** Starts the feedlock CLI with its shebang's node flags and environment (no exec bit needed). */
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, stderrFile?: string): Promise<Proc> {
   const self = nodeCommandFor(CLI);
-  return startProcess(self.argv[0], [...self.argv.slice(1), ...args], { ...process.env, ...self.env, ...env });
+  return startProcess(self.argv[0], [...self.argv.slice(1), ...args], { ...process.env, ...self.env, ...env }, stderrFile);
 }
 
-export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Proc> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
+/** `stderrFile`: where the child's log goes (default: this process's stderr). */
+export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, stderrFile?: string): Promise<Proc> {
+  const err = stderrFile === undefined ? 'inherit' : openSync(stderrFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', err], env });
+  if (typeof err === 'number') closeSync(err);
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.once('line', (line) => {
@@ -308,4 +311,61 @@ export async function runPool<T>(items: T[], concurrency: number, fn: (item: T) 
 
 export function ratio(a: number, b: number): number {
   return b ? Math.round((a / b) * 100) / 100 : 0;
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+export function spread(xs: number[]): Spread {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/** "median (min-max)", rounded for reading. */
+export function formatSpread(s: Spread): string {
+  const r = (x: number) => (Math.abs(x) >= 100 ? String(Math.round(x)) : String(Math.round(x * 100) / 100));
+  return s.min === s.max ? r(s.median) : `${r(s.median)} (${r(s.min)}-${r(s.max)})`;
+}
+
+export interface CpuBurners {
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * The loaded variant: `count` busy processes on the same cores, as builds on
+ * a CI host beside the proxy. Each one also ends itself after `maxSeconds`,
+ * so a harness that dies cannot leave them spinning; stop() ends them by PID.
+ */
+export function startCpuBurners(count: number, maxSeconds: number): CpuBurners {
+  const children = Array.from({ length: count }, () =>
+    spawn(process.execPath, ['-e', `const end = Date.now() + ${Math.round(maxSeconds * 1000)}; let x = 0; while (Date.now() < end) x = (x * 31 + 7) % 1000003;`], { stdio: 'ignore' }),
+  );
+  return {
+    pids: children.map((c) => c.pid!),
+    stop: () =>
+      Promise.all(
+        children.map(
+          (c) =>
+            new Promise<void>((r) => {
+              if (c.exitCode !== null || c.signalCode !== null) return r();
+              c.once('exit', () => r());
+              c.kill('SIGKILL');
+            }),
+        ),
+      ).then(() => undefined),
+  };
+}
+
+/** Aligned columns, first column left, the rest right. */
+export function printColumns(cells: string[][]): void {
+  const widths = cells[0].map((_, i) => Math.max(...cells.map((c) => (c[i] ?? '').length)));
+  for (const c of cells) console.log(c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  '));
 }

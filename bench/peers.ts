@@ -4,24 +4,35 @@
  * on the same repository, in the same run. Each proxy starts from an empty
  * cache in its own temp dir and is stopped by the harness.
  *
- *   node dist/bench/peers.js [--small 1000] [--large-mib 200] [--seconds 6] [--rounds 3]
- *                            [--variant 'NAME=--serve-flag value'...]
+ *   node dist/bench/peers.js [--rounds 5] [--loaded [--burners N]] [--small 1000] [--large-mib 200]
+ *                            [--seconds 6] [--variant 'NAME=--serve-flag value'...]
+ *
+ * Every round runs every workload against every peer: cold misses of the
+ * small files (16 clients), apt-get update + install first and warm, warm
+ * small-file hits (wrk, 64 connections), 16 cold clients on one large file,
+ * the large file warm. Each round uses URLs no proxy has seen (/rN/...), so
+ * every round's cold figures are cold. The summary prints each figure's
+ * median with the min and max of the rounds, and per-round ratios.
+ *
+ * --loaded adds N busy processes (default: one per core) on the same cores
+ * for the rounds, as builds on a CI host beside the proxy; they end by PID
+ * when the rounds end (and by themselves after 30 minutes in any case).
  *
  * Each --variant adds another feedlock (own store) started with those extra
  * serve flags (and NAME=value words as environment variables), measured in
  * the same rounds, e.g. --variant 'pool=--hit-reads thread-pool'.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isolatedApt } from '../src/util/isolated-apt.js';
 import { splitEnvWords } from '../src/util/node-command.js';
-import { ROOT, RssSampler, fetchDiscard, fetchHash, hasCommand, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc, type SyntheticRepo } from './lib.js';
+import { ROOT, RssSampler, fetchDiscard, fetchHash, formatSpread, hasCommand, loadTest, makeSyntheticRepo, printColumns, ratio, runPool, spread, startCli, startCpuBurners, startProcess, type CpuBurners, type Proc, type SyntheticRepo } from './lib.js';
 
-const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '3' }, variant: { type: 'string', multiple: true, default: [] } } });
+const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '5' }, loaded: { type: 'boolean', default: false }, burners: { type: 'string', default: String(os.availableParallelism()) }, variant: { type: 'string', multiple: true, default: [] } } });
 
 interface Peer {
   name: string;
@@ -103,7 +114,8 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
 async function startFeedlockPeer(work: string, upPort: number, variant?: Variant): Promise<Peer> {
   const name = variant ? `feedlock ${variant.name}` : 'feedlock';
   const store = join(work, `${name.replace(/\W+/g, '-')}-store`);
-  const p: Proc = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`, ...(variant?.flags ?? [])], variant?.env);
+  const p: Proc = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`, ...(variant?.flags ?? [])], variant?.env, `${store}.log`);
+  console.error(`${name}: ${p.url}, log in ${store}.log (kept only while the run lasts)`);
   return { name, base: p.url, url: (path) => `${p.url}/127.0.0.1:${upPort}${path}`, rss: p.rss, stop: p.stop };
 }
 
@@ -166,115 +178,173 @@ http { access_log off; sendfile on; keepalive_requests 100000;
   return { name: 'nginx proxy_cache', base, url: (path) => `${base}${path}`, rss: new RssSampler(d.pid), stop: d.stop };
 }
 
-type Figures = Record<string, number | string | boolean>;
+/** One round's figures for one peer; missing figures are phases the peer has no part in. */
+type Figures = Record<string, number>;
+/** Yes/no checks (every client byte-identical...), ANDed over rounds. */
+type Checks = Record<string, boolean>;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+interface Ctx {
+  repo: SyntheticRepo;
+  work: string;
+  seconds: number;
+  /** Counts requests for a path suffix at the proxies' upstream. */
+  count(suffix: string): Promise<number>;
+}
 
-/** (3) cold: 16 clients, one uncached large file, at once (before anything else touches it). */
-async function measureCold(peer: Peer, repo: SyntheticRepo, count: (suffix: string) => Promise<number>, f: Figures): Promise<void> {
-  const before = await count(repo.large.path);
+/** Path of the repository under round r's prefix: a URL no proxy has seen, the same bytes (round 0: the warm-up). */
+const inRound = (r: number, path: string) => (r === 0 ? path : `/r${r}${path}`);
+
+/** Runs one phase against a peer, its peak RSS (whole process tree) kept as `${rssKey}`. */
+async function withRss(peer: Peer, f: Figures, rssKey: string, phase: () => Promise<void>): Promise<void> {
   peer.rss?.reset();
+  await phase();
+  if (peer.rss) f[rssKey] = peer.rss.peakMb();
+}
+
+/** Cold misses of small files: every small file once, 16 clients, under a fresh URL prefix. */
+async function coldSmall(peer: Peer, ctx: Ctx, r: number, f: Figures): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  let bad = 0;
   const t = performance.now();
-  const cold = await Promise.all(Array.from({ length: 16 }, () => fetchHash(peer.url(repo.large.path))));
-  const coldEnd = Math.max(...cold.map((r) => r.endAt));
-  f.cold16UpstreamRequests = (await count(repo.large.path)) - before;
-  f.cold16Ms = Math.round(performance.now() - t);
-  f.cold16AllVerified = cold.every((r) => r.ok && r.sha256 === repo.large.sha256);
-  f.cold16FirstByteBeforeEnd = cold.every((r) => r.firstByteAt > 0 && r.firstByteAt < coldEnd - 1);
-  f.cold16RssMb = peer.rss?.peakMb() ?? '-';
-  f.cold16PssMb = peer.rss?.peakPssMb() ?? '-';
+  await runPool(ctx.repo.small, 16, async (s) => {
+    if (!(await fetchDiscard(peer.url(inRound(r, s.path)), agent))) bad++;
+  });
+  f.coldSmallReqPerSec = Math.round(ctx.repo.small.length / ((performance.now() - t) / 1000));
+  f.coldSmallErrors = bad;
+  agent.destroy();
 }
 
 /**
- * (5) apt-get through the peer: update + install --download-only of every small
+ * apt-get through the peer: update + install --download-only of every small
  * package from a fresh apt state, twice. The first run fetches the indices
- * (feedlock captures its snapshot then); the packages are cached already by
- * the earlier workloads. The second run is the warm build.
+ * (feedlock captures its snapshot then) of a repository URL new this round;
+ * the packages were fetched by the round's cold phase. The second run is the
+ * warm build.
  */
-async function measureApt(peer: Peer, repo: SyntheticRepo, work: string, f: Figures): Promise<void> {
+async function aptRuns(peer: Peer, ctx: Ctx, r: number, f: Figures): Promise<void> {
   if (!hasCommand('apt-get')) return;
-  const names = repo.small.map((s) => s.name);
+  const names = ctx.repo.small.map((s) => s.name);
   const once = async (label: string) => {
-    const apt = isolatedApt(join(work, `apt-${peer.name.replace(/\W+/g, '-')}-${label}`));
-    apt.sources([`deb [trusted=yes] ${peer.url('/debian')} ${repo.suite} main`]);
+    const apt = isolatedApt(join(ctx.work, `apt-${peer.name.replace(/\W+/g, '-')}-r${r}-${label}`));
+    apt.sources([`deb [trusted=yes] ${peer.url(inRound(r, '/debian'))} ${ctx.repo.suite} main`]);
     const t = performance.now();
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', '-q', ...names);
     const ms = Math.round(performance.now() - t);
     const got = readdirSync(apt.archives).filter((n) => n.endsWith('.deb')).length;
     if (got !== names.length) throw new Error(`${peer.name}: apt-get downloaded ${got} of ${names.length} packages`);
+    rmSync(apt.dir, { recursive: true, force: true });
     return ms;
   };
   f.aptFirstMs = await once('first');
   f.aptWarmMs = await once('warm');
 }
 
-/** (2) warm large file, sequential and 8 at once. */
-async function measureLarge(peer: Peer, repo: SyntheticRepo, f: Figures): Promise<void> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  peer.rss?.reset();
+/**
+ * Warm small-file hits: the load generator, 64 connections, rotating over
+ * every small file of the round, as a warm build asks for them: listed by the
+ * indices the round's apt-get run fetched (feedlock pinned them then).
+ */
+async function hits(peer: Peer, ctx: Ctx, r: number, f: Figures): Promise<void> {
+  const h = await loadTest(peer.base, ctx.repo.small.map((s) => new URL(peer.url(inRound(r, s.path))).pathname), ctx.seconds, 64, ctx.work);
+  f.hitReqPerSec = h.reqPerSec;
+  f.hitP50ms = h.p50ms;
+  f.hitP99ms = h.p99ms;
+  f.hitErrors = h.errors;
+}
+
+/** 16 clients at once on one large file no proxy has seen (its URL is new this round). */
+async function coldLarge(peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Checks): Promise<void> {
+  const path = inRound(r, ctx.repo.large.path);
+  const before = await ctx.count(path);
+  const t = performance.now();
+  const cold = await Promise.all(Array.from({ length: 16 }, () => fetchHash(peer.url(path))));
+  f.cold16Ms = Math.round(performance.now() - t);
+  const end = Math.max(...cold.map((x) => x.endAt));
+  if (peer.name !== 'direct upstream') f.cold16UpstreamRequests = (await ctx.count(path)) - before;
+  checks.cold16AllVerified = (checks.cold16AllVerified ?? true) && cold.every((x) => x.ok && x.sha256 === ctx.repo.large.sha256);
+  checks.cold16FirstByteBeforeEnd = (checks.cold16FirstByteBeforeEnd ?? true) && cold.every((x) => x.firstByteAt > 0 && x.firstByteAt < end - 1);
+}
+
+/** The same large file warm: once alone, then 8 at once. */
+async function warmLarge(peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Checks): Promise<void> {
+  const path = inRound(r, ctx.repo.large.path);
   let t = performance.now();
-  const one = await fetchHash(peer.url(repo.large.path), agent);
+  const one = await fetchHash(peer.url(path));
   f.largeSeqMBps = Math.round(one.bytes / (1 << 20) / ((performance.now() - t) / 1000));
   t = performance.now();
-  const eight = await Promise.all(Array.from({ length: 8 }, () => fetchHash(peer.url(repo.large.path))));
-  f.large8MBps = Math.round((8 * repo.large.size) / (1 << 20) / ((performance.now() - t) / 1000));
-  f.largeVerified = one.sha256 === repo.large.sha256 && eight.every((r) => r.sha256 === repo.large.sha256);
-  f.largeRssMb = peer.rss?.peakMb() ?? '-';
-  f.largePssMb = peer.rss?.peakPssMb() ?? '-';
-  agent.destroy();
+  const eight = await Promise.all(Array.from({ length: 8 }, () => fetchHash(peer.url(path))));
+  f.large8MBps = Math.round((8 * ctx.repo.large.size) / (1 << 20) / ((performance.now() - t) / 1000));
+  checks.largeVerified = (checks.largeVerified ?? true) && one.sha256 === ctx.repo.large.sha256 && eight.every((x) => x.sha256 === ctx.repo.large.sha256);
 }
 
-async function warmSmall(peer: Peer, repo: SyntheticRepo): Promise<void> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  for (let pass = 0; pass < 2; pass++) await runPool(repo.small.map((s) => s.path), 16, (p) => fetchDiscard(peer.url(p), agent));
-  agent.destroy();
-}
+type Phase = { name: string; rss: string; run: (peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Checks) => Promise<void> };
 
-interface HitRound {
-  reqPerSec: number;
-  p50ms: number;
-  p99ms: number;
-  errors: number;
-  rssMb: number | string;
-  pssMb: number | string;
-}
+/**
+ * Phase after phase, each peer in turn (rotating the order each round), so a
+ * peer's figure and its rivals' are taken close together in time. Cold small
+ * misses go first: the round's apt-get run then finds its packages cached.
+ */
+const PHASES: Phase[] = [
+  { name: 'cold small misses', rss: 'coldSmallRssMb', run: coldSmall },
+  { name: 'apt-get', rss: 'aptRssMb', run: aptRuns },
+  { name: 'hits', rss: 'hitRssMb', run: hits },
+  { name: 'cold large', rss: 'cold16RssMb', run: coldLarge },
+  { name: 'warm large', rss: 'largeRssMb', run: warmLarge },
+];
 
-/** (1) warm small hits: one round of the load generator against one peer. */
-async function hitRound(peer: Peer, repo: SyntheticRepo, seconds: number, work: string): Promise<HitRound> {
-  peer.rss?.reset();
-  const hits = await loadTest(peer.base, repo.small.map((s) => new URL(peer.url(s.path)).pathname), seconds, 64, work);
-  return { reqPerSec: hits.reqPerSec, p50ms: hits.p50ms, p99ms: hits.p99ms, errors: hits.errors, rssMb: peer.rss?.peakMb() ?? '-', pssMb: peer.rss?.peakPssMb() ?? '-' };
-}
+/** Figures where lower is better (time, latency, memory, errors, upstream requests). */
+const lowerIsBetter = (k: string) => /(Ms|ms|Mb|Errors|Requests)$/.test(k);
 
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'feedlock-peers-'));
   const repoDir = join(tmpdir(), 'feedlock-bench-repo');
   const repo = makeSyntheticRepo(repoDir, Number(args.small), Number(args['large-mib']));
-  const seconds = Number(args.seconds);
   const rounds = Number(args.rounds);
-  if (!(rounds >= 1)) throw new Error(`--rounds must be a positive integer, got ${args.rounds}`);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${args.rounds}`);
+  const burnerCount = Number(args.burners);
+  if (!Number.isInteger(burnerCount) || burnerCount < 1) throw new Error(`--burners must be a positive integer, got ${args.burners}`);
+  // Round r's URLs live under /rN: a symlink to the repository root, so each round has URLs no proxy has cached.
+  for (let r = 1; r <= rounds; r++) {
+    const link = join(repoDir, `r${r}`);
+    if (!existsSync(link)) symlinkSync('.', link);
+  }
   const variants = args.variant.map(parseVariant);
-  // The static upstream, and a request counter for the cold single-flight figure.
+  // The static upstream the proxies use, with a request counter for the cold single-flight figure.
   const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir, String(await freeLowPort())]);
-  let upstreamUrl = nodeUp.url;
-  let upstreamKind = 'Node static server (apt-get install nginx-light for nginx)';
+  let hitUrl = nodeUp.url;
+  let hitKind = 'Node static server (apt-get install nginx-light for nginx)';
   let nginxUp: Awaited<ReturnType<typeof startNginxStatic>> | undefined;
   if (hasCommand('nginx')) {
     nginxUp = await startNginxStatic(repoDir, work);
-    upstreamUrl = nginxUp.url;
-    upstreamKind = 'nginx static';
+    hitUrl = nginxUp.url;
+    hitKind = 'nginx static';
   }
-  // Requests are counted at the Node upstream, so the proxies are pointed there for the cold test;
-  // warm figures do not involve the upstream.
   const upPort = Number(new URL(nodeUp.url).port);
-  const count = async (suffix: string) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text());
-  console.error(`upstream: ${upstreamKind} at ${upstreamUrl}; request counting via ${nodeUp.url}`);
-  const results: Record<string, Figures> = {};
-  const peers: Peer[] = [{ name: 'direct upstream', base: upstreamUrl, url: (p) => `${upstreamUrl}${p}`, stop: async () => {} }];
+  const ctx: Ctx = { repo, work, seconds: Number(args.seconds), count: async (suffix) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text()) };
+  console.error(`proxies' upstream: Node static server at ${nodeUp.url}; 'direct upstream' hits: ${hitKind} at ${hitUrl}, its cold and apt figures from the proxies' upstream`);
+  // Direct: hits from nginx (the yardstick a static server sets), misses from the proxies' own upstream.
+  const direct: Peer = { name: 'direct upstream', base: hitUrl, url: (p) => `${hitUrl}${p}`, stop: async () => {} };
+  const directMisses: Peer = { ...direct, base: nodeUp.url, url: (p) => `${nodeUp.url}${p}` };
+  /** The peer a phase talks to: direct misses come from the proxies' own upstream, direct hits from nginx. */
+  const target = (peer: Peer, phase: Phase) => (peer === direct && phase.run !== hits ? directMisses : peer);
+  const peers: Peer[] = [direct];
+  const byPeer = new Map<string, Figures[]>();
+  const checks = new Map<string, Checks>();
+  const idle = new Map<string, { startMb: number; endMb?: number }>();
+  let burners: CpuBurners | undefined;
+  const started = performance.now();
+  // Everything this run started ends with it, also on Ctrl-C or a kill.
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await burners?.stop();
+      for (const peer of peers) await peer.stop();
+      await nodeUp.stop();
+      await nginxUp?.stop();
+      rmSync(work, { recursive: true, force: true });
+    })());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void cleanup().finally(() => process.exit(130)));
   try {
     for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
       const peer = await start(work, upPort);
@@ -285,62 +355,76 @@ async function main(): Promise<void> {
       peers.push(peer);
     }
     for (const variant of variants) peers.push(await startFeedlockPeer(work, upPort, variant));
-    // Cold first (each proxy has its own empty cache), then warm each one.
+    // Idle: started, nothing asked yet (the settle lets start-up garbage go).
+    await new Promise((r) => setTimeout(r, 2000));
+    for (const peer of peers) if (peer.rss) idle.set(peer.name, { startMb: Math.round(peer.rss.current() / 1024) });
     for (const peer of peers) {
-      results[peer.name] = {};
-      await measureCold(peer, repo, count, results[peer.name]);
-      await warmSmall(peer, repo);
+      byPeer.set(peer.name, []);
+      checks.set(peer.name, {});
+      // Warm-up, not counted: the workloads once under the plain paths (JIT, connection pools).
+      await coldSmall(peer === direct ? directMisses : peer, ctx, 0, {});
+      await aptRuns(peer === direct ? directMisses : peer, ctx, 0, {});
     }
-    // Hits in interleaved rounds: the machine's load drifts, so every peer gets
-    // a turn in each round (in rotating order) and the median of the rounds is reported.
-    const byPeer = new Map<string, HitRound[]>(peers.map((p) => [p.name, []]));
-    for (let r = 0; r < rounds; r++) {
-      // Each round starts with another peer, so no one always follows the same neighbour.
+    if (args.loaded) {
+      burners = startCpuBurners(burnerCount, 1800);
+      console.error(`loaded: ${burnerCount} busy processes (pids ${burners.pids.join(', ')}) share the cores until the rounds end`);
+    }
+    for (let r = 1; r <= rounds; r++) {
       const order = [...peers.slice(r % peers.length), ...peers.slice(0, r % peers.length)];
-      for (const peer of order) byPeer.get(peer.name)!.push(await hitRound(peer, repo, seconds, work));
-      console.error(`hit round ${r + 1}/${rounds}: ${peers.map((p) => `${p.name} ${byPeer.get(p.name)!.at(-1)!.reqPerSec}`).join(', ')}`);
+      const figs = new Map(peers.map((p) => [p.name, {} as Figures]));
+      for (const phase of PHASES) {
+        for (const peer of order) await withRss(peer, figs.get(peer.name)!, phase.rss, () => phase.run(target(peer, phase), ctx, r, figs.get(peer.name)!, checks.get(peer.name)!));
+      }
+      for (const peer of peers) byPeer.get(peer.name)!.push(figs.get(peer.name)!);
+      const line = (k: string) => peers.map((p) => `${p.name} ${figs.get(p.name)![k] ?? '-'}`).join(', ');
+      console.error(`round ${r}/${rounds} (${Math.round((performance.now() - started) / 1000)} s): hits req/s: ${line('hitReqPerSec')}; hits p99 ms: ${line('hitP99ms')}; apt first ms: ${line('aptFirstMs')}; cold small req/s: ${line('coldSmallReqPerSec')}`);
     }
-    for (const peer of peers) {
-      const rs = byPeer.get(peer.name)!;
-      const f = results[peer.name];
-      f.hitReqPerSec = Math.round(median(rs.map((x) => x.reqPerSec)));
-      f.hitP50ms = median(rs.map((x) => x.p50ms));
-      f.hitP99ms = median(rs.map((x) => x.p99ms));
-      f.hitErrors = rs.reduce((n, x) => n + x.errors, 0);
-      f.hitRssMb = peer.rss ? Math.max(...rs.map((x) => Number(x.rssMb))) : '-';
-      f.hitPssMb = peer.rss ? Math.max(...rs.map((x) => Number(x.pssMb))) : '-';
-      f.hitRounds = rs.map((x) => x.reqPerSec).join('/');
-    }
-    const acngRounds = byPeer.get('apt-cacher-ng');
-    for (const peer of peers.filter((p) => p.name.startsWith('feedlock'))) {
-      if (acngRounds) results[peer.name].hitRoundRatioMedian = median(byPeer.get(peer.name)!.map((x, i) => ratio(x.reqPerSec, acngRounds[i].reqPerSec)));
-    }
-    for (const peer of peers) await measureLarge(peer, repo, results[peer.name]);
-    for (const peer of peers) await measureApt(peer, repo, work, results[peer.name]);
+    await burners?.stop();
+    burners = undefined;
+    // Idle again after the load: what the process keeps.
+    await new Promise((r) => setTimeout(r, 3000));
+    for (const peer of peers) if (peer.rss) idle.get(peer.name)!.endMb = Math.round(peer.rss.current() / 1024);
   } finally {
-    for (const peer of peers) await peer.stop();
-    await nodeUp.stop();
-    await nginxUp?.stop();
-    rmSync(work, { recursive: true, force: true });
+    await cleanup();
   }
+  report(peers, byPeer, checks, idle, { rounds, loaded: args.loaded ? burnerCount : 0, hitKind, wallSeconds: Math.round((performance.now() - started) / 1000), repo });
+}
 
-  const names = Object.keys(results);
-  const keys = [...new Set(names.flatMap((n) => Object.keys(results[n])))];
-  const acng = results['apt-cacher-ng'];
-  const dir = results['direct upstream'];
-  const lower = (k: string) => /(Ms|ms|Mb)$/.test(k);
-  console.log(['figure', ...names, 'feedlock/acng', 'feedlock/direct'].join('\t'));
+function report(peers: Peer[], byPeer: Map<string, Figures[]>, checks: Map<string, Checks>, idle: Map<string, { startMb: number; endMb?: number }>, meta: { rounds: number; loaded: number; hitKind: string; wallSeconds: number; repo: SyntheticRepo }): void {
+  const names = peers.map((p) => p.name);
+  const keys = [...new Set(names.flatMap((n) => byPeer.get(n)!.flatMap((f) => Object.keys(f))))];
+  const values = (n: string, k: string) => byPeer.get(n)!.map((f) => f[k]).filter((x): x is number => typeof x === 'number');
+  /** Per-round ratios, feedlock against `other`, oriented so higher is better. */
+  const roundRatios = (fl: string, other: string, k: string) =>
+    byPeer.get(fl)!.flatMap((f, i) => {
+      const a = f[k];
+      const b = byPeer.get(other)?.[i]?.[k];
+      if (typeof a !== 'number' || typeof b !== 'number' || a === 0 || b === 0) return [];
+      return [lowerIsBetter(k) ? ratio(b, a) : ratio(a, b)];
+    });
+  const feedlocks = names.filter((n) => n.startsWith('feedlock'));
+  const ratioCols = feedlocks.flatMap((fl) => [...(names.includes('apt-cacher-ng') ? [[fl, 'apt-cacher-ng']] : []), [fl, 'direct upstream']]);
+  const header = ['figure', ...names, ...ratioCols.map(([fl, o]) => `${fl}/${o === 'apt-cacher-ng' ? 'acng' : 'direct'}`)];
+  const cells: string[][] = [header];
   for (const k of keys) {
-    const fl = results.feedlock?.[k];
-    const r = (other?: Figures) => (typeof fl === 'number' && typeof other?.[k] === 'number' && other[k] !== 0 ? (lower(k) ? ratio(other[k] as number, fl) : ratio(fl, other[k] as number)) : '-');
-    console.log([k, ...names.map((n) => String(results[n][k] ?? '-')), String(r(acng)), String(r(dir))].join('\t'));
+    const row = [k, ...names.map((n) => (values(n, k).length ? formatSpread(spread(values(n, k))) : '-'))];
+    for (const [fl, o] of ratioCols) {
+      const rs = /Rss|Errors|Requests/.test(k) ? [] : roundRatios(fl, o, k);
+      row.push(rs.length ? `${formatSpread(spread(rs))}` : '-');
+    }
+    cells.push(row);
   }
-  console.log('ratios: higher is better (latency, time and memory ratios are other/feedlock); hit figures are medians of interleaved rounds');
-  console.log('memory: RSS sums VmRSS over the process tree; PSS counts pages shared between processes once');
+  cells.push(['idleRssMb (start / after load)', ...names.map((n) => (idle.has(n) ? `${idle.get(n)!.startMb} / ${idle.get(n)!.endMb ?? '-'}` : '-')), ...ratioCols.map(() => '')]);
+  const checkKeys = [...new Set(names.flatMap((n) => Object.keys(checks.get(n) ?? {})))];
+  for (const k of checkKeys) cells.push([k, ...names.map((n) => String(checks.get(n)?.[k] ?? '-')), ...ratioCols.map(() => '')]);
+  console.log(`\n${meta.rounds} interleaved rounds${meta.loaded ? `, loaded: ${meta.loaded} busy processes on the same cores` : ', no added load'}; ${meta.repo.small.length} small files, ${meta.repo.large.size >> 20} MiB large file; ${os.availableParallelism()} cores; ${meta.wallSeconds} s`);
+  printColumns(cells);
+  console.log('each cell: median of the rounds (min-max); ratio columns: the per-round ratio, median (min-max), oriented so higher is better (time, latency: other/feedlock)');
+  console.log('RSS: VmRSS summed over the process tree, the peak of each phase; direct upstream hits come from ' + meta.hitKind + ', its cold and apt figures from the proxies\' upstream');
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
-  const out = join(outDir, `peers-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), upstream: upstreamKind, smallFiles: repo.small.length, largeMiB: Number(args['large-mib']), results }, null, 2));
+  const out = join(outDir, `peers-${meta.loaded ? 'loaded-' : ''}${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), rounds: meta.rounds, loadedBurners: meta.loaded, hitUpstream: meta.hitKind, smallFiles: meta.repo.small.length, largeMiB: meta.repo.large.size >> 20, rounds_: Object.fromEntries(byPeer), checks: Object.fromEntries(checks), idle: Object.fromEntries(idle) }, null, 2));
   console.log(`saved ${out}`);
 }
 

@@ -25,19 +25,26 @@ describe.each([
   });
   afterAll(() => world.close());
 
-  it('apt names the file and both hashes in its error line, the mismatch is counted and shown, and nothing is stored', async () => {
+  /** An environment pinned by apt-get update, then the upstream sends `fill` bytes of the pinned size for one package. */
+  async function tamper(pkg: string, env: string, fill: number) {
     const { feedlock, upstream, repo, key } = world;
-    const env = 'tamper';
-    const victim = repo.packages.find((p) => p.name === 'fl-big')!;
+    const victim = repo.packages.find((p) => p.name === pkg)!;
     const name = victim.filename.split('/').pop()!;
-    const apt = aptClient(tempDir('apt-mismatch'), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`);
+    const apt = aptClient(tempDir(`apt-mismatch-${env}`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`);
     await apt.get('update');
-    const evil = Buffer.alloc(victim.size, 7);
+    const evil = Buffer.alloc(victim.size, fill);
     upstream.fault = (req, res) => {
       if (!req.url?.endsWith(name)) return false;
       res.writeHead(200, { 'content-length': evil.length }).end(evil);
       return true;
     };
+    return { victim, name, apt, evil };
+  }
+
+  it('apt names the file and both hashes in its error line, the mismatch is counted and shown, and nothing is stored', async () => {
+    const { feedlock, upstream } = world;
+    const env = 'tamper';
+    const { victim, name, apt, evil } = await tamper('fl-big', env, 7);
     const asked = () => upstream.requests.filter((r) => r.url.endsWith(name)).length;
     await feedlock.flights.idle();
     const before = listBlobs(feedlock.config.store);
@@ -72,6 +79,18 @@ describe.each([
     await feedlock.flights.idle();
     expect(listBlobs(feedlock.config.store)).toEqual(before);
     upstream.fault = undefined;
+  });
+
+  it('a tampered small file of the pinned size, sent in one piece, never arrives as a complete 200', async () => {
+    const { feedlock, upstream } = world;
+    const env = 'tamper-small';
+    // Small enough that its bytes are kept in memory for the waiting clients (download.ts).
+    const { victim, evil } = await tamper('fl-hello', env, 9);
+    const answers = await Promise.all(Array.from({ length: 4 }, () => statusOf(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`)));
+    upstream.fault = undefined;
+    // An error status, or a 200 cut short: never the whole tampered body as a finished answer.
+    expect(answers.map((a) => a.status === 200 && a.complete)).toEqual([false, false, false, false]);
+    expect(answers.map((a) => a.body.length < evil.length || a.status !== 200)).toEqual([true, true, true, true]);
   });
 });
 

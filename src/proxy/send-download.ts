@@ -30,6 +30,13 @@ export async function sendDownloading(res: ServerResponse, download: Download, i
   const expectedSha = download.request.expected?.sha256;
   if (expectedSha) out.etag = etagFor(expectedSha);
   res.writeHead(200, out);
+  // A small verified file still in memory: the chunks that were hashed, no read of the temp file.
+  const body = download.verifiedBody();
+  if (body) {
+    for (const chunk of body) res.write(chunk);
+    res.end();
+    return 'complete';
+  }
 
   const fh = await download.openForReading();
   let pos = 0;

@@ -40,6 +40,26 @@ function deferred<T>(): Settle<T> {
   return { promise, resolve, reject };
 }
 
+/**
+ * Files up to this size keep their bytes in memory from upstream until they
+ * are verified, so the clients waiting for them (verify-first: they get
+ * nothing before the digest checked out) are answered from the very chunks
+ * that were hashed and written, instead of opening and reading the temp file
+ * back through the thread pool while it also carries the downloads' fsyncs.
+ * The chunks are let go as soon as those clients took them: memory is held
+ * about as long as before, when the same chunks waited for their disk write.
+ * Clients that join later, and larger files, read the temp file or the blob.
+ */
+export const KEEP_IN_MEMORY_BYTES = 1 << 20;
+/**
+ * Bounds the kept bytes of all downloads together. A socket read buffer is
+ * 64 KiB and a kept chunk keeps its whole buffer alive, so each file counts
+ * that much more. Past the bound a download streams from its temp file as before.
+ */
+const KEPT_LIMIT_BYTES = 8 << 20;
+const READ_BUFFER_BYTES = 64 << 10;
+let keptBytes = 0;
+
 export class Download {
   readonly head = deferred<DownloadHead>();
   readonly finished = deferred<UrlRecord>();
@@ -56,6 +76,9 @@ export class Download {
   /** A client was sent bytes before verification; a mismatch can only cut its connection. */
   streamed = false;
   error?: FeedlockError;
+  /** The body's chunks while kept in memory (see KEEP_IN_MEMORY_BYTES); counted as `keptCost` bytes. */
+  private kept?: Buffer[];
+  private keptCost = 0;
   private wakers: (() => void)[] = [];
   private store?: Store;
   private readonly abortController = new AbortController();
@@ -76,6 +99,31 @@ export class Download {
   /** Stops the transfer; the temp file is removed and every reader sees a failure. */
   abort(reason: string): void {
     this.abortController.abort(new FeedlockError('FL_INTERNAL', reason));
+  }
+
+  /**
+   * The whole body as the chunks that were hashed and written, once it is
+   * verified and while it is kept in memory; undefined otherwise (read the
+   * temp file or the blob).
+   */
+  verifiedBody(): readonly Buffer[] | undefined {
+    return this.verified ? this.kept : undefined;
+  }
+
+  private keepInMemory(size: number | undefined): void {
+    if (size === undefined || size > KEEP_IN_MEMORY_BYTES) return;
+    const cost = size + READ_BUFFER_BYTES;
+    if (keptBytes + cost > KEPT_LIMIT_BYTES) return;
+    keptBytes += cost;
+    this.keptCost = cost;
+    this.kept = [];
+  }
+
+  /** Served, or failed: the kept chunks go; clients still writing hold their own references. */
+  private dropKept(): void {
+    keptBytes -= this.keptCost;
+    this.keptCost = 0;
+    this.kept = undefined;
   }
 
   /**
@@ -122,6 +170,7 @@ export class Download {
           throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} sent ${basename(url)} with Content-Encoding: ${encoding.slice(0, 40)}, not as the file itself; fix the mirror's configuration`, { url: String(url), encoding });
         }
         this.writer = await store.createWriter({ md5: expected?.md5 !== undefined });
+        this.keepInMemory(size);
         this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
         await this.drainBody(res.body, this.writer);
         if (size !== undefined && this.bytes !== size) {
@@ -141,6 +190,8 @@ export class Download {
         this.verified = true;
         this.ready.resolve();
         this.wake();
+        // The clients waiting now took their references in the microtasks above; later ones read the file.
+        setImmediate(() => this.dropKept());
         return res.headers;
       });
       if (!headersOf) {
@@ -214,6 +265,7 @@ export class Download {
       if (body.destroyed) return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
       body.on('data', (chunk: Buffer) => {
         this.received += chunk.length;
+        this.kept?.push(chunk);
         pending.push(chunk);
         pendingBytes += chunk.length;
         releaseReadBuffers(chunk.length);
@@ -233,6 +285,7 @@ export class Download {
   }
 
   private finish(record: UrlRecord): void {
+    this.dropKept();
     this.done = true;
     this.ready.resolve();
     this.finished.resolve(record);
@@ -241,6 +294,7 @@ export class Download {
 
   /** Ends this download with `err` (also before it ran: a remembered mismatch). */
   fail(err: FeedlockError): void {
+    this.dropKept();
     this.error = err;
     this.done = true;
     this.ready.reject(err);

@@ -7,7 +7,7 @@
  */
 import PQueue from 'p-queue';
 import type { Parent } from './parent.js';
-import { Agent, ProxyAgent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { openUpstream, type UpstreamBody } from './upstream-body.js';
 import { FeedlockError } from '../errors.js';
 import type { Timeouts } from '../config/schema.js';
@@ -50,21 +50,33 @@ export interface UpstreamHostState {
 }
 
 export class UpstreamClient {
-  private readonly dispatcher: Dispatcher;
+  private dispatcher?: Promise<Dispatcher>;
   private readonly queues = new Map<string, PQueue>();
   readonly hosts = new Map<string, UpstreamHostState>();
   /** Told the time to response headers of every upstream request (metrics). */
   readonly responseListeners: ((host: string, seconds: number, status: number) => void)[] = [];
 
-  constructor(private readonly opts: UpstreamClientOptions) {
-    const common = {
-      connect: { timeout: opts.timeouts.connectMs },
-      headersTimeout: opts.timeouts.headersMs,
-      bodyTimeout: opts.timeouts.bodyMs,
-      keepAliveTimeout: 30_000,
-      connections: opts.concurrency,
-    };
-    this.dispatcher = opts.upstreamProxy ? new ProxyAgent({ uri: opts.upstreamProxy, ...common }) : new Agent(common);
+  constructor(private readonly opts: UpstreamClientOptions) {}
+
+  /**
+   * undici is loaded with the first upstream request, not at start: its code
+   * and its WebAssembly HTTP parser are ~11 MB of resident memory (a bare
+   * node with `require('undici')`: 50 -> 61 MB RSS) that an idle server, or
+   * one that only serves hits, does not need.
+   */
+  private dispatcherFor(): Promise<Dispatcher> {
+    this.dispatcher ??= import('undici').then(({ Agent, ProxyAgent }) => {
+      const { timeouts, concurrency, upstreamProxy } = this.opts;
+      const common = {
+        connect: { timeout: timeouts.connectMs },
+        headersTimeout: timeouts.headersMs,
+        bodyTimeout: timeouts.bodyMs,
+        keepAliveTimeout: 30_000,
+        connections: concurrency,
+      };
+      return upstreamProxy ? new ProxyAgent({ uri: upstreamProxy, ...common }) : new Agent(common);
+    });
+    return this.dispatcher;
   }
 
   private queueFor(host: string): PQueue {
@@ -118,7 +130,7 @@ export class UpstreamClient {
       const started = performance.now();
       try {
         // Our own response handler, not undici.request(): see upstream-body.ts (undici#5360).
-        const res = await openUpstream(this.dispatcher, url, {
+        const res = await openUpstream(await this.dispatcherFor(), url, {
           method: options.method ?? 'GET',
           headers: { 'user-agent': this.opts.userAgent ?? 'feedlock', ...options.headers },
           signal: options.signal,
@@ -150,7 +162,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    if (this.dispatcher) await (await this.dispatcher).close();
   }
 }
 
