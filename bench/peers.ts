@@ -371,7 +371,7 @@ async function main(): Promise<void> {
     }
     for (let r = 1; r <= rounds; r++) {
       const order = [...peers.slice(r % peers.length), ...peers.slice(0, r % peers.length)];
-      const figs = new Map(peers.map((p) => [p.name, {} as Figures]));
+      const figs = new Map<string, Figures>(peers.map((p) => [p.name, {}]));
       for (const phase of PHASES) {
         for (const peer of order) await withRss(peer, figs.get(peer.name)!, phase.rss, () => phase.run(target(peer, phase), ctx, r, figs.get(peer.name)!, checks.get(peer.name)!));
       }

@@ -33,11 +33,17 @@ function makeStore(root: string, files: number, size: number): void {
     const sha256 = createHash('sha256').update(data).digest('hex');
     const blob = layout.blobPath(sha256);
     const dir = blob.slice(0, blob.lastIndexOf('/'));
-    if (!made.has(dir)) (mkdirSync(dir, { recursive: true }), made.add(dir));
+    if (!made.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      made.add(dir);
+    }
     writeFileSync(blob, data);
     const rec = layout.urlRecordPath(url(i));
     const rdir = rec.slice(0, rec.lastIndexOf('/'));
-    if (!made.has(rdir)) (mkdirSync(rdir, { recursive: true }), made.add(rdir));
+    if (!made.has(rdir)) {
+      mkdirSync(rdir, { recursive: true });
+      made.add(rdir);
+    }
     writeFileSync(rec, JSON.stringify({ url: url(i), sha256, size, storedAt: Date.now() }));
   }
   writeFileSync(join(root, '.complete'), '');

@@ -11,4 +11,4 @@ up.fault = (req, res) => {
   return true;
 };
 process.stdout.write(`${up.url}\n`);
-process.on('SIGTERM', () => up.close().then(() => process.exit(0)));
+process.on('SIGTERM', () => void up.close().then(() => process.exit(0)));

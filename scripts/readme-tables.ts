@@ -15,7 +15,7 @@ function defaultDoc(f: { default?: unknown; defaultDoc?: string }): string {
   const d = f.default;
   if (d === undefined || (Array.isArray(d) && d.length === 0) || (typeof d === 'object' && d !== null && Object.keys(d).length === 0)) return 'none';
   if (typeof d === 'object' && d !== null) return `\`{${Object.entries(d).map(([k, v]) => `${k}: ${String(v)}`).join(', ')}}\``;
-  return String(d);
+  return String(d as string | number | boolean); // eslint-disable-line @typescript-eslint/no-unnecessary-type-assertion -- what is left is a scalar
 }
 
 export function configTable(): string {

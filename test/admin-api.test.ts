@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { createAptRepo, createGpgKey, SAMPLE_PACKAGES, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
-import { aptClient, installThroughEnv } from './helpers/apt.js';
+import { installThroughEnv } from './helpers/apt.js';
 import { kernelSend } from '../src/proxy/kernel-send.js';
 import { CLI } from './helpers/cli.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
@@ -196,8 +196,8 @@ describe('status API, metrics and the admin API', () => {
     const logDir = tempDir('admin-log');
     const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'trace', '--store', join(logDir, 'store'), '--index-dir', join(logDir, 'index'), '--admin-token', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
-    child.stderr!.on('data', (c) => (log += c));
-    const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
+    child.stderr.on('data', (c) => (log += c));
+    const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
     try {
       await cli('build', 'open', 'x', '--url', url, '--admin-token', tokenFile);
       await fetch(`${url}/_feedlock/api/builds/x/close`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}-wrong` } });

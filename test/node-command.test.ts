@@ -65,8 +65,8 @@ function start(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.P
   const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
-  child.stderr!.on('data', (c) => (stderr += c));
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  child.stderr.on('data', (c) => (stderr += c));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, next: async () => String((await lines.next()).value), stderr: () => stderr, exit };
 }

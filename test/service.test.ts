@@ -35,9 +35,9 @@ function trickle(upstream: StaticUpstream, name: string, data: Buffer, everyMs: 
 function serve(args: string[]): Promise<{ child: ChildProcess; url: string; log: () => string }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'info', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
-  child.stderr!.on('data', (c) => (log += c));
+  child.stderr.on('data', (c) => (log += c));
   return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (url) => resolve({ child, url, log: () => log }));
+    createInterface({ input: child.stdout }).once('line', (url) => resolve({ child, url, log: () => log }));
     child.once('exit', (code) => reject(new Error(`feedlock exited with ${code}: ${log}`)));
   });
 }
@@ -142,7 +142,7 @@ os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())
 os.execv(sys.argv[1], sys.argv[1:])
 `;
     const child = spawn('python3', ['-c', script, process.execPath, CLI, 'serve', '--port', '1', '--no-apt-sources', '--log-level', 'warn', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     const port = Number((await lines.next()).value);
     const printed = String((await lines.next()).value);
     try {

@@ -10,7 +10,7 @@ import type { StaticUpstream } from '../fixtures/static-server.js';
 import { aptClient, installThroughEnv } from './helpers/apt.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 import { statusOf } from './helpers/http-status.js';
-import { blobCount as blobsIn, listBlobs } from './helpers/store-files.js';
+import { listBlobs } from './helpers/store-files.js';
 import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -28,7 +28,6 @@ describe('frozen snapshots per environment', () => {
 
   const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
-  const blobCount = () => blobsIn(join(dir, 'store'));
 
   let world: FixtureWorld | undefined;
   beforeAll(async () => {

@@ -15,7 +15,7 @@ async function rawServer(head: (total: number) => string, total: number, closeAf
   let sent = 0;
   const server = createServer((sock: Socket) => {
     sock.on('error', () => {});
-    sock.once('data', async () => {
+    sock.once('data', () => void (async () => {
       sock.write(head(total));
       const chunk = Buffer.alloc(64 * 1024, 1);
       while (sent < total && !sock.destroyed) {
@@ -23,7 +23,7 @@ async function rawServer(head: (total: number) => string, total: number, closeAf
         if (!sock.write(chunk)) await once(sock, 'drain').catch(() => {});
       }
       if (closeAfter) sock.end();
-    });
+    })());
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -483,7 +483,7 @@ describe('upstream fault matrix: the raw socket server', () => {
         slow = w.unpinned.slow.map((path) => unpinned(path, raw.file(path)));
       } else {
         // A package stored by an earlier case is a hit of the right bytes; every other one must be refused by name.
-        const pinned = w.repo.packages.map((p): Job => ({ url: `${f.url}/_env/${env}/${base}/${p.filename}`, data: readFileSync(join(w.repo.root, p.filename)), want: { ...c.pinned, orIdentical: true } as Want, label: `load pinned ${p.filename}` }));
+        const pinned = w.repo.packages.map((p): Job => ({ url: `${f.url}/_env/${env}/${base}/${p.filename}`, data: readFileSync(join(w.repo.root, p.filename)), want: { ...c.pinned, orIdentical: true }, label: `load pinned ${p.filename}` }));
         slow = pinned.filter((j) => /-big_/.test(j.url)).slice(0, SLOW_READERS);
         fast = pinned.filter((j) => !slow.includes(j));
       }

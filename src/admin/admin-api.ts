@@ -147,7 +147,8 @@ export function createAdminHandler(parts: AdminParts): AdminHandler {
     }],
     [/^api\/builds$/, async (req, res) => {
       const body = await readJson(req);
-      const env = body.env === undefined || body.env === null ? null : String(body.env);
+      if (body.env !== undefined && body.env !== null && typeof body.env !== 'string') throw new FeedlockError('FL_BAD_REQUEST', `bad env ${JSON.stringify(body.env).slice(0, 80)} (expected an environment name or null)`);
+      const env = typeof body.env === 'string' ? body.env : null;
       json(res, 201, needBuilds(parts).start(body.name as string, env));
     }],
     [/^api\/builds\/([^/]+)\/close$/, async (_req, res, m) => json(res, 200, await needBuilds(parts).finish(decodeURIComponent(m[1])))],

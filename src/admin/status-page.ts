@@ -12,6 +12,7 @@ import type { StatusData } from './status-data.js';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 export function esc(value: unknown): string {
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- pages pass strings and numbers; a stray object reads [object Object]
   return String(value ?? '').replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
@@ -19,7 +20,7 @@ export function formatBytes(n: number | undefined): string {
   if (n === undefined) return '?';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
-  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 

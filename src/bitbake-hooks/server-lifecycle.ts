@@ -333,5 +333,5 @@ export async function stopServerForBuild(stateDir: string): Promise<{ stopped: b
 export async function serverStatus(stateDir: string): Promise<{ running: boolean; pid?: number; url?: string; port?: number; args?: string[] }> {
   const record = await readRecord(stateDir);
   const running = record !== undefined && isSameProcess(record, tokenPath(stateDir));
-  return { running, pid: running ? record!.pid : undefined, url: await readText(file(stateDir, 'server.url')), port: Number(await readText(file(stateDir, 'port'))) || undefined, args: running ? record!.args : undefined };
+  return { running, pid: running ? record.pid : undefined, url: await readText(file(stateDir, 'server.url')), port: Number(await readText(file(stateDir, 'port'))) || undefined, args: running ? record.args : undefined };
 }

@@ -32,7 +32,7 @@ export interface Ctx {
 export async function openContext(opts: Record<string, unknown>, extraAllowed: string[] = []): Promise<Ctx & { flights: SingleFlight; upstream: UpstreamClient }> {
   const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
   const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, { pretty: false });
-  const store = await Store.open(config.store, config.indexDir!);
+  const store = await Store.open(config.store, config.indexDir);
   const sources = { mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: [...(config.aptSources ? readAptSourceUris(config.aptSourcesDir) : []), ...(config.parent ? [config.parent] : [])] };
   const policy = new UpstreamPolicy(sources);
   const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });

@@ -17,7 +17,7 @@ import { print } from './output.js';
 
 async function openStore(opts: Record<string, unknown>) {
   const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
-  const store = await Store.open(config.store, config.indexDir!);
+  const store = await Store.open(config.store, config.indexDir);
   return { config, store, records: new SnapshotRecords(snapshotDirOf(config, store.root)) };
 }
 

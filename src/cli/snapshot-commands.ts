@@ -289,15 +289,16 @@ function snapshotCapture(snapshot: Command): void {
       const packages = new PackageIndex(ctx.store);
       const fetched: string[] = [];
       const suites: (string | undefined)[] = opts.suite ?? [undefined];
-      let view;
+      let state: EnvState | undefined;
       for (const suite of suites) {
         const guess = suite ? { url: `${base}/dists/${suite}`, archiveRoot: base, kind: 'apt' as const } : { url: base, archiveRoot: base };
-        view = await ctx.envs.pinRepository(opts.env, guess);
+        const view = await ctx.envs.pinRepository(opts.env, guess);
+        state = view.state;
         const repo = view.snapshot!.repos.find((r) => r.url === guess.url)!;
         if (repo.kind === 'apt') fetched.push(...(await captureIndices(ctx, packages, repo, opts)));
       }
-      const state = view!.state;
-      print(opts, { env: opts.env, snapshot: state.snapshot, indices: fetched }, () => [`environment ${opts.env}: snapshot ${state.snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'));
+      const snapshot = state?.snapshot;
+      print(opts, { env: opts.env, snapshot, indices: fetched }, () => [`environment ${opts.env}: snapshot ${snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'));
     } finally {
       await ctx.close();
     }

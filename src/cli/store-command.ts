@@ -21,7 +21,7 @@ export function registerStore(program: Command): void {
 
   storeOptions(store.command('stats').description('blob count, bytes and index size')).action(async (opts) => {
     const config = loadConfig(flagsToConfig(opts), opts.config);
-    const s = await Store.open(config.store, config.indexDir!);
+    const s = await Store.open(config.store, config.indexDir);
     try {
       const stats = await s.stats();
       print(opts, stats, () =>
@@ -41,7 +41,7 @@ export function registerStore(program: Command): void {
 
   storeOptions(store.command('verify').description('re-hash every blob; quarantine mismatches')).action(async (opts) => {
     const config = loadConfig(flagsToConfig(opts), opts.config);
-    const s = await Store.open(config.store, config.indexDir!);
+    const s = await Store.open(config.store, config.indexDir);
     try {
       let total = 0;
       for await (const _ of s.blobs()) total++;
@@ -63,8 +63,8 @@ export function registerStore(program: Command): void {
 
   storeOptions(store.command('reindex').description('rebuild the local LMDB index from the store files')).action(async (opts) => {
     const config = loadConfig(flagsToConfig(opts), opts.config);
-    await UrlIndex.destroy(config.indexDir!);
-    const s = await Store.open(config.store, config.indexDir!);
+    await UrlIndex.destroy(config.indexDir);
+    const s = await Store.open(config.store, config.indexDir);
     try {
       const result = await s.index.reindex();
       print(opts, { indexDir: config.indexDir, ...result }, () =>

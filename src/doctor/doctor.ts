@@ -72,7 +72,7 @@ async function checkStore(config: Config): Promise<Check> {
 }
 
 async function checkIndex(config: Config): Promise<Check> {
-  const dir = config.indexDir!;
+  const dir = config.indexDir;
   try {
     await mkdir(dir, { recursive: true });
     const fs = await filesystemOf(dir);

@@ -72,7 +72,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   const policy = new UpstreamPolicy(policySources(config));
   // Checked before the store opens: a bad token file is a config error, exit 2.
   const access = new AdminAccess({ token: config.adminToken ? readAdminToken(config.adminToken) : undefined, statusAllow: config.statusAllow });
-  const side = openUpstreamSide(config, policy, await Store.open(config.store, config.indexDir!));
+  const side = openUpstreamSide(config, policy, await Store.open(config.store, config.indexDir));
   const { store, flights, upstream } = side;
   const stats = new ProxyStats();
   const io = blobIo(config, store);

@@ -89,7 +89,7 @@ export class Environments {
       const held = cur.snapshot && !cur.deleted ? (await this.snapshotRecord(cur.snapshot)).repos : [];
       const grows = !locked && !cur.locked && !cur.deleted && held.every((h) => snap?.repos.some((r) => r.url === h.url && sameFiles(r, h)));
       if (grows && snap) return { snapshot: snap.id, locked: false, added: snap.repos.filter((r) => !held.some((h) => h.url === r.url)).map((r) => r.url) };
-      return { snapshot: wanted, locked, reason: `${remote!.reason ?? 'changed'} at ${parent.base}`, parent: parent.base };
+      return { snapshot: wanted, locked, reason: `${remote.reason ?? 'changed'} at ${parent.base}`, parent: parent.base };
     });
     this.cache.delete(env);
   }
@@ -118,7 +118,7 @@ export class Environments {
     } catch (err) {
       const parent = this.capture?.parent;
       if (!parent || !isFeedlockError(err, 'FL_NO_SUCH_SNAPSHOT')) throw err;
-      return snapshotFromParent({ ...this.capture!, parent }, this.records, id);
+      return snapshotFromParent({ ...this.capture, parent }, this.records, id);
     }
   }
 

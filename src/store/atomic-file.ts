@@ -126,7 +126,7 @@ export async function cleanTempDir(tmpDir: string, otherHostMaxAgeMs = 24 * 3600
   for (const name of names) {
     const [host, pidText] = name.split('.');
     const path = join(tmpDir, name);
-    let remove = false;
+    let remove: boolean;
     if (host === HOST) {
       const pid = Number(pidText);
       remove = !Number.isInteger(pid) || (pid !== process.pid && !processAlive(pid));

@@ -129,7 +129,7 @@ export class UrlIndex {
   }
 
   async *records(): AsyncGenerator<{ path: string; record?: UrlRecord }> {
-    let buckets: string[] = [];
+    let buckets: string[];
     try {
       buckets = await readdir(this.layout.urlsDir);
     } catch {

@@ -103,7 +103,7 @@ export class UpstreamClient {
    */
   async fetch<T>(url: URL, options: UpstreamOptions, consume: (res: UpstreamResponse) => Promise<T>): Promise<T> {
     const queue = this.queueFor(url.host);
-    return queue.add(async () => consume(await this.open(url, options))) as Promise<T>;
+    return queue.add<T>(async () => consume(await this.open(url, options)));
   }
 
   private async open(original: URL, options: UpstreamOptions): Promise<UpstreamResponse> {

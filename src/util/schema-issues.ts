@@ -16,7 +16,7 @@ export function issueExpected(issue: z.core.$ZodIssue): string {
 }
 
 export function shownValue(value: unknown): string {
-  return value === undefined ? 'missing' : (JSON.stringify(value) ?? String(value)).slice(0, 80);
+  return value === undefined ? 'missing' : (JSON.stringify(value) ?? typeof value).slice(0, 80);
 }
 
 /** Parses `data` or throws `code`: "WHAT: key.path: expected ... (found ...)". */

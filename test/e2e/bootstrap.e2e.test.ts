@@ -35,7 +35,7 @@ function packageSet(rootfs: string): string[] {
 async function serve(store: string): Promise<{ url: string; stop: () => Promise<void>; status: () => Promise<{ results: Record<string, number> }> }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((res, rej) => {
-    createInterface({ input: child.stdout! }).once('line', res);
+    createInterface({ input: child.stdout }).once('line', res);
     child.once('exit', (c) => rej(new Error(`feedlock exited ${c}`)));
   });
   return {

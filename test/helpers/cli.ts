@@ -10,7 +10,7 @@ export const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', '
 export function startCli(args: string[], logLevel = 'warn'): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', logLevel, ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
   return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (url) => resolve({ child, url }));
+    createInterface({ input: child.stdout }).once('line', (url) => resolve({ child, url }));
     child.once('exit', (code) => reject(new Error(`feedlock exited with ${code}`)));
   });
 }

@@ -100,7 +100,7 @@ export function checkSpdx3(doc: unknown): string[] {
     for (const k of Object.keys(n)) if (!allowed.includes(k)) bad(where, `property ${k} is not defined for ${t}`);
 
     if (t === 'CreationInfo') {
-      if (typeof n['@id'] !== 'string' || !(n['@id'] as string).startsWith('_:')) bad(where, 'a CreationInfo is a blank node (@id "_:…")');
+      if (typeof n['@id'] !== 'string' || !(n['@id']).startsWith('_:')) bad(where, 'a CreationInfo is a blank node (@id "_:…")');
       if (typeof n.specVersion !== 'string' || !SEMVER.test(n.specVersion)) bad(where, 'specVersion is not a semantic version');
       if (typeof n.created !== 'string' || !DATE_TIME.test(n.created)) bad(where, `created ${JSON.stringify(n.created)} is not an SPDX dateTime`);
       refs(where, 'createdBy', n.createdBy, 1, (x) => AGENTS.has(x));

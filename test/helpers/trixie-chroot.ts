@@ -60,7 +60,7 @@ async function makeChroot(): Promise<void> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--env', 'trixie-chroot', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const url = await new Promise<string>((res, rej) => {
-      createInterface({ input: child.stdout! }).once('line', res);
+      createInterface({ input: child.stdout }).once('line', res);
       child.once('exit', (c) => rej(new Error(`feedlock exited ${c}`)));
     });
     const up = debianMirror();
