@@ -70,6 +70,7 @@ describe('importing a hostile snapshot export', () => {
     ['a kind that is neither apt nor opkg', (i) => (i.snapshot.repos[0].kind = 'rpm'), /repos\[0\]\.kind: expected apt or opkg/],
     ['a repository URL with ".." segments', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/../../../etc'), /repos\[0\]\.url: expected a normalized repository URL/],
     ['a repository URL with an encoded ".." segment', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/%2e%2e/etc'), /repos\[0\]\.url: expected a normalized repository URL/],
+    ['a repository URL with an encoded slash', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/a%2F..%2F..%2Fx'), /repos\[0\]\.url: expected a normalized repository URL/],
     ['an anchor name that is a path', (i) => (i.snapshot.repos[0].anchors = { '../../InRelease': { sha256, size: inRelease.length } }), /anchors\.\.\.\/\.\.\/InRelease: expected a file name of the repository/],
     ['a size past 2^53', (i) => ((i.snapshot.repos[0].anchors as Record<string, Record<string, unknown>>).InRelease.size = 2 ** 60), /anchors\.InRelease\.size: expected a size in bytes/],
     ['a size of 1e300', (i) => (i.blobs[0].size = 1e300), /blobs\[0\]\.size: expected a size in bytes/],

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { FeedlockError } from '../errors.js';
 
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -26,7 +27,7 @@ export class StoreLayout {
 
   /** blobs/sha256/ab/abcdef…: a reader never needs an index to find a blob. */
   blobPath(sha256: string): string {
-    if (!SHA256_HEX.test(sha256)) throw new Error(`not a sha256 digest: ${sha256}`);
+    if (!SHA256_HEX.test(sha256)) throw new FeedlockError('FL_INTERNAL', `not a sha256 digest: ${JSON.stringify(sha256).slice(0, 80)}`);
     return join(this.blobsDir, sha256.slice(0, 2), sha256);
   }
 
