@@ -21,7 +21,12 @@ export interface FleetRow {
 
 export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 200, clients = 16): Promise<FleetRow[]> {
   const work = mkdtempSync(join(tmpdir(), 'feedlock-fleet-'));
-  const picked = repo.small.slice(0, files).map((f) => ({ ...f, sha256: createHash('sha256').update(readFileSync(join(repo.root, f.path))).digest('hex') }));
+  const picked = repo.small.slice(0, files).map((f) => ({
+    ...f,
+    sha256: createHash('sha256')
+      .update(readFileSync(join(repo.root, f.path)))
+      .digest('hex'),
+  }));
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const count = async (path: string) => Number(await (await fetch(`${upstream.url}/__count?suffix=${encodeURIComponent(path)}`)).text());
   const upstreamTotals = async () => {
@@ -35,7 +40,21 @@ export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 20
     return { requests, bytes };
   };
   const serve = (name: string, extra: string[]) =>
-    startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', join(work, name), '--index-dir', join(work, `${name}-index`), '--allow-host', `127.0.0.1:${upstream.port}`, ...extra]);
+    startCli([
+      'serve',
+      '--port',
+      '0',
+      '--no-apt-sources',
+      '--log-level',
+      'warn',
+      '--store',
+      join(work, name),
+      '--index-dir',
+      join(work, `${name}-index`),
+      '--allow-host',
+      `127.0.0.1:${upstream.port}`,
+      ...extra,
+    ]);
 
   async function scenario(name: string, bases: string[]): Promise<FleetRow> {
     const before = await upstreamTotals();
@@ -51,7 +70,13 @@ export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 20
     );
     const wallMs = Math.round(performance.now() - t0);
     const after = await upstreamTotals();
-    return { scenario: name, upstreamRequests: after.requests - before.requests, upstreamMiB: Math.round(((after.bytes - before.bytes) / 1048576) * 10) / 10, wallMs, allVerified: ok };
+    return {
+      scenario: name,
+      upstreamRequests: after.requests - before.requests,
+      upstreamMiB: Math.round(((after.bytes - before.bytes) / 1048576) * 10) / 10,
+      wallMs,
+      allVerified: ok,
+    };
   }
 
   const rows: FleetRow[] = [];
@@ -66,7 +91,12 @@ export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 20
     procs.push(central2);
     const edges = await Promise.all(['a', 'b'].map((n) => serve(`edge-${n}`, ['--parent', central2.url])));
     procs.push(...edges);
-    rows.push(await scenario(`2 edges -> central: ${clients} clients`, edges.map((e) => `${e.url}/127.0.0.1:${upstream.port}`)));
+    rows.push(
+      await scenario(
+        `2 edges -> central: ${clients} clients`,
+        edges.map((e) => `${e.url}/127.0.0.1:${upstream.port}`),
+      ),
+    );
   } finally {
     agent.destroy();
     for (const p of procs) await p.stop();

@@ -59,7 +59,13 @@ export async function benchIndices(): Promise<Row[]> {
   for await (const e of readIndexEntries(join(DATA, 'main/binary-amd64/Packages.xz'), 'main/binary-amd64/Packages.xz')) if (e.sha256) n++;
   const parseMs = Math.round(performance.now() - t);
   const py = pythonParseMs();
-  rows.push({ figure: `parse bookworm amd64 Packages.xz (${n} packages) vs python3-debian deb822`, direct: py ?? '-', feedlock: parseMs, ratio: py ? Math.round((py / parseMs) * 100) / 100 : '-', unit: 'ms' });
+  rows.push({
+    figure: `parse bookworm amd64 Packages.xz (${n} packages) vs python3-debian deb822`,
+    direct: py ?? '-',
+    feedlock: parseMs,
+    ratio: py ? Math.round((py / parseMs) * 100) / 100 : '-',
+    unit: 'ms',
+  });
 
   t = performance.now();
   const keyring = await loadKeyring(join(DATA, 'debian-archive-keyring.gpg'));
@@ -70,12 +76,30 @@ export async function benchIndices(): Promise<Row[]> {
     await pipeline(createReadStream(join(DATA, p)), h);
     if (h.digest('hex') !== release.files.get(p)?.sha256) throw new Error(`${p} does not match InRelease`);
   }
-  rows.push({ figure: 'verify InRelease signature + 3 index digests (28 MB)', direct: '-', feedlock: Math.round(performance.now() - t), ratio: '-', unit: 'ms' });
+  rows.push({
+    figure: 'verify InRelease signature + 3 index digests (28 MB)',
+    direct: '-',
+    feedlock: Math.round(performance.now() - t),
+    ratio: '-',
+    unit: 'ms',
+  });
 
   t = performance.now();
   const [a, b] = await Promise.all([versions('main/binary-amd64/Packages.xz'), versions('main/binary-arm64/Packages.xz')]);
   const d = diffVersions('bookworm', 'amd64->arm64', a, b);
-  rows.push({ figure: `diff two snapshot-sized package sets (${a.size} vs ${b.size} names; +${d.added.length} -${d.removed.length} ~${d.upgraded.length + d.downgraded.length})`, direct: '-', feedlock: Math.round(performance.now() - t), ratio: '-', unit: 'ms' });
-  rows.push({ figure: 'bench process RSS after index work', direct: '-', feedlock: Math.round(process.memoryUsage().rss / 1048576), ratio: '-', unit: 'MB' });
+  rows.push({
+    figure: `diff two snapshot-sized package sets (${a.size} vs ${b.size} names; +${d.added.length} -${d.removed.length} ~${d.upgraded.length + d.downgraded.length})`,
+    direct: '-',
+    feedlock: Math.round(performance.now() - t),
+    ratio: '-',
+    unit: 'ms',
+  });
+  rows.push({
+    figure: 'bench process RSS after index work',
+    direct: '-',
+    feedlock: Math.round(process.memoryUsage().rss / 1048576),
+    ratio: '-',
+    unit: 'MB',
+  });
   return rows;
 }

@@ -8,7 +8,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 // bench/ under vitest, dist/bench/ when compiled.
-export const ROOT = basename(dirname(import.meta.dirname)) === 'dist' ? resolve(import.meta.dirname, '..', '..') : resolve(import.meta.dirname, '..');
+export const ROOT =
+  basename(dirname(import.meta.dirname)) === 'dist' ? resolve(import.meta.dirname, '..', '..') : resolve(import.meta.dirname, '..');
 export const ISAR = resolve(ROOT, '..', 'shared', 'tools', 'isar');
 const SOURCES = '/etc/apt/sources.list.d/debian.sources';
 
@@ -34,22 +35,45 @@ export function setupIsarBuild(build: string, downloads: string, options: { feed
   execFileSync('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null`], { cwd: ISAR });
   const [deb, sec] = mirrors();
   const list = join(build, 'conf', 'debian-bookworm.list');
-  writeFileSync(list, `deb\t${deb} bookworm main contrib non-free-firmware non-free\ndeb\t${sec ?? deb} bookworm-security main contrib non-free-firmware non-free\ndeb\t${deb} bookworm-updates main contrib non-free-firmware non-free\n`);
-  writeFileSync(join(build, 'conf', 'local.conf'), [
-    readFileSync(join(build, 'conf', 'local.conf'), 'utf8'),
-    'BBMULTICONFIG = ""', 'MACHINE = "qemuamd64"', 'DISTRO = "debian-bookworm"', 'DISTRO_ARCH = "amd64"', 'IMAGE_INSTALL = ""', 'BB_NUMBER_THREADS = "2"',
-    'ROOTFS_FEATURES:remove = "generate-sbom"', 'ROOTFS_APT_ARGS:append = " -o APT::Sandbox::User=root"',
-    `DISTRO_APT_SOURCES = "${list}"`, `HOST_DISTRO_APT_SOURCES = "${list}"`, `DL_DIR = "${downloads}"`,
-    ...(options.feedlock ? ['INHERIT += "feedlock"', `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist/src/cli/bin.cjs')}"`] : []),
-    ...(options.extra ?? []),
-    '',
-  ].join('\n'));
-  if (options.feedlock) writeFileSync(join(build, 'conf', 'bblayers.conf'), readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${ROOT}"\n`);
+  writeFileSync(
+    list,
+    `deb\t${deb} bookworm main contrib non-free-firmware non-free\ndeb\t${sec ?? deb} bookworm-security main contrib non-free-firmware non-free\ndeb\t${deb} bookworm-updates main contrib non-free-firmware non-free\n`,
+  );
+  writeFileSync(
+    join(build, 'conf', 'local.conf'),
+    [
+      readFileSync(join(build, 'conf', 'local.conf'), 'utf8'),
+      'BBMULTICONFIG = ""',
+      'MACHINE = "qemuamd64"',
+      'DISTRO = "debian-bookworm"',
+      'DISTRO_ARCH = "amd64"',
+      'IMAGE_INSTALL = ""',
+      'BB_NUMBER_THREADS = "2"',
+      'ROOTFS_FEATURES:remove = "generate-sbom"',
+      'ROOTFS_APT_ARGS:append = " -o APT::Sandbox::User=root"',
+      `DISTRO_APT_SOURCES = "${list}"`,
+      `HOST_DISTRO_APT_SOURCES = "${list}"`,
+      `DL_DIR = "${downloads}"`,
+      ...(options.feedlock ? ['INHERIT += "feedlock"', `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist/src/cli/bin.cjs')}"`] : []),
+      ...(options.extra ?? []),
+      '',
+    ].join('\n'),
+  );
+  if (options.feedlock)
+    writeFileSync(
+      join(build, 'conf', 'bblayers.conf'),
+      readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${ROOT}"\n`,
+    );
 }
 
 /** Runs bitbake in the build dir; offline: inside a new network namespace with only loopback. */
 export function bitbake(build: string, targets: string[], task: string, offlineNetns = false): void {
   const script = `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake ${targets.join(' ')} -c ${task}`;
-  if (offlineNetns) execFileSync('unshare', ['-n', 'bash', '-c', `ip link set lo up; ${script}`], { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 });
+  if (offlineNetns)
+    execFileSync('unshare', ['-n', 'bash', '-c', `ip link set lo up; ${script}`], {
+      cwd: ISAR,
+      stdio: ['ignore', 'ignore', 'inherit'],
+      timeout: 1_200_000,
+    });
   else execFileSync('bash', ['-c', script], { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 });
 }

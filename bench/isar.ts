@@ -26,16 +26,25 @@ async function startNginxMirrorCache(dir: string, mirrorHost: string): Promise<{
   mkdirSync(join(dir, 'cache'), { recursive: true });
   const port = 20000 + Math.floor(Math.random() * 10000);
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `daemon off; user root; worker_processes 2; pid ${dir}/pid; error_log stderr error;
+  writeFileSync(
+    conf,
+    `daemon off; user root; worker_processes 2; pid ${dir}/pid; error_log stderr error;
 events { worker_connections 1024; }
 http { access_log off; sendfile on;
   client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/pt; fastcgi_temp_path ${dir}/ft; uwsgi_temp_path ${dir}/ut; scgi_temp_path ${dir}/st;
   proxy_cache_path ${dir}/cache levels=1:2 keys_zone=pkgs:10m max_size=10g inactive=7d use_temp_path=off;
   server { listen 127.0.0.1:${port};
-    location / { proxy_pass http://${mirrorHost}; proxy_set_header Host ${mirrorHost}; proxy_cache pkgs; proxy_cache_valid 200 7d; proxy_cache_lock on; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`);
+    location / { proxy_pass http://${mirrorHost}; proxy_set_header Host ${mirrorHost}; proxy_cache pkgs; proxy_cache_valid 200 7d; proxy_cache_lock on; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`,
+  );
   const child = spawn('nginx', ['-c', conf, '-e', 'stderr'], { stdio: 'ignore' });
   for (let i = 0; i < 50; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/`).then(() => true, () => false)) break;
+    if (
+      await fetch(`http://127.0.0.1:${port}/`).then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
     await new Promise((r) => setTimeout(r, 100));
   }
   return { port, stop: () => child.kill('SIGTERM') };
@@ -54,7 +63,9 @@ export async function benchIsar(work = '/tmp/feedlock-bench-isar'): Promise<Isar
     timed('cold, direct (no feedlock)', join(work, 'direct'), join(work, 'dl-direct'), false),
     timed('cold, through feedlock', join(work, 'cold'), join(work, 'dl'), true),
     timed('warm, through feedlock (fresh TMPDIR)', join(work, 'warm'), join(work, 'dl'), true),
-    timed('offline, through feedlock (loopback-only netns)', join(work, 'offline'), join(work, 'dl'), true, true, ['FEEDLOCK_OFFLINE = "1"']),
+    timed('offline, through feedlock (loopback-only netns)', join(work, 'offline'), join(work, 'dl'), true, true, [
+      'FEEDLOCK_OFFLINE = "1"',
+    ]),
   ];
   // The reference cache: nginx proxy_cache in front of the same mirror, filled by a cold build, then a warm one.
   const nginx = await startNginxMirrorCache(join(work, 'nginx'), mirrorHost());
@@ -62,7 +73,9 @@ export async function benchIsar(work = '/tmp/feedlock-bench-isar'): Promise<Isar
     try {
       const premirror = [`DISTRO_APT_PREMIRRORS = "http://([^/]+)/ http://127.0.0.1:${nginx.port}/\\n"`];
       runs.push(timed('cold, through nginx proxy_cache', join(work, 'nginx-cold'), join(work, 'dl-nginx'), false, false, premirror));
-      runs.push(timed('warm, through nginx proxy_cache (fresh TMPDIR)', join(work, 'nginx-warm'), join(work, 'dl-nginx'), false, false, premirror));
+      runs.push(
+        timed('warm, through nginx proxy_cache (fresh TMPDIR)', join(work, 'nginx-warm'), join(work, 'dl-nginx'), false, false, premirror),
+      );
     } finally {
       nginx.stop();
     }

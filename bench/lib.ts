@@ -52,7 +52,9 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
       writeFileSync(file, buf);
     }
     small.push({ path, size, name: `pkg${i}` });
-    stanzas.push(`Package: pkg${i}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${createHash('sha256').update(buf).digest('hex')}\nDescription: synthetic package ${i}\n`);
+    stanzas.push(
+      `Package: pkg${i}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${createHash('sha256').update(buf).digest('hex')}\nDescription: synthetic package ${i}\n`,
+    );
   }
   // An unsigned suite listing the small files, for workload (5): apt-get through each proxy.
   const suite = 'bench';
@@ -235,13 +237,29 @@ export async function loadTest(baseUrl: string, paths: string[], seconds: number
     writeFileSync(pathsFile, paths.map((p) => new URL(baseUrl + p).pathname).join('\n') + '\n');
     writeFileSync(script, WRK_SCRIPT);
     const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, baseUrl], { env: { ...process.env, WRK_PATHS: pathsFile }, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, baseUrl], {
+        env: { ...process.env, WRK_PATHS: pathsFile },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let err = '';
       child.stderr.on('data', (d) => (err += d));
       child.on('exit', (code) => (code === 0 ? resolve(err) : reject(new Error(`wrk failed: ${err}`))));
     });
-    const j = JSON.parse(/WRKJSON (.*)/.exec(out)![1]) as { requests: number; duration_us: number; p50: number; p99: number; errors: number };
-    return { tool: 'wrk', requests: j.requests, reqPerSec: Math.round(j.requests / (j.duration_us / 1e6)), p50ms: j.p50 / 1000, p99ms: j.p99 / 1000, errors: j.errors };
+    const j = JSON.parse(/WRKJSON (.*)/.exec(out)![1]) as {
+      requests: number;
+      duration_us: number;
+      p50: number;
+      p99: number;
+      errors: number;
+    };
+    return {
+      tool: 'wrk',
+      requests: j.requests,
+      reqPerSec: Math.round(j.requests / (j.duration_us / 1e6)),
+      p50ms: j.p50 / 1000,
+      p99ms: j.p99 / 1000,
+      errors: j.errors,
+    };
   }
   return nodeLoad(baseUrl, paths, seconds, connections);
 }
@@ -267,7 +285,14 @@ async function nodeLoad(baseUrl: string, paths: string[], seconds: number, conne
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const q = (f: number) => Math.round(latencies[Math.floor(f * (latencies.length - 1))] * 100) / 100;
-  return { tool: 'node', requests: latencies.length, reqPerSec: Math.round(latencies.length / ((Date.now() - started) / 1000)), p50ms: q(0.5), p99ms: q(0.99), errors };
+  return {
+    tool: 'node',
+    requests: latencies.length,
+    reqPerSec: Math.round(latencies.length / ((Date.now() - started) / 1000)),
+    p50ms: q(0.5),
+    p99ms: q(0.99),
+    errors,
+  };
 }
 
 export function fetchDiscard(url: string, agent?: Agent): Promise<boolean> {
@@ -283,7 +308,10 @@ export function fetchDiscard(url: string, agent?: Agent): Promise<boolean> {
 }
 
 /** Fetches a URL and returns its sha256 and byte count, with the time of the first byte. */
-export function fetchHash(url: string, agent?: Agent): Promise<{ ok: boolean; sha256: string; bytes: number; firstByteAt: number; endAt: number }> {
+export function fetchHash(
+  url: string,
+  agent?: Agent,
+): Promise<{ ok: boolean; sha256: string; bytes: number; firstByteAt: number; endAt: number }> {
   return new Promise((resolve) => {
     const hash = createHash('sha256');
     let bytes = 0;
@@ -294,7 +322,9 @@ export function fetchHash(url: string, agent?: Agent): Promise<{ ok: boolean; sh
         bytes += c.length;
         hash.update(c);
       });
-      res.on('end', () => resolve({ ok: res.statusCode === 200 && res.complete, sha256: hash.digest('hex'), bytes, firstByteAt, endAt: performance.now() }));
+      res.on('end', () =>
+        resolve({ ok: res.statusCode === 200 && res.complete, sha256: hash.digest('hex'), bytes, firstByteAt, endAt: performance.now() }),
+      );
       res.on('error', () => resolve({ ok: false, sha256: '', bytes, firstByteAt, endAt: performance.now() }));
     });
     req.on('error', () => resolve({ ok: false, sha256: '', bytes, firstByteAt, endAt: performance.now() }));
@@ -304,9 +334,11 @@ export function fetchHash(url: string, agent?: Agent): Promise<{ ok: boolean; sh
 
 export async function runPool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<unknown>): Promise<void> {
   let i = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (i < items.length) await fn(items[i++]);
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (i < items.length) await fn(items[i++]);
+    }),
+  );
 }
 
 export function ratio(a: number, b: number): number {
@@ -346,7 +378,11 @@ export interface CpuBurners {
  */
 export function startCpuBurners(count: number, maxSeconds: number): CpuBurners {
   const children = Array.from({ length: count }, () =>
-    spawn(process.execPath, ['-e', `const end = Date.now() + ${Math.round(maxSeconds * 1000)}; let x = 0; while (Date.now() < end) x = (x * 31 + 7) % 1000003;`], { stdio: 'ignore' }),
+    spawn(
+      process.execPath,
+      ['-e', `const end = Date.now() + ${Math.round(maxSeconds * 1000)}; let x = 0; while (Date.now() < end) x = (x * 31 + 7) % 1000003;`],
+      { stdio: 'ignore' },
+    ),
   );
   return {
     pids: children.map((c) => c.pid!),

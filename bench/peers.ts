@@ -30,9 +30,38 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isolatedApt } from '../src/util/isolated-apt.js';
 import { splitEnvWords } from '../src/util/node-command.js';
-import { ROOT, RssSampler, fetchDiscard, fetchHash, formatSpread, hasCommand, loadTest, makeSyntheticRepo, printColumns, ratio, runPool, spread, startCli, startCpuBurners, startProcess, type CpuBurners, type Proc, type SyntheticRepo } from './lib.js';
+import {
+  ROOT,
+  RssSampler,
+  fetchDiscard,
+  fetchHash,
+  formatSpread,
+  hasCommand,
+  loadTest,
+  makeSyntheticRepo,
+  printColumns,
+  ratio,
+  runPool,
+  spread,
+  startCli,
+  startCpuBurners,
+  startProcess,
+  type CpuBurners,
+  type Proc,
+  type SyntheticRepo,
+} from './lib.js';
 
-const { values: args } = parseArgs({ options: { small: { type: 'string', default: '1000' }, 'large-mib': { type: 'string', default: '200' }, seconds: { type: 'string', default: '6' }, rounds: { type: 'string', default: '5' }, loaded: { type: 'boolean', default: false }, burners: { type: 'string', default: String(os.availableParallelism()) }, variant: { type: 'string', multiple: true, default: [] } } });
+const { values: args } = parseArgs({
+  options: {
+    small: { type: 'string', default: '1000' },
+    'large-mib': { type: 'string', default: '200' },
+    seconds: { type: 'string', default: '6' },
+    rounds: { type: 'string', default: '5' },
+    loaded: { type: 'boolean', default: false },
+    burners: { type: 'string', default: String(os.availableParallelism()) },
+    variant: { type: 'string', multiple: true, default: [] },
+  },
+});
 
 interface Peer {
   name: string;
@@ -101,11 +130,14 @@ async function startNginxStatic(root: string, work: string): Promise<{ url: stri
   const port = await freePort();
   mkdirSync(join(work, 'nginx-static'), { recursive: true });
   const conf = join(work, 'nginx-static', 'nginx.conf');
-  writeFileSync(conf, `daemon off; user root; worker_processes 1; pid ${join(work, 'nginx-static', 'pid')}; error_log stderr error;
+  writeFileSync(
+    conf,
+    `daemon off; user root; worker_processes 1; pid ${join(work, 'nginx-static', 'pid')}; error_log stderr error;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   client_body_temp_path ${work}/nginx-static/cb; proxy_temp_path ${work}/nginx-static/pt; fastcgi_temp_path ${work}/nginx-static/ft; uwsgi_temp_path ${work}/nginx-static/ut; scgi_temp_path ${work}/nginx-static/st;
-  server { listen 127.0.0.1:${port}; root ${root}; location / { } } }\n`);
+  server { listen 127.0.0.1:${port}; root ${root}; location / { } } }\n`,
+  );
   const d = daemon('nginx', ['-c', conf, '-e', 'stderr']);
   await waitUp(`http://127.0.0.1:${port}/`);
   return { url: `http://127.0.0.1:${port}`, port, stop: d.stop };
@@ -114,7 +146,25 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
 async function startFeedlockPeer(work: string, upPort: number, variant?: Variant): Promise<Peer> {
   const name = variant ? `feedlock ${variant.name}` : 'feedlock';
   const store = join(work, `${name.replace(/\W+/g, '-')}-store`);
-  const p: Proc = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upPort}`, ...(variant?.flags ?? [])], variant?.env, `${store}.log`);
+  const p: Proc = await startCli(
+    [
+      'serve',
+      '--port',
+      '0',
+      '--no-apt-sources',
+      '--log-level',
+      'warn',
+      '--store',
+      store,
+      '--index-dir',
+      `${store}-index`,
+      '--allow-host',
+      `127.0.0.1:${upPort}`,
+      ...(variant?.flags ?? []),
+    ],
+    variant?.env,
+    `${store}.log`,
+  );
   console.error(`${name}: ${p.url}, log in ${store}.log (kept only while the run lasts)`);
   return { name, base: p.url, url: (path) => `${p.url}/127.0.0.1:${upPort}${path}`, rss: p.rss, stop: p.stop };
 }
@@ -139,7 +189,10 @@ async function startAcng(work: string, upPort: number): Promise<Peer | undefined
   mkdirSync(join(dir, 'cache'), { recursive: true });
   mkdirSync(join(dir, 'log'), { recursive: true });
   mkdirSync(join(dir, 'conf'), { recursive: true });
-  writeFileSync(join(dir, 'conf', 'acng.conf'), `CacheDir: ${dir}/cache\nLogDir: ${dir}/log\nPort: ${port}\nBindAddress: 127.0.0.1\nForeGround: 1\nPidFile: ${dir}/pid\nSocketPath: ${dir}/socket\nAllowUserPorts: 80 ${upPort}\nExThreshold: 4\nVerboseLog: 0\n`);
+  writeFileSync(
+    join(dir, 'conf', 'acng.conf'),
+    `CacheDir: ${dir}/cache\nLogDir: ${dir}/log\nPort: ${port}\nBindAddress: 127.0.0.1\nForeGround: 1\nPidFile: ${dir}/pid\nSocketPath: ${dir}/socket\nAllowUserPorts: 80 ${upPort}\nExThreshold: 4\nVerboseLog: 0\n`,
+  );
   const d = daemon('/usr/sbin/apt-cacher-ng', ['-c', join(dir, 'conf')]);
   const base = `http://127.0.0.1:${port}`;
   try {
@@ -148,7 +201,10 @@ async function startAcng(work: string, upPort: number): Promise<Peer | undefined
     await d.stop();
     const err = (() => {
       try {
-        return readFileSync(join(dir, 'log', 'apt-cacher.err'), 'utf8').trim().split('\n').pop();
+        return readFileSync(join(dir, 'log', 'apt-cacher.err'), 'utf8')
+          .trim()
+          .split('\n')
+          .pop();
       } catch {
         return '';
       }
@@ -165,13 +221,16 @@ async function startNginxCache(work: string, upPort: number): Promise<Peer | und
   const dir = join(work, 'nginx-cache');
   mkdirSync(join(dir, 'cache'), { recursive: true });
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `daemon off; user root; worker_processes 1; pid ${dir}/pid; error_log stderr error;
+  writeFileSync(
+    conf,
+    `daemon off; user root; worker_processes 1; pid ${dir}/pid; error_log stderr error;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; keepalive_requests 100000;
   client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/pt; fastcgi_temp_path ${dir}/ft; uwsgi_temp_path ${dir}/ut; scgi_temp_path ${dir}/st;
   proxy_cache_path ${dir}/cache levels=1:2 keys_zone=pkgs:10m max_size=10g inactive=7d use_temp_path=off;
   server { listen 127.0.0.1:${port};
-    location / { proxy_pass http://127.0.0.1:${upPort}; proxy_cache pkgs; proxy_cache_valid 200 7d; proxy_cache_lock on; proxy_cache_lock_timeout 600s; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`);
+    location / { proxy_pass http://127.0.0.1:${upPort}; proxy_cache pkgs; proxy_cache_valid 200 7d; proxy_cache_lock on; proxy_cache_lock_timeout 600s; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`,
+  );
   const d = daemon('nginx', ['-c', conf, '-e', 'stderr']);
   const base = `http://127.0.0.1:${port}`;
   await waitUp(`${base}/`);
@@ -246,7 +305,13 @@ async function aptRuns(peer: Peer, ctx: Ctx, r: number, f: Figures): Promise<voi
  * indices the round's apt-get run fetched (feedlock pinned them then).
  */
 async function hits(peer: Peer, ctx: Ctx, r: number, f: Figures): Promise<void> {
-  const h = await loadTest(peer.base, ctx.repo.small.map((s) => new URL(peer.url(inRound(r, s.path))).pathname), ctx.seconds, 64, ctx.work);
+  const h = await loadTest(
+    peer.base,
+    ctx.repo.small.map((s) => new URL(peer.url(inRound(r, s.path))).pathname),
+    ctx.seconds,
+    64,
+    ctx.work,
+  );
   f.hitReqPerSec = h.reqPerSec;
   f.hitP50ms = h.p50ms;
   f.hitP99ms = h.p99ms;
@@ -263,7 +328,8 @@ async function coldLarge(peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Ch
   const end = Math.max(...cold.map((x) => x.endAt));
   if (peer.name !== 'direct upstream') f.cold16UpstreamRequests = (await ctx.count(path)) - before;
   checks.cold16AllVerified = (checks.cold16AllVerified ?? true) && cold.every((x) => x.ok && x.sha256 === ctx.repo.large.sha256);
-  checks.cold16FirstByteBeforeEnd = (checks.cold16FirstByteBeforeEnd ?? true) && cold.every((x) => x.firstByteAt > 0 && x.firstByteAt < end - 1);
+  checks.cold16FirstByteBeforeEnd =
+    (checks.cold16FirstByteBeforeEnd ?? true) && cold.every((x) => x.firstByteAt > 0 && x.firstByteAt < end - 1);
 }
 
 /** The same large file warm: once alone, then 8 at once. */
@@ -275,7 +341,8 @@ async function warmLarge(peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Ch
   t = performance.now();
   const eight = await Promise.all(Array.from({ length: 8 }, () => fetchHash(peer.url(path))));
   f.large8MBps = Math.round((8 * ctx.repo.large.size) / (1 << 20) / ((performance.now() - t) / 1000));
-  checks.largeVerified = (checks.largeVerified ?? true) && one.sha256 === ctx.repo.large.sha256 && eight.every((x) => x.sha256 === ctx.repo.large.sha256);
+  checks.largeVerified =
+    (checks.largeVerified ?? true) && one.sha256 === ctx.repo.large.sha256 && eight.every((x) => x.sha256 === ctx.repo.large.sha256);
 }
 
 type Phase = { name: string; rss: string; run: (peer: Peer, ctx: Ctx, r: number, f: Figures, checks: Checks) => Promise<void> };
@@ -311,7 +378,11 @@ async function main(): Promise<void> {
   }
   const variants = args.variant.map(parseVariant);
   // The static upstream the proxies use, with a request counter for the cold single-flight figure.
-  const nodeUp = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir, String(await freeLowPort())]);
+  const nodeUp = await startProcess(process.execPath, [
+    join(ROOT, 'dist', 'bench', 'upstream-main.js'),
+    repoDir,
+    String(await freeLowPort()),
+  ]);
   let hitUrl = nodeUp.url;
   let hitKind = 'Node static server (apt-get install nginx-light for nginx)';
   let nginxUp: Awaited<ReturnType<typeof startNginxStatic>> | undefined;
@@ -321,8 +392,15 @@ async function main(): Promise<void> {
     hitKind = 'nginx static';
   }
   const upPort = Number(new URL(nodeUp.url).port);
-  const ctx: Ctx = { repo, work, seconds: Number(args.seconds), count: async (suffix) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text()) };
-  console.error(`proxies' upstream: Node static server at ${nodeUp.url}; 'direct upstream' hits: ${hitKind} at ${hitUrl}, its cold and apt figures from the proxies' upstream`);
+  const ctx: Ctx = {
+    repo,
+    work,
+    seconds: Number(args.seconds),
+    count: async (suffix) => Number(await (await fetch(`${nodeUp.url}/__count?suffix=${encodeURIComponent(suffix)}`)).text()),
+  };
+  console.error(
+    `proxies' upstream: Node static server at ${nodeUp.url}; 'direct upstream' hits: ${hitKind} at ${hitUrl}, its cold and apt figures from the proxies' upstream`,
+  );
   // Direct: hits from nginx (the yardstick a static server sets), misses from the proxies' own upstream.
   const direct: Peer = { name: 'direct upstream', base: hitUrl, url: (p) => `${hitUrl}${p}`, stop: async () => {} };
   const directMisses: Peer = { ...direct, base: nodeUp.url, url: (p) => `${nodeUp.url}${p}` };
@@ -373,11 +451,16 @@ async function main(): Promise<void> {
       const order = [...peers.slice(r % peers.length), ...peers.slice(0, r % peers.length)];
       const figs = new Map<string, Figures>(peers.map((p) => [p.name, {}]));
       for (const phase of PHASES) {
-        for (const peer of order) await withRss(peer, figs.get(peer.name)!, phase.rss, () => phase.run(target(peer, phase), ctx, r, figs.get(peer.name)!, checks.get(peer.name)!));
+        for (const peer of order)
+          await withRss(peer, figs.get(peer.name)!, phase.rss, () =>
+            phase.run(target(peer, phase), ctx, r, figs.get(peer.name)!, checks.get(peer.name)!),
+          );
       }
       for (const peer of peers) byPeer.get(peer.name)!.push(figs.get(peer.name)!);
       const line = (k: string) => peers.map((p) => `${p.name} ${figs.get(p.name)![k] ?? '-'}`).join(', ');
-      console.error(`round ${r}/${rounds} (${Math.round((performance.now() - started) / 1000)} s): hits req/s: ${line('hitReqPerSec')}; hits p99 ms: ${line('hitP99ms')}; apt first ms: ${line('aptFirstMs')}; cold small req/s: ${line('coldSmallReqPerSec')}`);
+      console.error(
+        `round ${r}/${rounds} (${Math.round((performance.now() - started) / 1000)} s): hits req/s: ${line('hitReqPerSec')}; hits p99 ms: ${line('hitP99ms')}; apt first ms: ${line('aptFirstMs')}; cold small req/s: ${line('coldSmallReqPerSec')}`,
+      );
     }
     await burners?.stop();
     burners = undefined;
@@ -387,13 +470,29 @@ async function main(): Promise<void> {
   } finally {
     await cleanup();
   }
-  report(peers, byPeer, checks, idle, { rounds, loaded: args.loaded ? burnerCount : 0, hitKind, wallSeconds: Math.round((performance.now() - started) / 1000), repo });
+  report(peers, byPeer, checks, idle, {
+    rounds,
+    loaded: args.loaded ? burnerCount : 0,
+    hitKind,
+    wallSeconds: Math.round((performance.now() - started) / 1000),
+    repo,
+  });
 }
 
-function report(peers: Peer[], byPeer: Map<string, Figures[]>, checks: Map<string, Checks>, idle: Map<string, { startMb: number; endMb?: number }>, meta: { rounds: number; loaded: number; hitKind: string; wallSeconds: number; repo: SyntheticRepo }): void {
+function report(
+  peers: Peer[],
+  byPeer: Map<string, Figures[]>,
+  checks: Map<string, Checks>,
+  idle: Map<string, { startMb: number; endMb?: number }>,
+  meta: { rounds: number; loaded: number; hitKind: string; wallSeconds: number; repo: SyntheticRepo },
+): void {
   const names = peers.map((p) => p.name);
   const keys = [...new Set(names.flatMap((n) => byPeer.get(n)!.flatMap((f) => Object.keys(f))))];
-  const values = (n: string, k: string) => byPeer.get(n)!.map((f) => f[k]).filter((x): x is number => typeof x === 'number');
+  const values = (n: string, k: string) =>
+    byPeer
+      .get(n)!
+      .map((f) => f[k])
+      .filter((x): x is number => typeof x === 'number');
   /** Per-round ratios, feedlock against `other`, oriented so higher is better. */
   const roundRatios = (fl: string, other: string, k: string) =>
     byPeer.get(fl)!.flatMap((f, i) => {
@@ -403,7 +502,10 @@ function report(peers: Peer[], byPeer: Map<string, Figures[]>, checks: Map<strin
       return [lowerIsBetter(k) ? ratio(b, a) : ratio(a, b)];
     });
   const feedlocks = names.filter((n) => n.startsWith('feedlock'));
-  const ratioCols = feedlocks.flatMap((fl) => [...(names.includes('apt-cacher-ng') ? [[fl, 'apt-cacher-ng']] : []), [fl, 'direct upstream']]);
+  const ratioCols = feedlocks.flatMap((fl) => [
+    ...(names.includes('apt-cacher-ng') ? [[fl, 'apt-cacher-ng']] : []),
+    [fl, 'direct upstream'],
+  ]);
   const header = ['figure', ...names, ...ratioCols.map(([fl, o]) => `${fl}/${o === 'apt-cacher-ng' ? 'acng' : 'direct'}`)];
   const cells: string[][] = [header];
   for (const k of keys) {
@@ -414,17 +516,47 @@ function report(peers: Peer[], byPeer: Map<string, Figures[]>, checks: Map<strin
     }
     cells.push(row);
   }
-  cells.push(['idleRssMb (start / after load)', ...names.map((n) => (idle.has(n) ? `${idle.get(n)!.startMb} / ${idle.get(n)!.endMb ?? '-'}` : '-')), ...ratioCols.map(() => '')]);
+  cells.push([
+    'idleRssMb (start / after load)',
+    ...names.map((n) => (idle.has(n) ? `${idle.get(n)!.startMb} / ${idle.get(n)!.endMb ?? '-'}` : '-')),
+    ...ratioCols.map(() => ''),
+  ]);
   const checkKeys = [...new Set(names.flatMap((n) => Object.keys(checks.get(n) ?? {})))];
   for (const k of checkKeys) cells.push([k, ...names.map((n) => String(checks.get(n)?.[k] ?? '-')), ...ratioCols.map(() => '')]);
-  console.log(`\n${meta.rounds} interleaved rounds${meta.loaded ? `, loaded: ${meta.loaded} busy processes on the same cores` : ', no added load'}; ${meta.repo.small.length} small files, ${meta.repo.large.size >> 20} MiB large file; ${os.availableParallelism()} cores; ${meta.wallSeconds} s`);
+  console.log(
+    `\n${meta.rounds} interleaved rounds${meta.loaded ? `, loaded: ${meta.loaded} busy processes on the same cores` : ', no added load'}; ${meta.repo.small.length} small files, ${meta.repo.large.size >> 20} MiB large file; ${os.availableParallelism()} cores; ${meta.wallSeconds} s`,
+  );
   printColumns(cells);
-  console.log('each cell: median of the rounds (min-max); ratio columns: the per-round ratio, median (min-max), oriented so higher is better (time, latency: other/feedlock)');
-  console.log('RSS: VmRSS summed over the process tree, the peak of each phase; direct upstream hits come from ' + meta.hitKind + ', its cold and apt figures from the proxies\' upstream');
+  console.log(
+    'each cell: median of the rounds (min-max); ratio columns: the per-round ratio, median (min-max), oriented so higher is better (time, latency: other/feedlock)',
+  );
+  console.log(
+    'RSS: VmRSS summed over the process tree, the peak of each phase; direct upstream hits come from ' +
+      meta.hitKind +
+      ", its cold and apt figures from the proxies' upstream",
+  );
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, `peers-${meta.loaded ? 'loaded-' : ''}${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), rounds: meta.rounds, loadedBurners: meta.loaded, hitUpstream: meta.hitKind, smallFiles: meta.repo.small.length, largeMiB: meta.repo.large.size >> 20, rounds_: Object.fromEntries(byPeer), checks: Object.fromEntries(checks), idle: Object.fromEntries(idle) }, null, 2));
+  writeFileSync(
+    out,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        cores: os.availableParallelism(),
+        rounds: meta.rounds,
+        loadedBurners: meta.loaded,
+        hitUpstream: meta.hitKind,
+        smallFiles: meta.repo.small.length,
+        largeMiB: meta.repo.large.size >> 20,
+        rounds_: Object.fromEntries(byPeer),
+        checks: Object.fromEntries(checks),
+        idle: Object.fromEntries(idle),
+      },
+      null,
+      2,
+    ),
+  );
   console.log(`saved ${out}`);
 }
 

@@ -48,7 +48,20 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
   console.error(`upstream: Node static server at ${upstream.url}`);
   const startFeedlock = (store: string): Promise<Proc> =>
-    startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${upstream.port}`]);
+    startCli([
+      'serve',
+      '--port',
+      '0',
+      '--no-apt-sources',
+      '--log-level',
+      'warn',
+      '--store',
+      store,
+      '--index-dir',
+      `${store}-index`,
+      '--allow-host',
+      `127.0.0.1:${upstream.port}`,
+    ]);
   let feedlock = await startFeedlock(join(work, 'store'));
   const via = (p: string) => `${feedlock.url}/127.0.0.1:${upstream.port}${p}`;
   const direct = (p: string) => `${upstream.url}${p}`;
@@ -117,13 +130,37 @@ async function benchProxy(): Promise<Record<string, unknown>> {
     const lastEnd = Math.max(...many.map((r) => r.endAt));
     const firstBytesBeforeEnd = many.every((r) => r.firstByteAt > 0 && r.firstByteAt < lastEnd - 1);
     const cold16Rss = feedlock.rss.peakMb();
-    rows.push({ figure: 'cold 16-way large file: upstream requests', direct: '-', feedlock: countAfter - countBefore, ratio: '-', unit: 'requests' });
+    rows.push({
+      figure: 'cold 16-way large file: upstream requests',
+      direct: '-',
+      feedlock: countAfter - countBefore,
+      ratio: '-',
+      unit: 'requests',
+    });
     rows.push({ figure: 'cold 16-way: every client byte-identical', direct: '-', feedlock: String(allOk), ratio: '-', unit: '' });
-    rows.push({ figure: 'cold 16-way: first byte before download completes', direct: '-', feedlock: String(firstBytesBeforeEnd), ratio: '-', unit: '' });
+    rows.push({
+      figure: 'cold 16-way: first byte before download completes',
+      direct: '-',
+      feedlock: String(firstBytesBeforeEnd),
+      ratio: '-',
+      unit: '',
+    });
     rows.push({ figure: 'cold 16-way: total time', direct: '-', feedlock: Math.round(end - t), ratio: '-', unit: 'ms' });
     const peakRss = Math.max(coldRss, hitRss, largeColdRss, largeWarmRss, cold16Rss);
-    rows.push({ figure: 'feedlock peak RSS (small cold / hits / large cold / large warm / cold 16-way)', direct: '-', feedlock: `${coldRss}/${hitRss}/${largeColdRss}/${largeWarmRss}/${cold16Rss}`, ratio: '-', unit: 'MB' });
-    rows.push({ figure: `RSS growth streaming ${largeMiB} MiB (cold)`, direct: '-', feedlock: Math.round(largeColdRss - rssBefore), ratio: '-', unit: 'MB' });
+    rows.push({
+      figure: 'feedlock peak RSS (small cold / hits / large cold / large warm / cold 16-way)',
+      direct: '-',
+      feedlock: `${coldRss}/${hitRss}/${largeColdRss}/${largeWarmRss}/${cold16Rss}`,
+      ratio: '-',
+      unit: 'MB',
+    });
+    rows.push({
+      figure: `RSS growth streaming ${largeMiB} MiB (cold)`,
+      direct: '-',
+      feedlock: Math.round(largeColdRss - rssBefore),
+      ratio: '-',
+      unit: 'MB',
+    });
     if (!args['skip-fleet']) {
       await feedlock.stop();
       fleet = await benchFleet(repo, upstream);

@@ -56,7 +56,20 @@ async function measure(root: string, files: number, seconds: number, work: strin
     execFileSync(process.execPath, [CLI, 'store', 'reindex', '--store', root, '--index-dir', index], { stdio: 'ignore' });
     const reindexMs = Math.round(performance.now() - t);
     t = performance.now();
-    const server = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', root, '--index-dir', index, '--allow-host', FAKE_UPSTREAM]);
+    const server = await startCli([
+      'serve',
+      '--port',
+      '0',
+      '--no-apt-sources',
+      '--log-level',
+      'warn',
+      '--store',
+      root,
+      '--index-dir',
+      index,
+      '--allow-host',
+      FAKE_UPSTREAM,
+    ]);
     for (;;) {
       if ((await fetch(`${server.url}/_feedlock/ready`).catch(() => undefined))?.ok) break;
       await new Promise((r) => setTimeout(r, 10));
@@ -81,7 +94,10 @@ export async function benchScale(seconds: number, big = 100_000, small = 1_000):
     console.error(`scale: writing stores of ${small} and ${big} files in ${base} (kept for the next run)...`);
     makeStore(join(base, `store-${small}`), small, 4096);
     makeStore(join(base, `store-${big}`), big, 4096);
-    return [await measure(join(base, `store-${small}`), small, seconds, work), await measure(join(base, `store-${big}`), big, seconds, work)];
+    return [
+      await measure(join(base, `store-${small}`), small, seconds, work),
+      await measure(join(base, `store-${big}`), big, seconds, work),
+    ];
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -46,7 +46,22 @@ try {
         continue;
       }
       const work = mkdtempSync(join(tmpdir(), 'feedlock-vf-'));
-      const fl = await startCli(['serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--store', join(work, 'store'), '--index-dir', join(work, 'index'), '--allow-host', `127.0.0.1:${upstream.port}`, '--verify-first-bytes', String(variants[name])]);
+      const fl = await startCli([
+        'serve',
+        '--port',
+        '0',
+        '--no-apt-sources',
+        '--log-level',
+        'warn',
+        '--store',
+        join(work, 'store'),
+        '--index-dir',
+        join(work, 'index'),
+        '--allow-host',
+        `127.0.0.1:${upstream.port}`,
+        '--verify-first-bytes',
+        String(variants[name]),
+      ]);
       try {
         results[name].push(await coldRps(`${fl.url}/127.0.0.1:${upstream.port}`));
       } finally {
@@ -54,7 +69,11 @@ try {
         rmSync(work, { recursive: true, force: true });
       }
     }
-    console.error(`round ${r + 1}: ${Object.entries(results).map(([k, v]) => `${k} ${Math.round(v[r])}`).join(', ')} req/s`);
+    console.error(
+      `round ${r + 1}: ${Object.entries(results)
+        .map(([k, v]) => `${k} ${Math.round(v[r])}`)
+        .join(', ')} req/s`,
+    );
   }
 } finally {
   await upstream.stop();
@@ -64,7 +83,10 @@ const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length
 const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
 const spread = (v: number[]) => `median ${median(v).toFixed(2)} (min ${Math.min(...v).toFixed(2)}, max ${Math.max(...v).toFixed(2)})`;
 console.log(`cold small files, 16 clients, ${paths.length} files, ${rounds} interleaved rounds, ${new Date().toISOString().slice(0, 10)}`);
-for (const [k, v] of Object.entries(results)) console.log(`  ${k.padEnd(13)} req/s median ${Math.round(median(v))} (min ${Math.round(Math.min(...v))}, max ${Math.round(Math.max(...v))})`);
+for (const [k, v] of Object.entries(results))
+  console.log(
+    `  ${k.padEnd(13)} req/s median ${Math.round(median(v))} (min ${Math.round(Math.min(...v))}, max ${Math.round(Math.max(...v))})`,
+  );
 console.log(`  verify-first / stream, per round: ${spread(ratios(results['verify-first'], results.stream))}`);
 console.log(`  stream / direct, per round:       ${spread(ratios(results.stream, results.direct))}`);
 console.log(`  verify-first / direct, per round: ${spread(ratios(results['verify-first'], results.direct))}`);

@@ -16,7 +16,10 @@ const skip = (why) => {
 };
 
 if (process.platform !== 'linux') skip(`sendfile(2) as used here is Linux-only, this is ${process.platform}`);
-const headers = [join(dirname(process.execPath), '..', 'include', 'node'), process.env.npm_config_nodedir && join(process.env.npm_config_nodedir, 'include', 'node')].find((d) => d && existsSync(join(d, 'node_api.h')));
+const headers = [
+  join(dirname(process.execPath), '..', 'include', 'node'),
+  process.env.npm_config_nodedir && join(process.env.npm_config_nodedir, 'include', 'node'),
+].find((d) => d && existsSync(join(d, 'node_api.h')));
 if (!headers) skip(`no node_api.h next to ${process.execPath}; install Node's headers`);
 const cc = process.env.CC || 'cc';
 mkdirSync(dirname(target), { recursive: true });

@@ -13,13 +13,19 @@ import { ERROR_CODES } from '../src/errors.js';
 function defaultDoc(f: { default?: unknown; defaultDoc?: string }): string {
   if (f.defaultDoc) return f.defaultDoc;
   const d = f.default;
-  if (d === undefined || (Array.isArray(d) && d.length === 0) || (typeof d === 'object' && d !== null && Object.keys(d).length === 0)) return 'none';
-  if (typeof d === 'object' && d !== null) return `\`{${Object.entries(d).map(([k, v]) => `${k}: ${String(v)}`).join(', ')}}\``;
+  if (d === undefined || (Array.isArray(d) && d.length === 0) || (typeof d === 'object' && d !== null && Object.keys(d).length === 0))
+    return 'none';
+  if (typeof d === 'object' && d !== null)
+    return `\`{${Object.entries(d)
+      .map(([k, v]) => `${k}: ${String(v)}`)
+      .join(', ')}}\``;
   return String(d as string | number | boolean); // eslint-disable-line @typescript-eslint/no-unnecessary-type-assertion -- what is left is a scalar
 }
 
 export function configTable(): string {
-  const rows = Object.entries(CONFIG_FIELDS).map(([key, f]) => `| \`${key}\` |${f.flag ? ` ${flagDoc(f.flag)} ` : ' '}| ${defaultDoc(f)} | ${f.doc} |`);
+  const rows = Object.entries(CONFIG_FIELDS).map(
+    ([key, f]) => `| \`${key}\` |${f.flag ? ` ${flagDoc(f.flag)} ` : ' '}| ${defaultDoc(f)} | ${f.doc} |`,
+  );
   return ['| key | flag | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }
 
@@ -30,7 +36,8 @@ export function errorTable(): string {
 
 export const TABLES: Record<string, () => string> = { config: configTable, 'error-codes': errorTable };
 
-const markers = (name: string) => [`<!-- generated: ${name} table (npm run docs:readme) -->`, `<!-- end of generated ${name} table -->`] as const;
+const markers = (name: string) =>
+  [`<!-- generated: ${name} table (npm run docs:readme) -->`, `<!-- end of generated ${name} table -->`] as const;
 
 /** The text between a table's markers, or undefined when the README lacks them. */
 export function tableIn(readme: string, name: string): string | undefined {

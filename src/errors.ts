@@ -29,7 +29,11 @@ export const ERROR_CODES = {
   FL_SIGNATURE: { status: 502, exit: 1, doc: 'a Debian Release file (or opkg Packages) without a valid signature from the keyring' },
   FL_NO_SPACE: { status: 507, exit: 1, doc: 'the store is out of space' },
   FL_STORE_CORRUPT: { status: 500, exit: 1, doc: 'a record or blob in the store is damaged; the message names it and the repair' },
-  FL_SHORT_BLOB: { status: 500, exit: 1, doc: 'a stored blob is shorter than its record says (the client gets a cut connection; run `feedlock store verify`)' },
+  FL_SHORT_BLOB: {
+    status: 500,
+    exit: 1,
+    doc: 'a stored blob is shorter than its record says (the client gets a cut connection; run `feedlock store verify`)',
+  },
   FL_NO_SUCH_ENV: { status: 404, exit: 1, doc: 'no environment of that name' },
   FL_NO_SUCH_SNAPSHOT: { status: 404, exit: 1, doc: 'no snapshot of that id or tag' },
   FL_RANGE_NOT_SATISFIABLE: { status: 416, exit: 1, doc: 'a Range outside the file' },

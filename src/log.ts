@@ -10,7 +10,10 @@ export function createLogger(level: string, options: { pretty?: boolean; destina
   const fd = options.destination ?? 2;
   const pretty = options.pretty ?? (process.stderr.isTTY && fd === 2);
   if (pretty) {
-    return pino({ level, base: undefined }, pino.transport({ target: 'pino-pretty', options: { destination: fd, ignore: 'pid,hostname' } }));
+    return pino(
+      { level, base: undefined },
+      pino.transport({ target: 'pino-pretty', options: { destination: fd, ignore: 'pid,hostname' } }),
+    );
   }
   const dest = pino.destination({ dest: fd, sync: false, minLength: 4096 });
   // Buffered for speed, but never more than a second behind (operators tail these).

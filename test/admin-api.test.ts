@@ -25,10 +25,15 @@ describe('status API, metrics and the admin API', () => {
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   let storeArgs: string[];
 
-  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+  const install = (env: string, ...pkgs: string[]) =>
+    installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--json'])).stdout);
   const post = (path: string, body?: unknown, token: string | null = TOKEN) =>
-    fetch(`${feedlock.url}/_feedlock/${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+    fetch(`${feedlock.url}/_feedlock/${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
   const get = (path: string) => fetch(`${feedlock.url}${path}`);
 
   beforeAll(async () => {
@@ -39,7 +44,12 @@ describe('status API, metrics and the admin API', () => {
     upstream = await startStaticUpstream(join(dir, 'up'));
     tokenFile = join(dir, 'admin.token');
     writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), adminToken: tokenFile });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index'),
+      adminToken: tokenFile,
+    });
     storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')];
   });
   afterAll(async () => {
@@ -63,7 +73,14 @@ describe('status API, metrics and the admin API', () => {
     expect(JSON.stringify(status)).not.toContain(dir);
 
     const metrics = await (await get('/metrics')).text();
-    const value = (line: RegExp) => Number(metrics.split('\n').find((l) => line.test(l))?.split(' ').pop());
+    const value = (line: RegExp) =>
+      Number(
+        metrics
+          .split('\n')
+          .find((l) => line.test(l))
+          ?.split(' ')
+          .pop(),
+      );
     const misses = value(/^feedlock_requests_total\{way="remap",class="package",result="miss"\}/);
     expect(misses).toBeGreaterThan(0);
     expect(value(/^feedlock_snapshot_captures_total /)).toBe(2);
@@ -74,7 +91,13 @@ describe('status API, metrics and the admin API', () => {
     // A second client of alpha is all hits; the counter moves.
     await install('alpha', 'fl-hello');
     const after = await (await get('/metrics')).text();
-    const hits = Number(after.split('\n').find((l) => l.startsWith('feedlock_requests_total{way="remap",class="package",result="hit"}'))?.split(' ').pop());
+    const hits = Number(
+      after
+        .split('\n')
+        .find((l) => l.startsWith('feedlock_requests_total{way="remap",class="package",result="hit"}'))
+        ?.split(' ')
+        .pop(),
+    );
     expect(hits).toBeGreaterThan(0);
     // The fixture store is in the page cache: hits were sent on the event loop, by sendfile(2)
     // when its helper is built, else read there.
@@ -90,7 +113,12 @@ describe('status API, metrics and the admin API', () => {
     expect((await post('api/environments/alpha/reset', undefined, 'wrong-token-0123456789')).status).toBe(403);
     const before = await (await get('/_feedlock/api/environments/alpha')).json();
 
-    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
+    updateAptRepo(
+      repo,
+      key,
+      { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] },
+      new Date(Date.now() - 60_000),
+    );
     const reset = await post('api/environments/alpha/reset');
     expect(reset.status).toBe(200);
     expect((await reset.json()).snapshot).toBeNull();
@@ -159,7 +187,9 @@ describe('status API, metrics and the admin API', () => {
     expect(record.files.some((f: { result: string }) => f.result === 'miss')).toBe(true);
     const list = await cli('build', 'list', '--url', url);
     expect(list.closed.map((c: { name: string }) => c.name)).toContain('image-a');
-    await expect(cli('build', 'close', 'image-a', '--url', url, '--admin-token', tokenFile)).rejects.toThrow(/no open build record named image-a/);
+    await expect(cli('build', 'close', 'image-a', '--url', url, '--admin-token', tokenFile)).rejects.toThrow(
+      /no open build record named image-a/,
+    );
   });
 
   it('statusAllow keeps other client addresses out of status and metrics', async () => {
@@ -181,10 +211,18 @@ describe('status API, metrics and the admin API', () => {
   it('the HTML escapes request paths; the token never reaches the log', async () => {
     const hostile = `/127.0.0.1:${upstream.port}/debian/pool/"><script>alert(1)</script>.deb`;
     // Sent raw (fetch would percent-encode it).
-    await new Promise((resolve) => httpRequest(`${feedlock.url}/`, { path: hostile }, (res) => res.resume().on('end', resolve)).on('error', resolve).end());
+    await new Promise((resolve) =>
+      httpRequest(`${feedlock.url}/`, { path: hostile }, (res) => res.resume().on('end', resolve))
+        .on('error', resolve)
+        .end(),
+    );
     // A hostile environment name is refused (400) before it is anything but a logged path.
     const badEnv = `/_env/<svg/onload=alert(2)>/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`;
-    const badStatus = await new Promise<number>((resolve) => httpRequest(`${feedlock.url}/`, { path: badEnv }, (res) => (res.resume(), resolve(res.statusCode ?? 0))).on('error', () => resolve(0)).end());
+    const badStatus = await new Promise<number>((resolve) =>
+      httpRequest(`${feedlock.url}/`, { path: badEnv }, (res) => (res.resume(), resolve(res.statusCode ?? 0)))
+        .on('error', () => resolve(0))
+        .end(),
+    );
     expect(badStatus).toBe(400);
     const html = await (await get('/_feedlock/')).text();
     expect(html).not.toContain('<script>alert(1)');
@@ -194,7 +232,25 @@ describe('status API, metrics and the admin API', () => {
 
     // A served CLI process at debug level: admin calls must not log the token.
     const logDir = tempDir('admin-log');
-    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'trace', '--store', join(logDir, 'store'), '--index-dir', join(logDir, 'index'), '--admin-token', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'serve',
+        '--port',
+        '0',
+        '--no-apt-sources',
+        '--log-level',
+        'trace',
+        '--store',
+        join(logDir, 'store'),
+        '--index-dir',
+        join(logDir, 'index'),
+        '--admin-token',
+        tokenFile,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let log = '';
     child.stderr.on('data', (c) => (log += c));
     const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
@@ -216,8 +272,26 @@ describe('status API, metrics and the admin API', () => {
     chmodSync(loose, 0o644);
     const short = join(dir, 'short.token');
     writeFileSync(short, 'abc', { mode: 0o600 });
-    for (const [file, why] of [[loose, /readable by everyone/], [short, /at least 16 characters/], [join(dir, 'missing'), /cannot read it/]] as const) {
-      const r = await run(process.execPath, [CLI, 'serve', '--port', '0', '--store', join(dir, 'store3'), '--index-dir', join(dir, 'index3'), '--admin-token', file]).then(() => ({ code: 0, stderr: '' }), (e) => ({ code: e.code, stderr: e.stderr }));
+    for (const [file, why] of [
+      [loose, /readable by everyone/],
+      [short, /at least 16 characters/],
+      [join(dir, 'missing'), /cannot read it/],
+    ] as const) {
+      const r = await run(process.execPath, [
+        CLI,
+        'serve',
+        '--port',
+        '0',
+        '--store',
+        join(dir, 'store3'),
+        '--index-dir',
+        join(dir, 'index3'),
+        '--admin-token',
+        file,
+      ]).then(
+        () => ({ code: 0, stderr: '' }),
+        (e) => ({ code: e.code, stderr: e.stderr }),
+      );
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(why);

@@ -24,7 +24,11 @@ describe('real apt-get through feedlock', () => {
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', ...WANTED);
     direct = apt.downloaded();
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], mirrors: { fixture: `${upstream.url}/debian` }, store: join(dir, 'store') });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      mirrors: { fixture: `${upstream.url}/debian` },
+      store: join(dir, 'store'),
+    });
   });
 
   afterAll(async () => {
@@ -38,7 +42,11 @@ describe('real apt-get through feedlock', () => {
   });
 
   const ways = [
-    { name: 'forward proxy', sources: () => `deb [signed-by=${key.keyring}] ${upstream.url}/debian stable main\n`, proxy: () => feedlock.url },
+    {
+      name: 'forward proxy',
+      sources: () => `deb [signed-by=${key.keyring}] ${upstream.url}/debian stable main\n`,
+      proxy: () => feedlock.url,
+    },
     { name: 'host remap', sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/127.0.0.1:${upstream.port}/debian stable main\n` },
     { name: 'named mirror', sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/fixture stable main\n` },
   ];

@@ -33,7 +33,9 @@ describe('two processes capturing an upstream that changes between their fetches
   beforeAll(async () => {
     dir = tempDir('arbitration');
     key = createGpgKey(dir);
-    const repo = createAptRepo(join(dir, 'up', 'debian'), key, [{ name: 'fl-app', version: '1.0-1' }], { date: new Date(Date.now() - 120_000) });
+    const repo = createAptRepo(join(dir, 'up', 'debian'), key, [{ name: 'fl-app', version: '1.0-1' }], {
+      date: new Date(Date.now() - 120_000),
+    });
     const inRelease = join(dir, 'up', 'debian', 'dists', 'stable', 'InRelease');
     versions.push(readFileSync(inRelease));
     // The mirror publishes a new state; the by-hash copies of the old one stay, as on a real mirror.
@@ -78,19 +80,53 @@ describe('two processes capturing an upstream that changes between their fetches
     for (let round = 0; round < ROUNDS; round++) {
       const env = `race-${round}`;
       // Two clients per process, all at once.
-      const clients = [0, 1, 0, 1].map((s, i) => aptClient(tempDir(`arb-${round}-${i}`), `deb [signed-by=${key.keyring}] ${servers[s].url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`));
-      const results = await Promise.all(clients.map((c) => c.get('update').then(() => 'ok', (e: Error & { stderr?: string }) => (e.stderr ?? e.message).slice(-300))));
+      const clients = [0, 1, 0, 1].map((s, i) =>
+        aptClient(
+          tempDir(`arb-${round}-${i}`),
+          `deb [signed-by=${key.keyring}] ${servers[s].url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`,
+        ),
+      );
+      const results = await Promise.all(
+        clients.map((c) =>
+          c.get('update').then(
+            () => 'ok',
+            (e: Error & { stderr?: string }) => (e.stderr ?? e.message).slice(-300),
+          ),
+        ),
+      );
       expect(results, `round ${round}: every apt-get update succeeds`).toEqual(['ok', 'ok', 'ok', 'ok']);
       // Both processes did capture, and upstream gave them different states.
       expect(upstream.requests.filter((r) => r.url.endsWith('/dists/stable/InRelease')).length).toBe(2 * (round + 1));
-      for (const v of versions) expect(existsSync(join(dir, 'store', 'blobs', 'sha256', sha(v).slice(0, 2), sha(v))), 'both states were fetched into the store').toBe(true);
+      for (const v of versions)
+        expect(
+          existsSync(join(dir, 'store', 'blobs', 'sha256', sha(v).slice(0, 2), sha(v))),
+          'both states were fetched into the store',
+        ).toBe(true);
       const got = clients.map((c) => readFileSync(findInRelease(c.lists)));
-      const state = JSON.parse((await run(process.execPath, [CLI, 'env', 'show', env, '--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli'), '--json'])).stdout);
+      const state = JSON.parse(
+        (
+          await run(process.execPath, [
+            CLI,
+            'env',
+            'show',
+            env,
+            '--store',
+            join(dir, 'store'),
+            '--index-dir',
+            join(dir, 'index-cli'),
+            '--json',
+          ])
+        ).stdout,
+      );
       expect(state.history, `round ${round}: one generation, one capture`).toHaveLength(1);
       expect(state.history[0].added).toHaveLength(1);
-      const pinned = readFileSync(join(dir, 'store', 'blobs', 'sha256', state.repos[0].anchors.InRelease.sha256.slice(0, 2), state.repos[0].anchors.InRelease.sha256));
+      const pinned = readFileSync(
+        join(dir, 'store', 'blobs', 'sha256', state.repos[0].anchors.InRelease.sha256.slice(0, 2), state.repos[0].anchors.InRelease.sha256),
+      );
       for (const [i, g] of got.entries()) expect(g.equals(pinned), `round ${round}: client ${i} got the pinned InRelease`).toBe(true);
-      const candidates = await Promise.all(clients.map(async (c) => /Candidate: (\S+)/.exec((await c.cache('policy', 'fl-app')).stdout)?.[1]));
+      const candidates = await Promise.all(
+        clients.map(async (c) => /Candidate: (\S+)/.exec((await c.cache('policy', 'fl-app')).stdout)?.[1]),
+      );
       expect(new Set(candidates).size, `round ${round}: one version for everyone (${candidates.join(', ')})`).toBe(1);
     }
   }, 300_000); // a ceiling for six rounds of real apt on a loaded machine, not a timing claim

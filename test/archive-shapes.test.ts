@@ -6,14 +6,26 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { promisify } from 'node:util';
 import { request } from 'undici';
-import { addPackages, contentsFiles, installerFiles, pdiffFiles, publishAptRepo, translationFiles, type ExtraSuiteFile } from '../fixtures/apt-repo.js';
+import {
+  addPackages,
+  contentsFiles,
+  installerFiles,
+  pdiffFiles,
+  publishAptRepo,
+  translationFiles,
+  type ExtraSuiteFile,
+} from '../fixtures/apt-repo.js';
 import { aptClient } from './helpers/apt.js';
 import { CLI } from './helpers/cli.js';
 import { tempDir } from './helpers/feedlock.js';
 import { startFixtureWorld, type FixtureWorld } from './helpers/world.js';
 
 const run = promisify(execFile);
-const installerImages = (v: string) => ({ 'netboot/netboot.tar.gz': Buffer.from(`netboot ${v}\n`.repeat(100)), 'netboot/debian-installer/amd64/linux': Buffer.from(`kernel ${v}\n`.repeat(50)), 'netboot/mini.iso': Buffer.from(`mini ${v}\n`.repeat(70)) });
+const installerImages = (v: string) => ({
+  'netboot/netboot.tar.gz': Buffer.from(`netboot ${v}\n`.repeat(100)),
+  'netboot/debian-installer/amd64/linux': Buffer.from(`kernel ${v}\n`.repeat(50)),
+  'netboot/mini.iso': Buffer.from(`mini ${v}\n`.repeat(70)),
+});
 
 describe('real archive shapes in a pinned environment', () => {
   let world: FixtureWorld;
@@ -25,11 +37,19 @@ describe('real archive shapes in a pinned environment', () => {
     minute++;
     publishAptRepo(world.repo, world.key, { date: new Date(lastDate), extraFiles });
   };
-  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--store', join(world.dir, 'store'), '--index-dir', join(world.dir, 'index'), '--json'])).stdout);
+  const cli = async (...args: string[]) =>
+    JSON.parse(
+      (await run(process.execPath, [CLI, ...args, '--store', join(world.dir, 'store'), '--index-dir', join(world.dir, 'index'), '--json']))
+        .stdout,
+    );
   const suiteUrl = (env: string) => `${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian/dists/stable`;
   const upstreamGot = (suffix: string) => world.upstream.requests.filter((r) => r.url.endsWith(suffix)).length;
   const client = (label: string, env: string) => {
-    const apt = aptClient(tempDir(label), `deb [signed-by=${world.key.keyring}] ${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian stable main\n`, { extraOptions: ['Acquire::Languages=en'] });
+    const apt = aptClient(
+      tempDir(label),
+      `deb [signed-by=${world.key.keyring}] ${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian stable main\n`,
+      { extraOptions: ['Acquire::Languages=en'] },
+    );
     return apt;
   };
   // Contents-ARCH is what apt-file fetches (apt-get only with apt-file's index target configured).
@@ -38,7 +58,13 @@ describe('real archive shapes in a pinned environment', () => {
     expect(r.statusCode).toBe(200);
     return gunzipSync(Buffer.from(await r.body.arrayBuffer())).toString();
   };
-  const listFile = (dir: string, suffix: string) => readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith(suffix))!));
+  const listFile = (dir: string, suffix: string) =>
+    readFileSync(
+      join(
+        dir,
+        readdirSync(dir).find((f) => f.endsWith(suffix))!,
+      ),
+    );
 
   beforeAll(async () => {
     world = await startFixtureWorld('shapes');
@@ -89,12 +115,22 @@ describe('real archive shapes in a pinned environment', () => {
     const base = (env: string, dir = 'current') => `${suiteUrl(env)}/main/installer-amd64/${dir}/images`;
     const get = async (url: string) => {
       const r = await request(url);
-      return { status: r.statusCode, verified: r.headers['x-feedlock-verified'], error: r.headers['x-feedlock-error'], body: Buffer.from(await r.body.arrayBuffer()) };
+      return {
+        status: r.statusCode,
+        verified: r.headers['x-feedlock-verified'],
+        error: r.headers['x-feedlock-error'],
+        body: Buffer.from(await r.body.arrayBuffer()),
+      };
     };
     const sums1 = await get(`${base('d-i')}/SHA256SUMS`);
     expect(sums1.body.toString()).toContain('./netboot/netboot.tar.gz');
     for (const path of ['netboot/netboot.tar.gz', 'netboot/debian-installer/amd64/linux']) {
-      expect(await get(`${base('d-i')}/${path}`)).toEqual({ status: 200, verified: undefined, error: undefined, body: images1[path as keyof typeof images1] });
+      expect(await get(`${base('d-i')}/${path}`)).toEqual({
+        status: 200,
+        verified: undefined,
+        error: undefined,
+        body: images1[path as keyof typeof images1],
+      });
     }
     await world.feedlock.flights.idle();
 
@@ -120,7 +156,9 @@ describe('real archive shapes in a pinned environment', () => {
   });
 
   it('a tampered debian-installer image is refused against the pinned SHA256SUMS', async () => {
-    publish(installerFiles(world.repo, '20260301', { 'netboot/debian-installer/amd64/linux': Buffer.from('kernel 20260301\n'.repeat(50)) }));
+    publish(
+      installerFiles(world.repo, '20260301', { 'netboot/debian-installer/amd64/linux': Buffer.from('kernel 20260301\n'.repeat(50)) }),
+    );
     world.upstream.fault = (req, res, file) => {
       if (!req.url?.endsWith('/linux')) return false;
       const size = readFileSync(file).length;
@@ -128,7 +166,9 @@ describe('real archive shapes in a pinned environment', () => {
       return true;
     };
     try {
-      const r = await request(`${suiteUrl('d-i-tamper')}/main/installer-amd64/current/images/netboot/debian-installer/amd64/linux`, { method: 'HEAD' });
+      const r = await request(`${suiteUrl('d-i-tamper')}/main/installer-amd64/current/images/netboot/debian-installer/amd64/linux`, {
+        method: 'HEAD',
+      });
       expect([r.statusCode, r.headers['x-feedlock-error']]).toEqual([502, 'FL_HASH_MISMATCH']);
     } finally {
       world.upstream.fault = undefined;
@@ -159,7 +199,9 @@ describe('real archive shapes in a pinned environment', () => {
     expect(patched.stdout).toMatch(/Packages\.diff\/Index/);
     expect(patched.stdout).toMatch(/Packages T-[0-9.-]+-F-[0-9.-]+\.pdiff/);
     expect(patched.stdout, 'no fallback to the whole Packages file').not.toMatch(/amd64 Packages \[/);
-    expect(listFile(clientP.lists, '_main_binary-amd64_Packages').equals(packagesB), 'apt patched its Packages to the pinned one').toBe(true);
+    expect(listFile(clientP.lists, '_main_binary-amd64_Packages').equals(packagesB), 'apt patched its Packages to the pinned one').toBe(
+      true,
+    );
     const pinnedIndex = readFileSync(join(world.repo.root, 'dists/stable/main/binary-amd64/Packages.diff/Index'), 'utf8');
     const patchName = /SHA256-Download:\n \S+ \d+ (\S+)/.exec(pinnedIndex)![1];
 
@@ -179,7 +221,11 @@ describe('real archive shapes in a pinned environment', () => {
     // A patch the pinned Index does not list is refused; so is a tampered copy of one it lists.
     const diffDir = `${suiteUrl('pd')}/main/binary-amd64/Packages.diff`;
     const unlisted = await request(`${diffDir}/T-2030-01-01-0000.00-F-2030-01-01-0000.00.gz`);
-    expect([unlisted.statusCode, unlisted.headers['x-feedlock-error'], await unlisted.body.text()]).toEqual([404, 'FL_NOT_IN_SNAPSHOT', expect.stringMatching(/not listed in the Release that environment pd pinned/)]);
+    expect([unlisted.statusCode, unlisted.headers['x-feedlock-error'], await unlisted.body.text()]).toEqual([
+      404,
+      'FL_NOT_IN_SNAPSHOT',
+      expect.stringMatching(/not listed in the Release that environment pd pinned/),
+    ]);
     expect(world.upstream.requests.length, 'refused before any upstream request').toBe(upstreamBefore);
     world.upstream.fault = (req, res, file) => {
       if (!req.url?.includes('/Packages.diff/') || req.url.endsWith('/Index')) return false;
@@ -202,9 +248,13 @@ describe('real archive shapes in a pinned environment', () => {
     await world.feedlock.flights.idle();
     await cli('snapshot', 'gc', '--grace', '0');
     const images2 = installerImages('20260201');
-    for (const data of Object.values(images2)) expect(await world.feedlock.store.hasBlob(createHash('sha256').update(data).digest('hex'))).toBe(true);
+    for (const data of Object.values(images2))
+      expect(await world.feedlock.store.hasBlob(createHash('sha256').update(data).digest('hex'))).toBe(true);
 
-    for (const [env, path] of [['d-i', 'main/installer-amd64/current/images/netboot/netboot.tar.gz'], ['pd', 'main/binary-amd64/Packages.diff/Index']] as const) {
+    for (const [env, path] of [
+      ['d-i', 'main/installer-amd64/current/images/netboot/netboot.tar.gz'],
+      ['pd', 'main/binary-amd64/Packages.diff/Index'],
+    ] as const) {
       const out = join(tempDir(`shapes-export-${env}`), 'repo');
       await cli('export', 'repo', '--snapshot', (await cli('env', 'show', env)).snapshot, '--out', out);
       const suite = join(out, `127.0.0.1_${world.upstream.port}`, 'debian/dists/stable');

@@ -55,7 +55,8 @@ function processesMentioning(needle: string): number[] {
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('serve')) pids.push(Number(p));
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(needle) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('serve'))
+        pids.push(Number(p));
     } catch {
       /* gone */
     }
@@ -70,11 +71,20 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   let key: GpgKey;
   let upstream: StaticUpstream;
 
-  function bitbake(args: string[], options: { signalAfterPidFile?: string; signal?: NodeJS.Signals } = {}): Promise<{ code: number | null; out: string }> {
+  function bitbake(
+    args: string[],
+    options: { signalAfterPidFile?: string; signal?: NodeJS.Signals } = {},
+  ): Promise<{ code: number | null; out: string }> {
     return new Promise((done) => {
       const child = spawn(join(BITBAKE_DIR, 'bin', 'bitbake'), args, {
         cwd: build,
-        env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`, BBPATH: undefined },
+        env: {
+          ...process.env,
+          LANG: 'en_US.UTF-8',
+          LC_ALL: 'en_US.UTF-8',
+          PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`,
+          BBPATH: undefined,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -152,7 +162,10 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.manifest'))).toBe(true);
     expect(existsSync(join(deploy(), 'fixture-image-base-qemuamd64.feedlock.spdx.json'))).toBe(true);
     // The build record brackets each image's rootfs: every package it installed was served while it was open.
-    for (const [image, m] of [['fixture-image-base', base], ['fixture-image-debug', debug]] as const) {
+    for (const [image, m] of [
+      ['fixture-image-base', base],
+      ['fixture-image-debug', debug],
+    ] as const) {
       const record = JSON.parse(readFileSync(join(deploy(), `${image}-qemuamd64.feedlock-downloads.json`), 'utf8'));
       expect(record).toMatchObject({ schema: 'feedlock-build-record/1', name: `${image}-qemuamd64`, env: buildEnv });
       const served = new Set(record.files.map((f: { sha256?: string }) => f.sha256));
@@ -169,48 +182,86 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
     expect(existsSync(join(build, 'tmp', 'feedlock', 'server.pid'))).toBe(false);
   }, 300_000);
 
-  it('the rootfs\'s apt sources and package lists name the repository itself; nothing in it names feedlock', () => {
+  it("the rootfs's apt sources and package lists name the repository itself; nothing in it names feedlock", () => {
     const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
     for (const image of ['fixture-image-base', 'fixture-image-debug']) {
       const root = join(build, 'tmp', 'work', image, 'rootfs');
-      expect(readFileSync(join(root, 'etc/apt/sources.list'), 'utf8')).toBe(`deb [signed-by=${key.keyring}] http://127.0.0.1:${upstream.port}/debian stable main\n`);
+      expect(readFileSync(join(root, 'etc/apt/sources.list'), 'utf8')).toBe(
+        `deb [signed-by=${key.keyring}] http://127.0.0.1:${upstream.port}/debian stable main\n`,
+      );
       const lists = readdirSync(join(root, 'var/lib/apt/lists')).filter((f) => !['partial', 'lock', 'auxfiles'].includes(f));
       expect(lists).toContain(`127.0.0.1:${upstream.port}_debian_dists_stable_InRelease`);
-      expect(lists.filter((f) => !f.startsWith(`127.0.0.1:${upstream.port}_debian_`)), 'every package list is named after the repository').toEqual([]);
+      expect(
+        lists.filter((f) => !f.startsWith(`127.0.0.1:${upstream.port}_debian_`)),
+        'every package list is named after the repository',
+      ).toEqual([]);
       expect(readdirSync(join(root, 'etc/apt/apt.conf.d')), 'no apt configuration left behind').toEqual([]);
       expect(filesMentioning(root, `127.0.0.1:${port}`), `${image}: files naming the proxy`).toEqual([]);
       expect(filesMentioning(root, '_env'), `${image}: files naming an environment path`).toEqual([]);
     }
   });
 
-  it.skipIf(!opkgAvailable())('OE: opkg installs through feedlock with the rootfs\'s own feed configuration, which after do_rootfs names the original feeds; IPK_FEED_URIS is left as written', async () => {
-    expect(getvar('IPK_FEED_URIS')).toBe(IPK_FEEDS);
-    const before = upstream.requests.length;
-    const r = await bitbake(['fixture-image-opkg']);
-    expect(r.code, r.out.slice(-3000)).toBe(0);
-    const root = join(build, 'tmp', 'work', 'fixture-image-opkg', 'rootfs');
-    const feeds = ['all', 'core2-64', 'qemux86_64'].map((a) => `src/gz ${a} http://127.0.0.1:${upstream.port}/ipk/${a}`);
-    expect(readFileSync(join(root, 'etc/opkg/opkg.conf'), 'utf8').split('\n').filter((l) => l.startsWith('src')), 'the feeds as written').toEqual(feeds);
-    const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
-    expect(filesMentioning(root, `127.0.0.1:${port}`)).toEqual([]);
-    // It went through feedlock: the build record lists the .ipk files it served, and the manifest pins them.
-    const record = JSON.parse(readFileSync(join(deploy(), 'fixture-image-opkg-qemuamd64.feedlock-downloads.json'), 'utf8'));
-    expect(record.files.map((f: { url: string }) => f.url.split('/').pop()).sort()).toEqual(expect.arrayContaining([expect.stringMatching(/^foo-tools_.*\.ipk$/), expect.stringMatching(/^libfoo1_.*\.ipk$/), expect.stringMatching(/^tzdata_.*\.ipk$/)]));
-    const m = manifest('fixture-image-opkg');
-    expect(m.packageManager).toBe('opkg');
-    expect(m.packages.map((p: { name: string }) => p.name).sort()).toEqual(['foo-tools', 'libfoo1', 'tzdata']);
-    expect(m.packages.every((p: { origin: string }) => p.origin === 'snapshot')).toBe(true);
-    expect(upstream.requests.slice(before).some((q) => q.url.endsWith('.ipk'))).toBe(true);
-  }, 300_000);
+  it.skipIf(!opkgAvailable())(
+    "OE: opkg installs through feedlock with the rootfs's own feed configuration, which after do_rootfs names the original feeds; IPK_FEED_URIS is left as written",
+    async () => {
+      expect(getvar('IPK_FEED_URIS')).toBe(IPK_FEEDS);
+      const before = upstream.requests.length;
+      const r = await bitbake(['fixture-image-opkg']);
+      expect(r.code, r.out.slice(-3000)).toBe(0);
+      const root = join(build, 'tmp', 'work', 'fixture-image-opkg', 'rootfs');
+      const feeds = ['all', 'core2-64', 'qemux86_64'].map((a) => `src/gz ${a} http://127.0.0.1:${upstream.port}/ipk/${a}`);
+      expect(
+        readFileSync(join(root, 'etc/opkg/opkg.conf'), 'utf8')
+          .split('\n')
+          .filter((l) => l.startsWith('src')),
+        'the feeds as written',
+      ).toEqual(feeds);
+      const port = readFileSync(join(build, 'tmp', 'feedlock', 'port'), 'utf8').trim();
+      expect(filesMentioning(root, `127.0.0.1:${port}`)).toEqual([]);
+      // It went through feedlock: the build record lists the .ipk files it served, and the manifest pins them.
+      const record = JSON.parse(readFileSync(join(deploy(), 'fixture-image-opkg-qemuamd64.feedlock-downloads.json'), 'utf8'));
+      expect(record.files.map((f: { url: string }) => f.url.split('/').pop()).sort()).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^foo-tools_.*\.ipk$/),
+          expect.stringMatching(/^libfoo1_.*\.ipk$/),
+          expect.stringMatching(/^tzdata_.*\.ipk$/),
+        ]),
+      );
+      const m = manifest('fixture-image-opkg');
+      expect(m.packageManager).toBe('opkg');
+      expect(m.packages.map((p: { name: string }) => p.name).sort()).toEqual(['foo-tools', 'libfoo1', 'tzdata']);
+      expect(m.packages.every((p: { origin: string }) => p.origin === 'snapshot')).toBe(true);
+      expect(upstream.requests.slice(before).some((q) => q.url.endsWith('.ipk'))).toBe(true);
+    },
+    300_000,
+  );
 
   it('an OE build from its own deploy feed is told once, and the classes-only layer adds no warning', async () => {
     const oe = join(dir, 'build-oe');
     mkdirSync(join(oe, 'conf'), { recursive: true });
     writeFileSync(join(oe, 'conf', 'bblayers.conf'), `BBLAYERS = "${join(ROOT, 'fixtures', 'bitbake-layer')} ${ROOT}"\n`);
-    writeFileSync(join(oe, 'conf', 'local.conf'), ['INHERIT += "feedlock"', `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist', 'src', 'cli', 'bin.cjs')}"`, 'FEEDLOCK_PORT = "0"', 'IMAGE_PKGTYPE = "ipk"', `DL_DIR = "${join(dir, 'dl-oe')}"`, `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`, `FIXTURE_KEYRING = "${key.keyring}"`, ''].join('\n'));
+    writeFileSync(
+      join(oe, 'conf', 'local.conf'),
+      [
+        'INHERIT += "feedlock"',
+        `FEEDLOCK_BIN = "${process.execPath} ${join(ROOT, 'dist', 'src', 'cli', 'bin.cjs')}"`,
+        'FEEDLOCK_PORT = "0"',
+        'IMAGE_PKGTYPE = "ipk"',
+        `DL_DIR = "${join(dir, 'dl-oe')}"`,
+        `FIXTURE_REPO = "127.0.0.1:${upstream.port}/debian"`,
+        `FIXTURE_KEYRING = "${key.keyring}"`,
+        '',
+      ].join('\n'),
+    );
     const out = execFileSync(join(BITBAKE_DIR, 'bin', 'bitbake'), ['-p'], {
       cwd: oe,
-      env: { ...process.env, LANG: 'en_US.UTF-8', LC_ALL: 'en_US.UTF-8', PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`, BBPATH: undefined },
+      env: {
+        ...process.env,
+        LANG: 'en_US.UTF-8',
+        LC_ALL: 'en_US.UTF-8',
+        PATH: `${join(BITBAKE_DIR, 'bin')}:${process.env.PATH}`,
+        BBPATH: undefined,
+      },
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -221,7 +272,9 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   it('a failing task still stops the server', async () => {
     const r = await bitbake(['fixture-broken']);
     expect(r.code).not.toBe(0);
-    expect(readFileSync(join(build, 'tmp', 'work', 'fixture-broken', 'temp', 'log.do_rootfs'), 'utf8')).toMatch(/Unable to locate package fl-does-not-exist/);
+    expect(readFileSync(join(build, 'tmp', 'work', 'fixture-broken', 'temp', 'log.do_rootfs'), 'utf8')).toMatch(
+      /Unable to locate package fl-does-not-exist/,
+    );
     expect(processesMentioning(join(dir, 'downloads'))).toEqual([]);
   }, 300_000);
 
@@ -258,7 +311,19 @@ describe.skipIf(Boolean(SKIP))('feedlock.bbclass under real bitbake', () => {
   }, 300_000);
 
   it('feedlock_reset with FEEDLOCK_RESET_REPOS resets that repository; after the next build, feedlock_diff prints what `feedlock env diff` prints: exactly the upgrade', async () => {
-    const cli = (...args: string[]) => execFileSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'), ...args, '--store', join(dir, 'downloads', 'feedlock'), '--snapshot-dir', join(dir, 'downloads', 'feedlock', 'snapshots')], { encoding: 'utf8' });
+    const cli = (...args: string[]) =>
+      execFileSync(
+        process.execPath,
+        [
+          join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'),
+          ...args,
+          '--store',
+          join(dir, 'downloads', 'feedlock'),
+          '--snapshot-dir',
+          join(dir, 'downloads', 'feedlock', 'snapshots'),
+        ],
+        { encoding: 'utf8' },
+      );
     updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
     const conf = join(build, 'conf', 'local.conf');
     const original = readFileSync(conf, 'utf8');
@@ -288,36 +353,58 @@ if (SKIP) describe('feedlock.bbclass under real bitbake', () => it.skip(SKIP, ()
 
 const ISAR_SKIP = SKIP || isarSkipReason();
 
-describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s own classes', () => {
-  it('Isar rewrites the bootstrap sources with the user\'s own snapshot settings, which the class leaves as they are', () => {
+describe.skipIf(Boolean(ISAR_SKIP))("feedlock.bbclass with Isar's own classes", () => {
+  it("Isar rewrites the bootstrap sources with the user's own snapshot settings, which the class leaves as they are", () => {
     const dir = tempDir('bitbake-isar');
     const build = join(dir, 'build');
     const host = mirrorHost();
     // The user's settings; the class must neither replace nor add to them.
     setupIsarBuild(build, join(dir, 'downloads'), {
       feedlock: true,
-      extra: ['FEEDLOCK_PORT = "0"', 'ISAR_USE_APT_SNAPSHOT = "1"', `DISTRO_APT_SNAPSHOT_PREMIRROR = "http://${host.replace(/\./g, '\\.')}/ http://snapshot.example.org/archive/\\n"`],
+      extra: [
+        'FEEDLOCK_PORT = "0"',
+        'ISAR_USE_APT_SNAPSHOT = "1"',
+        `DISTRO_APT_SNAPSHOT_PREMIRROR = "http://${host.replace(/\./g, '\\.')}/ http://snapshot.example.org/archive/\\n"`,
+      ],
     });
-    execFileSync('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake -c apt_config_prepare isar-mmdebstrap-target`], { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
+    execFileSync(
+      'bash',
+      [
+        '-c',
+        `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake -c apt_config_prepare isar-mmdebstrap-target`,
+      ],
+      { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 },
+    );
     // Written by Isar's own aggregate_aptsources_list/get_apt_source_mirror (meta/classes-recipe/bootstrap.bbclass).
-    const [workdir] = readdirSync(join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target')).map((v) => join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target', v));
-    const written = readFileSync(join(workdir, 'apt-sources'), 'utf8').split('\n').filter((l) => l.startsWith('deb'));
-    const original = readFileSync(join(build, 'conf', 'debian-bookworm.list'), 'utf8').split('\n').filter((l) => l.startsWith('deb'));
+    const [workdir] = readdirSync(join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target')).map((v) =>
+      join(build, 'tmp', 'work', 'debian-bookworm-amd64', 'isar-mmdebstrap-target', v),
+    );
+    const written = readFileSync(join(workdir, 'apt-sources'), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('deb'));
+    const original = readFileSync(join(build, 'conf', 'debian-bookworm.list'), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('deb'));
     expect(written).toHaveLength(original.length);
     for (const line of written) {
       expect(line).not.toMatch(/127\.0\.0\.1|_env/);
       expect(line.includes(`//${host}/`), "a source the user's premirror did not rewrite").toBe(false);
     }
-    expect(written.filter((l) => l.startsWith('deb [check-valid-until=no] http://snapshot.example.org/archive/'))).toHaveLength(original.filter((l) => l.includes(`//${host}/`)).length);
+    expect(written.filter((l) => l.startsWith('deb [check-valid-until=no] http://snapshot.example.org/archive/'))).toHaveLength(
+      original.filter((l) => l.includes(`//${host}/`)).length,
+    );
   }, 900_000);
 });
 
-if (ISAR_SKIP && !SKIP) describe('feedlock.bbclass with Isar\'s own classes', () => it.skip(ISAR_SKIP, () => {}));
+if (ISAR_SKIP && !SKIP) describe("feedlock.bbclass with Isar's own classes", () => it.skip(ISAR_SKIP, () => {}));
 
 /** bitbake in an Isar build dir (Isar's own environment script); the output and exit code, without blocking the event loop. */
 function isarBitbake(build: string, args: string): Promise<{ code: number | null; out: string }> {
   return new Promise((done) => {
-    const child = spawn('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake ${args}`], { cwd: ISAR, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', ['-c', `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake ${args}`], {
+      cwd: ISAR,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (b) => (out += b));
     child.stderr.on('data', (b) => (out += b));
@@ -325,7 +412,7 @@ function isarBitbake(build: string, args: string): Promise<{ code: number | null
   });
 }
 
-describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode (ISAR_USE_APT_SNAPSHOT)', () => {
+describe.skipIf(Boolean(ISAR_SKIP))("feedlock.bbclass with Isar's snapshot mode (ISAR_USE_APT_SNAPSHOT)", () => {
   const ENV = 'debian-bookworm-amd64';
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   let dir: string;
@@ -338,12 +425,37 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode
   let between: Date;
   let beforeAny: Date;
   // Not execFileSync: the fixture upstream runs in this process.
-  const cli = async (...args: string[]) => (await run(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'), ...args, '--store', join(dir, 'downloads', 'feedlock'), '--index-dir', join(dir, 'index')], { encoding: 'utf8' })).stdout;
+  const cli = async (...args: string[]) =>
+    (
+      await run(
+        process.execPath,
+        [
+          join(ROOT, 'dist', 'src', 'cli', 'bin.cjs'),
+          ...args,
+          '--store',
+          join(dir, 'downloads', 'feedlock'),
+          '--index-dir',
+          join(dir, 'index'),
+        ],
+        { encoding: 'utf8' },
+      )
+    ).stdout;
   const capture = () => cli('snapshot', 'capture', '--env', ENV, '--repo', `http://${up}/debian`, '--suite', 'stable', '--allow-host', up);
-  const task = () => readdirSync(join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt')).map((v) => join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt', v))[0];
+  const task = () =>
+    readdirSync(join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt')).map((v) =>
+      join(build, 'tmp', 'work', ENV, 'fixture-snapshot-apt', v),
+    )[0];
   /** The user's snapshot settings, as in Isar's debian-common.conf with the archive host of their choice. */
   const snapshotMode = (date: Date) =>
-    writeFileSync(join(build, 'conf', 'snapshot-mode.conf'), ['ISAR_USE_APT_SNAPSHOT = "1"', `ISAR_APT_SNAPSHOT_DATE = "${archiveTimestamp(date)}"`, `DISTRO_APT_SNAPSHOT_PREMIRROR = "${up.replace(/\./g, '\\.')}/(.*)/? snapshot.example.org/archive/\\1/\${ISAR_APT_SNAPSHOT_DATE_INTERNAL}\\n"`, ''].join('\n'));
+    writeFileSync(
+      join(build, 'conf', 'snapshot-mode.conf'),
+      [
+        'ISAR_USE_APT_SNAPSHOT = "1"',
+        `ISAR_APT_SNAPSHOT_DATE = "${archiveTimestamp(date)}"`,
+        `DISTRO_APT_SNAPSHOT_PREMIRROR = "${up.replace(/\./g, '\\.')}/(.*)/? snapshot.example.org/archive/\\1/\${ISAR_APT_SNAPSHOT_DATE_INTERNAL}\\n"`,
+        '',
+      ].join('\n'),
+    );
 
   beforeAll(async () => {
     dir = tempDir('bitbake-isar-snapshot');
@@ -364,13 +476,21 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode
         `include ${join(build, 'conf', 'snapshot-mode.conf')}`,
       ],
     });
-    writeFileSync(join(build, 'conf', 'bblayers.conf'), readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${join(ROOT, 'fixtures', 'isar-layer')}"\n`);
+    writeFileSync(
+      join(build, 'conf', 'bblayers.conf'),
+      readFileSync(join(build, 'conf', 'bblayers.conf'), 'utf8') + `BBLAYERS += "${join(ROOT, 'fixtures', 'isar-layer')}"\n`,
+    );
     // Two generations of the environment, captured a few seconds apart (archive times have whole seconds).
     beforeAny = new Date(Date.now() - 2000);
     await sleep(1100);
     await capture();
-    const history = async () => JSON.parse(await cli('env', 'show', ENV, '--json')).history.filter((h: { snapshot: string | null }) => h.snapshot);
-    first = { inRelease: readFileSync(join(dir, 'up', 'debian', 'dists', 'stable', 'InRelease')), hello: repo.packages.find((p) => p.name === 'fl-hello')!.sha256, ...(await history())[0] };
+    const history = async () =>
+      JSON.parse(await cli('env', 'show', ENV, '--json')).history.filter((h: { snapshot: string | null }) => h.snapshot);
+    first = {
+      inRelease: readFileSync(join(dir, 'up', 'debian', 'dists', 'stable', 'InRelease')),
+      hello: repo.packages.find((p) => p.name === 'fl-hello')!.sha256,
+      ...(await history())[0],
+    };
     await sleep(1100);
     between = new Date();
     await sleep(1100);
@@ -383,7 +503,7 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode
     await upstream?.close();
   });
 
-  it('a date between two captures: Isar\'s sources name the snapshot host, and the build\'s apt gets exactly the generation current then; nothing is asked of that host', async () => {
+  it("a date between two captures: Isar's sources name the snapshot host, and the build's apt gets exactly the generation current then; nothing is asked of that host", async () => {
     snapshotMode(between);
     const before = upstream.requests.length;
     const r = await isarBitbake(build, '-c fixture_apt fixture-snapshot-apt');
@@ -391,13 +511,22 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode
     const ts = archiveTimestamp(between);
     const apt = join(task(), 'fixture-apt');
     // What Isar's own get_apt_source_mirror wrote, as a plain snapshot-mode build writes it.
-    expect(readFileSync(join(apt, 'etc', 'sources.list'), 'utf8').split('\n').filter((l) => l.startsWith('deb'))).toEqual([`deb [check-valid-until=no] http://snapshot.example.org/archive/debian/${ts} stable main`]);
+    expect(
+      readFileSync(join(apt, 'etc', 'sources.list'), 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('deb')),
+    ).toEqual([`deb [check-valid-until=no] http://snapshot.example.org/archive/debian/${ts} stable main`]);
     const lists = readdirSync(join(apt, 'lists'));
     expect(lists).toContain(`snapshot.example.org_archive_debian_${ts}_dists_stable_InRelease`);
-    expect(readFileSync(join(apt, 'lists', `snapshot.example.org_archive_debian_${ts}_dists_stable_InRelease`)).equals(first.inRelease), 'the first generation\'s InRelease').toBe(true);
+    expect(
+      readFileSync(join(apt, 'lists', `snapshot.example.org_archive_debian_${ts}_dists_stable_InRelease`)).equals(first.inRelease),
+      "the first generation's InRelease",
+    ).toBe(true);
     const debs = readdirSync(join(apt, 'cache', 'archives')).filter((f) => f.endsWith('.deb'));
     expect(debs).toContain('fl-hello_1.0-1_amd64.deb');
-    expect(execFileSync('sha256sum', [join(apt, 'cache', 'archives', 'fl-hello_1.0-1_amd64.deb')], { encoding: 'utf8' }).split(' ')[0]).toBe(first.hello);
+    expect(
+      execFileSync('sha256sum', [join(apt, 'cache', 'archives', 'fl-hello_1.0-1_amd64.deb')], { encoding: 'utf8' }).split(' ')[0],
+    ).toBe(first.hello);
     // Package files the store lacked came from the repository itself; the archive's host is not loopback and was never asked.
     expect(upstream.requests.slice(before).filter((q) => !q.url.startsWith('/debian/pool/'))).toEqual([]);
   }, 900_000);
@@ -412,4 +541,4 @@ describe.skipIf(Boolean(ISAR_SKIP))('feedlock.bbclass with Isar\'s snapshot mode
   }, 900_000);
 });
 
-if (ISAR_SKIP && !SKIP) describe('feedlock.bbclass with Isar\'s snapshot mode (ISAR_USE_APT_SNAPSHOT)', () => it.skip(ISAR_SKIP, () => {}));
+if (ISAR_SKIP && !SKIP) describe("feedlock.bbclass with Isar's snapshot mode (ISAR_USE_APT_SNAPSHOT)", () => it.skip(ISAR_SKIP, () => {}));

@@ -72,7 +72,9 @@ describe('bitbake hooks: one server per build', () => {
     // Started with the runtime settings of the bin's shebang (memory behaviour as with npx feedlock).
     expect(readFileSync(`/proc/${first.pid}/cmdline`, 'utf8').split('\0')).toContain('--liftoff-only');
     expect(readFileSync(`/proc/${first.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=65536');
-    const again = await Promise.all([1, 2, 3, 4].map(() => hook('start', ...base, '--', '--store', join(dir, 'store'), '--no-apt-sources', '--log-level', 'warn')));
+    const again = await Promise.all(
+      [1, 2, 3, 4].map(() => hook('start', ...base, '--', '--store', join(dir, 'store'), '--no-apt-sources', '--log-level', 'warn')),
+    );
     expect(new Set(again.map((r) => r.pid))).toEqual(new Set([first.pid]));
     const stopped = await hook('stop', '--state-dir', state);
     expect(stopped).toMatchObject({ stopped: true, pid: first.pid });
@@ -85,7 +87,11 @@ describe('bitbake hooks: one server per build', () => {
   it('parallel first starts from separate processes make one server', async () => {
     const dir = tempDir('hook-par');
     const state = join(dir, 'state');
-    const results = await Promise.all([1, 2, 3, 4, 5, 6].map(() => hook('start', '--state-dir', state, '--port', '0', '--', '--store', join(dir, 'store'), '--no-apt-sources')));
+    const results = await Promise.all(
+      [1, 2, 3, 4, 5, 6].map(() =>
+        hook('start', '--state-dir', state, '--port', '0', '--', '--store', join(dir, 'store'), '--no-apt-sources'),
+      ),
+    );
     expect(new Set(results.map((r) => r.pid)).size).toBe(1);
     expect(results.filter((r) => !r.reused)).toHaveLength(1);
     await hook('stop', '--state-dir', state);
@@ -119,7 +125,10 @@ describe('bitbake hooks: one server per build', () => {
       writeFileSync(join(state, 'server.pid'), `${other.pid}\n`);
       expect(await hook('stop', '--state-dir', state)).toMatchObject({ stopped: false });
       expect(alive(other.pid!), 'stop left the unrelated process alone').toBe(true);
-      writeFileSync(join(state, 'server.json'), JSON.stringify({ pid: other.pid, startTime: startTime(other.pid!), url: 'http://127.0.0.1:1', port: 1, args: [] }));
+      writeFileSync(
+        join(state, 'server.json'),
+        JSON.stringify({ pid: other.pid, startTime: startTime(other.pid!), url: 'http://127.0.0.1:1', port: 1, args: [] }),
+      );
       writeFileSync(join(state, 'server.pid'), `${other.pid}\n`);
       const r = await hook('start', '--state-dir', state, '--port', '0', '--', '--store', join(dir, 'store'), '--no-apt-sources');
       expect(r.reused).toBe(false);
@@ -162,7 +171,19 @@ describe('bitbake hooks: one server per build', () => {
     const dir = tempDir('hook-watch');
     const state = join(dir, 'state');
     const bitbake = bystander();
-    const r = await hook('start', '--state-dir', state, '--port', '0', '--watch-pid', String(bitbake.pid), '--', '--store', join(dir, 'store'), '--no-apt-sources');
+    const r = await hook(
+      'start',
+      '--state-dir',
+      state,
+      '--port',
+      '0',
+      '--watch-pid',
+      String(bitbake.pid),
+      '--',
+      '--store',
+      join(dir, 'store'),
+      '--no-apt-sources',
+    );
     expect(alive(r.pid)).toBe(true);
     bitbake.kill('SIGKILL');
     await until(() => !alive(r.pid), 'the server ended after its bitbake was killed');
@@ -202,16 +223,20 @@ describe('bitbake hooks: build environments', () => {
   let upstream: StaticUpstream;
   const store = () => join(dir, 'store');
   const serveArgs = () => ['--', '--allow-host', `127.0.0.1:${upstream.port}`, '--no-apt-sources', '--log-level', 'warn'];
-  const start = (state: string, env: string, ...extra: string[]) => hook('start', '--state-dir', state, '--port', '0', '--env', env, '--store', store(), ...extra, ...serveArgs());
+  const start = (state: string, env: string, ...extra: string[]) =>
+    hook('start', '--state-dir', state, '--port', '0', '--env', env, '--store', store(), ...extra, ...serveArgs());
   const feedlock = (...args: string[]) => run(process.execPath, [CLI, ...args, '--store', store()]);
   /** What a build's apt sees of fl-hello, through its server as a forward proxy (sources name the upstream itself). */
   async function helloVersion(server: { url: string; env: string }, label: string): Promise<string> {
-    const apt = aptClient(tempDir(label), `deb [signed-by=${key.keyring}] http://127.0.0.1:${upstream.port}/debian stable main\n`, { proxy: server.url.replace('http://', `http://${server.env}@`) });
+    const apt = aptClient(tempDir(label), `deb [signed-by=${key.keyring}] http://127.0.0.1:${upstream.port}/debian stable main\n`, {
+      proxy: server.url.replace('http://', `http://${server.env}@`),
+    });
     await apt.get('update');
     return /Candidate: (\S+)/.exec((await apt.cache('policy', 'fl-hello')).stdout)![1];
   }
   // Generations of the environment with a snapshot: one capture makes one.
-  const captures = async (env: string) => JSON.parse((await feedlock('env', 'show', env, '--json')).stdout).history.filter((h: { snapshot: string | null }) => h.snapshot).length;
+  const captures = async (env: string) =>
+    JSON.parse((await feedlock('env', 'show', env, '--json')).stdout).history.filter((h: { snapshot: string | null }) => h.snapshot).length;
   const inReleaseFetches = () => upstream.requests.filter((q) => q.url.endsWith('/InRelease')).length;
 
   beforeAll(async () => {
@@ -224,7 +249,7 @@ describe('bitbake hooks: build environments', () => {
     await upstream?.close();
   });
 
-  it('two builds at once on one store capture once and see the same versions; a reset in one applies from the other\'s next build; a pin holds only for its build', async () => {
+  it("two builds at once on one store capture once and see the same versions; a reset in one applies from the other's next build; a pin holds only for its build", async () => {
     const a = join(dir, 'tmp-a', 'feedlock');
     const b = join(dir, 'tmp-b', 'feedlock');
     const [sa, sb] = await Promise.all([start(a, 'shared'), start(b, 'shared')]);
@@ -237,7 +262,10 @@ describe('bitbake hooks: build environments', () => {
     expect(await captures('shared'), 'one capture in the shared environment').toBe(1);
     expect(inReleaseFetches() - before).toBeLessThanOrEqual(2);
     const shared1 = JSON.parse((await feedlock('env', 'show', 'shared', '--json')).stdout).snapshot;
-    for (const s of [a, b]) expect(JSON.parse((await run(process.execPath, [CLI, 'hook', 'env', '--state-dir', s, '--store', store(), '--json'])).stdout).snapshot).toBe(shared1);
+    for (const s of [a, b])
+      expect(
+        JSON.parse((await run(process.execPath, [CLI, 'hook', 'env', '--state-dir', s, '--store', store(), '--json'])).stdout).snapshot,
+      ).toBe(shared1);
 
     // Upstream moves on; build A's user resets the shared environment while B is still running.
     updateAptRepo(repo, key, { add: [{ ...SAMPLE_PACKAGES.find((p) => p.name === 'fl-hello')!, version: '1.1-1' }] });
@@ -247,10 +275,10 @@ describe('bitbake hooks: build environments', () => {
     await hook('stop', '--state-dir', a);
     const sa2 = await start(a, 'shared');
     expect(await helloVersion(sa2, 'apt-a2')).toBe('1.1-1');
-    expect(await helloVersion(sb, 'apt-b3'), 'still B\'s first build').toBe('1.0-1');
+    expect(await helloVersion(sb, 'apt-b3'), "still B's first build").toBe('1.0-1');
     await hook('stop', '--state-dir', b);
     const sb2 = await start(b, 'shared');
-    expect(await helloVersion(sb2, 'apt-b4'), 'B\'s next build sees the reset').toBe('1.1-1');
+    expect(await helloVersion(sb2, 'apt-b4'), "B's next build sees the reset").toBe('1.1-1');
     await hook('stop', '--state-dir', b);
 
     // A build pinned to the first snapshot gets it; the shared environment stays as it was, unpinned.

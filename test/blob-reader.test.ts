@@ -22,7 +22,12 @@ describe('blob reader', () => {
       const pool = new BufferPool(4 << 20);
       const blob = await reader.acquire('a');
       try {
-        for (const [pos, len] of [[0, 700_000], [1, 262_144], [699_999, 1], [300_000, 0]]) {
+        for (const [pos, len] of [
+          [0, 700_000],
+          [1, 262_144],
+          [699_999, 1],
+          [300_000, 0],
+        ]) {
           const buf = await reader.readPooled(blob.fd, pool, len, pos);
           expect(buf.subarray(0, len).equals(data.subarray(pos, pos + len)), `${len} bytes at ${pos}`).toBe(true);
           pool.give(buf);
@@ -65,5 +70,5 @@ describe('blob reader', () => {
     for (let i = 0; i < SLOW_READS; i++, t += 10) policy.observe(t, t + SLOW_MS + 1);
     expect(policy.allowed(t + BACKOFF_MIN_MS)).toBe(true);
     expect(new SyncReadPolicy(false).allowed(0), 'disabled: always the thread pool').toBe(false);
-});
+  });
 });

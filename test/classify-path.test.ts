@@ -48,18 +48,60 @@ describe('path classifier', () => {
   it('fuzz: whatever comes before it, the last segments make a path exactly an index, a package or an other file', () => {
     // Prefix segments may be anything but a segment of their own named pool
     // (that makes every file under it a package) or a "/" (a new segment).
-    const junk = fc.oneof(fc.constantFrom('dists', 'by-hash', 'SHA256', 'InRelease', 'Packages.xz', 'x.deb', 'x.ipk', '..', '%2e', '', 'Release.gpg', 'a'.repeat(300), 'pools', 'xpool'), fc.string({ maxLength: 20 }), fc.string({ unit: 'grapheme', maxLength: 8 }));
-    const prefix = fc.array(junk.filter((x) => x !== 'pool' && !x.includes('/')), { maxLength: 12 });
+    const junk = fc.oneof(
+      fc.constantFrom(
+        'dists',
+        'by-hash',
+        'SHA256',
+        'InRelease',
+        'Packages.xz',
+        'x.deb',
+        'x.ipk',
+        '..',
+        '%2e',
+        '',
+        'Release.gpg',
+        'a'.repeat(300),
+        'pools',
+        'xpool',
+      ),
+      fc.string({ maxLength: 20 }),
+      fc.string({ unit: 'grapheme', maxLength: 8 }),
+    );
+    const prefix = fc.array(
+      junk.filter((x) => x !== 'pool' && !x.includes('/')),
+      { maxLength: 12 },
+    );
     const compression = fc.constantFrom('', '.gz', '.xz', '.bz2', '.lzma', '.zst');
     const word = fc.stringMatching(/^[a-z0-9][a-z0-9+.-]{0,15}$/);
     const tail: Record<PathKind, fc.Arbitrary<string>> = {
       index: fc.oneof(
         fc.constantFrom('InRelease', 'Release', 'Release.gpg', 'Packages.sig', 'Packages.stamps'),
-        fc.tuple(fc.constantFrom('Packages', 'Sources', 'Translation-en', 'Translation-pt_BR', 'Contents-amd64', 'Contents-udeb-arm64', 'Components-amd64.yml', 'icons-48x48@2.tar', 'Commands-all', 'Index'), compression).map(([n, c]) => n + c),
+        fc
+          .tuple(
+            fc.constantFrom(
+              'Packages',
+              'Sources',
+              'Translation-en',
+              'Translation-pt_BR',
+              'Contents-amd64',
+              'Contents-udeb-arm64',
+              'Components-amd64.yml',
+              'icons-48x48@2.tar',
+              'Commands-all',
+              'Index',
+            ),
+            compression,
+          )
+          .map(([n, c]) => n + c),
       ),
       package: fc.oneof(
-        fc.tuple(fc.constantFrom('SHA256', 'SHA512', 'MD5Sum'), fc.stringMatching(/^[0-9a-f]{64}$/)).map(([alg, hex]) => `by-hash/${alg}/${hex}`),
-        fc.tuple(word, fc.constantFrom('.deb', '.udeb', '.ddeb', '.ipk', '.dsc', '.orig.tar.gz', '.debian.tar.xz', '.diff.gz', '.tar.zst')).map(([n, ext]) => n + ext),
+        fc
+          .tuple(fc.constantFrom('SHA256', 'SHA512', 'MD5Sum'), fc.stringMatching(/^[0-9a-f]{64}$/))
+          .map(([alg, hex]) => `by-hash/${alg}/${hex}`),
+        fc
+          .tuple(word, fc.constantFrom('.deb', '.udeb', '.ddeb', '.ipk', '.dsc', '.orig.tar.gz', '.debian.tar.xz', '.diff.gz', '.tar.zst'))
+          .map(([n, ext]) => n + ext),
         fc.tuple(fc.array(word, { maxLength: 3 }), word).map(([dirs, n]) => ['pool', ...dirs, `${n}.bin`].join('/')),
       ),
       other: fc.constantFrom('README', 'ChangeLog', 'index.html', 'x.txt', 'Release.txt', 'Packages.old', ''),

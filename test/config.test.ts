@@ -42,9 +42,39 @@ describe('configuration', () => {
     const file = join(dir, 'c.yaml');
     writeFileSync(file, 'concurrency: 3\naptSources: true\n');
     const cmd = serveOptions(new Command('serve').exitOverride());
-    cmd.parse(['--port', '4001', '--mirror', 'deb=http://mirror.example.org/debian/', '--mirror', 'sec=http://mirror.example.org/security', '--no-apt-sources', '--strict-env', 'a', '--strict-env', 'b', '--verify-first-bytes', '0', '--status-allow', '10.0.0.0/8', '--hit-reads', 'read'], { from: 'user' });
+    cmd.parse(
+      [
+        '--port',
+        '4001',
+        '--mirror',
+        'deb=http://mirror.example.org/debian/',
+        '--mirror',
+        'sec=http://mirror.example.org/security',
+        '--no-apt-sources',
+        '--strict-env',
+        'a',
+        '--strict-env',
+        'b',
+        '--verify-first-bytes',
+        '0',
+        '--status-allow',
+        '10.0.0.0/8',
+        '--hit-reads',
+        'read',
+      ],
+      { from: 'user' },
+    );
     const c = loadConfig(flagsToConfig(cmd.opts()), file, {});
-    expect(c).toMatchObject({ port: 4001, mirrors: { deb: 'http://mirror.example.org/debian', sec: 'http://mirror.example.org/security' }, aptSources: false, strictEnvs: ['a', 'b'], verifyFirstBytes: 0, statusAllow: ['10.0.0.0/8'], hitReads: 'read', concurrency: 3 });
+    expect(c).toMatchObject({
+      port: 4001,
+      mirrors: { deb: 'http://mirror.example.org/debian', sec: 'http://mirror.example.org/security' },
+      aptSources: false,
+      strictEnvs: ['a', 'b'],
+      verifyFirstBytes: 0,
+      statusAllow: ['10.0.0.0/8'],
+      hitReads: 'read',
+      concurrency: 3,
+    });
     const none = serveOptions(new Command('serve').exitOverride());
     none.parse([], { from: 'user' });
     expect(loadConfig(flagsToConfig(none.opts()), file, {})).toMatchObject({ concurrency: 3, aptSources: true, port: 3142 });
@@ -58,9 +88,17 @@ describe('configuration', () => {
   it('flags override the file; lists from both add up', () => {
     const dir = tempDir('cfg');
     const file = join(dir, 'c.yaml');
-    writeFileSync(file, 'port: 4000\nbind: 0.0.0.0\nallowHosts: [a.example.org]\nmirrors: { debian: "http://mirror.example.org/debian/" }\n');
+    writeFileSync(
+      file,
+      'port: 4000\nbind: 0.0.0.0\nallowHosts: [a.example.org]\nmirrors: { debian: "http://mirror.example.org/debian/" }\n',
+    );
     const c = loadConfig({ port: '5000', allowHosts: ['b.example.org:8080'] }, file, {});
-    expect(c).toMatchObject({ port: 5000, bind: '0.0.0.0', allowHosts: ['a.example.org', 'b.example.org:8080'], mirrors: { debian: 'http://mirror.example.org/debian' } });
+    expect(c).toMatchObject({
+      port: 5000,
+      bind: '0.0.0.0',
+      allowHosts: ['a.example.org', 'b.example.org:8080'],
+      mirrors: { debian: 'http://mirror.example.org/debian' },
+    });
   });
 
   it.each([
@@ -68,7 +106,10 @@ describe('configuration', () => {
     [['serve', '--port', '70000'], /port = "70000"/],
     [['serve', '--mirror', 'nourl'], /mirrors = "nourl" \(expected NAME=URL\)/],
     [['serve', '--mirror', 'x=ftp://a'], /mirrors\.x = "ftp:\/\/a"/],
-    [['serve', '--allow-host', 'bad host'], /allowHosts\[0\] = "bad host" \(expected HOST\[:PORT\] or https:\/\/HOST\[:PORT\]\) in command line/],
+    [
+      ['serve', '--allow-host', 'bad host'],
+      /allowHosts\[0\] = "bad host" \(expected HOST\[:PORT\] or https:\/\/HOST\[:PORT\]\) in command line/,
+    ],
     [['serve', '--log-level', 'loud'], /logLevel = "loud"/],
     [['serve', '--hit-reads', 'sometimes'], /hitReads = "sometimes" \(expected one of auto, read, thread-pool\)/],
     [['serve', '--env', '../x'], /env = "\.\.\/x"/],
@@ -107,11 +148,15 @@ describe('configuration', () => {
 
 describe('apt sources', () => {
   it('reads one-line and deb822 sources, skipping comments, options and disabled stanzas', () => {
-    expect(parseOneLineSources('# c\ndeb http://a.example.org/debian bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] https://b.example.org/x y z\ndeb-src http://c.example.org/debian bookworm main\n')).toEqual([
-      'http://a.example.org/debian',
-      'https://b.example.org/x',
-      'http://c.example.org/debian',
-    ]);
-    expect(parseDeb822Sources('Types: deb\nURIs: http://a.example.org/debian http://b.example.org/debian\nSuites: bookworm\n\nEnabled: no\nTypes: deb\nURIs: http://off.example.org/\n')).toEqual(['http://a.example.org/debian', 'http://b.example.org/debian']);
+    expect(
+      parseOneLineSources(
+        '# c\ndeb http://a.example.org/debian bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] https://b.example.org/x y z\ndeb-src http://c.example.org/debian bookworm main\n',
+      ),
+    ).toEqual(['http://a.example.org/debian', 'https://b.example.org/x', 'http://c.example.org/debian']);
+    expect(
+      parseDeb822Sources(
+        'Types: deb\nURIs: http://a.example.org/debian http://b.example.org/debian\nSuites: bookworm\n\nEnabled: no\nTypes: deb\nURIs: http://off.example.org/\n',
+      ),
+    ).toEqual(['http://a.example.org/debian', 'http://b.example.org/debian']);
   });
 });

@@ -45,7 +45,10 @@ describe('kill -9 during downloads', () => {
     await new Promise((r) => setTimeout(r, Math.random() * 300));
     first.child.kill('SIGKILL');
     const results = await Promise.all(pending);
-    expect(results.every((r) => !r.ok), 'no client may believe it got a whole file').toBe(true);
+    expect(
+      results.every((r) => !r.ok),
+      'no client may believe it got a whole file',
+    ).toBe(true);
     expect(readdirSync(join(store, 'tmp')).length).toBeGreaterThan(0);
     expect(blobCount(store)).toBe(0);
 
@@ -59,7 +62,12 @@ describe('kill -9 during downloads', () => {
         expect(sha(r.body)).toBe(sha(f.data));
       }
       // Each client had its last byte once the body was verified; the rename follows.
-      expect(await settled(() => blobCount(store), (n) => n === files.length)).toBe(files.length);
+      expect(
+        await settled(
+          () => blobCount(store),
+          (n) => n === files.length,
+        ),
+      ).toBe(files.length);
     } finally {
       second.child.kill('SIGTERM');
       await upstream.close();
@@ -77,13 +85,27 @@ describe('kill -9 during downloads', () => {
     const a = await startCli(['--store', store, '--index-dir', join(dir, 'index-a'), '--allow-host', `127.0.0.1:${upstream.port}`]);
     const b = await startCli(['--store', store, '--index-dir', join(dir, 'index-b'), '--allow-host', `127.0.0.1:${upstream.port}`]);
     try {
-      const all = await Promise.all(files.flatMap((f) => [a, b, a, b].map((s) => download(`${s.url}/127.0.0.1:${upstream.port}/pool/${f.name}`).then((r) => ({ r, f })))));
+      const all = await Promise.all(
+        files.flatMap((f) =>
+          [a, b, a, b].map((s) => download(`${s.url}/127.0.0.1:${upstream.port}/pool/${f.name}`).then((r) => ({ r, f }))),
+        ),
+      );
       for (const { r, f } of all) {
         expect(r.ok).toBe(true);
         expect(sha(r.body)).toBe(sha(f.data));
       }
-      expect(await settled(() => blobCount(store), (n) => n === files.length)).toBe(files.length);
-      expect(await settled(() => readdirSync(join(store, 'tmp')), (t) => t.length === 0)).toEqual([]);
+      expect(
+        await settled(
+          () => blobCount(store),
+          (n) => n === files.length,
+        ),
+      ).toBe(files.length);
+      expect(
+        await settled(
+          () => readdirSync(join(store, 'tmp')),
+          (t) => t.length === 0,
+        ),
+      ).toEqual([]);
     } finally {
       a.child.kill('SIGTERM');
       b.child.kill('SIGTERM');

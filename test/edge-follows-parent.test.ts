@@ -25,8 +25,13 @@ describe('an edge follows resets and pins made at its parent', () => {
   let central: { child: ChildProcess; url: string };
   let edge: { child: ChildProcess; url: string };
   let apt: AptClient;
-  const centralCli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--store', join(dir, 'central'), '--index-dir', join(dir, 'central-index'), '--json'])).stdout);
-  const envAt = async (server: { url: string }) => (await (await fetch(`${server.url}/_feedlock/api/environments/fleet`)).json()) as { snapshot: string; pinned: boolean };
+  const centralCli = async (...args: string[]) =>
+    JSON.parse(
+      (await run(process.execPath, [CLI, ...args, '--store', join(dir, 'central'), '--index-dir', join(dir, 'central-index'), '--json']))
+        .stdout,
+    );
+  const envAt = async (server: { url: string }) =>
+    (await (await fetch(`${server.url}/_feedlock/api/environments/fleet`)).json()) as { snapshot: string; pinned: boolean };
   const candidate = async (pkg: string) => /Candidate: (\S+)/.exec((await apt.cache('policy', pkg)).stdout)?.[1];
 
   beforeAll(async () => {
@@ -41,7 +46,9 @@ describe('an edge follows resets and pins made at its parent', () => {
     edge = await startCli([...allow, '--parent', central.url, '--store', join(dir, 'edge'), '--index-dir', join(dir, 'edge-index')]);
     apt = aptClient(
       tempDir('edge-follow-client'),
-      ['stable', 'stable-security'].map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n',
+      ['stable', 'stable-security']
+        .map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`)
+        .join('\n') + '\n',
     );
   });
   afterAll(async () => {
@@ -87,7 +94,12 @@ describe('an edge follows resets and pins made at its parent', () => {
   it('a pin at the parent reaches the edge: the next build gets the pinned versions', async () => {
     await centralCli('env', 'pin', 'fleet', first);
     // A build starts from empty apt lists (apt itself keeps an InRelease newer than the one offered).
-    apt = aptClient(tempDir('edge-follow-build'), ['stable', 'stable-security'].map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n');
+    apt = aptClient(
+      tempDir('edge-follow-build'),
+      ['stable', 'stable-security']
+        .map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`)
+        .join('\n') + '\n',
+    );
     await apt.get('update');
     expect(await candidate('fl-app')).toBe('1.0-1');
     expect(await candidate('fl-sec')).toBe('1.0-1');
@@ -97,15 +109,37 @@ describe('an edge follows resets and pins made at its parent', () => {
 
   it('a pin made on the edge itself stays while the parent moves on, until it is reset there', async () => {
     await centralCli('env', 'reset', 'fleet');
-    await run(process.execPath, [CLI, 'env', 'pin', 'fleet', first, '--store', join(dir, 'edge'), '--index-dir', join(dir, 'edge-index-cli'), '--parent', central.url]);
-    apt = aptClient(tempDir('edge-follow-local'), ['stable', 'stable-security'].map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n');
+    await run(process.execPath, [
+      CLI,
+      'env',
+      'pin',
+      'fleet',
+      first,
+      '--store',
+      join(dir, 'edge'),
+      '--index-dir',
+      join(dir, 'edge-index-cli'),
+      '--parent',
+      central.url,
+    ]);
+    apt = aptClient(
+      tempDir('edge-follow-local'),
+      ['stable', 'stable-security']
+        .map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`)
+        .join('\n') + '\n',
+    );
     await apt.get('update');
     expect(await candidate('fl-app')).toBe('1.0-1');
     expect(await envAt(edge)).toMatchObject({ snapshot: first, pinned: true });
     expect((await envAt(central)).snapshot).not.toBe(first);
 
     await run(process.execPath, [CLI, 'env', 'reset', 'fleet', '--store', join(dir, 'edge'), '--index-dir', join(dir, 'edge-index-cli')]);
-    apt = aptClient(tempDir('edge-follow-after'), ['stable', 'stable-security'].map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n');
+    apt = aptClient(
+      tempDir('edge-follow-after'),
+      ['stable', 'stable-security']
+        .map((s) => `deb [signed-by=${key.keyring}] ${edge.url}/_env/fleet/127.0.0.1:${upstream.port}/debian ${s} main`)
+        .join('\n') + '\n',
+    );
     await apt.get('update');
     expect(await candidate('fl-app')).toBe('3.0-1');
     expect((await envAt(edge)).snapshot).toBe((await envAt(central)).snapshot);

@@ -14,7 +14,11 @@ const run = promisify(execFile);
 
 describe('export repo of real archive shapes', () => {
   let world: FixtureWorld;
-  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--store', join(world.dir, 'store'), '--index-dir', join(world.dir, 'index'), '--json'])).stdout);
+  const cli = async (...args: string[]) =>
+    JSON.parse(
+      (await run(process.execPath, [CLI, ...args, '--store', join(world.dir, 'store'), '--index-dir', join(world.dir, 'index'), '--json']))
+        .stdout,
+    );
 
   beforeAll(async () => {
     world = await startFixtureWorld('export-shapes');
@@ -24,7 +28,8 @@ describe('export repo of real archive shapes', () => {
   afterAll(() => world?.close());
 
   it('two suites whose index files are byte-identical both land in the export, and plain apt-get updates and installs from both', async () => {
-    const sources = (base: string) => ['stable', 'stable-updates'].map((s) => `deb [signed-by=${world.key.keyring}] ${base} ${s} main`).join('\n');
+    const sources = (base: string) =>
+      ['stable', 'stable-updates'].map((s) => `deb [signed-by=${world.key.keyring}] ${base} ${s} main`).join('\n');
     const { feedlock, upstream } = world;
     const viaFeedlock = aptClient(tempDir('export-two-client'), sources(`${feedlock.url}/_env/two/127.0.0.1:${upstream.port}/debian`));
     await viaFeedlock.get('update');
@@ -45,7 +50,12 @@ describe('export repo of real archive shapes', () => {
       const update = await apt.get('update');
       expect(update.stderr).not.toMatch(/Failed|Err:/);
       const lists = readdirSync(apt.lists).filter((f) => f.endsWith('_main_binary-amd64_Packages'));
-      expect(lists.sort()).toEqual([`127.0.0.1:${plain.port}_debian_dists_stable-updates_main_binary-amd64_Packages`, `127.0.0.1:${plain.port}_debian_dists_stable_main_binary-amd64_Packages`].sort());
+      expect(lists.sort()).toEqual(
+        [
+          `127.0.0.1:${plain.port}_debian_dists_stable-updates_main_binary-amd64_Packages`,
+          `127.0.0.1:${plain.port}_debian_dists_stable_main_binary-amd64_Packages`,
+        ].sort(),
+      );
       await apt.get('install', '--download-only', '-y', '-t', 'stable-updates', 'fl-epoch');
       expect(Object.keys(apt.downloaded())).toEqual(['fl-epoch_1%3a0.9-1_amd64.deb']);
     } finally {

@@ -4,7 +4,14 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
-import { createFlatAptRepo, createGpgKey, publishFlatAptRepo, SAMPLE_PACKAGES, type FlatAptRepo, type GpgKey } from '../fixtures/apt-repo.js';
+import {
+  createFlatAptRepo,
+  createGpgKey,
+  publishFlatAptRepo,
+  SAMPLE_PACKAGES,
+  type FlatAptRepo,
+  type GpgKey,
+} from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
 import { aptClient } from './helpers/apt.js';
 import { CLI } from './helpers/cli.js';
@@ -21,14 +28,22 @@ describe('flat repositories (deb URL ./) through feedlock', () => {
   let upstream: StaticUpstream;
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   const feedUrl = () => `http://127.0.0.1:${upstream.port}/vendor/feed`;
-  const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--store', join(dir, 'store'), '--index-dir', join(dir, 'index'), '--json'])).stdout);
+  const cli = async (...args: string[]) =>
+    JSON.parse(
+      (await run(process.execPath, [CLI, ...args, '--store', join(dir, 'store'), '--index-dir', join(dir, 'index'), '--json'])).stdout,
+    );
 
   beforeAll(async () => {
     dir = tempDir('flat');
     key = createGpgKey(dir);
     repo = createFlatAptRepo(join(dir, 'up', 'vendor', 'feed'), key, PACKAGES);
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), keyring: key.keyring });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index'),
+      keyring: key.keyring,
+    });
   });
   afterAll(async () => {
     await feedlock?.close();
@@ -37,11 +52,25 @@ describe('flat repositories (deb URL ./) through feedlock', () => {
 
   // Each way in gets its own environment, so each one captures the repository itself.
   const ways = [
-    { name: 'forward proxy', env: 'flat-fwd', sources: () => `deb [signed-by=${key.keyring}] ${feedUrl()} ./\n`, proxy: () => `http://flat-fwd@127.0.0.1:${feedlock.port}` },
-    { name: 'host remap', env: 'default', sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/127.0.0.1:${upstream.port}/vendor/feed ./\n` },
-    { name: '/_env/ prefix', env: 'flat-env', sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/flat-env/127.0.0.1:${upstream.port}/vendor/feed ./\n` },
+    {
+      name: 'forward proxy',
+      env: 'flat-fwd',
+      sources: () => `deb [signed-by=${key.keyring}] ${feedUrl()} ./\n`,
+      proxy: () => `http://flat-fwd@127.0.0.1:${feedlock.port}`,
+    },
+    {
+      name: 'host remap',
+      env: 'default',
+      sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/127.0.0.1:${upstream.port}/vendor/feed ./\n`,
+    },
+    {
+      name: '/_env/ prefix',
+      env: 'flat-env',
+      sources: () => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/flat-env/127.0.0.1:${upstream.port}/vendor/feed ./\n`,
+    },
   ];
-  const client = (way: (typeof ways)[number], label: string) => aptClient(tempDir(`flat-${label}`), way.sources(), { proxy: way.proxy?.() });
+  const client = (way: (typeof ways)[number], label: string) =>
+    aptClient(tempDir(`flat-${label}`), way.sources(), { proxy: way.proxy?.() });
   const wanted = () => Object.fromEntries(repo.packages.filter((p) => p.name !== 'fl-epoch').map((p) => [p.filename.slice(2), p.sha256]));
 
   for (const way of ways) {
@@ -52,8 +81,18 @@ describe('flat repositories (deb URL ./) through feedlock', () => {
       expect(apt.downloaded()).toEqual(wanted());
       const env = await cli('env', 'show', way.env);
       const snapshot = await cli('snapshot', 'show', env.snapshot);
-      expect(snapshot.repos.map((r: { url: string; kind: string; archiveRoot: string; anchors: object }) => [r.url, r.kind, r.archiveRoot, Object.keys(r.anchors).sort()])).toEqual([[feedUrl(), 'apt', feedUrl(), ['InRelease', 'Release', 'Release.gpg']]]);
-      expect(upstream.requests.filter((r) => r.url.includes('/./')), 'upstream gets the path without the dot segment').toEqual([]);
+      expect(
+        snapshot.repos.map((r: { url: string; kind: string; archiveRoot: string; anchors: object }) => [
+          r.url,
+          r.kind,
+          r.archiveRoot,
+          Object.keys(r.anchors).sort(),
+        ]),
+      ).toEqual([[feedUrl(), 'apt', feedUrl(), ['InRelease', 'Release', 'Release.gpg']]]);
+      expect(
+        upstream.requests.filter((r) => r.url.includes('/./')),
+        'upstream gets the path without the dot segment',
+      ).toEqual([]);
     });
   }
 
@@ -94,14 +133,20 @@ describe('flat repositories (deb URL ./) through feedlock', () => {
       expect(Object.values(apt.downloaded())).toEqual([epoch.sha256]);
     }
     expect(inReleases(), 'pinned environments never revalidate').toBe(before);
-    const fresh = aptClient(tempDir('flat-new'), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/flat-new/127.0.0.1:${upstream.port}/vendor/feed ./\n`);
+    const fresh = aptClient(
+      tempDir('flat-new'),
+      `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/flat-new/127.0.0.1:${upstream.port}/vendor/feed ./\n`,
+    );
     await fresh.get('update');
     await expect(fresh.get('install', '--download-only', '-y', 'fl-epoch')).rejects.toThrow(/Unable to locate package fl-epoch/);
   });
 
   it('a file the pinned flat Release does not list is refused, naming the environment', async () => {
     const r = await rawGet(feedlock.port, `/_env/flat-env/127.0.0.1:${upstream.port}/vendor/feed/./Packages.xz`);
-    expect([r.status, r.body]).toEqual([404, expect.stringMatching(/Packages\.xz is not listed in the Release that environment flat-env pinned/)]);
+    expect([r.status, r.body]).toEqual([
+      404,
+      expect.stringMatching(/Packages\.xz is not listed in the Release that environment flat-env pinned/),
+    ]);
   });
 
   it('other dot segments stay refused by every way in, and nothing reaches upstream', async () => {

@@ -29,9 +29,22 @@ describe('a fleet: edges with --parent in front of a central feedlock', () => {
     key = createGpgKey(dir);
     repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES);
     upstream = await startStaticUpstream(join(dir, 'up'));
-    central = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'central'), indexDir: join(dir, 'central-index') });
+    central = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'central'),
+      indexDir: join(dir, 'central-index'),
+    });
     // Edges allow the mirror host for routing, but only ever contact their parent.
-    edges = await Promise.all(['a', 'b'].map((n) => startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], parent: central.url, store: join(dir, `edge-${n}`), indexDir: join(dir, `edge-${n}-index`) })));
+    edges = await Promise.all(
+      ['a', 'b'].map((n) =>
+        startFeedlock({
+          allowHosts: [`127.0.0.1:${upstream.port}`],
+          parent: central.url,
+          store: join(dir, `edge-${n}`),
+          indexDir: join(dir, `edge-${n}-index`),
+        }),
+      ),
+    );
   });
   afterAll(async () => {
     for (const e of edges ?? []) await e.close();
@@ -39,10 +52,15 @@ describe('a fleet: edges with --parent in front of a central feedlock', () => {
     await upstream?.close();
   });
 
-  const envOf = async (server: { url: string }, env: string) => (await (await fetch(`${server.url}/_feedlock/api/environments/${env}`)).json()) as { snapshot: string };
+  const envOf = async (server: { url: string }, env: string) =>
+    (await (await fetch(`${server.url}/_feedlock/api/environments/${env}`)).json()) as { snapshot: string };
 
   it('apt through an edge: the edge serves the snapshot the central instance pinned, by id', async () => {
-    const got = await installThroughEnv({ feedlockUrl: edges[0].url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, 'ci', 'fl-hello');
+    const got = await installThroughEnv(
+      { feedlockUrl: edges[0].url, upstreamPort: upstream.port, keyring: key.keyring, tempDir },
+      'ci',
+      'fl-hello',
+    );
     expect(Object.values(got)).toContain(repo.packages.find((p) => p.name === 'fl-hello')!.sha256);
     const atEdge = await envOf(edges[0], 'ci');
     const atCentral = await envOf(central, 'ci');
@@ -66,7 +84,9 @@ describe('a fleet: edges with --parent in front of a central feedlock', () => {
     }
     expect(upstream.requests.filter((r) => r.url.endsWith(big.filename)).length - before).toBe(1);
     // Each edge fetched it from the central instance once (by digest or through the environment).
-    const centralServed = central.stats.recent.filter((r) => r.path.endsWith(big.filename) || r.path.endsWith(big.sha256)).filter((r) => r.status === 200);
+    const centralServed = central.stats.recent
+      .filter((r) => r.path.endsWith(big.filename) || r.path.endsWith(big.sha256))
+      .filter((r) => r.status === 200);
     expect(centralServed.length).toBe(2);
     // And both edges now hold it, verified.
     for (const e of edges) {
@@ -98,27 +118,51 @@ describe('a fleet: edges with --parent in front of a central feedlock', () => {
     const missing = await run(process.execPath, [CLI, 'env', 'pin', 'release', id, ...store]).catch((e) => e);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/no snapshot/);
-    const pinned = JSON.parse((await run(process.execPath, [CLI, 'env', 'pin', 'release', id, '--parent', central.url, '--json', ...store])).stdout);
+    const pinned = JSON.parse(
+      (await run(process.execPath, [CLI, 'env', 'pin', 'release', id, '--parent', central.url, '--json', ...store])).stdout,
+    );
     expect(pinned).toMatchObject({ snapshot: id, pinned: true });
-    const e = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], parent: central.url, store: join(dir, 'edge-d'), indexDir: join(dir, 'edge-d-index') });
+    const e = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      parent: central.url,
+      store: join(dir, 'edge-d'),
+      indexDir: join(dir, 'edge-d-index'),
+    });
     try {
-      const got = await installThroughEnv({ feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, 'release', 'fl-hello');
+      const got = await installThroughEnv(
+        { feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir },
+        'release',
+        'fl-hello',
+      );
       expect(Object.values(got)).toContain(repo.packages.find((p) => p.name === 'fl-hello')!.sha256);
     } finally {
       await e.close();
     }
-    const unknown = await run(process.execPath, [CLI, 'env', 'pin', 'x', 'f'.repeat(20), '--parent', central.url, ...store]).catch((err) => err);
+    const unknown = await run(process.execPath, [CLI, 'env', 'pin', 'x', 'f'.repeat(20), '--parent', central.url, ...store]).catch(
+      (err) => err,
+    );
     expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toMatch(new RegExp(`snapshot f{20} is neither here nor at the parent feedlock ${central.url.replace(/[.]/g, '\\.')}`));
+    expect(unknown.stderr).toMatch(
+      new RegExp(`snapshot f{20} is neither here nor at the parent feedlock ${central.url.replace(/[.]/g, '\\.')}`),
+    );
   });
 
   it('parent down: edges serve what they hold; a miss is a 502 naming the parent', async () => {
-    const e = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], parent: central.url, store: join(dir, 'edge-c'), indexDir: join(dir, 'edge-c-index') });
+    const e = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      parent: central.url,
+      store: join(dir, 'edge-c'),
+      indexDir: join(dir, 'edge-c-index'),
+    });
     try {
       await installThroughEnv({ feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, 'ci', 'fl-hello');
       const centralUrl = central.url;
       await central.close();
-      const again = await installThroughEnv({ feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, 'ci', 'fl-hello');
+      const again = await installThroughEnv(
+        { feedlockUrl: e.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir },
+        'ci',
+        'fl-hello',
+      );
       expect(Object.values(again)).toContain(repo.packages.find((p) => p.name === 'fl-hello')!.sha256);
       const epoch = repo.packages.find((p) => p.name === 'fl-epoch')!;
       const r = await request(`${e.url}/_env/ci/127.0.0.1:${upstream.port}/debian/${epoch.filename}`, { method: 'HEAD' });

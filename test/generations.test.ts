@@ -33,7 +33,12 @@ describe('generations', () => {
   const cliText = async (...args: string[]) => (await run(process.execPath, [CLI, ...args, ...storeArgs])).stdout;
   const repoUrl = (suite: string) => `http://127.0.0.1:${upstream.port}/debian/dists/${suite}`;
   const update = async (env: string, names: string[]) => {
-    const apt = aptClient(tempDir(`client-${env}`), names.map((s) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${s} main`).join('\n') + '\n');
+    const apt = aptClient(
+      tempDir(`client-${env}`),
+      names
+        .map((s) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${s} main`)
+        .join('\n') + '\n',
+    );
     await apt.get('update');
     return apt;
   };
@@ -51,7 +56,12 @@ describe('generations', () => {
     };
     writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), adminToken: join(dir, 'admin.token') });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index'),
+      adminToken: join(dir, 'admin.token'),
+    });
     storeArgs = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
   });
   afterAll(async () => {
@@ -67,7 +77,9 @@ describe('generations', () => {
     expect(g.reason).toBe('created');
     expect(g.snapshot).toBe(state.snapshot);
     expect(g.added.map((a: { repo: string }) => a.repo).sort()).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
-    expect(state.repos.map((r: { url: string }) => r.url).sort()).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
+    expect(state.repos.map((r: { url: string }) => r.url).sort()).toEqual(
+      ['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl),
+    );
     expect(state.snapshot).toBe(snapshotId(state.repos as PinnedRepo[]));
   });
 
@@ -90,7 +102,10 @@ describe('generations', () => {
 
   it('after a reset the history lists two generations and "previous" is the whole first generation', async () => {
     const before = await cli('env', 'show', 'three');
-    updateAptRepo(suites['bookworm-security'], key, { add: [{ name: 'fl-sec', version: '1.1-1' }], remove: [{ name: 'fl-sec', version: '1.0-1' }] });
+    updateAptRepo(suites['bookworm-security'], key, {
+      add: [{ name: 'fl-sec', version: '1.1-1' }],
+      remove: [{ name: 'fl-sec', version: '1.0-1' }],
+    });
     await cli('env', 'reset', 'three');
     await update('three', ['bookworm', 'bookworm-updates', 'bookworm-security']);
     const state = await cli('env', 'show', 'three');
@@ -111,7 +126,16 @@ describe('generations', () => {
     const diff = await cli('env', 'diff', 'three');
     expect(diff.from).toBe(state.history[0].snapshot);
     expect(diff.to).toBe(state.snapshot);
-    expect(diff.changes).toEqual([{ repo: repoUrl('bookworm-security'), arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-sec', from: '1.0-1', to: '1.1-1' }], downgraded: [] }]);
+    expect(diff.changes).toEqual([
+      {
+        repo: repoUrl('bookworm-security'),
+        arch: 'amd64',
+        added: [],
+        removed: [],
+        upgraded: [{ name: 'fl-sec', from: '1.0-1', to: '1.1-1' }],
+        downgraded: [],
+      },
+    ]);
     expect(diff.reposNotCaptured).toEqual([]);
     const api = await (await fetch(`${feedlock.url}/_feedlock/api/environments/three/diff`)).json();
     expect(api).toEqual(diff);
@@ -120,23 +144,45 @@ describe('generations', () => {
     expect(page).toContain('<td>upgraded</td><td>fl-sec</td><td>1.0-1</td><td>1.1-1</td>');
     expect(page).not.toContain('fl-base');
     expect(page).not.toContain('fl-upd');
-    expect((await cliText('env', 'diff', 'three'))).toContain('upgraded    fl-sec 1.0-1 -> 1.1-1');
+    expect(await cliText('env', 'diff', 'three')).toContain('upgraded    fl-sec 1.0-1 -> 1.1-1');
   });
 
   it('env diff reports added, removed and downgraded packages per repository, and --against compares with any snapshot', async () => {
     const first = (await cli('env', 'show', 'three')).history[0].snapshot;
-    updateAptRepo(suites.bookworm, key, { add: [{ name: 'fl-base', version: '1.0~rc1-1' }], remove: [{ name: 'fl-base', version: '1.0-1' }] });
-    updateAptRepo(suites['bookworm-updates'], key, { add: [{ name: 'fl-upd2', version: '2.0-1' }], remove: [{ name: 'fl-upd', version: '1.0-1' }] });
+    updateAptRepo(suites.bookworm, key, {
+      add: [{ name: 'fl-base', version: '1.0~rc1-1' }],
+      remove: [{ name: 'fl-base', version: '1.0-1' }],
+    });
+    updateAptRepo(suites['bookworm-updates'], key, {
+      add: [{ name: 'fl-upd2', version: '2.0-1' }],
+      remove: [{ name: 'fl-upd', version: '1.0-1' }],
+    });
     await cli('env', 'reset', 'three');
     await update('three', ['bookworm', 'bookworm-updates', 'bookworm-security']);
     const diff = await cli('env', 'diff', 'three');
     expect(diff.changes).toEqual([
-      { repo: repoUrl('bookworm'), arch: 'amd64', added: [], removed: [], upgraded: [], downgraded: [{ name: 'fl-base', from: '1.0-1', to: '1.0~rc1-1' }] },
-      { repo: repoUrl('bookworm-updates'), arch: 'amd64', added: [{ name: 'fl-upd2', version: '2.0-1' }], removed: [{ name: 'fl-upd', version: '1.0-1' }], upgraded: [], downgraded: [] },
+      {
+        repo: repoUrl('bookworm'),
+        arch: 'amd64',
+        added: [],
+        removed: [],
+        upgraded: [],
+        downgraded: [{ name: 'fl-base', from: '1.0-1', to: '1.0~rc1-1' }],
+      },
+      {
+        repo: repoUrl('bookworm-updates'),
+        arch: 'amd64',
+        added: [{ name: 'fl-upd2', version: '2.0-1' }],
+        removed: [{ name: 'fl-upd', version: '1.0-1' }],
+        upgraded: [],
+        downgraded: [],
+      },
     ]);
     const against = await cli('env', 'diff', 'three', '--against', first);
     expect(against.from).toBe(first);
-    expect(against.changes.map((c: { repo: string }) => c.repo)).toEqual(['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl));
+    expect(against.changes.map((c: { repo: string }) => c.repo)).toEqual(
+      ['bookworm', 'bookworm-security', 'bookworm-updates'].map(repoUrl),
+    );
   });
 
   it('the diff orders versions as dpkg --compare-versions does', () => {
@@ -178,7 +224,10 @@ describe('generations', () => {
       { snapshot: s4.id, at: at(5), reason: `captured ${repos[1].url}` },
     ];
     mkdirSync(join(snapDir, 'envs', 'old'), { recursive: true });
-    writeFileSync(join(snapDir, 'envs', 'old', '0000000005.json'), JSON.stringify({ name: 'old', seq: 5, snapshot: s4.id, locked: false, updatedAt: at(5), history }, null, 1));
+    writeFileSync(
+      join(snapDir, 'envs', 'old', '0000000005.json'),
+      JSON.stringify({ name: 'old', seq: 5, snapshot: s4.id, locked: false, updatedAt: at(5), history }, null, 1),
+    );
     const args = ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index'), '--snapshot-dir', snapDir, '--json'];
     const shown = JSON.parse((await run(process.execPath, [CLI, 'env', 'show', 'old', ...args])).stdout);
     expect(shown.snapshot).toBe(s4.id);
@@ -203,7 +252,10 @@ describe('generations', () => {
   describe('per-repository reset', () => {
     const all = ['bookworm', 'bookworm-updates', 'bookworm-security'];
     const sources = (env: string) =>
-      [...all.map((x) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${x} main`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/other bookworm main`].join('\n') + '\n';
+      [
+        ...all.map((x) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian ${x} main`),
+        `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/other bookworm main`,
+      ].join('\n') + '\n';
     const otherUrl = () => `http://127.0.0.1:${upstream.port}/other/dists/bookworm`;
     const inReleases = (suite: string) => upstream.requests.filter((r) => r.url.endsWith(`/dists/${suite}/InRelease`)).length;
     const policy = async (env: string, pkg: string) => {
@@ -218,8 +270,14 @@ describe('generations', () => {
       const baseBefore = candidate(await policy('sec', 'fl-base'))!;
       const before = await cli('env', 'show', 'sec');
       // Upstream moves on in two suites; only the security one is reset.
-      updateAptRepo(suites['bookworm-security'], key, { add: [{ name: 'fl-sec', version: '1.2-1' }], remove: [{ name: 'fl-sec', version: secBefore }] });
-      updateAptRepo(suites.bookworm, key, { add: [{ name: 'fl-base', version: '2.0-1' }], remove: [{ name: 'fl-base', version: baseBefore }] });
+      updateAptRepo(suites['bookworm-security'], key, {
+        add: [{ name: 'fl-sec', version: '1.2-1' }],
+        remove: [{ name: 'fl-sec', version: secBefore }],
+      });
+      updateAptRepo(suites.bookworm, key, {
+        add: [{ name: 'fl-base', version: '2.0-1' }],
+        remove: [{ name: 'fl-base', version: baseBefore }],
+      });
       const reset = await cli('env', 'reset', 'sec', '--repo', 'bookworm-security');
       expect(reset.resetRepos).toEqual([repoUrl('bookworm-security')]);
       const bookwormFetches = inReleases('bookworm');
@@ -235,7 +293,16 @@ describe('generations', () => {
       expect(unchanged).toEqual(before.repos.filter((r: { url: string }) => r.url !== repoUrl('bookworm-security')));
       const diff = await cli('env', 'diff', 'sec');
       expect(diff.from).toBe(before.snapshot);
-      expect(diff.changes).toEqual([{ repo: repoUrl('bookworm-security'), arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-sec', from: secBefore, to: '1.2-1' }], downgraded: [] }]);
+      expect(diff.changes).toEqual([
+        {
+          repo: repoUrl('bookworm-security'),
+          arch: 'amd64',
+          added: [],
+          removed: [],
+          upgraded: [{ name: 'fl-sec', from: secBefore, to: '1.2-1' }],
+          downgraded: [],
+        },
+      ]);
     });
 
     it('an ambiguous or unknown --repo is refused with the candidates, and nothing changes', async () => {
@@ -259,7 +326,12 @@ describe('generations', () => {
     });
 
     it('the admin API resets one repository the same way: {"repos": [...]}', async () => {
-      const post = (body: unknown) => fetch(`${feedlock.url}/_feedlock/api/environments/sec/reset`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
+      const post = (body: unknown) =>
+        fetch(`${feedlock.url}/_feedlock/api/environments/sec/reset`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+          body: JSON.stringify(body),
+        });
       const bad = await post({ repos: ['bookworm'] });
       expect(bad.status).toBe(400);
       expect(await bad.text()).toContain('matches 2 repositories');
@@ -270,7 +342,9 @@ describe('generations', () => {
       const state = await cli('env', 'show', 'sec');
       expect(state.history.at(-1).resetRepos).toEqual([repoUrl('bookworm-updates'), otherUrl()].sort());
       expect(state.repos.map((r: { url: string }) => r.url).sort()).toEqual([repoUrl('bookworm'), repoUrl('bookworm-security')].sort());
-      expect(state.repos.find((r: { url: string }) => r.url === repoUrl('bookworm'))).toEqual(before.repos.find((r: { url: string }) => r.url === repoUrl('bookworm')));
+      expect(state.repos.find((r: { url: string }) => r.url === repoUrl('bookworm'))).toEqual(
+        before.repos.find((r: { url: string }) => r.url === repoUrl('bookworm')),
+      );
     });
   });
 });

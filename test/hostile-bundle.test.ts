@@ -17,10 +17,28 @@ describe('importing a hostile snapshot export', () => {
   let store: Store;
   let records: SnapshotRecords;
 
-  type Index = { format: unknown; snapshot: { id: unknown; createdAt: unknown; repos: Record<string, unknown>[] }; blobs: Record<string, unknown>[]; documents?: unknown };
+  type Index = {
+    format: unknown;
+    snapshot: { id: unknown; createdAt: unknown; repos: Record<string, unknown>[] };
+    blobs: Record<string, unknown>[];
+    documents?: unknown;
+  };
   function goodIndex(): Index {
-    const repos = [{ url: repoUrl, kind: 'apt', archiveRoot: 'http://127.0.0.1:9/debian', capturedAt: '2026-01-02T03:04:05.000Z', anchors: { InRelease: { sha256, size: inRelease.length } } }];
-    return { format: EXPORT_FORMAT, snapshot: { id: snapshotId(repos as never), createdAt: '2026-01-02T03:04:05.000Z', repos }, blobs: [{ sha256, size: inRelease.length, kind: 'anchor', url: `${repoUrl}/InRelease` }], documents: [] };
+    const repos = [
+      {
+        url: repoUrl,
+        kind: 'apt',
+        archiveRoot: 'http://127.0.0.1:9/debian',
+        capturedAt: '2026-01-02T03:04:05.000Z',
+        anchors: { InRelease: { sha256, size: inRelease.length } },
+      },
+    ];
+    return {
+      format: EXPORT_FORMAT,
+      snapshot: { id: snapshotId(repos as never), createdAt: '2026-01-02T03:04:05.000Z', repos },
+      blobs: [{ sha256, size: inRelease.length, kind: 'anchor', url: `${repoUrl}/InRelease` }],
+      documents: [],
+    };
   }
 
   /** Writes a tar with the index (its id recomputed after `damage`, so the schema, not the id check, is what refuses it) and the blob. */
@@ -66,27 +84,72 @@ describe('importing a hostile snapshot export', () => {
   });
 
   const hostile: [string, (i: Index) => void, RegExp, [string, Buffer][]?][] = [
-    ['a size given as a string', (i) => ((i.snapshot.repos[0].anchors as Record<string, Record<string, unknown>>).InRelease.size = '31'), /anchors\.InRelease\.size: expected a size in bytes \(found "31"\)/],
+    [
+      'a size given as a string',
+      (i) => ((i.snapshot.repos[0].anchors as Record<string, Record<string, unknown>>).InRelease.size = '31'),
+      /anchors\.InRelease\.size: expected a size in bytes \(found "31"\)/,
+    ],
     ['a kind that is neither apt nor opkg', (i) => (i.snapshot.repos[0].kind = 'rpm'), /repos\[0\]\.kind: expected apt or opkg/],
-    ['a repository URL with ".." segments', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/../../../etc'), /repos\[0\]\.url: expected a normalized repository URL/],
-    ['a repository URL with an encoded ".." segment', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/%2e%2e/etc'), /repos\[0\]\.url: expected a normalized repository URL/],
-    ['a repository URL with an encoded slash', (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/a%2F..%2F..%2Fx'), /repos\[0\]\.url: expected a normalized repository URL/],
-    ['an anchor name that is a path', (i) => (i.snapshot.repos[0].anchors = { '../../InRelease': { sha256, size: inRelease.length } }), /anchors\.\.\.\/\.\.\/InRelease: expected a file name of the repository/],
-    ['a size past 2^53', (i) => ((i.snapshot.repos[0].anchors as Record<string, Record<string, unknown>>).InRelease.size = 2 ** 60), /anchors\.InRelease\.size: expected a size in bytes/],
+    [
+      'a repository URL with ".." segments',
+      (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/../../../etc'),
+      /repos\[0\]\.url: expected a normalized repository URL/,
+    ],
+    [
+      'a repository URL with an encoded ".." segment',
+      (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/%2e%2e/etc'),
+      /repos\[0\]\.url: expected a normalized repository URL/,
+    ],
+    [
+      'a repository URL with an encoded slash',
+      (i) => (i.snapshot.repos[0].url = 'http://127.0.0.1:9/debian/dists/a%2F..%2F..%2Fx'),
+      /repos\[0\]\.url: expected a normalized repository URL/,
+    ],
+    [
+      'an anchor name that is a path',
+      (i) => (i.snapshot.repos[0].anchors = { '../../InRelease': { sha256, size: inRelease.length } }),
+      /anchors\.\.\.\/\.\.\/InRelease: expected a file name of the repository/,
+    ],
+    [
+      'a size past 2^53',
+      (i) => ((i.snapshot.repos[0].anchors as Record<string, Record<string, unknown>>).InRelease.size = 2 ** 60),
+      /anchors\.InRelease\.size: expected a size in bytes/,
+    ],
     ['a size of 1e300', (i) => (i.blobs[0].size = 1e300), /blobs\[0\]\.size: expected a size in bytes/],
     ['a negative size', (i) => (i.blobs[0].size = -1), /blobs\[0\]\.size: expected a size in bytes/],
-    ['a repository without archiveRoot', (i) => delete i.snapshot.repos[0].archiveRoot, /repos\[0\]\.archiveRoot: expected .* \(found missing\)/],
-    ['a snapshot without repos', (i) => delete (i.snapshot as Partial<Index['snapshot']>).repos, /snapshot\.repos: expected .* \(found missing\)/],
+    [
+      'a repository without archiveRoot',
+      (i) => delete i.snapshot.repos[0].archiveRoot,
+      /repos\[0\]\.archiveRoot: expected .* \(found missing\)/,
+    ],
+    [
+      'a snapshot without repos',
+      (i) => delete (i.snapshot as Partial<Index['snapshot']>).repos,
+      /snapshot\.repos: expected .* \(found missing\)/,
+    ],
     ['a record whose id does not match its content', (i) => (i.snapshot.id = '0123456789abcdef0123'), /does not match its id/],
     ['another format', (i) => (i.format = 'feedlock-snapshot/999'), /not a feedlock snapshot export \(format "feedlock-snapshot\/999"/],
-    ['a blob entry with extra path segments', () => {}, /unexpected entry "blobs\/[0-9a-f]{64}\/\.\.\/\.\.\/x"/, [[`blobs/${'a'.repeat(64)}/../../x`, Buffer.from('x')]]],
-    ['a document the index does not list, outside documents/', () => {}, /unexpected entry "documents\/\.\.\/\.\.\/etc\/passwd"/, [['documents/../../etc/passwd', Buffer.from('x')]]],
+    [
+      'a blob entry with extra path segments',
+      () => {},
+      /unexpected entry "blobs\/[0-9a-f]{64}\/\.\.\/\.\.\/x"/,
+      [[`blobs/${'a'.repeat(64)}/../../x`, Buffer.from('x')]],
+    ],
+    [
+      'a document the index does not list, outside documents/',
+      () => {},
+      /unexpected entry "documents\/\.\.\/\.\.\/etc\/passwd"/,
+      [['documents/../../etc/passwd', Buffer.from('x')]],
+    ],
   ];
 
   it.each(hostile)('refuses %s with FL_BAD_BUNDLE and the store listing stays the same', async (name, damage, message, extra) => {
     const file = await bundle(name.replace(/\W+/g, '-'), damage, extra);
     const before = listing();
-    await expect(importSnapshot(store, records, file)).rejects.toMatchObject({ code: 'FL_BAD_BUNDLE', message: expect.stringMatching(message) });
+    await expect(importSnapshot(store, records, file)).rejects.toMatchObject({
+      code: 'FL_BAD_BUNDLE',
+      message: expect.stringMatching(message),
+    });
     expect(listing()).toEqual(before);
     expect(await records.listSnapshots()).toEqual([]);
   });

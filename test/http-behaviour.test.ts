@@ -46,7 +46,12 @@ describe('HTTP behaviour of the proxy', () => {
     for (let i = 0; i < 8; i++) writeFileSync(join(pool, `small${i}_1_amd64.deb`), randomBytes(30_000 + i));
     writeFileSync(join(dir, 'up', 'repo', 'dists', 'stable', 'Release'), 'Suite: stable\n');
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), timeouts: { headersMs: 1500, bodyMs: 1500, connectMs: 1000 }, retries: 1 });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      timeouts: { headersMs: 1500, bodyMs: 1500, connectMs: 1000 },
+      retries: 1,
+    });
     base = `${feedlock.url}/127.0.0.1:${upstream.port}/repo`;
   });
 
@@ -87,7 +92,9 @@ describe('HTTP behaviour of the proxy', () => {
   it('conditional requests get 304', async () => {
     const g = await get(`${base}/pool/main/big_1_amd64.deb`);
     expect((await get(`${base}/pool/main/big_1_amd64.deb`, { 'if-none-match': g.headers.etag as string })).status).toBe(304);
-    expect((await get(`${base}/pool/main/big_1_amd64.deb`, { 'if-modified-since': g.headers['last-modified'] as string })).status).toBe(304);
+    expect((await get(`${base}/pool/main/big_1_amd64.deb`, { 'if-modified-since': g.headers['last-modified'] as string })).status).toBe(
+      304,
+    );
     expect((await get(`${base}/pool/main/big_1_amd64.deb`, { 'if-none-match': '"other"' })).status).toBe(200);
   });
 
@@ -168,9 +175,15 @@ describe('HTTP behaviour of the proxy', () => {
         `${feedlock.url}/127.1:${bystanderPort}/x.deb`,
       ];
       for (const t of targets) expect((await get(t)).status, t).toBe(403);
-      const forward = await raw(feedlock.port, `GET http://127.0.0.1:${bystanderPort}/x.deb HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\nConnection: close\r\n\r\n`);
+      const forward = await raw(
+        feedlock.port,
+        `GET http://127.0.0.1:${bystanderPort}/x.deb HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\nConnection: close\r\n\r\n`,
+      );
       expect(forward).toMatch(/^HTTP\/1\.1 403/);
-      const connectTry = await raw(feedlock.port, `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\n\r\n`);
+      const connectTry = await raw(
+        feedlock.port,
+        `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: 127.0.0.1:${bystanderPort}\r\n\r\n`,
+      );
       expect(connectTry).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*X-Feedlock-Error: FL_CONNECT_REFUSED\r\n/);
       const connectAllowedHost = await raw(feedlock.port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\n`);
       expect(connectAllowedHost).toMatch(/^HTTP\/1\.1 403.*\r\n[\s\S]*CONNECT tunnels are disabled/);
@@ -193,11 +206,18 @@ describe('HTTP behaviour of the proxy', () => {
     });
 
     it('rejects traversal and smuggling shapes with 400 and keeps serving', async () => {
-      for (const p of ['/../../etc/passwd', `/127.0.0.1:${upstream.port}/repo/%2e%2e/%2e%2e/etc/passwd`, `/127.0.0.1:${upstream.port}/repo/pool%2f..%2fx`]) {
+      for (const p of [
+        '/../../etc/passwd',
+        `/127.0.0.1:${upstream.port}/repo/%2e%2e/%2e%2e/etc/passwd`,
+        `/127.0.0.1:${upstream.port}/repo/pool%2f..%2fx`,
+      ]) {
         const out = await raw(feedlock.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
         expect(out, p).toMatch(/^HTTP\/1\.1 400/);
       }
-      const smuggle = await raw(feedlock.port, `GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`);
+      const smuggle = await raw(
+        feedlock.port,
+        `GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      );
       expect(smuggle).toMatch(/^HTTP\/1\.1 400/);
       const dupCl = await raw(feedlock.port, `GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab`);
       expect(dupCl).toMatch(/^HTTP\/1\.1 400/);
@@ -209,7 +229,10 @@ describe('HTTP behaviour of the proxy', () => {
     it('with allowConnect, CONNECT tunnels to allowed hosts only', async () => {
       const f = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], allowConnect: true });
       try {
-        const ok = await raw(f.port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\nGET /repo/dists/stable/Release HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+        const ok = await raw(
+          f.port,
+          `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: x\r\n\r\nGET /repo/dists/stable/Release HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+        );
         expect(ok).toMatch(/^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200 OK[\s\S]*Suite: stable/);
         const refused = await raw(f.port, `CONNECT 127.0.0.1:${bystanderPort} HTTP/1.1\r\nHost: x\r\n\r\n`);
         expect(refused).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*X-Feedlock-Error: FL_FORBIDDEN_HOST\r\n[\s\S]*is not an allowed host/);
@@ -228,21 +251,30 @@ describe('HTTP behaviour of the proxy', () => {
 
   describe('upstream faults: the client sees an error, the store keeps nothing, the next good answer is cached', () => {
     const cases: [string, (res: import('node:http').ServerResponse) => void][] = [
-      ['closes mid-body', (res) => {
-        res.writeHead(200, { 'content-length': 100_000 });
-        res.write(randomBytes(40_000));
-        setTimeout(() => res.socket?.destroy(), 50);
-      }],
-      ['sends fewer bytes than Content-Length', (res) => {
-        res.writeHead(200, { 'content-length': 100_000 });
-        res.end(randomBytes(99_000));
-        res.socket?.destroySoon();
-      }],
+      [
+        'closes mid-body',
+        (res) => {
+          res.writeHead(200, { 'content-length': 100_000 });
+          res.write(randomBytes(40_000));
+          setTimeout(() => res.socket?.destroy(), 50);
+        },
+      ],
+      [
+        'sends fewer bytes than Content-Length',
+        (res) => {
+          res.writeHead(200, { 'content-length': 100_000 });
+          res.end(randomBytes(99_000));
+          res.socket?.destroySoon();
+        },
+      ],
       ['answers 500', (res) => res.writeHead(500).end('boom')],
-      ['stalls mid-body past the timeout', (res) => {
-        res.writeHead(200, { 'content-length': 100_000 });
-        res.write(randomBytes(10_000));
-      }],
+      [
+        'stalls mid-body past the timeout',
+        (res) => {
+          res.writeHead(200, { 'content-length': 100_000 });
+          res.write(randomBytes(10_000));
+        },
+      ],
       ['stalls before the headers', () => {}],
     ];
     for (const [name, misbehave] of cases) {

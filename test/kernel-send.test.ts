@@ -15,7 +15,10 @@ import { kernelSend } from '../src/proxy/kernel-send.js';
 import { startFeedlock, tempDir } from './helpers/feedlock.js';
 
 const built = kernelSend() !== undefined;
-if (!built) console.warn('kernel-send tests: the sendfile helper is not built (node scripts/build-native.mjs needs a C compiler); the sendfile cases are skipped');
+if (!built)
+  console.warn(
+    'kernel-send tests: the sendfile helper is not built (node scripts/build-native.mjs needs a C compiler); the sendfile cases are skipped',
+  );
 
 const SMALL = randomBytes(300_000);
 const BIG = randomBytes(24 << 20);
@@ -27,7 +30,10 @@ async function metric(base: string, on: string): Promise<number> {
 }
 
 /** A GET that reads `pauseAfter` bytes, stops reading for `pauseMs`, then reads the rest (or leaves). */
-function slowGet(url: string, o: { pauseAfter: number; pauseMs: number; leave?: boolean }): Promise<{ status: number; length: number; body: Buffer; complete: boolean }> {
+function slowGet(
+  url: string,
+  o: { pauseAfter: number; pauseMs: number; leave?: boolean },
+): Promise<{ status: number; length: number; body: Buffer; complete: boolean }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, { agent: false }, (res) => {
       const chunks: Buffer[] = [];
@@ -42,12 +48,24 @@ function slowGet(url: string, o: { pauseAfter: number; pauseMs: number; leave?: 
           setTimeout(() => {
             if (o.leave) {
               req.destroy();
-              resolve({ status: res.statusCode!, length: Number(res.headers['content-length']), body: Buffer.concat(chunks), complete: false });
+              resolve({
+                status: res.statusCode!,
+                length: Number(res.headers['content-length']),
+                body: Buffer.concat(chunks),
+                complete: false,
+              });
             } else res.resume();
           }, o.pauseMs);
         }
       });
-      res.on('end', () => resolve({ status: res.statusCode!, length: Number(res.headers['content-length']), body: Buffer.concat(chunks), complete: res.complete }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode!,
+          length: Number(res.headers['content-length']),
+          body: Buffer.concat(chunks),
+          complete: res.complete,
+        }),
+      );
       res.on('error', reject);
     });
     req.on('error', (err) => (o.leave ? undefined : reject(err)));
@@ -73,7 +91,12 @@ describe.each([
     writeFileSync(join(dir, 'up', 'pool', 'main', 'small_1_amd64.deb'), SMALL);
     writeFileSync(join(dir, 'up', 'pool', 'main', 'big_1_amd64.deb'), BIG);
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), hitReads });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index'),
+      hitReads,
+    });
     small = `${feedlock.url}/127.0.0.1:${upstream.port}/pool/main/small_1_amd64.deb`;
     big = `${feedlock.url}/127.0.0.1:${upstream.port}/pool/main/big_1_amd64.deb`;
     // Cold: stored.
@@ -108,7 +131,9 @@ describe.each([
       expect((await fetch(url, { headers: { 'if-none-match': r.headers.get('etag')! } })).status).toBe(304);
     }
     // Many at once on keep-alive connections: each answer whole and in order.
-    const answers = await Promise.all(Array.from({ length: 40 }, () => fetch(small).then(async (r) => sha256(Buffer.from(await r.arrayBuffer())))));
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () => fetch(small).then(async (r) => sha256(Buffer.from(await r.arrayBuffer())))),
+    );
     expect(new Set(answers)).toEqual(new Set([sha256(SMALL)]));
     const sent = await metric(feedlock.url, 'sendfile');
     if (hitReads === 'auto') expect(sent).toBeGreaterThan(0);
@@ -138,7 +163,13 @@ describe.each([
     const blob = join(dir, 'store', 'blobs', 'sha256', sha256(SMALL).slice(0, 2), sha256(SMALL));
     truncateSync(blob, 1000);
     const r = await fetch(small).then(
-      async (res) => ({ status: res.status, body: await res.arrayBuffer().then((b) => Buffer.from(b), () => undefined) }),
+      async (res) => ({
+        status: res.status,
+        body: await res.arrayBuffer().then(
+          (b) => Buffer.from(b),
+          () => undefined,
+        ),
+      }),
       () => ({ status: 0, body: undefined }),
     );
     // A 200 must not arrive complete with the wrong bytes: an error status, or a cut connection.

@@ -22,9 +22,15 @@ interface Violation {
 describe('source layers', () => {
   it('src/ keeps every import rule: no cycle, no import from a higher layer, the proxy apart from snapshots and manifests', async () => {
     // depcruise exits non-zero when it finds violations; the JSON on stdout says which.
-    const out = await promisify(execFile)(process.execPath, [depcruise, 'src', '--config', '.dependency-cruiser.cjs', '--output-type', 'json'], { cwd: ROOT, maxBuffer: 64 << 20 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+    const out = await promisify(execFile)(
+      process.execPath,
+      [depcruise, 'src', '--config', '.dependency-cruiser.cjs', '--output-type', 'json'],
+      { cwd: ROOT, maxBuffer: 64 << 20 },
+    ).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
     const result = JSON.parse(out.stdout) as { summary: { violations: Violation[]; totalCruised: number } };
-    const described = result.summary.violations.map((v) => `${v.rule.name}: ${v.from} -> ${v.cycle ? v.cycle.map((c) => c.name).join(' -> ') : v.to}`);
+    const described = result.summary.violations.map(
+      (v) => `${v.rule.name}: ${v.from} -> ${v.cycle ? v.cycle.map((c) => c.name).join(' -> ') : v.to}`,
+    );
     expect(described).toEqual([]);
     // The cruise read the tree (a broken config would report zero modules and zero violations).
     expect(result.summary.totalCruised).toBeGreaterThan(100);

@@ -41,7 +41,11 @@ describe('client limits', () => {
     writeFileSync(join(dir, 'up', 'pool', 'big_1_all.deb'), big);
     writeFileSync(join(dir, 'up', 'pool', 'small_1_all.deb'), small);
     upstream = await startStaticUpstream(join(dir, 'up'));
-    feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], clientTimeouts: { headersMs: 1500, keepAliveMs: 1000 }, maxConnections: 64 });
+    feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      clientTimeouts: { headersMs: 1500, keepAliveMs: 1000 },
+      maxConnections: 64,
+    });
   });
   afterAll(async () => {
     await feedlock?.close();
@@ -68,7 +72,10 @@ describe('client limits', () => {
     for (const s of slow) {
       expect(s.closedAt, 'server closed the slow connection').toBeDefined();
       expect(s.closedAt! - started).toBeGreaterThanOrEqual(1400);
-      expect(s.received === '' || /^HTTP\/1\.1 408 Request Timeout\r\n[\s\S]*X-Feedlock-Error: FL_REQUEST_TIMEOUT\r\n/.test(s.received), s.received.slice(0, 200)).toBe(true);
+      expect(
+        s.received === '' || /^HTTP\/1\.1 408 Request Timeout\r\n[\s\S]*X-Feedlock-Error: FL_REQUEST_TIMEOUT\r\n/.test(s.received),
+        s.received.slice(0, 200),
+      ).toBe(true);
     }
     expect((await download(url('small_1_all.deb'))).ok).toBe(true);
   });
@@ -78,7 +85,7 @@ describe('client limits', () => {
     for (const s of idle) s.write(`GET /_feedlock/health HTTP/1.1\r\nHost: x\r\n\r\n`);
     // Bounded wait for every answer (a loaded machine may need more than a few hundred ms).
     const answered = () => idle.every((s) => /^HTTP\/1\.1 200/.test(s.received));
-    for (const t0 = Date.now(); !answered() && Date.now() - t0 < 5000; ) await sleep(50);
+    for (const t0 = Date.now(); !answered() && Date.now() - t0 < 5000;) await sleep(50);
     expect(answered()).toBe(true);
     const t0 = Date.now();
     while (idle.some((s) => s.closedAt === undefined) && Date.now() - t0 < 5000) await sleep(100);

@@ -35,7 +35,10 @@ describe('manifests, SBOMs and offline repositories', () => {
   const WANTED = ['fl-hello', 'fl-epoch', 'fl-foo-tools'];
 
   async function buildRootfs(name: string) {
-    const apt = aptClient(tempDir(`m-${name}`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`);
+    const apt = aptClient(
+      tempDir(`m-${name}`),
+      `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`,
+    );
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', ...WANTED);
     const rootfs = join(dir, name);
@@ -43,7 +46,10 @@ describe('manifests, SBOMs and offline repositories', () => {
     // A package built locally (as Isar builds its own recipes): in the image, in no pinned index.
     const local = join(dir, 'local-pkg');
     mkdirSync(join(local, 'DEBIAN'), { recursive: true });
-    writeFileSync(join(local, 'DEBIAN/control'), 'Package: fl-local\nVersion: 0.1\nArchitecture: amd64\nMaintainer: x <x@example.org>\nDescription: local\n');
+    writeFileSync(
+      join(local, 'DEBIAN/control'),
+      'Package: fl-local\nVersion: 0.1\nArchitecture: amd64\nMaintainer: x <x@example.org>\nDescription: local\n',
+    );
     execFileSync('dpkg-deb', ['--build', local, join(dir, 'fl-local_0.1_amd64.deb')], { stdio: 'ignore' });
     dpkgInstall(rootfs, [...debs, join(dir, 'fl-local_0.1_amd64.deb')]);
     await feedlock.flights.idle();
@@ -63,14 +69,22 @@ describe('manifests, SBOMs and offline repositories', () => {
   });
   afterAll(() => world?.close());
 
-  it('lists every installed package with the fixture\'s own version, sha256, size and repository; local builds as local', () => {
+  it("lists every installed package with the fixture's own version, sha256, size and repository; local builds as local", () => {
     const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
     expect(m.schema).toBe('feedlock-manifest/1');
     expect(m.snapshot).toMatch(/^[0-9a-f]{20}$/);
     const expected = repo.packages.filter((p) => ['fl-base', 'fl-libfoo', 'fl-foo-tools', 'fl-hello', 'fl-epoch'].includes(p.name));
     for (const p of expected) {
       const got = m.packages.find((x: { name: string }) => x.name === p.name);
-      expect(got, p.name).toMatchObject({ version: p.version, arch: 'amd64', sha256: p.sha256, size: p.size, filename: p.filename, origin: 'snapshot', repository: `http://127.0.0.1:${upstream.port}/debian/dists/stable` });
+      expect(got, p.name).toMatchObject({
+        version: p.version,
+        arch: 'amd64',
+        sha256: p.sha256,
+        size: p.size,
+        filename: p.filename,
+        origin: 'snapshot',
+        repository: `http://127.0.0.1:${upstream.port}/debian/dists/stable`,
+      });
     }
     expect(m.packages.find((x: { name: string }) => x.name === 'fl-libfoo')).toMatchObject({ source: 'foo', sourceVersion: '2.1-3' });
     expect(m.packages.find((x: { name: string }) => x.name === 'fl-local')).toMatchObject({ version: '0.1', origin: 'local' });
@@ -103,7 +117,7 @@ describe('manifests, SBOMs and offline repositories', () => {
     for (const p of spdx.packages) expect(p.externalRefs[0].referenceLocator).toMatch(/^pkg:deb\/debian\/[^@]+@[^?]+\?arch=amd64/);
   });
 
-  it('--format spdx3 of a real image: passes the SPDX 3.0.1 check, one package per installed package with the fixture\'s sha256 and upstream URL, the snapshot id recorded', async () => {
+  it("--format spdx3 of a real image: passes the SPDX 3.0.1 check, one package per installed package with the fixture's sha256 and upstream URL, the snapshot id recorded", async () => {
     const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
     const out = join(dir, 'image1.spdx3.json');
     await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'spdx3', '--out', out);
@@ -176,38 +190,81 @@ describe('manifests, SBOMs and offline repositories', () => {
     expect(exported.snapshot).toBe(m.snapshot);
     expect(exported.documents).toHaveLength(2);
     const fresh = ['--store', join(dir, 'store-b'), '--index-dir', join(dir, 'index-b')];
-    const imported = JSON.parse((await run(process.execPath, [CLI, 'import', 'bundle', bundle, '--env', 'img', '--json', ...fresh])).stdout);
+    const imported = JSON.parse(
+      (await run(process.execPath, [CLI, 'import', 'bundle', bundle, '--env', 'img', '--json', ...fresh])).stdout,
+    );
     expect(imported).toMatchObject({ id: m.snapshot, env: 'img' });
     expect(readFileSync(join(imported.documentsDir, imported.documents[0]), 'utf8')).toContain(m.snapshot);
 
-    const offline = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store-b'), indexDir: join(dir, 'index-b'), offline: true });
+    const offline = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store-b'),
+      indexDir: join(dir, 'index-b'),
+      offline: true,
+    });
     try {
-      const apt = aptClient(tempDir('from-bundle'), `deb [signed-by=${key.keyring}] ${offline.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`);
+      const apt = aptClient(
+        tempDir('from-bundle'),
+        `deb [signed-by=${key.keyring}] ${offline.url}/_env/img/127.0.0.1:${upstream.port}/debian stable main\n`,
+      );
       await apt.get('update');
       await apt.get('install', '--download-only', '-y', ...WANTED);
       const got = Object.values(apt.downloaded()).sort();
-      expect(got).toEqual(m.packages.filter((p: { origin: string }) => p.origin === 'snapshot').map((p: { sha256: string }) => p.sha256).sort());
+      expect(got).toEqual(
+        m.packages
+          .filter((p: { origin: string }) => p.origin === 'snapshot')
+          .map((p: { sha256: string }) => p.sha256)
+          .sort(),
+      );
     } finally {
       await offline.close();
     }
     // The sources came along: an offline sources fetch on the fresh store finds them all.
-    const r = JSON.parse((await run(process.execPath, [CLI, 'sources', 'fetch', '--manifest', manifestFile, '--offline', '--json', ...fresh])).stdout);
+    const r = JSON.parse(
+      (await run(process.execPath, [CLI, 'sources', 'fetch', '--manifest', manifestFile, '--offline', '--json', ...fresh])).stdout,
+    );
     expect(r.missing).toEqual([]);
     // A damaged bundle is refused, and nothing of it is kept.
     const bytes = readFileSync(bundle);
     const hello = readFileSync(join(dir, 'up', 'debian', m.packages.find((p: { name: string }) => p.name === 'fl-hello').filename));
     bytes[bytes.indexOf(hello.subarray(0, 256)) + 5000] ^= 0xff;
     writeFileSync(join(dir, 'bad.bundle.tar'), bytes);
-    const bad = await run(process.execPath, [CLI, 'import', 'bundle', join(dir, 'bad.bundle.tar'), '--store', join(dir, 'store-c'), '--index-dir', join(dir, 'index-c')]).catch((e) => e);
+    const bad = await run(process.execPath, [
+      CLI,
+      'import',
+      'bundle',
+      join(dir, 'bad.bundle.tar'),
+      '--store',
+      join(dir, 'store-c'),
+      '--index-dir',
+      join(dir, 'index-c'),
+    ]).catch((e) => e);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/sha256|digest|mismatch/i);
-    expect(JSON.parse((await run(process.execPath, [CLI, 'snapshot', 'list', '--json', '--store', join(dir, 'store-c'), '--index-dir', join(dir, 'index-c')])).stdout)).toEqual([]);
+    expect(
+      JSON.parse(
+        (
+          await run(process.execPath, [
+            CLI,
+            'snapshot',
+            'list',
+            '--json',
+            '--store',
+            join(dir, 'store-c'),
+            '--index-dir',
+            join(dir, 'index-c'),
+          ])
+        ).stdout,
+      ),
+    ).toEqual([]);
   });
 
   it('export repo: plain apt-get installs from it with feedlock and the upstream gone', async () => {
     const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
     const out = join(dir, 'exported');
-    const r = JSON.parse((await cli('export', 'repo', '--snapshot', m.snapshot, '--manifest', manifestFile, '--out', out, '--json')).stdout);
+    const r = JSON.parse(
+      (await cli('export', 'repo', '--snapshot', m.snapshot, '--manifest', manifestFile, '--out', out, '--json')).stdout,
+    );
     expect(r.files).toBeGreaterThan(5);
     const hostDir = `127.0.0.1_${upstream.port}`;
     const plain = await startStaticUpstream(join(out, hostDir));
@@ -217,36 +274,84 @@ describe('manifests, SBOMs and offline repositories', () => {
       await apt.get('install', '--download-only', '-y', ...WANTED);
       const got = apt.downloaded();
       for (const p of m.packages.filter((x: { origin: string }) => x.origin === 'snapshot')) expect(Object.values(got)).toContain(p.sha256);
-      execFileSync('sha256sum', ['-c', '--quiet', '-'], { cwd: join(out, hostDir, 'debian'), input: (await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'sha256sum')).stdout });
+      execFileSync('sha256sum', ['-c', '--quiet', '-'], {
+        cwd: join(out, hostDir, 'debian'),
+        input: (await cli('manifest', '--rootfs', rootfs1, '--env', 'img', '--format', 'sha256sum')).stdout,
+      });
     } finally {
       await plain.close();
     }
   });
 
-  it('export repo --sign-key: trimmed indices signed with the site key; apt verifies them and installs the image\'s packages', async () => {
+  it("export repo --sign-key: trimmed indices signed with the site key; apt verifies them and installs the image's packages", async () => {
     const m = JSON.parse(readFileSync(manifestFile, 'utf8'));
     const out = join(dir, 'exported-signed');
-    const r = JSON.parse((await cli('export', 'repo', '--snapshot', m.snapshot, '--manifest', manifestFile, '--sign-key', key.secretKeyFile, '--out', out, '--json')).stdout);
+    const r = JSON.parse(
+      (
+        await cli(
+          'export',
+          'repo',
+          '--snapshot',
+          m.snapshot,
+          '--manifest',
+          manifestFile,
+          '--sign-key',
+          key.secretKeyFile,
+          '--out',
+          out,
+          '--json',
+        )
+      ).stdout,
+    );
     expect(readFileSync(r.publicKey, 'utf8')).toContain('BEGIN PGP PUBLIC KEY BLOCK');
     expect(r.sources[0]).toMatch(/^deb \[signed-by=.*feedlock-signing-key\.asc\] file:/);
     const apt = aptClient(tempDir('from-signed'), r.sources.join('\n') + '\n');
     await apt.get('update');
     const listed = readdirSync(apt.lists).filter((f) => f.endsWith('_Packages'));
-    const names = readFileSync(join(apt.lists, listed[0]), 'utf8').match(/^Package: .*/gm)!.map((l) => l.slice(9)).sort();
-    expect(names, 'the trimmed index lists exactly the image\'s packages').toEqual(m.packages.filter((p: { origin: string }) => p.origin === 'snapshot').map((p: { name: string }) => p.name).sort());
+    const names = readFileSync(join(apt.lists, listed[0]), 'utf8')
+      .match(/^Package: .*/gm)!
+      .map((l) => l.slice(9))
+      .sort();
+    expect(names, "the trimmed index lists exactly the image's packages").toEqual(
+      m.packages
+        .filter((p: { origin: string }) => p.origin === 'snapshot')
+        .map((p: { name: string }) => p.name)
+        .sort(),
+    );
     // file: sources are used in place (nothing lands in archives/); apt checks their hashes against the signed index.
     await apt.get('install', '--download-only', '-y', ...WANTED);
-    const pool = readdirSync(out, { recursive: true }).map(String).filter((f) => f.endsWith('.deb'));
-    expect(pool.map((f) => createHash('sha256').update(readFileSync(join(out, f))).digest('hex')).sort()).toEqual(m.packages.filter((p: { origin: string }) => p.origin === 'snapshot').map((p: { sha256: string }) => p.sha256).sort());
+    const pool = readdirSync(out, { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('.deb'));
+    expect(
+      pool
+        .map((f) =>
+          createHash('sha256')
+            .update(readFileSync(join(out, f)))
+            .digest('hex'),
+        )
+        .sort(),
+    ).toEqual(
+      m.packages
+        .filter((p: { origin: string }) => p.origin === 'snapshot')
+        .map((p: { sha256: string }) => p.sha256)
+        .sort(),
+    );
     // A Release altered after signing is refused by apt.
-    const release = readdirSync(join(out), { recursive: true }).map(String).find((f) => f.endsWith('/InRelease'))!;
+    const release = readdirSync(join(out), { recursive: true })
+      .map(String)
+      .find((f) => f.endsWith('/InRelease'))!;
     const path = join(out, release);
     writeFileSync(path, readFileSync(path, 'utf8').replace(/^Date: .*/m, 'Date: Thu, 01 Jan 2099 00:00:00 UTC'));
     const tampered = aptClient(tempDir('from-signed-bad'), r.sources.join('\n') + '\n');
     const err = await tampered.get('update').catch((e: { stdout: string; stderr: string }) => e);
-    expect(String((err as { stdout?: string }).stdout) + String((err as { stderr?: string }).stderr)).toMatch(/BADSIG|not signed|signature/i);
+    expect(String((err as { stdout?: string }).stdout) + String((err as { stderr?: string }).stderr)).toMatch(
+      /BADSIG|not signed|signature/i,
+    );
     // Without --manifest there is nothing to trim to.
-    const bad = await cli('export', 'repo', '--snapshot', m.snapshot, '--sign-key', key.secretKeyFile, '--out', join(dir, 'x')).catch((e) => e);
+    const bad = await cli('export', 'repo', '--snapshot', m.snapshot, '--sign-key', key.secretKeyFile, '--out', join(dir, 'x')).catch(
+      (e) => e,
+    );
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/pass --manifest FILE/);
   });
@@ -258,6 +363,15 @@ describe('manifests, SBOMs and offline repositories', () => {
     const m2 = join(dir, 'image2.feedlock.json');
     await cli('manifest', '--rootfs', rootfs2, '--env', 'img', '--out', m2);
     const diff = JSON.parse((await cli('manifest', 'diff', manifestFile, m2, '--json')).stdout);
-    expect(diff).toEqual([{ repo: 'image', arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.2-1' }], downgraded: [] }]);
+    expect(diff).toEqual([
+      {
+        repo: 'image',
+        arch: 'amd64',
+        added: [],
+        removed: [],
+        upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.2-1' }],
+        downgraded: [],
+      },
+    ]);
   });
 });

@@ -28,7 +28,11 @@ function tree(pid: number): number[] {
   const parent = new Map<number, number[]>();
   for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
-      const ppid = Number(readFileSync(`/proc/${name}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+      const ppid = Number(
+        readFileSync(`/proc/${name}/stat`, 'utf8')
+          .replace(/^.*\) /s, '')
+          .split(' ')[1],
+      );
       parent.set(ppid, [...(parent.get(ppid) ?? []), Number(name)]);
     } catch {
       // Gone meanwhile.
@@ -46,7 +50,12 @@ function servingProcess(pid: number): { pid: number; argv: string[]; env: Record
       if (!basename(readlinkSync(`/proc/${p}/exe`)).startsWith('node')) return [];
       const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').slice(0, -1);
       // environ is the environment the process was exec'd with.
-      const env = Object.fromEntries(readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      const env = Object.fromEntries(
+        readFileSync(`/proc/${p}/environ`, 'utf8')
+          .split('\0')
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      );
       return argv.includes('serve') && argv.some((a) => a.endsWith('bin.cjs') || a.endsWith('/feedlock')) ? [{ pid: p, argv, env }] : [];
     } catch {
       return [];
@@ -71,7 +80,15 @@ function start(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.P
   return { child, next: async () => String((await lines.next()).value), stderr: () => stderr, exit };
 }
 
-const serveArgs = (dir: string) => ['--no-apt-sources', '--log-level', 'warn', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
+const serveArgs = (dir: string) => [
+  '--no-apt-sources',
+  '--log-level',
+  'warn',
+  '--store',
+  join(dir, 'store'),
+  '--index-dir',
+  join(dir, 'index'),
+];
 
 describe('starting the CLI as its bin link does', () => {
   const settings = shebangSettings(CLI)!;
@@ -105,7 +122,12 @@ describe('starting the CLI as its bin link does', () => {
 
   it('a setting counts as given when its flag is on the command line or in NODE_OPTIONS with any value, or its variable is set', () => {
     expect(missingSettings(settings, [], {})).toEqual(settings);
-    expect(missingSettings(settings, ['--max-semi-space-size=8', '--inspect'], { NODE_OPTIONS: '--expose-gc', MALLOC_MMAP_THRESHOLD_: '131072' })).toEqual({ flags: ['--heap-growing-percent=20', '--liftoff-only'], env: {} });
+    expect(
+      missingSettings(settings, ['--max-semi-space-size=8', '--inspect'], {
+        NODE_OPTIONS: '--expose-gc',
+        MALLOC_MMAP_THRESHOLD_: '131072',
+      }),
+    ).toEqual({ flags: ['--heap-growing-percent=20', '--liftoff-only'], env: {} });
   });
 
   it('feedlock serve, npx feedlock serve, node bin.cjs serve and the systemd example all serve from one process with the same flags and MALLOC_MMAP_THRESHOLD_', async () => {
@@ -130,7 +152,10 @@ describe('starting the CLI as its bin link does', () => {
     };
     const seen: Record<string, { flags: string[]; malloc: string | undefined }> = {};
     for (const [name, way] of Object.entries(ways)) {
-      const s = start(way.cmd, [...way.args, ...serveArgs(join(dir, name.replace(/\W+/g, '-')))], { cwd: way.cwd ?? dir, env: { PATH: path } });
+      const s = start(way.cmd, [...way.args, ...serveArgs(join(dir, name.replace(/\W+/g, '-')))], {
+        cwd: way.cwd ?? dir,
+        env: { PATH: path },
+      });
       const port = way.socket ? Number(await s.next()) : undefined;
       const url = await s.next();
       if (port !== undefined) expect(url, `${name}: serves on the socket systemd passed`).toBe(`http://127.0.0.1:${port}`);
@@ -175,7 +200,9 @@ describe('starting the CLI as its bin link does', () => {
     expect(await s.exit).toBe(0);
     const warning = s.stderr();
     expect(warning).toMatch(/"level":40/);
-    expect(warning).toMatch(/running without MALLOC_MMAP_THRESHOLD_=65536 --max-semi-space-size=2 --heap-growing-percent=20 --liftoff-only \(/);
+    expect(warning).toMatch(
+      /running without MALLOC_MMAP_THRESHOLD_=65536 --max-semi-space-size=2 --heap-growing-percent=20 --liftoff-only \(/,
+    );
     expect(warning).toContain(`MALLOC_MMAP_THRESHOLD_=65536 node ${settings.flags.join(' ')} ${cli} serve`);
     // gc() is the one setting V8 takes at run time, so it is not missing.
     expect(warning).not.toMatch(/running without[^(]*--expose-gc/);

@@ -20,7 +20,10 @@ describe('offline serving and expired Release files', () => {
     dir = tempDir('offline');
     key = createGpgKey(dir);
     // Published a month ago with a security-suite style Valid-Until (Date + 7 days): long expired.
-    createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES, { date: new Date(Date.now() - 30 * DAY), validUntil: new Date(Date.now() - 23 * DAY) });
+    createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES, {
+      date: new Date(Date.now() - 30 * DAY),
+      validUntil: new Date(Date.now() - 23 * DAY),
+    });
     upstream = await startStaticUpstream(join(dir, 'up'));
     upstreamPort = upstream.port;
     online = await startFeedlock({ allowHosts: [`127.0.0.1:${upstreamPort}`], store: join(dir, 'store'), indexDir: join(dir, 'index') });
@@ -30,7 +33,8 @@ describe('offline serving and expired Release files', () => {
     await upstream?.close();
   });
 
-  const sources = (url: string, env: string) => `deb [signed-by=${key.keyring}] ${url}/_env/${env}/127.0.0.1:${upstreamPort}/debian stable main\n`;
+  const sources = (url: string, env: string) =>
+    `deb [signed-by=${key.keyring}] ${url}/_env/${env}/127.0.0.1:${upstreamPort}/debian stable main\n`;
 
   it('apt refuses the expired Release by default and accepts the pinned one with Check-Valid-Until false', async () => {
     const strict = aptClient(tempDir('strict'), sources(online.url, 'ci'));
@@ -46,7 +50,12 @@ describe('offline serving and expired Release files', () => {
   it('--offline serves the environment from the store alone and names what is missing', async () => {
     await online.close();
     await upstream.close();
-    const offline = await startFeedlock({ allowHosts: [`127.0.0.1:${upstreamPort}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), offline: true });
+    const offline = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstreamPort}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index'),
+      offline: true,
+    });
     try {
       const apt = aptClient(tempDir('offline-client'), sources(offline.url, 'ci'), { extraOptions: ['Acquire::Check-Valid-Until=false'] });
       await apt.get('update');
@@ -56,7 +65,9 @@ describe('offline serving and expired Release files', () => {
       const newEnv = await request(`${offline.url}/_env/fresh/127.0.0.1:${upstreamPort}/debian/dists/stable/InRelease`);
       expect(newEnv.statusCode).toBe(504);
       expect(await newEnv.body.text()).toMatch(/offline: environment fresh has not captured/);
-      const notFetched = await request(`${offline.url}/_env/ci/127.0.0.1:${upstreamPort}/debian/pool/main/f/fl-epoch/fl-epoch_0.9-1_amd64.deb`);
+      const notFetched = await request(
+        `${offline.url}/_env/ci/127.0.0.1:${upstreamPort}/debian/pool/main/f/fl-epoch/fl-epoch_0.9-1_amd64.deb`,
+      );
       expect(notFetched.statusCode).toBe(504);
       expect(await notFetched.body.text()).toMatch(/offline.*fl-epoch_0\.9-1_amd64\.deb.*not in the store/);
     } finally {

@@ -20,7 +20,8 @@ describe('records survive a power cut', () => {
   let world: FixtureWorld;
   let storeArgs: string[];
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
-  const inRelease = (env: string) => fetch(`${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian/dists/stable/InRelease`);
+  const inRelease = (env: string) =>
+    fetch(`${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian/dists/stable/InRelease`);
   const envDir = (env: string) => join(world.dir, 'store', 'snapshots', 'envs', env);
 
   beforeAll(async () => {
@@ -33,7 +34,11 @@ describe('records survive a power cut', () => {
     expect((await inRelease('synced')).status).toBe(200);
     const snapshot = (await cli('env', 'show', 'synced')).snapshot;
     const traced = (...args: string[]) => {
-      const r = spawnSync('strace', ['-f', '-e', 'trace=openat,fsync,fdatasync,link,linkat', process.execPath, CLI, ...args, ...storeArgs], { encoding: 'utf8' });
+      const r = spawnSync(
+        'strace',
+        ['-f', '-e', 'trace=openat,fsync,fdatasync,link,linkat', process.execPath, CLI, ...args, ...storeArgs],
+        { encoding: 'utf8' },
+      );
       expect(r.status, r.stderr.slice(-2000)).toBe(0);
       return r.stderr.split('\n');
     };
@@ -49,7 +54,10 @@ describe('records survive a power cut', () => {
       const dirOpen = lines.findIndex((l, i) => i > linkAt && l.includes(`"${finalDir}"`) && l.includes('openat('));
       expect(dirOpen, 'directory opened after link').toBeGreaterThan(linkAt);
       const dirFd = /= (\d+)$/.exec(lines[dirOpen].trim())![1];
-      expect(lines.slice(dirOpen).some((l) => new RegExp(`fsync\\(${dirFd}\\)`).test(l)), 'directory fsynced').toBe(true);
+      expect(
+        lines.slice(dirOpen).some((l) => new RegExp(`fsync\\(${dirFd}\\)`).test(l)),
+        'directory fsynced',
+      ).toBe(true);
     };
     check(traced('env', 'pin', 'synced-copy', snapshot), 'env', envDir('synced-copy'));
     check(traced('release', 'create', 'power-1', '--env', 'synced'), 'release', join(world.dir, 'store', 'snapshots', 'releases'));
@@ -118,15 +126,31 @@ describe('records survive a power cut', () => {
   });
 
   it('an import that fails part-way leaves no blob behind, and nothing in tmp/', async () => {
-    await cli('snapshot', 'capture', '--env', 'exported', '--repo', `http://127.0.0.1:${world.upstream.port}/debian`, '--suite', 'stable', '--allow-host', `127.0.0.1:${world.upstream.port}`);
+    await cli(
+      'snapshot',
+      'capture',
+      '--env',
+      'exported',
+      '--repo',
+      `http://127.0.0.1:${world.upstream.port}/debian`,
+      '--suite',
+      'stable',
+      '--allow-host',
+      `127.0.0.1:${world.upstream.port}`,
+    );
     const big = world.repo.packages.find((p) => p.name === 'fl-big')!;
-    expect((await (await fetch(`${world.feedlock.url}/_env/exported/127.0.0.1:${world.upstream.port}/debian/${big.filename}`)).arrayBuffer()).byteLength).toBe(big.size);
+    expect(
+      (await (await fetch(`${world.feedlock.url}/_env/exported/127.0.0.1:${world.upstream.port}/debian/${big.filename}`)).arrayBuffer())
+        .byteLength,
+    ).toBe(big.size);
     await world.feedlock.flights.idle();
     const file = join(world.dir, 'export.tar');
     await cli('snapshot', 'export', (await cli('env', 'show', 'exported')).snapshot, file, '--packages');
     const data = readFileSync(file);
     // Damage the last package blob in the file: every blob before it is good and would have been stored.
-    const offsets = world.repo.packages.map((p) => data.indexOf(readFileSync(join(world.dir, 'up', 'debian', p.filename)).subarray(0, 512))).filter((x) => x > 0);
+    const offsets = world.repo.packages
+      .map((p) => data.indexOf(readFileSync(join(world.dir, 'up', 'debian', p.filename)).subarray(0, 512)))
+      .filter((x) => x > 0);
     const at = Math.max(...offsets);
     const inReleaseAt = data.indexOf(readFileSync(join(world.dir, 'up', 'debian', 'dists', 'stable', 'InRelease')).subarray(0, 200));
     expect(inReleaseAt, 'good blobs come before the damaged one').toBeGreaterThan(0);

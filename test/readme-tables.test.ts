@@ -13,7 +13,11 @@ describe('README tables generated from the schema and the code table', () => {
   });
 
   it('the configuration table has one row per config key and the codes table one per error code', () => {
-    const rows = (name: string) => tableIn(readme, name)!.split('\n').slice(2).map((row) => /^\| `([^`]+)`/.exec(row)?.[1]);
+    const rows = (name: string) =>
+      tableIn(readme, name)!
+        .split('\n')
+        .slice(2)
+        .map((row) => /^\| `([^`]+)`/.exec(row)?.[1]);
     expect(rows('config')).toEqual(Object.keys(CONFIG_FIELDS));
     expect(rows('error-codes')).toEqual(Object.keys(ERROR_CODES));
   });

@@ -24,8 +24,12 @@ describe.skipIf(!HAVE_DATA)('the real Debian bookworm chain (../shared/data)', (
     const keyring = await loadKeyring(join(DATA, 'debian-archive-keyring.gpg'));
     const inRelease = readFileSync(join(DATA, 'InRelease'), 'utf8');
     expect(await verifyClearsigned(inRelease, keyring, 'InRelease')).toMatch(/^[0-9a-f]{16}$/);
-    expect(await verifyDetached(readFileSync(join(DATA, 'Release')), readFileSync(join(DATA, 'Release.gpg')), keyring, 'Release')).toMatch(/^[0-9a-f]{16}$/);
-    await expect(verifyClearsigned(inRelease.replace('Codename: bookworm', 'Codename: bookwarm'), keyring, 'tampered InRelease')).rejects.toMatchObject({ code: 'FL_SIGNATURE' });
+    expect(await verifyDetached(readFileSync(join(DATA, 'Release')), readFileSync(join(DATA, 'Release.gpg')), keyring, 'Release')).toMatch(
+      /^[0-9a-f]{16}$/,
+    );
+    await expect(
+      verifyClearsigned(inRelease.replace('Codename: bookworm', 'Codename: bookwarm'), keyring, 'tampered InRelease'),
+    ).rejects.toMatchObject({ code: 'FL_SIGNATURE' });
   });
 
   it('Packages.xz and Sources.xz match the hashes and sizes InRelease lists', async () => {
@@ -68,7 +72,9 @@ describe('dpkg version ordering', () => {
 
   it('agrees with dpkg --compare-versions on random versions', () => {
     const part = fc.stringMatching(/^[0-9][0-9A-Za-z.+~]{0,6}$/);
-    const version = fc.tuple(fc.option(fc.integer({ min: 0, max: 3 })), part, fc.option(fc.stringMatching(/^[0-9A-Za-z.+~]{1,4}$/))).map(([e, u, r]) => `${e !== null ? `${e}:` : ''}${u}${r ? `-${r}` : ''}`);
+    const version = fc
+      .tuple(fc.option(fc.integer({ min: 0, max: 3 })), part, fc.option(fc.stringMatching(/^[0-9A-Za-z.+~]{1,4}$/)))
+      .map(([e, u, r]) => `${e !== null ? `${e}:` : ''}${u}${r ? `-${r}` : ''}`);
     fc.assert(
       fc.property(version, version, (a, b) => {
         const ours = Math.sign(compareVersions(a, b));

@@ -25,7 +25,8 @@ describe('releases and the feed viewer', () => {
   let team: AptRepo;
   const storeArgs = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')];
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs(), '--json'])).stdout);
-  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+  const install = (env: string, ...pkgs: string[]) =>
+    installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
 
   let world: FixtureWorld | undefined;
   beforeAll(async () => {
@@ -45,7 +46,12 @@ describe('releases and the feed viewer', () => {
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/release 1\.0 already exists .* releases never change/);
 
-    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
+    updateAptRepo(
+      repo,
+      key,
+      { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] },
+      new Date(Date.now() - 60_000),
+    );
     await cli('env', 'reset', 'base');
     await install('base', 'fl-hello');
     const r2 = await cli('release', 'create', '1.1', '--env', 'base');
@@ -69,14 +75,23 @@ describe('releases and the feed viewer', () => {
     expect(r.snapshots).toHaveLength(2);
     const apt = aptClient(tempDir('cumulative'), r.sources.join('\n') + '\n');
     await apt.get('update');
-    const madison = (await apt.get('-qq', 'install', '--download-only', '-y', 'fl-hello=1.0-1').then(() => apt.cache('madison', 'fl-hello'))).stdout;
+    const madison = (
+      await apt.get('-qq', 'install', '--download-only', '-y', 'fl-hello=1.0-1').then(() => apt.cache('madison', 'fl-hello'))
+    ).stdout;
     expect(madison).toMatch(/fl-hello \|\s+1\.1-1 \|/);
     expect(madison).toMatch(/fl-hello \|\s+1\.0-1 \|/);
     await apt.get('install', '--download-only', '-y', 'fl-hello');
     // Index entries are the pinned upstream stanzas, verbatim (not rebuilt from control files).
     const upstreamIndex = readFileSync(join(dir, 'up', 'debian', 'dists', 'stable', 'main', 'binary-amd64', 'Packages'), 'utf8');
-    const exported = readFileSync(join(out, `127.0.0.1_${upstream.port}`, 'debian', 'dists', 'stable', 'main', 'binary-amd64', 'Packages'), 'utf8');
-    const stanza = (text: string, name: string) => text.split('\n\n').find((x) => x.startsWith(`Package: ${name}\n`))!.trim();
+    const exported = readFileSync(
+      join(out, `127.0.0.1_${upstream.port}`, 'debian', 'dists', 'stable', 'main', 'binary-amd64', 'Packages'),
+      'utf8',
+    );
+    const stanza = (text: string, name: string) =>
+      text
+        .split('\n\n')
+        .find((x) => x.startsWith(`Package: ${name}\n`))!
+        .trim();
     expect(stanza(exported, 'fl-base')).toBe(stanza(upstreamIndex, 'fl-base'));
     // Exporting only the newer release into the same directory keeps 1.0-1 listed (and its file).
     await cli('export', 'repo', '--release', '1.1', '--cumulative', '--sign-key', key.secretKeyFile, '--out', out);
@@ -84,7 +99,17 @@ describe('releases and the feed viewer', () => {
     await again.get('update');
     expect((await again.cache('madison', 'fl-hello')).stdout).toMatch(/1\.0-1/);
     await again.get('install', '--download-only', '-y', 'fl-hello=1.0-1');
-    const bad = await run(process.execPath, [CLI, 'export', 'repo', '--release', '1.0', '1.1', '--out', join(dir, 'x'), ...storeArgs()]).catch((e) => e);
+    const bad = await run(process.execPath, [
+      CLI,
+      'export',
+      'repo',
+      '--release',
+      '1.0',
+      '1.1',
+      '--out',
+      join(dir, 'x'),
+      ...storeArgs(),
+    ]).catch((e) => e);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--cumulative/);
   });
@@ -93,13 +118,20 @@ describe('releases and the feed viewer', () => {
     team = createAptRepo(join(dir, 'up', 'team'), key, [{ name: 'fl-team', version: '1.0-1' }]);
     await cli('env', 'compose', 'product', '--base', '1.0');
     const install = async (label: string, ...pkgs: string[]) => {
-      const apt = aptClient(tempDir(label), ['debian', 'team'].map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/product/127.0.0.1:${upstream.port}/${r} stable main`).join('\n') + '\n');
+      const apt = aptClient(
+        tempDir(label),
+        ['debian', 'team']
+          .map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/product/127.0.0.1:${upstream.port}/${r} stable main`)
+          .join('\n') + '\n',
+      );
       await apt.get('update');
       await apt.get('install', '--download-only', '-y', ...pkgs);
       return Object.keys(apt.downloaded());
     };
     // Upstream debian is at 1.1-1 by now: the base keeps 1.0-1.
-    expect(await install('compose-1', 'fl-hello', 'fl-team')).toEqual(expect.arrayContaining(['fl-hello_1.0-1_amd64.deb', 'fl-team_1.0-1_amd64.deb']));
+    expect(await install('compose-1', 'fl-hello', 'fl-team')).toEqual(
+      expect.arrayContaining(['fl-hello_1.0-1_amd64.deb', 'fl-team_1.0-1_amd64.deb']),
+    );
     updateAptRepo(team, key, { add: [{ name: 'fl-team', version: '2.0-1' }] }, new Date(Date.now() - 30_000));
     expect(await install('compose-2', 'fl-team')).toContain('fl-team_1.0-1_amd64.deb');
     await cli('env', 'reset', 'product');
@@ -123,7 +155,12 @@ describe('releases and the feed viewer', () => {
     const teamRepo = `http://127.0.0.1:${upstream.port}/team/dists/stable`;
     await cli('env', 'compose', 'pinned', '--base', '1.0', '--keep', teamRepo);
     const install = async (env: string, label: string, ...pkgs: string[]) => {
-      const apt = aptClient(tempDir(label), ['debian', 'team'].map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/${r} stable main`).join('\n') + '\n');
+      const apt = aptClient(
+        tempDir(label),
+        ['debian', 'team']
+          .map((r) => `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/${r} stable main`)
+          .join('\n') + '\n',
+      );
       await apt.get('update');
       await apt.get('install', '--download-only', '-y', ...pkgs);
       return Object.keys(apt.downloaded());
@@ -136,7 +173,9 @@ describe('releases and the feed viewer', () => {
     expect(await install('product', 'keep-3', 'fl-team'), 'followed: the team feed moves on').toContain('fl-team_3.0-1_amd64.deb');
     const text = (await run(process.execPath, [CLI, 'env', 'show', 'pinned', ...storeArgs()])).stdout;
     expect(text).toMatch(/^ {2}\* apt .*\/team\/dists\/stable/m);
-    const bad = await run(process.execPath, [CLI, 'env', 'compose', 'x', '--base', '1.0', '--keep', 'not a url', ...storeArgs()]).catch((e) => e);
+    const bad = await run(process.execPath, [CLI, 'env', 'compose', 'x', '--base', '1.0', '--keep', 'not a url', ...storeArgs()]).catch(
+      (e) => e,
+    );
     expect(bad.code).toBe(2);
   });
 
@@ -185,36 +224,98 @@ describe('releases and the feed viewer', () => {
         add: [
           { name: 'fl-new', version: '1.0-1' },
           { name: 'fl-hello', version: '1.2-1', depends: 'fl-libfoo, fl-new' },
-          { name: 'fl-base', version: '1.1-1', files: { '/etc/fl-base.conf': 'setting=2\n' }, conffiles: ['/etc/fl-base.conf'], priority: 'required' },
+          {
+            name: 'fl-base',
+            version: '1.1-1',
+            files: { '/etc/fl-base.conf': 'setting=2\n' },
+            conffiles: ['/etc/fl-base.conf'],
+            priority: 'required',
+          },
         ],
-        remove: [{ name: 'fl-epoch', version: '1:0.9-1' }, { name: 'fl-hello', version: '1.1-1' }, { name: 'fl-base', version: '1.0-1' }],
+        remove: [
+          { name: 'fl-epoch', version: '1:0.9-1' },
+          { name: 'fl-hello', version: '1.1-1' },
+          { name: 'fl-base', version: '1.0-1' },
+        ],
       },
       new Date(Date.now() - 20_000),
     );
     await cli('env', 'reset', 'u');
     await install('u', 'fl-hello', 'fl-base');
     await cli('release', 'create', 'u2', '--env', 'u');
-    const r = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello,fl-epoch,fl-base', '--format', 'json', ...storeArgs()]);
+    const r = await run(process.execPath, [
+      CLI,
+      'upgrade-test',
+      '--from',
+      'u1',
+      '--to',
+      'u2',
+      '--packages',
+      'fl-hello,fl-epoch,fl-base',
+      '--format',
+      'json',
+      ...storeArgs(),
+    ]);
     const [report] = JSON.parse(r.stdout);
-    expect(report).toMatchObject({ from: 'release u1', to: 'release u2', clean: true, heldBack: [], failedScripts: [], removed: [], obsolete: ['fl-epoch'] });
+    expect(report).toMatchObject({
+      from: 'release u1',
+      to: 'release u2',
+      clean: true,
+      heldBack: [],
+      failedScripts: [],
+      removed: [],
+      obsolete: ['fl-epoch'],
+    });
     expect(report.upgraded.sort((a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name))).toEqual([
       { name: 'fl-base', from: '1.0-1', to: '1.1-1' },
       { name: 'fl-hello', from: '1.1-1', to: '1.2-1' },
     ]);
     expect(report.added).toEqual([{ name: 'fl-new', version: '1.0-1' }]);
     expect(report.conffilesChanged).toEqual([{ path: '/etc/fl-base.conf', package: 'fl-base' }]);
-    const text = (await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello', ...storeArgs()])).stdout;
+    const text = (
+      await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', '--packages', 'fl-hello', ...storeArgs()])
+    ).stdout;
     expect(text).toMatch(/^upgrade release u1 -> release u2: CLEAN/);
     // Several starting releases: one report per upgrade path.
-    const paths = JSON.parse((await run(process.execPath, [CLI, 'upgrade-test', '--from', '1.0', 'u1', '--to', 'u2', '--packages', 'fl-hello', '--format', 'json', ...storeArgs()])).stdout);
-    expect(paths.map((p: { from: string; to: string }) => `${p.from} -> ${p.to}`)).toEqual(['release 1.0 -> release u2', 'release u1 -> release u2']);
+    const paths = JSON.parse(
+      (
+        await run(process.execPath, [
+          CLI,
+          'upgrade-test',
+          '--from',
+          '1.0',
+          'u1',
+          '--to',
+          'u2',
+          '--packages',
+          'fl-hello',
+          '--format',
+          'json',
+          ...storeArgs(),
+        ])
+      ).stdout,
+    );
+    expect(paths.map((p: { from: string; to: string }) => `${p.from} -> ${p.to}`)).toEqual([
+      'release 1.0 -> release u2',
+      'release u1 -> release u2',
+    ]);
     expect(paths[0].upgraded).toContainEqual({ name: 'fl-hello', from: '1.0-1', to: '1.2-1' });
     const bad = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'u1', '--to', 'u2', ...storeArgs()]).catch((e) => e);
     expect(bad.code).toBe(2);
   });
 
   it('upgrade-test names a failing maintainer script and a held-back package, and exits 1', async () => {
-    updateAptRepo(repo, key, { add: [{ name: 'fl-fragile', version: '1.0-1' }, { name: 'fl-held', version: '1.0-1' }] }, new Date(Date.now() - 10_000));
+    updateAptRepo(
+      repo,
+      key,
+      {
+        add: [
+          { name: 'fl-fragile', version: '1.0-1' },
+          { name: 'fl-held', version: '1.0-1' },
+        ],
+      },
+      new Date(Date.now() - 10_000),
+    );
     await install('v', 'fl-fragile', 'fl-held');
     await cli('release', 'create', 'v1', '--env', 'v');
     updateAptRepo(
@@ -225,14 +326,29 @@ describe('releases and the feed viewer', () => {
           { name: 'fl-fragile', version: '1.1-1', postinst: 'echo "fl-fragile: cannot configure" >&2; exit 1' },
           { name: 'fl-held', version: '1.1-1', depends: 'fl-not-in-any-release' },
         ],
-        remove: [{ name: 'fl-fragile', version: '1.0-1' }, { name: 'fl-held', version: '1.0-1' }],
+        remove: [
+          { name: 'fl-fragile', version: '1.0-1' },
+          { name: 'fl-held', version: '1.0-1' },
+        ],
       },
       new Date(Date.now() - 5_000),
     );
     await cli('env', 'reset', 'v');
     await install('v', 'fl-fragile');
     await cli('release', 'create', 'v2', '--env', 'v');
-    const r = await run(process.execPath, [CLI, 'upgrade-test', '--from', 'v1', '--to', 'v2', '--packages', 'fl-fragile,fl-held', '--format', 'json', ...storeArgs()]).catch((e) => e);
+    const r = await run(process.execPath, [
+      CLI,
+      'upgrade-test',
+      '--from',
+      'v1',
+      '--to',
+      'v2',
+      '--packages',
+      'fl-fragile,fl-held',
+      '--format',
+      'json',
+      ...storeArgs(),
+    ]).catch((e) => e);
     expect(r.code).toBe(1);
     const [report] = JSON.parse(r.stdout);
     expect(report.clean).toBe(false);

@@ -31,7 +31,9 @@ describe('routeRequest', () => {
 
   it('forward proxy: the proxy user name selects the environment', () => {
     const auth = 'Basic ' + Buffer.from('bookworm-prod:').toString('base64');
-    expect(routeRequest('http://mirror.example.org/debian/x.deb', { 'proxy-authorization': auth }, ctx)).toMatchObject({ env: 'bookworm-prod' });
+    expect(routeRequest('http://mirror.example.org/debian/x.deb', { 'proxy-authorization': auth }, ctx)).toMatchObject({
+      env: 'bookworm-prod',
+    });
     const hostile = 'Basic ' + Buffer.from('../../etc:x').toString('base64');
     expect(code('http://mirror.example.org/debian/x.deb', { 'proxy-authorization': hostile })).toBe('FL_BAD_REQUEST');
   });
@@ -44,7 +46,10 @@ describe('routeRequest', () => {
     const tlsByConfig = routeRequest('/tls.example.org/debian/pool/a.deb', {}, ctx) as { upstream: URL };
     expect(String(tlsByConfig.upstream)).toBe('https://tls.example.org/debian/pool/a.deb');
     const mirror = routeRequest('/sec/dists/bookworm-security/InRelease', {}, ctx) as { upstream: URL; wayIn: string };
-    expect([mirror.wayIn, String(mirror.upstream)]).toEqual(['mirror', 'https://security.example.org/debian-security/dists/bookworm-security/InRelease']);
+    expect([mirror.wayIn, String(mirror.upstream)]).toEqual([
+      'mirror',
+      'https://security.example.org/debian-security/dists/bookworm-security/InRelease',
+    ]);
     expect(routeRequest('/_env/ci-42/debian/pool/a.deb', {}, ctx)).toMatchObject({ env: 'ci-42', wayIn: 'mirror' });
     expect(routeRequest('/_feedlock/health', {}, ctx)).toMatchObject({ kind: 'admin', path: 'health' });
     expect(routeRequest('/[::1]:9000/x/pool/a.deb', {}, ctx)).toMatchObject({ kind: 'upstream' });
@@ -88,7 +93,11 @@ describe('routeRequest', () => {
       ['http://127.0.0.1:8080/./Release.gpg', 'forward', 'http://127.0.0.1:8080/Release.gpg'],
       ['/127.0.0.1:8080/vendor/feed/./Packages.gz', 'remap', 'http://127.0.0.1:8080/vendor/feed/Packages.gz'],
       ['/127.0.0.1:8080/vendor/feed/./by-hash/SHA256/' + hash, 'remap', `http://127.0.0.1:8080/vendor/feed/by-hash/SHA256/${hash}`],
-      ['/_env/ci-1/127.0.0.1:8080/vendor/feed/./fl-base_1.0-1_amd64.deb', 'remap', 'http://127.0.0.1:8080/vendor/feed/fl-base_1.0-1_amd64.deb'],
+      [
+        '/_env/ci-1/127.0.0.1:8080/vendor/feed/./fl-base_1.0-1_amd64.deb',
+        'remap',
+        'http://127.0.0.1:8080/vendor/feed/fl-base_1.0-1_amd64.deb',
+      ],
       ['/_env/ci-1/debian/./InRelease', 'mirror', 'http://mirror.example.org/debian/InRelease'],
       ['/https/tls.example.org/feed/./Packages.xz', 'remap', 'https://tls.example.org/feed/Packages.xz'],
     ];
@@ -119,12 +128,45 @@ describe('routeRequest', () => {
 
   it('fuzz: any target either routes to an allowed upstream without dot segments, or fails with a typed error', () => {
     const segment = fc.oneof(
-      fc.constantFrom('..', '.', '%2e%2e', '%2E.', '%2f', '%5c', '%00', '_env', '_feedlock', 'debian', 'https', '127.0.0.1:8080', 'pool', 'x.deb', 'InRelease', 'Packages.gz', '', '~', '%', 'é', '\u202e'),
+      fc.constantFrom(
+        '..',
+        '.',
+        '%2e%2e',
+        '%2E.',
+        '%2f',
+        '%5c',
+        '%00',
+        '_env',
+        '_feedlock',
+        'debian',
+        'https',
+        '127.0.0.1:8080',
+        'pool',
+        'x.deb',
+        'InRelease',
+        'Packages.gz',
+        '',
+        '~',
+        '%',
+        'é',
+        '\u202e',
+      ),
       fc.string({ maxLength: 12 }),
     );
     const target = fc.oneof(
       fc.array(segment, { maxLength: 8 }).map((s) => '/' + s.join('/')),
-      fc.tuple(fc.constantFrom('http://mirror.example.org/', 'http://127.0.0.1:8080/', 'http://127.0.0.1:1/', 'https://[::1]:9000/', 'http://evil.example/'), fc.array(segment, { maxLength: 6 })).map(([base, s]) => base + s.join('/')),
+      fc
+        .tuple(
+          fc.constantFrom(
+            'http://mirror.example.org/',
+            'http://127.0.0.1:8080/',
+            'http://127.0.0.1:1/',
+            'https://[::1]:9000/',
+            'http://evil.example/',
+          ),
+          fc.array(segment, { maxLength: 6 }),
+        )
+        .map(([base, s]) => base + s.join('/')),
       fc.string({ maxLength: 64 }),
     );
     fc.assert(

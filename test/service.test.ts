@@ -33,7 +33,9 @@ function trickle(upstream: StaticUpstream, name: string, data: Buffer, everyMs: 
 }
 
 function serve(args: string[]): Promise<{ child: ChildProcess; url: string; log: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'info', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'info', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let log = '';
   child.stderr.on('data', (c) => (log += c));
   return new Promise((resolve, reject) => {
@@ -42,7 +44,8 @@ function serve(args: string[]): Promise<{ child: ChildProcess; url: string; log:
   });
 }
 
-const exited = (child: ChildProcess) => new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
 
 describe('feedlock as a service', () => {
   it('SIGHUP applies new upstreams from the config file; a download running across it completes; a bad file keeps the old config', async () => {
@@ -113,7 +116,16 @@ describe('feedlock as a service', () => {
     const config = join(dir, 'feedlock.yaml');
     writeFileSync(config, 'drainTimeoutMs: 1500\n');
     const store = join(dir, 'store');
-    const s = await serve(['--config', config, '--store', store, '--index-dir', join(dir, 'index'), '--allow-host', `127.0.0.1:${up.port}`]);
+    const s = await serve([
+      '--config',
+      config,
+      '--store',
+      store,
+      '--index-dir',
+      join(dir, 'index'),
+      '--allow-host',
+      `127.0.0.1:${up.port}`,
+    ]);
     void download(`${s.url}/127.0.0.1:${up.port}/pool/short_1_all.deb`);
     void download(`${s.url}/127.0.0.1:${up.port}/pool/long_1_all.deb`);
     await new Promise((r) => setTimeout(r, 200));
@@ -141,7 +153,26 @@ os.dup2(s.fileno(), 3); os.set_inheritable(3, True)
 os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())
 os.execv(sys.argv[1], sys.argv[1:])
 `;
-    const child = spawn('python3', ['-c', script, process.execPath, CLI, 'serve', '--port', '1', '--no-apt-sources', '--log-level', 'warn', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'python3',
+      [
+        '-c',
+        script,
+        process.execPath,
+        CLI,
+        'serve',
+        '--port',
+        '1',
+        '--no-apt-sources',
+        '--log-level',
+        'warn',
+        '--store',
+        join(dir, 'store'),
+        '--index-dir',
+        join(dir, 'index'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     const port = Number((await lines.next()).value);
     const printed = String((await lines.next()).value);
@@ -171,8 +202,25 @@ os.execv(sys.argv[1], sys.argv[1:])
         s.close(() => resolve(p));
       });
     });
-    const args = ['doctor', '--no-apt-sources', '--store', join(dir, 'store'), '--index-dir', join(dir, 'index'), '--mirror', `good=${up.url}/debian`, '--mirror', `skewed=${skewed.url}/debian`, '--mirror', `gone=http://127.0.0.1:${closed}/debian`, '--json'];
-    const r = await run(process.execPath, [CLI, ...args]).then(() => ({ code: 0, stdout: '' }), (e) => ({ code: e.code as number, stdout: e.stdout as string }));
+    const args = [
+      'doctor',
+      '--no-apt-sources',
+      '--store',
+      join(dir, 'store'),
+      '--index-dir',
+      join(dir, 'index'),
+      '--mirror',
+      `good=${up.url}/debian`,
+      '--mirror',
+      `skewed=${skewed.url}/debian`,
+      '--mirror',
+      `gone=http://127.0.0.1:${closed}/debian`,
+      '--json',
+    ];
+    const r = await run(process.execPath, [CLI, ...args]).then(
+      () => ({ code: 0, stdout: '' }),
+      (e) => ({ code: e.code as number, stdout: e.stdout as string }),
+    );
     expect(r.code).toBe(1);
     const checks = JSON.parse(r.stdout) as { name: string; verdict: string; detail: string; fix?: string }[];
     const by = (name: string) => checks.find((c) => c.name === name)!;

@@ -37,35 +37,63 @@ interface HostResult {
 }
 
 describe.skipIf(Boolean(SKIP))('a DL_DIR shared by three hosts (network namespaces)', () => {
-  it('under load with one host killed at random: no lost or wrong file, store verify clean, identical versions everywhere', { timeout: 150_000 }, async () => {
-    const dir = tempDir('shared-dl');
-    const key = createGpgKey(dir);
-    const repo = createAptRepo(join(dir, 'mirror', 'debian'), key, SAMPLE_PACKAGES);
-    const store = join(dir, 'shared-store');
-    const host = (n: number, kill: boolean) =>
-      run('unshare', ['-n', 'sh', '-c', `ip link set lo up && exec "$0" "$@"`, process.execPath, HOST, join(dir, 'mirror'), store, join(dir, `index-${n}`), '6', ...(kill ? ['--kill'] : [])], { timeout: 140_000 }).then(
-        (r) => JSON.parse(r.stdout) as HostResult,
-        (err: { stderr?: string; message: string }) => {
-          throw new Error(`host ${n} failed: ${err.message}\n${err.stderr ?? ''}`);
-        },
-      );
-    const results = await Promise.all([host(1, true), host(2, false), host(3, false)]);
+  it(
+    'under load with one host killed at random: no lost or wrong file, store verify clean, identical versions everywhere',
+    { timeout: 150_000 },
+    async () => {
+      const dir = tempDir('shared-dl');
+      const key = createGpgKey(dir);
+      const repo = createAptRepo(join(dir, 'mirror', 'debian'), key, SAMPLE_PACKAGES);
+      const store = join(dir, 'shared-store');
+      const host = (n: number, kill: boolean) =>
+        run(
+          'unshare',
+          [
+            '-n',
+            'sh',
+            '-c',
+            `ip link set lo up && exec "$0" "$@"`,
+            process.execPath,
+            HOST,
+            join(dir, 'mirror'),
+            store,
+            join(dir, `index-${n}`),
+            '6',
+            ...(kill ? ['--kill'] : []),
+          ],
+          { timeout: 140_000 },
+        ).then(
+          (r) => JSON.parse(r.stdout) as HostResult,
+          (err: { stderr?: string; message: string }) => {
+            throw new Error(`host ${n} failed: ${err.message}\n${err.stderr ?? ''}`);
+          },
+        );
+      const results = await Promise.all([host(1, true), host(2, false), host(3, false)]);
 
-    expect(results[0].kills).toBeGreaterThan(0);
-    const expected = Object.fromEntries(repo.packages.map((p) => [p.name, p.sha256]));
-    for (const r of results) {
-      expect(r.snapshot).toBe(results[0].snapshot);
-      expect(r.packages).toEqual(expected);
-    }
-    // Hosts that were not killed never failed a round.
-    expect(results[1].failedRounds + results[2].failedRounds, JSON.stringify(results.map((r) => r.lastError))).toBe(0);
-    // One environment history: every host saw the same, single snapshot.
-    const env = JSON.parse((await run(process.execPath, [CLI, 'env', 'show', 'fleet', '--store', store, '--index-dir', join(dir, 'index-check'), '--json'])).stdout);
-    expect(env.history.filter((h: { snapshot: string | null }) => h.snapshot).map((h: { snapshot: string }) => h.snapshot)).toEqual([results[0].snapshot]);
-    for (const n of [1, 2, 3]) {
-      const verify = JSON.parse((await run(process.execPath, [CLI, 'store', 'verify', '--store', store, '--index-dir', join(dir, `index-${n}`), '--json'])).stdout);
-      expect(verify.bad, `host ${n}`).toEqual([]);
-      expect(verify.danglingUrls, `host ${n}`).toEqual([]);
-    }
-  });
+      expect(results[0].kills).toBeGreaterThan(0);
+      const expected = Object.fromEntries(repo.packages.map((p) => [p.name, p.sha256]));
+      for (const r of results) {
+        expect(r.snapshot).toBe(results[0].snapshot);
+        expect(r.packages).toEqual(expected);
+      }
+      // Hosts that were not killed never failed a round.
+      expect(results[1].failedRounds + results[2].failedRounds, JSON.stringify(results.map((r) => r.lastError))).toBe(0);
+      // One environment history: every host saw the same, single snapshot.
+      const env = JSON.parse(
+        (await run(process.execPath, [CLI, 'env', 'show', 'fleet', '--store', store, '--index-dir', join(dir, 'index-check'), '--json']))
+          .stdout,
+      );
+      expect(env.history.filter((h: { snapshot: string | null }) => h.snapshot).map((h: { snapshot: string }) => h.snapshot)).toEqual([
+        results[0].snapshot,
+      ]);
+      for (const n of [1, 2, 3]) {
+        const verify = JSON.parse(
+          (await run(process.execPath, [CLI, 'store', 'verify', '--store', store, '--index-dir', join(dir, `index-${n}`), '--json']))
+            .stdout,
+        );
+        expect(verify.bad, `host ${n}`).toEqual([]);
+        expect(verify.danglingUrls, `host ${n}`).toEqual([]);
+      }
+    },
+  );
 });

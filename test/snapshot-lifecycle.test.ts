@@ -21,7 +21,8 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   const store1 = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index')];
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, '--json'])).stdout);
-  const src = (base: string, env: string) => `deb [signed-by=${key.keyring}] ${base}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`;
+  const src = (base: string, env: string) =>
+    `deb [signed-by=${key.keyring}] ${base}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`;
   async function install(base: string, env: string, ...pkgs: string[]) {
     const apt = aptClient(tempDir(`c-${env}`), src(base, env));
     await apt.get('update');
@@ -53,7 +54,12 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
     const other = ['--store', join(dir, 'store2'), '--index-dir', join(dir, 'index2')];
     const imported = await cli('snapshot', 'import', file, '--env', 'release', ...other);
     expect(imported.id).toBe(id);
-    const offline = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store2'), indexDir: join(dir, 'index2'), offline: true });
+    const offline = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store2'),
+      indexDir: join(dir, 'index2'),
+      offline: true,
+    });
     try {
       expect(await install(offline.url, 'release', 'fl-hello', 'fl-big', 'fl-epoch')).toEqual(released);
     } finally {
@@ -104,7 +110,20 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
     expect(dry.removed.length).toBe(1);
     // An image manifest that lists the file keeps it.
     const manifest = join(dir, 'keep.feedlock.json');
-    writeFileSync(manifest, JSON.stringify({ schema: 'feedlock-manifest/1', createdAt: new Date().toISOString(), env: 'x', snapshot: null, packageManager: 'dpkg', rootfs: '/', packages: [{ name: 'extra', version: '1', arch: 'all', source: 'extra', sourceVersion: '1', origin: 'local', sha256: dry.removed[0].sha256 }] }));
+    writeFileSync(
+      manifest,
+      JSON.stringify({
+        schema: 'feedlock-manifest/1',
+        createdAt: new Date().toISOString(),
+        env: 'x',
+        snapshot: null,
+        packageManager: 'dpkg',
+        rootfs: '/',
+        packages: [
+          { name: 'extra', version: '1', arch: 'all', source: 'extra', sourceVersion: '1', origin: 'local', sha256: dry.removed[0].sha256 },
+        ],
+      }),
+    );
     expect((await cli('snapshot', 'gc', '--dry-run', '--grace', '0', '--keep-manifest', manifest, ...store1())).removed).toEqual([]);
     expect((await cli('store', 'stats', ...store1())).blobs).toBeGreaterThan(dry.reachable - 1);
     const real = await cli('snapshot', 'gc', '--grace', '0', ...store1());
@@ -124,7 +143,12 @@ describe('snapshot lifecycle: export/import, gc, signatures, fallback, two proce
 
   it('with a keyring that did not sign the repository, capture is refused', async () => {
     const otherKey = createGpgKey(join(dir, 'other-key'), 'someone else');
-    const strict = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index-strict'), keyring: otherKey.keyring });
+    const strict = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      indexDir: join(dir, 'index-strict'),
+      keyring: otherKey.keyring,
+    });
     try {
       const r = await request(`${strict.url}/_env/signed/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`);
       expect(r.statusCode).toBe(502);
@@ -144,7 +168,11 @@ describe('fallback archive and concurrent capture by two processes', () => {
     const repo = createAptRepo(join(dir, 'up', 'debian'), key, SAMPLE_PACKAGES.slice(0, 2));
     const upstream = await startStaticUpstream(join(dir, 'up'));
     const archive = await startStaticUpstream(join(dir, 'archive'));
-    const feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), fallback: `${archive.url}/debian/{timestamp}` });
+    const feedlock = await startFeedlock({
+      allowHosts: [`127.0.0.1:${upstream.port}`],
+      store: join(dir, 'store'),
+      fallback: `${archive.url}/debian/{timestamp}`,
+    });
     try {
       const base = `${feedlock.url}/_env/fb/127.0.0.1:${upstream.port}/debian`;
       await (await request(`${base}/dists/stable/InRelease`)).body.dump();

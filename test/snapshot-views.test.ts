@@ -30,7 +30,8 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
   let w: FixtureWorld;
   let base: string;
   let up: string;
-  const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
+  const cli = (...args: string[]) =>
+    run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
   const get = async (path: string) => {
     const r = await fetch(`${base}${path}`);
     return { status: r.status, body: Buffer.from(await r.arrayBuffer()) };
@@ -55,7 +56,12 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
     await update('img');
     // Archive timestamps have whole seconds: "after" must be a second past the capture.
     await sleep(1100);
-    first = { id: await envSnapshot('img'), inRelease: upstreamFile('dists/stable/InRelease'), packages: upstreamFile('dists/stable/main/binary-amd64/Packages'), after: new Date() };
+    first = {
+      id: await envSnapshot('img'),
+      inRelease: upstreamFile('dists/stable/InRelease'),
+      packages: upstreamFile('dists/stable/main/binary-amd64/Packages'),
+      after: new Date(),
+    };
     // Upstream moves on; the environment takes the new state after a reset.
     updateAptRepo(w.repo, w.key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
     await cli('env', 'reset', 'img');
@@ -67,7 +73,7 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
   });
   afterAll(() => w?.close());
 
-  it('serves exactly a snapshot\'s index files by id, release and tag; an environment name serves its current snapshot', async () => {
+  it("serves exactly a snapshot's index files by id, release and tag; an environment name serves its current snapshot", async () => {
     expect(first.id).not.toBe(second.id);
     expect(Buffer.compare(first.inRelease, second.inRelease)).not.toBe(0);
     for (const ref of [first.id, 'rel-1', 'first-tag']) {
@@ -118,13 +124,20 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
     expect(r2.body.equals(second.inRelease)).toBe(true);
     const early = await at(archiveTimestamp(beforeAny));
     expect(early.status).toBe(404);
-    const firstCapture = JSON.parse((await cli('env', 'show', 'img', '--json')).stdout).history.find((h: { snapshot: string | null }) => h.snapshot)!;
-    expect(early.body.toString()).toContain(`its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`);
+    const firstCapture = JSON.parse((await cli('env', 'show', 'img', '--json')).stdout).history.find(
+      (h: { snapshot: string | null }) => h.snapshot,
+    )!;
+    expect(early.body.toString()).toContain(
+      `its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`,
+    );
   });
 
-  it('apt with a source in /archive/ form (as Isar\'s snapshot premirror writes it) installs the version of that time', async () => {
+  it("apt with a source in /archive/ form (as Isar's snapshot premirror writes it) installs the version of that time", async () => {
     const ts = archiveTimestamp(first.after);
-    const apt = aptClient(tempDir('views-archive-apt'), `deb [signed-by=${w.key.keyring}] ${base}/_env/img/archive/${up}/debian/${ts} stable main\n`);
+    const apt = aptClient(
+      tempDir('views-archive-apt'),
+      `deb [signed-by=${w.key.keyring}] ${base}/_env/img/archive/${up}/debian/${ts} stable main\n`,
+    );
     await apt.get('update');
     expect(/Candidate: (\S+)/.exec((await apt.cache('policy', 'fl-hello')).stdout)?.[1]).toBe('1.0-1');
     await apt.get('install', '--download-only', '-y', 'fl-hello');
@@ -145,12 +158,26 @@ describe('snapshot views: /_snapshot/REF/ and /archive/', () => {
 });
 
 describe('routing of the snapshot views', () => {
-  const ctx = { mirrors: { debian: 'http://mirror.example.org/debian' }, policy: new UpstreamPolicy({ mirrors: { debian: 'http://mirror.example.org/debian' }, allowHosts: ['mirror.example.org'], aptSourceUris: [] }), defaultEnv: 'main-env' };
+  const ctx = {
+    mirrors: { debian: 'http://mirror.example.org/debian' },
+    policy: new UpstreamPolicy({
+      mirrors: { debian: 'http://mirror.example.org/debian' },
+      allowHosts: ['mirror.example.org'],
+      aptSourceUris: [],
+    }),
+    defaultEnv: 'main-env',
+  };
   const route = (t: string) => routeRequest(t, {}, ctx);
 
   it('/archive/ takes the timestamp out of the path and names the environment and time; a mirror named like the archive still routes', () => {
-    expect(route('/archive/debian/20260102T030405Z/dists/trixie/InRelease')).toMatchObject({ env: '@main-env@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/dists/trixie/InRelease') });
-    expect(route('/_env/img/archive/mirror.example.org/debian/20260102T030405Z/pool/main/a/a_1_all.deb')).toMatchObject({ env: '@img@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/pool/main/a/a_1_all.deb') });
+    expect(route('/archive/debian/20260102T030405Z/dists/trixie/InRelease')).toMatchObject({
+      env: '@main-env@20260102T030405Z',
+      upstream: new URL('http://mirror.example.org/debian/dists/trixie/InRelease'),
+    });
+    expect(route('/_env/img/archive/mirror.example.org/debian/20260102T030405Z/pool/main/a/a_1_all.deb')).toMatchObject({
+      env: '@img@20260102T030405Z',
+      upstream: new URL('http://mirror.example.org/debian/pool/main/a/a_1_all.deb'),
+    });
     expect(() => route('/archive/debian/dists/trixie/InRelease')).toThrow(/no mirror named "archive"/);
   });
 
@@ -162,22 +189,50 @@ describe('routing of the snapshot views', () => {
 });
 
 describe('feedlock client-config --apt', () => {
-  it('maps feedlock\'s own host to the remap template and every upstream host to a template naming it; empties apt\'s built-in Release mappings', async () => {
+  it("maps feedlock's own host to the remap template and every upstream host to a template naming it; empties apt's built-in Release mappings", async () => {
     const dir = tempDir('client-config');
-    const { stdout } = await run(process.execPath, [CLI, 'client-config', '--apt', '--url', 'http://127.0.0.2:3142', '--store', join(dir, 'store'), '--no-apt-sources', '--allow-host', '127.0.0.1:8080', '--allow-host', 'https://secure.example.org', '--mirror', 'debian=http://mirror.example.org/debian']);
+    const { stdout } = await run(process.execPath, [
+      CLI,
+      'client-config',
+      '--apt',
+      '--url',
+      'http://127.0.0.2:3142',
+      '--store',
+      join(dir, 'store'),
+      '--no-apt-sources',
+      '--allow-host',
+      '127.0.0.1:8080',
+      '--allow-host',
+      'https://secure.example.org',
+      '--mirror',
+      'debian=http://mirror.example.org/debian',
+    ]);
     const lines = stdout.split('\n');
     expect(lines).toContain('Acquire::http::Proxy::127.0.0.2 "DIRECT";');
     expect(lines).toContain('Acquire::Snapshots::URI::Host::127.0.0.2 "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/@PATH@/";');
-    expect(lines).toContain('Acquire::Snapshots::URI::Host::127.0.0.1 "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/127.0.0.1:8080/@PATH@/";');
-    expect(lines).toContain('Acquire::Snapshots::URI::Host::mirror.example.org "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/mirror.example.org/@PATH@/";');
-    expect(lines).toContain('Acquire::Snapshots::URI::Host::secure.example.org "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/https/secure.example.org/@PATH@/";');
-    for (const k of ['Origin::Debian', 'Override::Label::Debian-Security', 'Origin::Ubuntu']) expect(lines).toContain(`Acquire::Snapshots::URI::${k} "";`);
+    expect(lines).toContain(
+      'Acquire::Snapshots::URI::Host::127.0.0.1 "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/127.0.0.1:8080/@PATH@/";',
+    );
+    expect(lines).toContain(
+      'Acquire::Snapshots::URI::Host::mirror.example.org "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/mirror.example.org/@PATH@/";',
+    );
+    expect(lines).toContain(
+      'Acquire::Snapshots::URI::Host::secure.example.org "http://127.0.0.2:3142/_snapshot/@SNAPSHOTID@/https/secure.example.org/@PATH@/";',
+    );
+    for (const k of ['Origin::Debian', 'Override::Label::Debian-Security', 'Origin::Ubuntu'])
+      expect(lines).toContain(`Acquire::Snapshots::URI::${k} "";`);
     expect(existsSync(join(dir, 'store'))).toBe(false);
   });
 
   it('a captured Release that names its own Snapshots: server gets an Override (it would win over Host::)', () => {
-    const text = aptSnapshotConfig({ feedlock: new URL('http://127.0.0.1:3142'), upstreams: [], releases: [{ origin: 'Acme', label: 'Acme-Tools', snapshots: 'https://snapshots.example.org/@SNAPSHOTID@/' }, { origin: 'Plain' }] });
-    expect(text.split('\n')).toContain('Acquire::Snapshots::URI::Override::Label::Acme-Tools "http://127.0.0.1:3142/_snapshot/@SNAPSHOTID@/@PATH@/";');
+    const text = aptSnapshotConfig({
+      feedlock: new URL('http://127.0.0.1:3142'),
+      upstreams: [],
+      releases: [{ origin: 'Acme', label: 'Acme-Tools', snapshots: 'https://snapshots.example.org/@SNAPSHOTID@/' }, { origin: 'Plain' }],
+    });
+    expect(text.split('\n')).toContain(
+      'Acquire::Snapshots::URI::Override::Label::Acme-Tools "http://127.0.0.1:3142/_snapshot/@SNAPSHOTID@/@PATH@/";',
+    );
     expect(text).not.toMatch(/Plain/);
   });
 
@@ -215,9 +270,13 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
   let second: { inRelease: Buffer; after: Date };
   let beforeAny: Date;
   const proxy = () => `http://img@127.0.0.1:${w.feedlock.port}`;
-  const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
+  const cli = (...args: string[]) =>
+    run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
   const upstreamFile = (rel: string) => readFileSync(join(w.dir, 'up', 'debian', rel));
-  const update = () => aptClient(tempDir('snapshot-host-capture'), `deb [signed-by=${w.key.keyring}] http://${up}/debian stable main\n`, { proxy: proxy() }).get('update');
+  const update = () =>
+    aptClient(tempDir('snapshot-host-capture'), `deb [signed-by=${w.key.keyring}] http://${up}/debian stable main\n`, {
+      proxy: proxy(),
+    }).get('update');
 
   beforeAll(async () => {
     counter = await startStaticUpstream(tempDir('snapshot-host-counter'));
@@ -229,7 +288,11 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
     // Two generations of environment img, captured through the forward proxy (sources as they are).
     await update();
     await sleep(1100);
-    first = { inRelease: upstreamFile('dists/stable/InRelease'), packages: upstreamFile('dists/stable/main/binary-amd64/Packages'), after: new Date() };
+    first = {
+      inRelease: upstreamFile('dists/stable/InRelease'),
+      packages: upstreamFile('dists/stable/main/binary-amd64/Packages'),
+      after: new Date(),
+    };
     updateAptRepo(w.repo, w.key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
     await cli('env', 'reset', 'img');
     await update();
@@ -241,11 +304,14 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
     await counter?.close();
   });
 
-  it('http://SNAPSHOT-HOST/archive/NAME/TS/dists/… through the proxy is the proxy user\'s environment as of TS; before the first capture a 404 names the first; nothing is asked of the snapshot host, and what the store lacks comes from the repository itself', async () => {
+  it("http://SNAPSHOT-HOST/archive/NAME/TS/dists/… through the proxy is the proxy user's environment as of TS; before the first capture a 404 names the first; nothing is asked of the snapshot host, and what the store lacks comes from the repository itself", async () => {
     const upstreamBefore = w.upstream.requests.length;
-    const firstCapture = JSON.parse((await cli('env', 'show', 'img', '--json')).stdout).history.find((h: { snapshot: string | null }) => h.snapshot)!;
+    const firstCapture = JSON.parse((await cli('env', 'show', 'img', '--json')).stdout).history.find(
+      (h: { snapshot: string | null }) => h.snapshot,
+    )!;
     for (const host of ['snapshot.example.org', counted]) {
-      const at = (ts: Date, file = 'InRelease') => proxyGet(w.feedlock.port, `http://${host}/archive/debian/${archiveTimestamp(ts)}/dists/stable/${file}`, 'img');
+      const at = (ts: Date, file = 'InRelease') =>
+        proxyGet(w.feedlock.port, `http://${host}/archive/debian/${archiveTimestamp(ts)}/dists/stable/${file}`, 'img');
       const r1 = await at(first.after);
       expect(r1.status, host).toBe(200);
       expect(r1.body.equals(first.inRelease), host).toBe(true);
@@ -253,16 +319,24 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
       expect((await at(second.after)).body.equals(second.inRelease), host).toBe(true);
       const early = await at(beforeAny);
       expect(early.status, host).toBe(404);
-      expect(early.body.toString()).toContain(`its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`);
+      expect(early.body.toString()).toContain(
+        `its first capture is ${archiveTimestamp(new Date(firstCapture.at))} (${firstCapture.snapshot})`,
+      );
     }
     expect(counter.requests, 'requests that reached the snapshot host').toEqual([]);
     // The plain Packages file (apt fetched a compressed one): from the pinned repository, by its pinned digest.
-    expect(w.upstream.requests.slice(upstreamBefore).map((r) => r.url)).toEqual([expect.stringMatching(/^\/debian\/dists\/stable\/main\/binary-amd64\/(by-hash\/SHA256\/[0-9a-f]{64}|Packages)$/)]);
+    expect(w.upstream.requests.slice(upstreamBefore).map((r) => r.url)).toEqual([
+      expect.stringMatching(/^\/debian\/dists\/stable\/main\/binary-amd64\/(by-hash\/SHA256\/[0-9a-f]{64}|Packages)$/),
+    ]);
   });
 
-  it('apt through the proxy with the source Isar\'s snapshot mode writes (http://SNAPSHOT-HOST/archive/debian/TS) installs the version of that time, and its lists are named after the snapshot host', async () => {
+  it("apt through the proxy with the source Isar's snapshot mode writes (http://SNAPSHOT-HOST/archive/debian/TS) installs the version of that time, and its lists are named after the snapshot host", async () => {
     const ts = archiveTimestamp(first.after);
-    const apt = aptClient(tempDir('snapshot-host-apt'), `deb [signed-by=${w.key.keyring}] http://${counted}/archive/debian/${ts} stable main\n`, { proxy: proxy() });
+    const apt = aptClient(
+      tempDir('snapshot-host-apt'),
+      `deb [signed-by=${w.key.keyring}] http://${counted}/archive/debian/${ts} stable main\n`,
+      { proxy: proxy() },
+    );
     await apt.get('update');
     expect(/Candidate: (\S+)/.exec((await apt.cache('policy', 'fl-hello')).stdout)?.[1]).toBe('1.0-1');
     await apt.get('install', '--download-only', '-y', 'fl-hello');
@@ -273,7 +347,11 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
   });
 
   it('an archive name no repository of the view ends in is a 404 naming what the view holds; a snapshot host URL outside /archive/ is a 404, never fetched', async () => {
-    const none = await proxyGet(w.feedlock.port, `http://snapshot.example.org/archive/ubuntu/${archiveTimestamp(second.after)}/dists/stable/InRelease`, 'img');
+    const none = await proxyGet(
+      w.feedlock.port,
+      `http://snapshot.example.org/archive/ubuntu/${archiveTimestamp(second.after)}/dists/stable/InRelease`,
+      'img',
+    );
     expect(none.status).toBe(404);
     expect(none.body.toString()).toContain(`holds no repository whose path ends in /ubuntu (it holds http://${up}/debian)`);
     const other = await proxyGet(w.feedlock.port, `http://${counted}/debian/dists/stable/InRelease`, 'img');
@@ -300,15 +378,33 @@ describe('a snapshot host (--snapshot-host) is answered from the archive view', 
 
 describe('routing of snapshot hosts', () => {
   const mirrors = { debian: 'http://mirror.example.org/debian' };
-  const ctx = { mirrors, policy: new UpstreamPolicy({ mirrors, allowHosts: ['mirror.example.org'], aptSourceUris: [] }), defaultEnv: 'main-env', snapshotHosts: ['snapshot.example.org'] };
+  const ctx = {
+    mirrors,
+    policy: new UpstreamPolicy({ mirrors, allowHosts: ['mirror.example.org'], aptSourceUris: [] }),
+    defaultEnv: 'main-env',
+    snapshotHosts: ['snapshot.example.org'],
+  };
   const auth = { 'proxy-authorization': `Basic ${Buffer.from('img:').toString('base64')}` };
 
-  it('an archive name that is neither a mirror nor a host is left for the view to resolve; a mirror name or a remap path routes at once; the environment is the proxy user\'s', () => {
-    expect(routeRequest('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease', auth, ctx)).toMatchObject({
-      wayIn: 'forward', env: '@img@20260102T030405Z', archive: { name: 'debian-security', path: 'dists/trixie-security/InRelease' }, upstream: new URL('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease'),
+  it("an archive name that is neither a mirror nor a host is left for the view to resolve; a mirror name or a remap path routes at once; the environment is the proxy user's", () => {
+    expect(
+      routeRequest('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease', auth, ctx),
+    ).toMatchObject({
+      wayIn: 'forward',
+      env: '@img@20260102T030405Z',
+      archive: { name: 'debian-security', path: 'dists/trixie-security/InRelease' },
+      upstream: new URL('http://snapshot.example.org/archive/debian-security/20260102T030405Z/dists/trixie-security/InRelease'),
     });
-    expect(routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, ctx)).toMatchObject({ wayIn: 'forward', env: '@main-env@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/dists/trixie/InRelease') });
-    expect(routeRequest('http://snapshot.example.org/archive/mirror.example.org/debian/20260102T030405Z/pool/main/a/a_1_all.deb', auth, ctx)).toMatchObject({ env: '@img@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/pool/main/a/a_1_all.deb') });
-    expect(() => routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, { ...ctx, snapshotHosts: [] })).toThrow(/snapshot\.example\.org is not an allowed host/);
+    expect(routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, ctx)).toMatchObject({
+      wayIn: 'forward',
+      env: '@main-env@20260102T030405Z',
+      upstream: new URL('http://mirror.example.org/debian/dists/trixie/InRelease'),
+    });
+    expect(
+      routeRequest('http://snapshot.example.org/archive/mirror.example.org/debian/20260102T030405Z/pool/main/a/a_1_all.deb', auth, ctx),
+    ).toMatchObject({ env: '@img@20260102T030405Z', upstream: new URL('http://mirror.example.org/debian/pool/main/a/a_1_all.deb') });
+    expect(() =>
+      routeRequest('http://snapshot.example.org/archive/debian/20260102T030405Z/dists/trixie/InRelease', {}, { ...ctx, snapshotHosts: [] }),
+    ).toThrow(/snapshot\.example\.org is not an allowed host/);
   });
 });

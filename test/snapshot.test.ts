@@ -26,7 +26,8 @@ describe('frozen snapshots per environment', () => {
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
   let storeArgs: string[];
 
-  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+  const install = (env: string, ...pkgs: string[]) =>
+    installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
 
   let world: FixtureWorld | undefined;
@@ -47,12 +48,22 @@ describe('frozen snapshots per environment', () => {
     oldSnapshot = (await cli('env', 'show', 'prod')).snapshot;
     expect(oldSnapshot).toMatch(/^[0-9a-f]{20}$/);
 
-    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo', padBytes: 200_000 }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
+    updateAptRepo(
+      repo,
+      key,
+      {
+        add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo', padBytes: 200_000 }],
+        remove: [{ name: 'fl-hello', version: '1.0-1' }],
+      },
+      new Date(Date.now() - 60_000),
+    );
     const inReleaseBefore = upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length;
 
     const again = await install('prod', 'fl-hello');
     expect(again).toEqual(first);
-    expect(upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length, 'a pinned environment never revalidates').toBe(inReleaseBefore);
+    expect(upstream.requests.filter((r) => r.url.endsWith('/InRelease')).length, 'a pinned environment never revalidates').toBe(
+      inReleaseBefore,
+    );
 
     await cli('env', 'reset', 'prod');
     const fresh = await install('prod', 'fl-hello');
@@ -61,7 +72,16 @@ describe('frozen snapshots per environment', () => {
     expect(newSnapshot).not.toBe(oldSnapshot);
 
     const diff = await cli('snapshot', 'diff', oldSnapshot, newSnapshot);
-    expect(diff.changes).toEqual([{ repo: `http://127.0.0.1:${upstream.port}/debian/dists/stable`, arch: 'amd64', added: [], removed: [], upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.1-1' }], downgraded: [] }]);
+    expect(diff.changes).toEqual([
+      {
+        repo: `http://127.0.0.1:${upstream.port}/debian/dists/stable`,
+        arch: 'amd64',
+        added: [],
+        removed: [],
+        upgraded: [{ name: 'fl-hello', from: '1.0-1', to: '1.1-1' }],
+        downgraded: [],
+      },
+    ]);
   });
 
   it('two environments on one daemon, pinned to different snapshots, serve different versions side by side', async () => {
@@ -72,7 +92,9 @@ describe('frozen snapshots per environment', () => {
   });
 
   it('the proxy user name selects the environment in forward-proxy mode', async () => {
-    const apt = aptClient(tempDir('client-proxyuser'), `deb [signed-by=${key.keyring}] ${upstream.url}/debian stable main\n`, { proxy: `http://old@127.0.0.1:${feedlock.port}` });
+    const apt = aptClient(tempDir('client-proxyuser'), `deb [signed-by=${key.keyring}] ${upstream.url}/debian stable main\n`, {
+      proxy: `http://old@127.0.0.1:${feedlock.port}`,
+    });
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', 'fl-hello');
     expect(apt.downloaded()[oldHello[0]]).toBe(oldHello[1]);
@@ -86,7 +108,14 @@ describe('frozen snapshots per environment', () => {
 
   it('exactly one capture per repository under 24 concurrent first requests', async () => {
     const before = upstream.requests.filter((r) => r.url.endsWith('/dists/stable/InRelease')).length;
-    const results = await Promise.all(Array.from({ length: 24 }, () => request(`${feedlock.url}/_env/burst/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }))));
+    const results = await Promise.all(
+      Array.from({ length: 24 }, () =>
+        request(`${feedlock.url}/_env/burst/127.0.0.1:${upstream.port}/debian/dists/stable/InRelease`).then(async (r) => ({
+          status: r.statusCode,
+          body: await r.body.text(),
+        })),
+      ),
+    );
     expect(results.every((r) => r.status === 200 && r.body === results[0].body)).toBe(true);
     expect(upstream.requests.filter((r) => r.url.endsWith('/dists/stable/InRelease')).length - before).toBe(1);
   });
@@ -130,10 +159,15 @@ describe('frozen snapshots per environment', () => {
       return true;
     };
     try {
-      const apt = aptClient(tempDir('client-tamper'), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`);
+      const apt = aptClient(
+        tempDir('client-tamper'),
+        `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`,
+      );
       const out = await apt.get('update').catch((e: { stdout: string; stderr: string }) => e);
       expect(out.stdout + out.stderr).toMatch(/Failed to fetch|Hash Sum mismatch|502/);
-      const r = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/dists/stable/main/binary-amd64/Packages`, { method: 'HEAD' });
+      const r = await request(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/dists/stable/main/binary-amd64/Packages`, {
+        method: 'HEAD',
+      });
       expect(r.statusCode).toBe(502);
       expect(r.headers['x-feedlock-error']).toMatch(/FL_(SIZE|HASH)_MISMATCH/);
     } finally {
@@ -150,7 +184,12 @@ describe('frozen snapshots per environment', () => {
     await probe.body.dump();
     expect([probe.statusCode, probe.headers['x-feedlock-cache'], url]).toEqual([200, 'hit', url]);
     // Upstream rebuilds the same version with other bytes at the same URL.
-    updateAptRepo(repo, key, { remove: [{ name: 'fl-epoch', version: '1:0.9-1' }], add: [{ name: 'fl-epoch', version: '1:0.9-1', padBytes: 5_000 }] }, new Date(Date.now() - 30_000));
+    updateAptRepo(
+      repo,
+      key,
+      { remove: [{ name: 'fl-epoch', version: '1:0.9-1' }], add: [{ name: 'fl-epoch', version: '1:0.9-1', padBytes: 5_000 }] },
+      new Date(Date.now() - 30_000),
+    );
     const pinned = await install(env, 'fl-epoch');
     expect(pinned[file], 'the pinned environment keeps its bytes').toBe(oldSha);
 

@@ -21,7 +21,8 @@ describe.skipIf(!haveBrowser)('status page in headless Chromium', () => {
   let repo: AptRepo;
   let upstream: StaticUpstream;
   let feedlock: Awaited<ReturnType<typeof startFeedlock>>;
-  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+  const install = (env: string, ...pkgs: string[]) =>
+    installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
   let browser: import('playwright-core').Browser;
 
   beforeAll(async () => {
@@ -35,7 +36,16 @@ describe.skipIf(!haveBrowser)('status page in headless Chromium', () => {
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     mkdirSync(ARTIFACTS, { recursive: true });
   });
@@ -61,7 +71,13 @@ describe.skipIf(!haveBrowser)('status page in headless Chromium', () => {
     await install('prod-amd64', 'fl-hello', 'fl-epoch');
     // The page refreshes its live part by itself; the marker proves it was not reloaded.
     // A refresh may land mid-install, so wait for one after the install's last request.
-    await page.waitForFunction((before) => Number(document.querySelector('#c-requests b')?.textContent) > before && (document.querySelector('#recent')?.textContent ?? '').includes('fl-epoch'), requestsBefore, { timeout: 10_000 });
+    await page.waitForFunction(
+      (before) =>
+        Number(document.querySelector('#c-requests b')?.textContent) > before &&
+        (document.querySelector('#recent')?.textContent ?? '').includes('fl-epoch'),
+      requestsBefore,
+      { timeout: 10_000 },
+    );
     expect(await page.evaluate(() => (window as unknown as { marker: number }).marker)).toBe(42);
     await expect(page.locator('#recent').textContent()).resolves.toContain('fl-epoch');
     await page.screenshot({ path: join(ARTIFACTS, 'status-page.png'), fullPage: true });
@@ -69,7 +85,12 @@ describe.skipIf(!haveBrowser)('status page in headless Chromium', () => {
   });
 
   it('a snapshot page shows its diff against the previous snapshot of the environment', async () => {
-    updateAptRepo(repo, key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] }, new Date(Date.now() - 60_000));
+    updateAptRepo(
+      repo,
+      key,
+      { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }], remove: [{ name: 'fl-hello', version: '1.0-1' }] },
+      new Date(Date.now() - 60_000),
+    );
     const { Environments } = await import('../src/snapshot/environments.js');
     const { SnapshotRecords } = await import('../src/snapshot/records.js');
     await new Environments(new SnapshotRecords(join(dir, 'store', 'snapshots'))).reset('prod-amd64');

@@ -81,7 +81,9 @@ describe('the package store', () => {
     const dir = tempDir('corrupt-index');
     mkdirSync(join(dir, 'i'), { recursive: true });
     writeFileSync(join(dir, 'i', 'urls.mdb'), randomBytes(64 * 1024));
-    const r = await run(process.execPath, [CLI, 'store', 'stats', '--store', join(dir, 's'), '--index-dir', join(dir, 'i')]).catch((e) => e);
+    const r = await run(process.execPath, [CLI, 'store', 'stats', '--store', join(dir, 's'), '--index-dir', join(dir, 'i')]).catch(
+      (e) => e,
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/damaged.*feedlock store reindex/);
   });
@@ -94,7 +96,9 @@ describe('the package store', () => {
     const bad = await putBlob(store, 'http://m.example.org/pool/bad.deb', randomBytes(3000));
     await store.close();
     writeFileSync(join(storeDir, 'blobs', 'sha256', bad.sha256.slice(0, 2), bad.sha256), randomBytes(3000));
-    const r = await run(process.execPath, [CLI, 'store', 'verify', '--store', storeDir, '--index-dir', join(dir, 'i'), '--json']).catch((e) => e);
+    const r = await run(process.execPath, [CLI, 'store', 'verify', '--store', storeDir, '--index-dir', join(dir, 'i'), '--json']).catch(
+      (e) => e,
+    );
     expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout);
     expect(report.blobs).toBe(2);

@@ -13,7 +13,12 @@ const UNLISTED = 'pool/main/u/unlisted/unlisted_1.0_amd64.deb';
 describe('strict mode and package files no pinned index lists', () => {
   let world: FixtureWorld;
   const urlIn = (env: string, path = UNLISTED) => `${world.feedlock.url}/_env/${env}/127.0.0.1:${world.upstream.port}/debian/${path}`;
-  const install = (env: string, ...pkgs: string[]) => installThroughEnv({ feedlockUrl: world.feedlock.url, upstreamPort: world.upstream.port, keyring: world.key.keyring, tempDir }, env, ...pkgs);
+  const install = (env: string, ...pkgs: string[]) =>
+    installThroughEnv(
+      { feedlockUrl: world.feedlock.url, upstreamPort: world.upstream.port, keyring: world.key.keyring, tempDir },
+      env,
+      ...pkgs,
+    );
   const publishUnlisted = (content: string) => {
     mkdirSync(join(world.repo.root, 'pool/main/u/unlisted'), { recursive: true });
     writeFileSync(join(world.repo.root, UNLISTED), content);
@@ -46,18 +51,31 @@ describe('strict mode and package files no pinned index lists', () => {
   it('without strict, an unlisted pool file is served unverified and revalidated upstream on each request, not kept as immutable by URL', async () => {
     await install('loose', 'fl-epoch');
     const first = await request(urlIn('loose'));
-    expect([first.statusCode, first.headers['x-feedlock-verified'], first.headers['x-feedlock-cache'], await first.body.text()]).toEqual([200, 'no', 'miss', 'not in any Packages file, version 1\n']);
+    expect([first.statusCode, first.headers['x-feedlock-verified'], first.headers['x-feedlock-cache'], await first.body.text()]).toEqual([
+      200,
+      'no',
+      'miss',
+      'not in any Packages file, version 1\n',
+    ]);
     await world.feedlock.flights.idle();
 
     const again = await request(urlIn('loose'));
-    expect([again.statusCode, again.headers['x-feedlock-cache'], await again.body.text()]).toEqual([200, 'hit', 'not in any Packages file, version 1\n']);
+    expect([again.statusCode, again.headers['x-feedlock-cache'], await again.body.text()]).toEqual([
+      200,
+      'hit',
+      'not in any Packages file, version 1\n',
+    ]);
     const asked = upstreamAsked();
     expect(asked.length, 'the hit was revalidated upstream').toBe(2);
     expect(asked[1].headers['if-none-match'] ?? asked[1].headers['if-modified-since']).toBeTruthy();
 
     publishUnlisted('not in any Packages file, version 2, changed upstream\n');
     const changed = await request(urlIn('loose'));
-    expect([changed.statusCode, changed.headers['x-feedlock-verified'], await changed.body.text()]).toEqual([200, 'no', 'not in any Packages file, version 2, changed upstream\n']);
+    expect([changed.statusCode, changed.headers['x-feedlock-verified'], await changed.body.text()]).toEqual([
+      200,
+      'no',
+      'not in any Packages file, version 2, changed upstream\n',
+    ]);
     expect(upstreamAsked().length).toBe(3);
   });
 
@@ -72,9 +90,21 @@ describe('strict mode and package files no pinned index lists', () => {
 
   it('feedlock serve --strict makes every environment strict', async () => {
     const dir = tempDir('strict-cli');
-    const { child, url } = await startCli(['--strict', '--allow-host', `127.0.0.1:${world.upstream.port}`, '--store', join(dir, 'store'), '--index-dir', join(dir, 'index')]);
+    const { child, url } = await startCli([
+      '--strict',
+      '--allow-host',
+      `127.0.0.1:${world.upstream.port}`,
+      '--store',
+      join(dir, 'store'),
+      '--index-dir',
+      join(dir, 'index'),
+    ]);
     try {
-      await installThroughEnv({ feedlockUrl: url, upstreamPort: world.upstream.port, keyring: world.key.keyring, tempDir }, 'any-env', 'fl-epoch');
+      await installThroughEnv(
+        { feedlockUrl: url, upstreamPort: world.upstream.port, keyring: world.key.keyring, tempDir },
+        'any-env',
+        'fl-epoch',
+      );
       const r = await request(`${url}/127.0.0.1:${world.upstream.port}/debian/${UNLISTED}`);
       expect([r.statusCode, await r.body.text()]).toEqual([403, expect.stringMatching(/strict: environment default refuses/)]);
       const inEnv = await request(`${url}/_env/any-env/127.0.0.1:${world.upstream.port}/debian/${UNLISTED}`);

@@ -11,19 +11,27 @@ import { keepsConnection, openUpstream } from '../src/upstream/upstream-body.js'
 const MiB = 1 << 20;
 
 /** Sends `head` and then `total` bytes in 64 KiB writes, honouring the socket's backpressure. */
-async function rawServer(head: (total: number) => string, total: number, closeAfter: boolean): Promise<{ server: Server; url: URL; sent: () => number }> {
+async function rawServer(
+  head: (total: number) => string,
+  total: number,
+  closeAfter: boolean,
+): Promise<{ server: Server; url: URL; sent: () => number }> {
   let sent = 0;
   const server = createServer((sock: Socket) => {
     sock.on('error', () => {});
-    sock.once('data', () => void (async () => {
-      sock.write(head(total));
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      while (sent < total && !sock.destroyed) {
-        sent += chunk.length;
-        if (!sock.write(chunk)) await once(sock, 'drain').catch(() => {});
-      }
-      if (closeAfter) sock.end();
-    })());
+    sock.once(
+      'data',
+      () =>
+        void (async () => {
+          sock.write(head(total));
+          const chunk = Buffer.alloc(64 * 1024, 1);
+          while (sent < total && !sock.destroyed) {
+            sent += chunk.length;
+            if (!sock.write(chunk)) await once(sock, 'drain').catch(() => {});
+          }
+          if (closeAfter) sock.end();
+        })(),
+    );
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -35,7 +35,10 @@ async function closingServer(shape: Shape): Promise<{ server: Server; port: numb
       if (!head.includes('\r\n\r\n')) return;
       const path = head.split(' ')[1] ?? '/';
       const body = bodyOf(path);
-      const status = shape === 'http10-eof' ? 'HTTP/1.0 200 OK\r\nContent-Type: application/vnd.debian.binary-package\r\n\r\n' : `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+      const status =
+        shape === 'http10-eof'
+          ? 'HTTP/1.0 200 OK\r\nContent-Type: application/vnd.debian.binary-package\r\n\r\n'
+          : `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
       // The head first, then body and FIN together, as python's http.server sends them.
       sock.write(status, 'latin1');
       setTimeout(() => sock.end(body), 5);
@@ -82,7 +85,15 @@ describe.each<Shape>(['close-with-length', 'http10-eof'])('an upstream that clos
     expect(results).toEqual(paths.map(() => true));
     // Each distinct file is stored once, under its own digest.
     const want = paths.map((p) => createHash('sha256').update(bodyOf(p)).digest('hex')).sort();
-    await expect.poll(() => listBlobs(store).map((b) => b.sha256).sort(), { timeout: 10_000 }).toEqual(want);
+    await expect
+      .poll(
+        () =>
+          listBlobs(store)
+            .map((b) => b.sha256)
+            .sort(),
+        { timeout: 10_000 },
+      )
+      .toEqual(want);
     for (const b of listBlobs(store)) expect(b.actual).toBe(b.sha256);
   });
 });

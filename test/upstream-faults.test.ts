@@ -182,7 +182,22 @@ async function startFeedlockProcess(dir: string, allowHosts: string[]): Promise<
   const config = join(dir, 'feedlock.json');
   // One retry (default 2) keeps the retry path in play at a third less waiting on stalls.
   writeFileSync(config, JSON.stringify({ timeouts: TIMEOUTS, retries: 1, verifyFirstBytes: VERIFIED_BEFORE_STATUS_MAX }));
-  const args = [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', 'warn', '--config', config, '--store', store, '--index-dir', join(dir, 'index'), ...allowHosts.flatMap((h) => ['--allow-host', h])];
+  const args = [
+    CLI,
+    'serve',
+    '--port',
+    '0',
+    '--no-apt-sources',
+    '--log-level',
+    'warn',
+    '--config',
+    config,
+    '--store',
+    store,
+    '--index-dir',
+    join(dir, 'index'),
+    ...allowHosts.flatMap((h) => ['--allow-host', h]),
+  ];
   const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
@@ -258,9 +273,18 @@ function listStore(store: string): StoreListing {
  * content of an upstream file (`good`), each URL record names the blob of that
  * URL's correct content, no temp file is left, and nothing stored before is gone.
  */
-async function expectStoreClean(store: string, before: StoreListing, good: Set<string>, correctShaOf: (url: string) => string | undefined): Promise<StoreListing> {
+async function expectStoreClean(
+  store: string,
+  before: StoreListing,
+  good: Set<string>,
+  correctShaOf: (url: string) => string | undefined,
+): Promise<StoreListing> {
   // A download's rename into the store follows the client's last byte; failed ones remove their temp file.
-  await settled(() => listStore(store).tmp, (t) => t.length === 0, 10_000);
+  await settled(
+    () => listStore(store).tmp,
+    (t) => t.length === 0,
+    10_000,
+  );
   const after = listStore(store);
   expect(after.tmp, 'temp files left in the store').toEqual([]);
   for (const [name, actual] of after.blobs) {
@@ -363,7 +387,15 @@ function buildWorld(): World {
     return `debian/pool/main/u/unpinned/slow-${i}_1.0_amd64.deb`;
   });
   const good = new Set(walkFiles(root).map((f) => sha(readFileSync(f))));
-  return { dir, root, key, repo, load, unpinned: { small: 'debian/pool/main/u/unpinned/small_1.0_amd64.deb', big: 'debian/pool/main/u/unpinned/big_1.0_amd64.deb', slow }, good };
+  return {
+    dir,
+    root,
+    key,
+    repo,
+    load,
+    unpinned: { small: 'debian/pool/main/u/unpinned/small_1.0_amd64.deb', big: 'debian/pool/main/u/unpinned/big_1.0_amd64.deb', slow },
+    good,
+  };
 }
 
 /** The correct sha256 of the file a stored URL names (shape prefix and host stripped). */
@@ -390,7 +422,8 @@ async function capture(fl: FeedlockProcess, env: string, base: string, w: World)
 
 // ---- what each raw shape must give -----------------------------------------
 
-const TRUNCATED = /truncat|closed the connection|other side closed|cut \S+ after \d+ bytes|sent \d+ of \d+ bytes|content-length|mid-body|reset/i;
+const TRUNCATED =
+  /truncat|closed the connection|other side closed|cut \S+ after \d+ bytes|sent \d+ of \d+ bytes|content-length|mid-body|reset/i;
 const MISMATCH = /mismatch|announces \d+ bytes/i;
 
 interface ShapeCase {
@@ -403,23 +436,73 @@ interface ShapeCase {
 
 const SHAPE_CASES: Record<Shape, ShapeCase> = {
   'keep-alive': { title: 'HTTP/1.1 keep-alive with Content-Length: every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  'http10-length': { title: 'HTTP/1.0 with Content-Length, closed after each answer: every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  'http10-eof': { title: 'HTTP/1.0 without Content-Length (EOF-delimited): every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  close: { title: 'HTTP/1.1 Content-Length + Connection: close after each answer: every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  eof: { title: 'HTTP/1.1 Connection: close without Content-Length (EOF-delimited): every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  'close-burst': { title: 'Connection: close with head, body and FIN in one write (#5360): every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  'http10-eof-burst': { title: 'HTTP/1.0 EOF-delimited with head, body and FIN in one write (#5360): every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
+  'http10-length': {
+    title: 'HTTP/1.0 with Content-Length, closed after each answer: every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  'http10-eof': {
+    title: 'HTTP/1.0 without Content-Length (EOF-delimited): every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  close: {
+    title: 'HTTP/1.1 Content-Length + Connection: close after each answer: every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  eof: {
+    title: 'HTTP/1.1 Connection: close without Content-Length (EOF-delimited): every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  'close-burst': {
+    title: 'Connection: close with head, body and FIN in one write (#5360): every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  'http10-eof-burst': {
+    title: 'HTTP/1.0 EOF-delimited with head, body and FIN in one write (#5360): every file byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
   chunked: { title: 'Transfer-Encoding: chunked: every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  long: { title: 'a body longer than its Content-Length: the announced bytes are served byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  short: { title: 'a body shorter than its Content-Length: refused naming the truncation', unpinned: { cause: TRUNCATED }, pinned: { cause: TRUNCATED } },
-  stall: { title: 'a stall mid-body: refused naming the timeout once the body timeout passes', unpinned: { cause: /timed? ?out/i }, pinned: { cause: /timed? ?out/i } },
+  long: {
+    title: 'a body longer than its Content-Length: the announced bytes are served byte-identical',
+    unpinned: IDENTICAL,
+    pinned: IDENTICAL,
+  },
+  short: {
+    title: 'a body shorter than its Content-Length: refused naming the truncation',
+    unpinned: { cause: TRUNCATED },
+    pinned: { cause: TRUNCATED },
+  },
+  stall: {
+    title: 'a stall mid-body: refused naming the timeout once the body timeout passes',
+    unpinned: { cause: /timed? ?out/i },
+    pinned: { cause: /timed? ?out/i },
+  },
   reset: { title: 'a reset mid-body: refused naming the cut', unpinned: { cause: TRUNCATED }, pinned: { cause: TRUNCATED } },
   'redirect-allowed': { title: 'a 302 to an allowed host: followed, every file byte-identical', unpinned: IDENTICAL, pinned: IDENTICAL },
-  'redirect-forbidden': { title: 'a 302 to a host outside the allow-list: 403 naming the host, never contacted', unpinned: { cause: /not an allowed host/, status: 403 }, pinned: { cause: /not an allowed host/, status: 403 } },
+  'redirect-forbidden': {
+    title: 'a 302 to a host outside the allow-list: 403 naming the host, never contacted',
+    unpinned: { cause: /not an allowed host/, status: 403 },
+    pinned: { cause: /not an allowed host/, status: 403 },
+  },
   partial: { title: 'a 206 to a request without Range: refused naming the 206', unpinned: { cause: /206/ }, pinned: { cause: /206/ } },
-  gzip: { title: 'Content-Encoding: gzip on a .deb: served decoded and byte-identical, or refused naming the encoding', unpinned: { cause: /gzip|encoding/i, orIdentical: true }, pinned: { cause: /gzip|encoding|mismatch|announces \d+ bytes/i, orIdentical: true } },
-  'html-error': { title: 'a 200 HTML error page in place of a pinned file: refused naming the mismatch, counted in /metrics', pinned: { cause: MISMATCH } },
-  corrupt: { title: 'same length, different bytes in a pinned file: refused naming the sha256 mismatch, counted in /metrics', pinned: { cause: /sha256 mismatch/ } },
+  gzip: {
+    title: 'Content-Encoding: gzip on a .deb: served decoded and byte-identical, or refused naming the encoding',
+    unpinned: { cause: /gzip|encoding/i, orIdentical: true },
+    pinned: { cause: /gzip|encoding|mismatch|announces \d+ bytes/i, orIdentical: true },
+  },
+  'html-error': {
+    title: 'a 200 HTML error page in place of a pinned file: refused naming the mismatch, counted in /metrics',
+    pinned: { cause: MISMATCH },
+  },
+  corrupt: {
+    title: 'same length, different bytes in a pinned file: refused naming the sha256 mismatch, counted in /metrics',
+    pinned: { cause: /sha256 mismatch/ },
+  },
 };
 
 describe('upstream fault matrix: the raw socket server', () => {
@@ -450,7 +533,9 @@ describe('upstream fault matrix: the raw socket server', () => {
   for (const shape of ALL_SHAPES) {
     const c = SHAPE_CASES[shape];
     // Without a digest the wrong bytes of an unpinned file look right, so those shapes load pinned files.
-    const loadTitle = c.unpinned ? `${BURST} cold files at ${CONCURRENCY} at once plus ${SLOW_READERS} slow readers` : `every pinned package at ${CONCURRENCY} at once, ${SLOW_READERS} of them read slowly`;
+    const loadTitle = c.unpinned
+      ? `${BURST} cold files at ${CONCURRENCY} at once plus ${SLOW_READERS} slow readers`
+      : `every pinned package at ${CONCURRENCY} at once, ${SLOW_READERS} of them read slowly`;
     it(`${c.title}; ${loadTitle}; process up, nothing corrupt stored`, async () => {
       const f = await running();
       const base = `127.0.0.1:${raw.port}${raw.prefix(shape)}/debian`;
@@ -478,12 +563,22 @@ describe('upstream fault matrix: the raw socket server', () => {
       let fast: Job[];
       let slow: Job[];
       if (c.unpinned) {
-        const unpinned = (path: string, data: Buffer): Job => ({ url: `${f.url}/127.0.0.1:${raw.port}${raw.prefix(shape)}/${path}`, data, want: c.unpinned!, label: `load ${path}` });
+        const unpinned = (path: string, data: Buffer): Job => ({
+          url: `${f.url}/127.0.0.1:${raw.port}${raw.prefix(shape)}/${path}`,
+          data,
+          want: c.unpinned!,
+          label: `load ${path}`,
+        });
         fast = w.load.slice(0, BURST).map((file) => unpinned(file.path, file.data));
         slow = w.unpinned.slow.map((path) => unpinned(path, raw.file(path)));
       } else {
         // A package stored by an earlier case is a hit of the right bytes; every other one must be refused by name.
-        const pinned = w.repo.packages.map((p): Job => ({ url: `${f.url}/_env/${env}/${base}/${p.filename}`, data: readFileSync(join(w.repo.root, p.filename)), want: { ...c.pinned, orIdentical: true }, label: `load pinned ${p.filename}` }));
+        const pinned = w.repo.packages.map((p): Job => ({
+          url: `${f.url}/_env/${env}/${base}/${p.filename}`,
+          data: readFileSync(join(w.repo.root, p.filename)),
+          want: { ...c.pinned, orIdentical: true },
+          label: `load pinned ${p.filename}`,
+        }));
         slow = pinned.filter((j) => /-big_/.test(j.url)).slice(0, SLOW_READERS);
         fast = pinned.filter((j) => !slow.includes(j));
       }
@@ -500,10 +595,16 @@ describe('upstream fault matrix: the raw socket server', () => {
         expect(await verificationFailures(f), 'each refused download is counted in /metrics').toBeGreaterThan(failuresBefore);
       }
       if (shape === 'redirect-forbidden') {
-        expect(raw.requests.slice(seenBefore).filter((r) => r.listener === 'forbidden'), 'feedlock connected to a host it does not allow').toEqual([]);
+        expect(
+          raw.requests.slice(seenBefore).filter((r) => r.listener === 'forbidden'),
+          'feedlock connected to a host it does not allow',
+        ).toEqual([]);
       }
       if (shape === 'redirect-allowed') {
-        expect(raw.requests.slice(seenBefore).some((r) => r.listener === 'alt'), 'the redirect was followed to the allowed port').toBe(true);
+        expect(
+          raw.requests.slice(seenBefore).some((r) => r.listener === 'alt'),
+          'the redirect was followed to the allowed port',
+        ).toBe(true);
       }
       await expectStoreClean(f.store, before, w.good, correctShaFor(w.root));
     });
@@ -523,7 +624,10 @@ describe('upstream fault matrix: the raw socket server', () => {
     const again = await get(url);
     expect(again.status, describeGot(again)).toBe(502);
     expect(again.reason, describeGot(again)).toMatch(/sha256 mismatch/);
-    expect(raw.requests.filter((r) => r.path === `/debian/${p.filename}` && r.shape === shape).length, 'the retry downloaded the file again').toBe(fetchesBefore);
+    expect(
+      raw.requests.filter((r) => r.path === `/debian/${p.filename}` && r.shape === shape).length,
+      'the retry downloaded the file again',
+    ).toBe(fetchesBefore);
     await expectUp(f);
   });
 
@@ -539,7 +643,9 @@ describe('upstream fault matrix: the raw socket server', () => {
     );
     expect(failed, 'apt-get install succeeded with corrupt bytes').toBeDefined();
     const file = p.filename.split('/').pop()!.replace(/\./g, '\\.');
-    const line = new RegExp(`Failed to fetch \\S*${file}\\s+502\\s+sha256 mismatch for ${file}: pinned ([0-9a-f]+)\\S*, upstream sent ([0-9a-f]+)`);
+    const line = new RegExp(
+      `Failed to fetch \\S*${file}\\s+502\\s+sha256 mismatch for ${file}: pinned ([0-9a-f]+)\\S*, upstream sent ([0-9a-f]+)`,
+    );
     expect(failed).toMatch(line);
     const [, pinned, sent] = line.exec(failed!)!;
     expect(p.sha256.startsWith(pinned), `pinned ${pinned} is not a prefix of ${p.sha256}`).toBe(true);
@@ -583,16 +689,23 @@ describe('a pinned index file that arrives damaged', () => {
     const w = sharedWorld();
     // Its own store: every other case stored this repository's indices already, and a stored pin is a hit.
     const dir = join(w.dir, 'index-mismatch');
-    const raw = await startRawUpstream(w.root, { shapeFor: (path) => (/\/dists\/stable\/main\/binary-amd64\//.test(path) ? 'corrupt' : undefined) });
+    const raw = await startRawUpstream(w.root, {
+      shapeFor: (path) => (/\/dists\/stable\/main\/binary-amd64\//.test(path) ? 'corrupt' : undefined),
+    });
     const f = await startFeedlockProcess(dir, [`127.0.0.1:${raw.port}`]);
     try {
       const before = listStore(f.store);
-      const apt = aptClient(join(dir, 'apt'), `deb [signed-by=${w.key.keyring}] ${f.url}/_env/index-mismatch/127.0.0.1:${raw.port}/debian stable main\n`);
+      const apt = aptClient(
+        join(dir, 'apt'),
+        `deb [signed-by=${w.key.keyring}] ${f.url}/_env/index-mismatch/127.0.0.1:${raw.port}/debian stable main\n`,
+      );
       const out = await apt.get('update').then(
         (r) => r.stdout + r.stderr,
         (err: { stdout?: string; stderr?: string }) => `${err.stdout ?? ''}${err.stderr ?? String(err)}`,
       );
-      expect(out).toMatch(/Failed to fetch \S*binary-amd64\S*\s+502\s+sha256 mismatch for \S+: pinned [0-9a-f]+\S*, upstream sent [0-9a-f]+/);
+      expect(out).toMatch(
+        /Failed to fetch \S*binary-amd64\S*\s+502\s+sha256 mismatch for \S+: pinned [0-9a-f]+\S*, upstream sent [0-9a-f]+/,
+      );
       await expectUp(f);
       await expectStoreClean(f.store, before, w.good, correctShaFor(w.root));
     } finally {
@@ -616,7 +729,9 @@ interface RealServer {
 
 async function startPythonServer(root: string): Promise<RealServer> {
   const port = await freePort();
-  const child = track(spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', root], { stdio: 'ignore' }));
+  const child = track(
+    spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', root], { stdio: 'ignore' }),
+  );
   await waitForHttp(`http://127.0.0.1:${port}/`, 'python3 -m http.server');
   return { port, stop: () => stopChild(child) };
 }
@@ -702,8 +817,14 @@ describe('upstream fault matrix: python3 -m http.server and nginx', () => {
     await expectStoreClean(fl.store, before, w.good, correctShaFor(w.root));
   };
 
-  it(`python3 -m http.server (HTTP/1.0, closes after each answer): apt-get installs, ${LOAD_FILES} cold files at ${CONCURRENCY} at once plus slow readers are byte-identical, process up, nothing corrupt stored`, serverCase('python', () => python.port, ['fl-http10-length', 'fl-short-big']));
+  it(
+    `python3 -m http.server (HTTP/1.0, closes after each answer): apt-get installs, ${LOAD_FILES} cold files at ${CONCURRENCY} at once plus slow readers are byte-identical, process up, nothing corrupt stored`,
+    serverCase('python', () => python.port, ['fl-http10-length', 'fl-short-big']),
+  );
 
-  it.skipIf(Boolean(nginxSkip))(`nginx (HTTP/1.1 keep-alive, sendfile): apt-get installs, ${LOAD_FILES} cold files at ${CONCURRENCY} at once plus slow readers are byte-identical, process up, nothing corrupt stored`, serverCase('nginx', () => nginx!.port, ['fl-keep-alive', 'fl-stall-big']));
+  it.skipIf(Boolean(nginxSkip))(
+    `nginx (HTTP/1.1 keep-alive, sendfile): apt-get installs, ${LOAD_FILES} cold files at ${CONCURRENCY} at once plus slow readers are byte-identical, process up, nothing corrupt stored`,
+    serverCase('nginx', () => nginx!.port, ['fl-keep-alive', 'fl-stall-big']),
+  );
   if (nginxSkip) it.skip(`nginx: ${nginxSkip}`, () => {});
 });

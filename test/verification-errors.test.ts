@@ -30,7 +30,10 @@ describe.each([
     const { feedlock, upstream, repo, key } = world;
     const victim = repo.packages.find((p) => p.name === pkg)!;
     const name = victim.filename.split('/').pop()!;
-    const apt = aptClient(tempDir(`apt-mismatch-${env}`), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`);
+    const apt = aptClient(
+      tempDir(`apt-mismatch-${env}`),
+      `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian stable main\n`,
+    );
     await apt.get('update');
     const evil = Buffer.alloc(victim.size, fill);
     upstream.fault = (req, res) => {
@@ -70,7 +73,10 @@ describe.each([
 
     const metrics = await (await fetch(`${feedlock.url}/metrics`)).text();
     expect(metrics).toMatch(/^feedlock_verification_failures_total 1$/m);
-    const status = (await (await fetch(`${feedlock.url}/_feedlock/api/status`)).json()) as { verificationFailures: number; mismatches: { url: string; message: string }[] };
+    const status = (await (await fetch(`${feedlock.url}/_feedlock/api/status`)).json()) as {
+      verificationFailures: number;
+      mismatches: { url: string; message: string }[];
+    };
     expect(status.verificationFailures).toBe(1);
     expect(status.mismatches.map((m) => [m.url.endsWith(victim.filename), m.message.startsWith(named)])).toEqual([[true, true]]);
     const page = await (await fetch(`${feedlock.url}/_feedlock/`)).text();
@@ -86,7 +92,9 @@ describe.each([
     const env = 'tamper-small';
     // Small enough that its bytes are kept in memory for the waiting clients (download.ts).
     const { victim, evil } = await tamper('fl-hello', env, 9);
-    const answers = await Promise.all(Array.from({ length: 4 }, () => statusOf(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`)));
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, () => statusOf(`${feedlock.url}/_env/${env}/127.0.0.1:${upstream.port}/debian/${victim.filename}`)),
+    );
     upstream.fault = undefined;
     // An error status, or a 200 cut short: never the whole tampered body as a finished answer.
     expect(answers.map((a) => a.status === 200 && a.complete)).toEqual([false, false, false, false]);
@@ -105,7 +113,10 @@ describe('an HTML error page in place of a pinned package', () => {
     const { feedlock, upstream, repo, key } = world;
     const victim = repo.packages.find((p) => p.name === 'fl-base')!;
     const name = victim.filename.split('/').pop()!;
-    const apt = aptClient(tempDir('apt-portal'), `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/portal/127.0.0.1:${upstream.port}/debian stable main\n`);
+    const apt = aptClient(
+      tempDir('apt-portal'),
+      `deb [signed-by=${key.keyring}] ${feedlock.url}/_env/portal/127.0.0.1:${upstream.port}/debian stable main\n`,
+    );
     await apt.get('update');
     const page = Buffer.from('<html><body>Please log in to the captive portal</body></html>\n');
     upstream.fault = (req, res) => {
@@ -116,7 +127,9 @@ describe('an HTML error page in place of a pinned package', () => {
     await feedlock.flights.idle();
     const before = listBlobs(feedlock.config.store);
     const out = await apt.get('install', '--download-only', '-y', 'fl-base').catch((e: { stdout: string; stderr: string }) => e);
-    expect(out.stdout + out.stderr).toContain(`502  size mismatch for ${name}: pinned ${victim.size} bytes, upstream sent ${page.length} (text/html: an error page from the mirror?)`);
+    expect(out.stdout + out.stderr).toContain(
+      `502  size mismatch for ${name}: pinned ${victim.size} bytes, upstream sent ${page.length} (text/html: an error page from the mirror?)`,
+    );
     await feedlock.flights.idle();
     expect(listBlobs(feedlock.config.store)).toEqual(before);
   });

@@ -15,13 +15,21 @@ import { FeedlockError } from '../errors.js';
 export function readAdminToken(file: string): string {
   let text: string;
   try {
-    if (statSync(file).mode & 0o004) throw new FeedlockError('FL_BAD_CONFIG', `bad config: adminToken file ${file} is readable by everyone (chmod 600 it)`);
+    if (statSync(file).mode & 0o004)
+      throw new FeedlockError('FL_BAD_CONFIG', `bad config: adminToken file ${file} is readable by everyone (chmod 600 it)`);
     text = readFileSync(file, 'utf8').trim();
   } catch (err) {
     if (err instanceof FeedlockError) throw err;
-    throw new FeedlockError('FL_BAD_CONFIG', `bad config: adminToken = ${JSON.stringify(file)} (cannot read it: ${(err as Error).message})`);
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad config: adminToken = ${JSON.stringify(file)} (cannot read it: ${(err as Error).message})`,
+    );
   }
-  if (text.length < 16 || /\s/.test(text)) throw new FeedlockError('FL_BAD_CONFIG', `bad config: adminToken file ${file} must hold one token of at least 16 characters without spaces`);
+  if (text.length < 16 || /\s/.test(text))
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad config: adminToken file ${file} must hold one token of at least 16 characters without spaces`,
+    );
   return text;
 }
 
@@ -46,13 +54,15 @@ export class AdminAccess {
     let addr = req.socket.remoteAddress ?? '';
     if (addr.startsWith('::ffff:') && isIP(addr.slice(7)) === 4) addr = addr.slice(7);
     const family = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
-    if (!addr || !this.allow.check(addr, family)) throw new FeedlockError('FL_FORBIDDEN', 'status pages are not open to this client address (see statusAllow)');
+    if (!addr || !this.allow.check(addr, family))
+      throw new FeedlockError('FL_FORBIDDEN', 'status pages are not open to this client address (see statusAllow)');
   }
 
   /** Changes: a matching bearer token. Digests are compared in constant time. */
   checkChange(req: IncomingMessage): void {
     this.checkRead(req);
-    if (!this.tokenDigest) throw new FeedlockError('FL_FORBIDDEN', 'the admin API is off; start feedlock serve with --admin-token FILE to enable it');
+    if (!this.tokenDigest)
+      throw new FeedlockError('FL_FORBIDDEN', 'the admin API is off; start feedlock serve with --admin-token FILE to enable it');
     const header = req.headers.authorization ?? '';
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) throw new FeedlockError('FL_UNAUTHORIZED', 'this needs Authorization: Bearer <token> (the token in the --admin-token file)');

@@ -19,7 +19,16 @@ export interface Observers {
   storeTotals: StoreTotals;
 }
 
-export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStats; flights: SingleFlight; upstream: UpstreamClient; reads: SyncReadPolicy; builds?: BuildRecorder; defaultEnv: string }): Observers {
+export function observeRequests(o: {
+  log: Logger;
+  store: Store;
+  stats: ProxyStats;
+  flights: SingleFlight;
+  upstream: UpstreamClient;
+  reads: SyncReadPolicy;
+  builds?: BuildRecorder;
+  defaultEnv: string;
+}): Observers {
   const { stats, flights, builds } = o;
   flights.settledListeners.push((d) => {
     stats.bytesFetched += d.bytes;
@@ -30,11 +39,26 @@ export function observeRequests(o: { log: Logger; store: Store; stats: ProxyStat
     }
   });
   const storeTotals = new StoreTotals(o.store);
-  const metrics = new Metrics({ stats, flights, upstream: o.upstream, storeTotals: () => storeTotals.peek() ?? undefined, reads: o.reads.counts });
+  const metrics = new Metrics({
+    stats,
+    flights,
+    upstream: o.upstream,
+    storeTotals: () => storeTotals.peek() ?? undefined,
+    reads: o.reads.counts,
+  });
   if (builds) {
     // Package files only: by-hash paths are index files under another name.
     stats.listeners.push((e, bytes) => {
-      if (builds.recording && e.kind === 'package' && e.upstream && !isByHashPath(e.upstream)) builds.observe({ at: new Date(e.at).toISOString(), url: e.upstream, env: e.env ?? o.defaultEnv, result: e.result, status: e.status, bytes, sha256: e.sha256 });
+      if (builds.recording && e.kind === 'package' && e.upstream && !isByHashPath(e.upstream))
+        builds.observe({
+          at: new Date(e.at).toISOString(),
+          url: e.upstream,
+          env: e.env ?? o.defaultEnv,
+          result: e.result,
+          status: e.status,
+          bytes,
+          sha256: e.sha256,
+        });
     });
   }
   return { metrics, storeTotals };

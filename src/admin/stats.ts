@@ -9,7 +9,16 @@ const RECENT = 100;
 export class ProxyStats implements RequestRecorder {
   readonly startedAt = Date.now();
   requests = 0;
-  readonly byResult: Record<CacheResult, number> = { hit: 0, miss: 0, coalesced: 0, pass: 0, refused: 0, error: 0, admin: 0, 'not-modified': 0 };
+  readonly byResult: Record<CacheResult, number> = {
+    hit: 0,
+    miss: 0,
+    coalesced: 0,
+    pass: 0,
+    refused: 0,
+    error: 0,
+    admin: 0,
+    'not-modified': 0,
+  };
   bytesServed = 0;
   bytesFetched = 0;
   /** Upstream files refused because their size or digest did not match what was pinned. */

@@ -97,7 +97,10 @@ export async function statusData(parts: StatusSources): Promise<StatusData> {
     mismatches: [...stats.mismatches],
     store: await parts.storeTotals.get(),
     upstreams: [...parts.upstream.hosts.values()],
-    environments: envs.map((e) => ({ ...e, lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null })),
+    environments: envs.map((e) => ({
+      ...e,
+      lastUsed: stats.envLastUsed.has(e.name) ? new Date(stats.envLastUsed.get(e.name)!).toISOString() : null,
+    })),
     openBuilds: parts.builds?.openNames ?? [],
     releases: ((await parts.snapshots?.releases()) ?? []).map((r) => ({ name: r.name, snapshot: r.snapshot, createdAt: r.createdAt })),
     recent: stats.recent.slice(-30).map((r) => ({ ...r, upstream: undefined, sha256: undefined })),

@@ -62,9 +62,10 @@ function envRows(envs: (EnvironmentSummary & { lastUsed?: string | null })[], no
   if (envs.length === 0) return '<p>No environments yet: the first build through feedlock creates one.</p>';
   return `<table><thead><tr><th>Environment</th><th>Snapshot</th><th>Captured</th><th>Repositories</th><th>Last used</th></tr></thead><tbody>${envs
     .map(
-      (e) => `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b>${e.pinned ? ' <span class="pin">pinned</span>' : ''}${e.base ? `<br><small>on ${e.base.release ? `release ${esc(e.base.release)}` : `<code>${esc(e.base.snapshot)}</code>`}</small>` : ''}</td><td>${e.snapshot ? `<a href="snapshot/${esc(e.snapshot)}"><code>${esc(e.snapshot)}</code></a>` : '(empty: captures on next use)'}</td><td>${esc(e.capturedAt ?? '')}</td><td>${e.repos
-        .map((r) => `<code>${esc(r.url)}</code> <small>${esc(r.kind)} ${esc(r.architectures.join(' '))}</small>`)
-        .join('<br>')}</td><td>${esc(ago(e.lastUsed, now))}</td></tr>`,
+      (e) =>
+        `<tr data-env="${esc(e.name)}"><td><b>${esc(e.name)}</b>${e.pinned ? ' <span class="pin">pinned</span>' : ''}${e.base ? `<br><small>on ${e.base.release ? `release ${esc(e.base.release)}` : `<code>${esc(e.base.snapshot)}</code>`}</small>` : ''}</td><td>${e.snapshot ? `<a href="snapshot/${esc(e.snapshot)}"><code>${esc(e.snapshot)}</code></a>` : '(empty: captures on next use)'}</td><td>${esc(e.capturedAt ?? '')}</td><td>${e.repos
+          .map((r) => `<code>${esc(r.url)}</code> <small>${esc(r.kind)} ${esc(r.architectures.join(' '))}</small>`)
+          .join('<br>')}</td><td>${esc(ago(e.lastUsed, now))}</td></tr>`,
     )
     .join('')}</tbody></table>`;
 }
@@ -72,13 +73,16 @@ function envRows(envs: (EnvironmentSummary & { lastUsed?: string | null })[], no
 export function renderStatusFragment(s: StatusData): string {
   const now = Date.now();
   const hitRatio = s.hitRatio === null ? '–' : `${(s.hitRatio * 100).toFixed(1)} %`;
-  const card = (label: string, value: string, id: string) => `<div class="card" id="${id}"><small>${esc(label)}</small><b>${esc(value)}</b></div>`;
+  const card = (label: string, value: string, id: string) =>
+    `<div class="card" id="${id}"><small>${esc(label)}</small><b>${esc(value)}</b></div>`;
   return `
 <section><h2>Traffic since start</h2><div class="cards">
 ${card('requests', String(s.requests), 'c-requests')}${card('hit ratio', hitRatio, 'c-hit-ratio')}${card('served', formatBytes(s.bytesServed), 'c-served')}${card('fetched upstream', formatBytes(s.bytesFetched), 'c-fetched')}${card('coalesced misses', String(s.coalesced), 'c-coalesced')}${card('downloads running', String(s.inflightDownloads), 'c-inflight')}${card('verification failures', String(s.verificationFailures), 'c-verification-failures')}
 </div></section>${
     s.mismatches.length
-      ? `<section><h2>Verification failures</h2><p>Upstream sent bytes that do not match the snapshot; clients got a 502 naming the file.</p><table id="mismatches"><thead><tr><th>When</th><th>URL</th><th>What</th></tr></thead><tbody>${[...s.mismatches]
+      ? `<section><h2>Verification failures</h2><p>Upstream sent bytes that do not match the snapshot; clients got a 502 naming the file.</p><table id="mismatches"><thead><tr><th>When</th><th>URL</th><th>What</th></tr></thead><tbody>${[
+          ...s.mismatches,
+        ]
           .reverse()
           .map((m) => `<tr><td>${esc(ago(m.at, now))}</td><td><code>${esc(m.url)}</code></td><td class="error">${esc(m.message)}</td></tr>`)
           .join('')}</tbody></table></section>`
@@ -94,13 +98,19 @@ ${card('blobs', s.store ? String(s.store.blobs) : '…', 'c-blobs')}${card('size
       ? `<table><thead><tr><th>Host</th><th>Requests</th><th>Last error</th></tr></thead><tbody>${s.upstreams.map((u) => `<tr><td><code>${esc(u.host)}</code></td><td class="n">${u.requests}</td><td>${u.lastError ? `${esc(u.lastError)} <small>(${esc(ago(new Date(u.lastErrorAt!).toISOString(), now))})</small>` : 'none'}</td></tr>`).join('')}</tbody></table>`
       : '<p>No upstream contacted yet.</p>'
   }</section>
-<section><h2>Last requests</h2><table id="recent"><thead><tr><th>Method</th><th>Path</th><th>Result</th><th>Status</th><th>Env</th><th>ms</th></tr></thead><tbody>${[...s.recent]
+<section><h2>Last requests</h2><table id="recent"><thead><tr><th>Method</th><th>Path</th><th>Result</th><th>Status</th><th>Env</th><th>ms</th></tr></thead><tbody>${[
+    ...s.recent,
+  ]
     .reverse()
-    .map((r) => `<tr><td>${esc(r.method)}</td><td><code>${esc(r.path)}</code></td><td class="${esc(r.result)}">${esc(r.result)}</td><td>${r.status}</td><td>${esc(r.env ?? '')}</td><td class="n">${r.ms}</td></tr>`)
+    .map(
+      (r) =>
+        `<tr><td>${esc(r.method)}</td><td><code>${esc(r.path)}</code></td><td class="${esc(r.result)}">${esc(r.result)}</td><td>${r.status}</td><td>${esc(r.env ?? '')}</td><td class="n">${r.ms}</td></tr>`,
+    )
     .join('')}</tbody></table></section>`;
 }
 
-const SEARCH_FORM = (q = '') => `<form action="packages" method="get" class="search"><input name="q" value="${esc(q)}" placeholder="package name" aria-label="package name"> <button>Find versions</button></form>`;
+const SEARCH_FORM = (q = '') =>
+  `<form action="packages" method="get" class="search"><input name="q" value="${esc(q)}" placeholder="package name" aria-label="package name"> <button>Find versions</button></form>`;
 
 export function renderStatusPage(s: StatusData): string {
   const header = `<header><h1>feedlock</h1><span>version ${esc(s.version)}</span><span>up ${esc(ago(s.startedAt, Date.now()).replace(' ago', ''))}</span><span>default environment <b>${esc(s.defaultEnv)}</b></span><a href="api/status">JSON</a><a href="/metrics">metrics</a>${SEARCH_FORM()}</header>`;
@@ -116,10 +126,14 @@ function downloadPath(v: PackageVersion): string {
 
 /** The feed viewer: every version of the packages matching a name, across snapshots and releases. */
 export function renderPackagesPage(q: string, found: PackageVersion[] | undefined, params: Record<string, string>): string {
-  const filters = ['arch', 'repo', 'snapshot'].filter((k) => params[k]).map((k) => `${k} ${esc(params[k])}`).join(', ');
+  const filters = ['arch', 'repo', 'snapshot']
+    .filter((k) => params[k])
+    .map((k) => `${k} ${esc(params[k])}`)
+    .join(', ');
   const rows = (found ?? [])
     .map(
-      (v) => `<tr><td><b>${esc(v.name)}</b></td><td>${esc(v.version)}</td><td>${esc(v.arch)}</td><td>${esc(v.source ?? v.name)}</td><td class="n">${formatBytes(v.size)}</td><td><code title="${esc(v.sha256)}">${esc(v.sha256.slice(0, 16))}…</code></td><td>${v.inStore ? `<a href="${esc(downloadPath(v))}">download</a>` : 'not stored'}</td><td>${esc([...v.envs.map((e) => `env ${e}`), ...v.releases.map((r) => `release ${r}`), ...v.tags.map((t) => `tag ${t}`)].join(', '))}<br><small>${v.snapshots.map((id) => `<a href="snapshot/${esc(id)}"><code>${esc(id)}</code></a>`).join(' ')}</small></td></tr>`,
+      (v) =>
+        `<tr><td><b>${esc(v.name)}</b></td><td>${esc(v.version)}</td><td>${esc(v.arch)}</td><td>${esc(v.source ?? v.name)}</td><td class="n">${formatBytes(v.size)}</td><td><code title="${esc(v.sha256)}">${esc(v.sha256.slice(0, 16))}…</code></td><td>${v.inStore ? `<a href="${esc(downloadPath(v))}">download</a>` : 'not stored'}</td><td>${esc([...v.envs.map((e) => `env ${e}`), ...v.releases.map((r) => `release ${r}`), ...v.tags.map((t) => `tag ${t}`)].join(', '))}<br><small>${v.snapshots.map((id) => `<a href="snapshot/${esc(id)}"><code>${esc(id)}</code></a>`).join(' ')}</small></td></tr>`,
     )
     .join('');
   const body = found
@@ -129,16 +143,23 @@ export function renderPackagesPage(q: string, found: PackageVersion[] | undefine
     : '<p>Type a package name (a part of it is enough), or open a release below the status page to browse it.</p>';
   const count = found ? `${found.length} file${found.length === 1 ? '' : 's'}${q ? ` for <q>${esc(q)}</q>` : ''}` : 'Find a package';
   const header = `<header><h1>packages</h1><a href="./">status</a><a href="api/packages?q=${esc(encodeURIComponent(q))}">JSON</a>${SEARCH_FORM(q)}</header>`;
-  return page(`feedlock packages ${q}`, `${header}<main><section><h2>${count}${filters ? ` <small>(${filters})</small>` : ''}</h2>${body}</section></main>`);
+  return page(
+    `feedlock packages ${q}`,
+    `${header}<main><section><h2>${count}${filters ? ` <small>(${filters})</small>` : ''}</h2>${body}</section></main>`,
+  );
 }
 
 function diffTable(diff: Pick<SnapshotDiff, 'changes'>): string {
   const rows: string[] = [];
   for (const c of diff.changes) {
-    for (const a of c.added) rows.push(`<tr><td>added</td><td>${esc(a.name)}</td><td></td><td>${esc(a.version)}</td><td>${esc(c.arch)}</td></tr>`);
-    for (const r of c.removed) rows.push(`<tr><td>removed</td><td>${esc(r.name)}</td><td>${esc(r.version)}</td><td></td><td>${esc(c.arch)}</td></tr>`);
-    for (const u of c.upgraded) rows.push(`<tr><td>upgraded</td><td>${esc(u.name)}</td><td>${esc(u.from)}</td><td>${esc(u.to)}</td><td>${esc(c.arch)}</td></tr>`);
-    for (const d of c.downgraded) rows.push(`<tr><td>downgraded</td><td>${esc(d.name)}</td><td>${esc(d.from)}</td><td>${esc(d.to)}</td><td>${esc(c.arch)}</td></tr>`);
+    for (const a of c.added)
+      rows.push(`<tr><td>added</td><td>${esc(a.name)}</td><td></td><td>${esc(a.version)}</td><td>${esc(c.arch)}</td></tr>`);
+    for (const r of c.removed)
+      rows.push(`<tr><td>removed</td><td>${esc(r.name)}</td><td>${esc(r.version)}</td><td></td><td>${esc(c.arch)}</td></tr>`);
+    for (const u of c.upgraded)
+      rows.push(`<tr><td>upgraded</td><td>${esc(u.name)}</td><td>${esc(u.from)}</td><td>${esc(u.to)}</td><td>${esc(c.arch)}</td></tr>`);
+    for (const d of c.downgraded)
+      rows.push(`<tr><td>downgraded</td><td>${esc(d.name)}</td><td>${esc(d.from)}</td><td>${esc(d.to)}</td><td>${esc(c.arch)}</td></tr>`);
   }
   if (rows.length === 0) return '<p>No package changed.</p>';
   return `<table id="diff"><thead><tr><th>Change</th><th>Package</th><th>Old</th><th>New</th><th>Arch</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
@@ -148,14 +169,21 @@ export function renderSnapshotPage(d: SnapshotDetail, diff: GenerationDiff | nul
   const s = d.snapshot;
   const repos = s.repos
     .map(
-      (r) => `<section><h2><code>${esc(r.url)}</code></h2><p>${esc(r.kind)}, captured ${esc(r.capturedAt)}${r.signedBy ? `, signed by ${esc(r.signedBy)}` : ''}</p><table><thead><tr><th>Index file</th><th>sha256</th><th>Size</th></tr></thead><tbody>${Object.entries(r.anchors)
-        .map(([name, a]) => `<tr><td><code>${esc(name)}</code></td><td><code>${esc(a.sha256)}</code></td><td class="n">${a.size}</td></tr>`)
-        .join('')}</tbody></table></section>`,
+      (r) =>
+        `<section><h2><code>${esc(r.url)}</code></h2><p>${esc(r.kind)}, captured ${esc(r.capturedAt)}${r.signedBy ? `, signed by ${esc(r.signedBy)}` : ''}</p><table><thead><tr><th>Index file</th><th>sha256</th><th>Size</th></tr></thead><tbody>${Object.entries(
+          r.anchors,
+        )
+          .map(
+            ([name, a]) => `<tr><td><code>${esc(name)}</code></td><td><code>${esc(a.sha256)}</code></td><td class="n">${a.size}</td></tr>`,
+          )
+          .join('')}</tbody></table></section>`,
     )
     .join('');
   const diffSection = diff
     ? `<section><h2>Changes since the previous generation <a href="${esc(diff.from ?? '')}"><code>${esc(diff.from ?? '')}</code></a></h2>${diffTable(diff)}${
-        diff.reposNotCaptured.length ? `<p>Not captured yet in this generation (the next build fetches them): ${diff.reposNotCaptured.map((u) => `<code>${esc(u)}</code>`).join(', ')}</p>` : ''
+        diff.reposNotCaptured.length
+          ? `<p>Not captured yet in this generation (the next build fetches them): ${diff.reposNotCaptured.map((u) => `<code>${esc(u)}</code>`).join(', ')}</p>`
+          : ''
       }</section>`
     : '<section><h2>Changes</h2><p>No earlier generation of the same environment to compare with.</p></section>';
   const header = `<header><h1>snapshot <code>${esc(s.id)}</code></h1><span>created ${esc(s.createdAt)}</span>${d.tags.length ? `<span>tags ${esc(d.tags.join(', '))}</span>` : ''}${d.envs.length ? `<span>serving ${esc(d.envs.join(', '))}</span>` : ''}<a href="../">status</a><a href="../api/snapshots/${esc(s.id)}">JSON</a></header>`;

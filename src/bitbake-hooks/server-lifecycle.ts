@@ -194,16 +194,38 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
     if (running) {
       const difference = argsDifference(running.args, o.serveArgs);
       if (!difference && running.port === port && (await healthy(running.url))) return { url: running.url, pid: running.pid, reused: true };
-      restarted = difference ? `started with other arguments (${difference})` : running.port !== port ? `listening on port ${running.port}, not ${port}` : 'not answering';
+      restarted = difference
+        ? `started with other arguments (${difference})`
+        : running.port !== port
+          ? `listening on port ${running.port}, not ${port}`
+          : 'not answering';
       await stopRecorded(o.stateDir, running);
     }
-    if (!(await portFree(port))) throw new FeedlockError('FL_BAD_CONFIG', `port ${port} (chosen at parse time, in ${file(o.stateDir, 'port')}) is taken by another program; remove that file or set FEEDLOCK_PORT`);
+    if (!(await portFree(port)))
+      throw new FeedlockError(
+        'FL_BAD_CONFIG',
+        `port ${port} (chosen at parse time, in ${file(o.stateDir, 'port')}) is taken by another program; remove that file or set FEEDLOCK_PORT`,
+      );
     await o.beforeStart?.();
     const self = nodeCommandFor(process.argv[1]);
     const command = o.command ?? self.argv;
     const token = await ensureAdminToken(o.stateDir);
     const log = openSync(file(o.stateDir, 'server.log'), 'a');
-    const child = spawn(command[0], [...command.slice(1), 'serve', '--port', String(port), '--bind', '127.0.0.1', '--admin-token', token, ...(o.spawnArgs ?? o.serveArgs)], { detached: true, stdio: ['ignore', 'ignore', log], env: o.command ? process.env : { ...process.env, ...self.env } });
+    const child = spawn(
+      command[0],
+      [
+        ...command.slice(1),
+        'serve',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--admin-token',
+        token,
+        ...(o.spawnArgs ?? o.serveArgs),
+      ],
+      { detached: true, stdio: ['ignore', 'ignore', log], env: o.command ? process.env : { ...process.env, ...self.env } },
+    );
     closeSync(log);
     child.unref();
     const identity = identityOf(child.pid!);
@@ -222,7 +244,10 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
     }
     await stopRecorded(o.stateDir, record);
     const tail = ((await readFile(file(o.stateDir, 'server.log'), 'utf8').catch(() => '')) || '').trim().split('\n').slice(-3).join(' | ');
-    throw new FeedlockError('FL_INTERNAL', `feedlock serve did not come up on ${url}: ${tail || 'no output'} (log: ${file(o.stateDir, 'server.log')})`);
+    throw new FeedlockError(
+      'FL_INTERNAL',
+      `feedlock serve did not come up on ${url}: ${tail || 'no output'} (log: ${file(o.stateDir, 'server.log')})`,
+    );
   });
 }
 
@@ -239,7 +264,16 @@ async function writeRecord(stateDir: string, record: ServerRecord): Promise<void
  */
 function spawnWatcher(stateDir: string, server: ProcessIdentity, watched: ProcessIdentity[]): ProcessIdentity | undefined {
   const self = nodeCommandFor(process.argv[1]);
-  const args = [...self.argv.slice(1), 'hook', 'watch', '--state-dir', resolve(stateDir), '--feedlock', `${server.pid}:${server.startTime}`, ...watched.flatMap((w) => ['--bitbake', `${w.pid}:${w.startTime}`])];
+  const args = [
+    ...self.argv.slice(1),
+    'hook',
+    'watch',
+    '--state-dir',
+    resolve(stateDir),
+    '--feedlock',
+    `${server.pid}:${server.startTime}`,
+    ...watched.flatMap((w) => ['--bitbake', `${w.pid}:${w.startTime}`]),
+  ];
   const child = spawn(self.argv[0], args, { detached: true, stdio: 'ignore', env: { ...process.env, ...self.env } });
   child.unref();
   return identityOf(child.pid!);
@@ -257,7 +291,12 @@ export function parseIdentity(value: string): ProcessIdentity {
  * another process), stop the server, if the state dir still names it. Ends
  * by itself when the server is gone.
  */
-export async function watchBuild(stateDir: string, server: ProcessIdentity, watched: ProcessIdentity[], intervalMs = 1000): Promise<'build-ended' | 'server-gone'> {
+export async function watchBuild(
+  stateDir: string,
+  server: ProcessIdentity,
+  watched: ProcessIdentity[],
+  intervalMs = 1000,
+): Promise<'build-ended' | 'server-gone'> {
   for (;;) {
     if (!isSameProcess(server)) return 'server-gone';
     if (watched.some((w) => !isSameProcess(w))) {
@@ -330,8 +369,16 @@ export async function stopServerForBuild(stateDir: string): Promise<{ stopped: b
   });
 }
 
-export async function serverStatus(stateDir: string): Promise<{ running: boolean; pid?: number; url?: string; port?: number; args?: string[] }> {
+export async function serverStatus(
+  stateDir: string,
+): Promise<{ running: boolean; pid?: number; url?: string; port?: number; args?: string[] }> {
   const record = await readRecord(stateDir);
   const running = record !== undefined && isSameProcess(record, tokenPath(stateDir));
-  return { running, pid: running ? record.pid : undefined, url: await readText(file(stateDir, 'server.url')), port: Number(await readText(file(stateDir, 'port'))) || undefined, args: running ? record.args : undefined };
+  return {
+    running,
+    pid: running ? record.pid : undefined,
+    url: await readText(file(stateDir, 'server.url')),
+    port: Number(await readText(file(stateDir, 'port'))) || undefined,
+    args: running ? record.args : undefined,
+  };
 }

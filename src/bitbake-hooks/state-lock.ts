@@ -25,7 +25,10 @@ export async function withStateLock<T>(stateDir: string, fn: () => Promise<T>, t
       // Break a lock whose owner died, or one with no owner written for a while.
       if ((Number.isInteger(owner) && !processAlive(owner)) || (!Number.isInteger(owner) && age > 5_000)) {
         const stale = `${lock}.stale.${process.pid}.${Date.now()}`;
-        await rename(lock, stale).then(() => rm(stale, { recursive: true, force: true }), () => {});
+        await rename(lock, stale).then(
+          () => rm(stale, { recursive: true, force: true }),
+          () => {},
+        );
         continue;
       }
       if (Date.now() > deadline) throw new FeedlockError('FL_INTERNAL', `timed out waiting for ${lock} held by pid ${owner}`);

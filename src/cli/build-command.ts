@@ -28,9 +28,17 @@ export async function adminCall<T>(o: AdminClientOptions, method: 'GET' | 'POST'
   if (o.tokenFile) headers.authorization = `Bearer ${readAdminToken(o.tokenFile)}`;
   let res: Response;
   try {
-    res = await fetch(new URL(`_feedlock/${path}`, base), { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
+    res = await fetch(new URL(`_feedlock/${path}`, base), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
   } catch (err) {
-    throw new FeedlockError('FL_UPSTREAM_UNREACHABLE', `no feedlock answering at ${o.url}: ${(err as Error).cause ? ((err as Error).cause as Error).message : (err as Error).message}`);
+    throw new FeedlockError(
+      'FL_UPSTREAM_UNREACHABLE',
+      `no feedlock answering at ${o.url}: ${(err as Error).cause ? ((err as Error).cause as Error).message : (err as Error).message}`,
+    );
   }
   const text = await res.text();
   if (!res.ok) {
@@ -45,7 +53,7 @@ export async function adminCall<T>(o: AdminClientOptions, method: 'GET' | 'POST'
 function connection(cmd: Command): Command {
   return cmd
     .option('--url <url>', 'the running feedlock', `http://${CONFIG_DEFAULTS.bind}:${CONFIG_DEFAULTS.port}`)
-    .option('--admin-token <file>', 'file with the server\'s admin token')
+    .option('--admin-token <file>', "file with the server's admin token")
     .option('--json', 'machine-readable output');
 }
 
@@ -57,19 +65,47 @@ export function summaryLine(r: BuildRecord): string {
 export function registerBuild(program: Command): void {
   const build = program.command('build').description('build records: what one build downloaded (open, close, list)');
 
-  connection(build.command('open').argument('<name>', 'record name').option('--env <name>', 'record only this environment\'s requests').description('start recording every package file the server serves')).action(async (name: string, opts) => {
-    const r = await adminCall<BuildRecord>({ url: opts.url, tokenFile: opts.adminToken }, 'POST', 'api/builds', { name, env: opts.env ?? null });
+  connection(
+    build
+      .command('open')
+      .argument('<name>', 'record name')
+      .option('--env <name>', "record only this environment's requests")
+      .description('start recording every package file the server serves'),
+  ).action(async (name: string, opts) => {
+    const r = await adminCall<BuildRecord>({ url: opts.url, tokenFile: opts.adminToken }, 'POST', 'api/builds', {
+      name,
+      env: opts.env ?? null,
+    });
     print(opts, r, () => `build record ${r.name} open${r.env ? ` for environment ${r.env}` : ''}`);
   });
 
-  connection(build.command('close').argument('<name>', 'record name').option('--out <file>', 'also write the record (JSON) here').description('stop recording; prints (and keeps) the record')).action(async (name: string, opts) => {
-    const r = await adminCall<BuildRecord>({ url: opts.url, tokenFile: opts.adminToken }, 'POST', `api/builds/${encodeURIComponent(name)}/close`);
+  connection(
+    build
+      .command('close')
+      .argument('<name>', 'record name')
+      .option('--out <file>', 'also write the record (JSON) here')
+      .description('stop recording; prints (and keeps) the record'),
+  ).action(async (name: string, opts) => {
+    const r = await adminCall<BuildRecord>(
+      { url: opts.url, tokenFile: opts.adminToken },
+      'POST',
+      `api/builds/${encodeURIComponent(name)}/close`,
+    );
     if (opts.out) await writeFile(opts.out, JSON.stringify(r, null, 1) + '\n');
     print(opts, r, () => summaryLine(r));
   });
 
   connection(build.command('list').description('open and closed build records')).action(async (opts) => {
-    const r = await adminCall<{ open: string[]; closed: { name: string; closedAt: string }[] }>({ url: opts.url, tokenFile: opts.adminToken }, 'GET', 'api/builds');
-    print(opts, r, () => [...r.open.map((n) => `${n}  (open)`), ...r.closed.map((c) => `${c.name}  closed ${c.closedAt}`)].join('\n') || 'no build records');
+    const r = await adminCall<{ open: string[]; closed: { name: string; closedAt: string }[] }>(
+      { url: opts.url, tokenFile: opts.adminToken },
+      'GET',
+      'api/builds',
+    );
+    print(
+      opts,
+      r,
+      () =>
+        [...r.open.map((n) => `${n}  (open)`), ...r.closed.map((c) => `${c.name}  closed ${c.closedAt}`)].join('\n') || 'no build records',
+    );
   });
 }

@@ -11,15 +11,27 @@ import { StoreLayout } from '../store/layout.js';
 import { flagsToConfig, serveOptions } from './options.js';
 
 function clientUrl(opts: Record<string, unknown>, config: { bind: string; port: number }): URL {
-  const raw = (opts.url as string | undefined) ?? (config.port === 0 ? undefined : `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind.includes(':') ? `[${config.bind}]` : config.bind}:${config.port}`);
-  if (!raw) throw new FeedlockError('FL_BAD_CONFIG', 'the configured port is 0 (picked at start): give --url http://HOST:PORT of the running feedlock');
+  const raw =
+    (opts.url as string | undefined) ??
+    (config.port === 0
+      ? undefined
+      : `http://${config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind.includes(':') ? `[${config.bind}]` : config.bind}:${config.port}`);
+  if (!raw)
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      'the configured port is 0 (picked at start): give --url http://HOST:PORT of the running feedlock',
+    );
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
     throw new FeedlockError('FL_BAD_CONFIG', `bad --url ${JSON.stringify(raw)} (expected http://HOST:PORT)`);
   }
-  if (url.protocol !== 'http:' || url.search || url.hash || url.username) throw new FeedlockError('FL_BAD_CONFIG', `bad --url ${JSON.stringify(raw)} (expected http://HOST:PORT[/path], as clients reach feedlock)`);
+  if (url.protocol !== 'http:' || url.search || url.hash || url.username)
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad --url ${JSON.stringify(raw)} (expected http://HOST:PORT[/path], as clients reach feedlock)`,
+    );
   return url;
 }
 

@@ -29,13 +29,26 @@ export interface Ctx {
   close(): Promise<void>;
 }
 
-export async function openContext(opts: Record<string, unknown>, extraAllowed: string[] = []): Promise<Ctx & { flights: SingleFlight; upstream: UpstreamClient }> {
+export async function openContext(
+  opts: Record<string, unknown>,
+  extraAllowed: string[] = [],
+): Promise<Ctx & { flights: SingleFlight; upstream: UpstreamClient }> {
   const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
   const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, { pretty: false });
   const store = await Store.open(config.store, config.indexDir);
-  const sources = { mirrors: config.mirrors, allowHosts: [...config.allowHosts, ...extraAllowed], aptSourceUris: [...(config.aptSources ? readAptSourceUris(config.aptSourcesDir) : []), ...(config.parent ? [config.parent] : [])] };
+  const sources = {
+    mirrors: config.mirrors,
+    allowHosts: [...config.allowHosts, ...extraAllowed],
+    aptSourceUris: [...(config.aptSources ? readAptSourceUris(config.aptSourcesDir) : []), ...(config.parent ? [config.parent] : [])],
+  };
   const policy = new UpstreamPolicy(sources);
-  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy });
+  const upstream = new UpstreamClient({
+    policy,
+    timeouts: config.timeouts,
+    concurrency: config.concurrency,
+    retries: config.retries,
+    upstreamProxy: config.upstreamProxy,
+  });
   const flights = new SingleFlight(store, upstream);
   const records = new SnapshotRecords(snapshotDirOf(config, store.root));
   const parent = config.parent ? new Parent(config.parent) : undefined;
@@ -59,7 +72,10 @@ export async function openContext(opts: Record<string, unknown>, extraAllowed: s
 }
 
 /** Opens the store and records for one command and always closes them. */
-export async function withCtx(opts: Record<string, unknown>, fn: (ctx: Awaited<ReturnType<typeof openContext>>) => Promise<void>): Promise<void> {
+export async function withCtx(
+  opts: Record<string, unknown>,
+  fn: (ctx: Awaited<ReturnType<typeof openContext>>) => Promise<void>,
+): Promise<void> {
   const ctx = await openContext(opts);
   try {
     await fn(ctx);
@@ -67,4 +83,3 @@ export async function withCtx(opts: Record<string, unknown>, fn: (ctx: Awaited<R
     await ctx.close();
   }
 }
-

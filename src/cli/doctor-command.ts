@@ -5,7 +5,11 @@ import { flagsToConfig, serveOptions } from './options.js';
 import { print } from './output.js';
 
 export function registerDoctor(program: Command): void {
-  serveOptions(program.command('doctor').description('check the setup (store, index, upstreams, apt sources, clock) and say what to fix; exit 1 if something fails')).action(async (opts: Record<string, unknown>) => {
+  serveOptions(
+    program
+      .command('doctor')
+      .description('check the setup (store, index, upstreams, apt sources, clock) and say what to fix; exit 1 if something fails'),
+  ).action(async (opts: Record<string, unknown>) => {
     const config = loadConfig(flagsToConfig(opts), opts.config as string | undefined);
     const checks = await runDoctor(config);
     print(opts, checks, () => formatChecks(checks));

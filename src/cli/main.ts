@@ -56,5 +56,3 @@ export async function main(argv: string[]): Promise<number> {
     return e.exitCode;
   }
 }
-
-

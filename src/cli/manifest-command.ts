@@ -30,13 +30,15 @@ export function registerManifest(program: Command): void {
       .description('version manifest of a built root filesystem; also: manifest diff, manifest check')
       .option('--rootfs <dir>', 'root filesystem to read (dpkg or opkg status)')
       .option('--env <name>', 'environment whose snapshot the rootfs was built from')
-      .option('--snapshot <id>', 'snapshot id or tag instead of the environment\'s current one')
+      .option('--snapshot <id>', "snapshot id or tag instead of the environment's current one")
       .option('--format <format>', `${FORMATS.join('|')}`, 'json')
       .option('--out <file>', 'write here instead of stdout'),
   ).action(async (opts) => {
     if (!opts.rootfs) throw new FeedlockError('FL_BAD_CONFIG', 'manifest needs --rootfs DIR (or a subcommand: diff, check)');
-    if (!opts.env || !ENV_NAME.test(opts.env)) throw new FeedlockError('FL_BAD_CONFIG', `manifest needs --env NAME (got ${JSON.stringify(opts.env ?? null)})`);
-    if (!(FORMATS as readonly string[]).includes(opts.format)) throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected ${FORMATS.join(', ')})`);
+    if (!opts.env || !ENV_NAME.test(opts.env))
+      throw new FeedlockError('FL_BAD_CONFIG', `manifest needs --env NAME (got ${JSON.stringify(opts.env ?? null)})`);
+    if (!(FORMATS as readonly string[]).includes(opts.format))
+      throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected ${FORMATS.join(', ')})`);
     const { store, records } = await openStore(opts);
     try {
       const id = opts.snapshot ? await records.resolveId(opts.snapshot) : (await records.readEnv(opts.env)).snapshot;
@@ -52,7 +54,9 @@ export function registerManifest(program: Command): void {
     }
   });
 
-  storeOptions(manifest.command('diff').argument('<old>').argument('<new>').description('what changed between two images or builds')).action(async (a: string, b: string, opts) => {
+  storeOptions(
+    manifest.command('diff').argument('<old>').argument('<new>').description('what changed between two images or builds'),
+  ).action(async (a: string, b: string, opts) => {
     const diff = diffManifests(await readManifest(a), await readManifest(b));
     print(opts, diff, () =>
       diff.length === 0
@@ -69,7 +73,9 @@ export function registerManifest(program: Command): void {
     );
   });
 
-  storeOptions(manifest.command('check').argument('<file>').description('is every package of the manifest in the store and intact? (exit 1 if not)')).action(async (file: string, opts) => {
+  storeOptions(
+    manifest.command('check').argument('<file>').description('is every package of the manifest in the store and intact? (exit 1 if not)'),
+  ).action(async (file: string, opts) => {
     const m = await readManifest(file);
     const { store } = await openStore(opts);
     try {
@@ -96,7 +102,10 @@ export function registerExport(program: Command): void {
       .description('a static repository (original signed indices + the needed packages) that plain apt/opkg can use')
       .option('--snapshot <id>', 'snapshot id or tag')
       .option('--release <name...>', 'release(s) instead of --snapshot; several need --cumulative')
-      .option('--cumulative', 'one repository holding every version of the listed releases (with --sign-key); versions published earlier in --out stay')
+      .option(
+        '--cumulative',
+        'one repository holding every version of the listed releases (with --sign-key); versions published earlier in --out stay',
+      )
       .requiredOption('--out <dir>', 'directory to write')
       .option('--manifest <file...>', 'only the packages these manifests list')
       .option('--sign-key <file>', 'with --manifest: write fresh indices trimmed to those packages, signed with this OpenPGP secret key')
@@ -106,14 +115,23 @@ export function registerExport(program: Command): void {
     const key = opts.signKey ? await readSigningKey(opts.signKey, passphrase) : undefined;
     const { store, records } = await openStore(opts);
     try {
-      if (!opts.snapshot === !opts.release) throw new FeedlockError('FL_BAD_CONFIG', 'export repo needs --snapshot ID or --release NAME... (one of them)');
+      if (!opts.snapshot === !opts.release)
+        throw new FeedlockError('FL_BAD_CONFIG', 'export repo needs --snapshot ID or --release NAME... (one of them)');
       const releases = new Releases(records);
-      const ids = opts.snapshot ? [await records.resolveId(opts.snapshot)] : await Promise.all((opts.release as string[]).map(async (r) => (await releases.get(checkReleaseName(r))).snapshot));
+      const ids = opts.snapshot
+        ? [await records.resolveId(opts.snapshot)]
+        : await Promise.all((opts.release as string[]).map(async (r) => (await releases.get(checkReleaseName(r))).snapshot));
       const snapshots = await Promise.all(ids.map((id) => records.getSnapshot(id)));
       const snapshot = snapshots[0];
       const manifests = await Promise.all(((opts.manifest as string[] | undefined) ?? []).map((f) => readManifest(f)));
       const result = await exportRepo(store, snapshots, opts.out, manifests, key, { cumulative: Boolean(opts.cumulative) });
-      print(opts, { snapshot: snapshot.id, snapshots: ids, ...result }, () => [`exported snapshot ${snapshot.id} to ${result.dir}: ${result.files} files (${result.linked} hard links, ${result.copied} copies)`, 'sources:', ...result.sources.map((l) => `  ${l}`)].join('\n'));
+      print(opts, { snapshot: snapshot.id, snapshots: ids, ...result }, () =>
+        [
+          `exported snapshot ${snapshot.id} to ${result.dir}: ${result.files} files (${result.linked} hard links, ${result.copied} copies)`,
+          'sources:',
+          ...result.sources.map((l) => `  ${l}`),
+        ].join('\n'),
+      );
     } finally {
       await store.close();
     }

@@ -4,9 +4,7 @@ import { addConfigFlags } from '../config/flags.js';
 
 /** Options every command that touches the store accepts: the store-scope config keys' flags (config/flags.ts). */
 export function storeOptions(cmd: Command): Command {
-  return addConfigFlags(cmd, 'store')
-    .option('--config <file>', 'JSON or YAML config file')
-    .option('--json', 'machine-readable output');
+  return addConfigFlags(cmd, 'store').option('--config <file>', 'JSON or YAML config file').option('--json', 'machine-readable output');
 }
 
 /** serve's and doctor's options: every config key that has a flag. */

@@ -20,7 +20,10 @@ export function progress(what: string, total: number, options: { quiet?: boolean
   if (options.quiet) return { tick() {}, total() {}, done() {} };
   if (stream.isTTY) {
     const { SingleBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
-    const bar = new SingleBar({ format: `${what} [{bar}] {value}/{total} {label}`, stream, hideCursor: true, clearOnComplete: false, etaBuffer: 50 }, Presets.shades_classic);
+    const bar = new SingleBar(
+      { format: `${what} [{bar}] {value}/{total} {label}`, stream, hideCursor: true, clearOnComplete: false, etaBuffer: 50 },
+      Presets.shades_classic,
+    );
     bar.start(total, 0, { label: '' });
     return {
       tick: (label = '') => bar.increment(1, { label: label.slice(-40) }),

@@ -25,24 +25,33 @@ export function registerRelease(program: Command): void {
     release
       .command('create')
       .argument('<name>')
-      .option('--env <name>', 'cut it from this environment\'s current snapshot')
+      .option('--env <name>', "cut it from this environment's current snapshot")
       .option('--snapshot <id>', 'or from this snapshot id or tag')
       .option('--out <file>', 'also write a feedlock.lock for it')
       .description('name the current pins; a name is never reused'),
   ).action(async (name: string, opts) => {
     checkReleaseName(name);
-    if (!opts.env === !opts.snapshot) throw new FeedlockError('FL_BAD_CONFIG', 'release create needs exactly one of --env NAME or --snapshot ID');
+    if (!opts.env === !opts.snapshot)
+      throw new FeedlockError('FL_BAD_CONFIG', 'release create needs exactly one of --env NAME or --snapshot ID');
     if (opts.env && !ENV_NAME.test(opts.env)) throw new FeedlockError('FL_BAD_CONFIG', `bad --env ${JSON.stringify(opts.env)}`);
     await withCtx(opts, async (ctx) => {
       let ref = opts.snapshot as string | undefined;
       if (opts.env) {
         const state = await ctx.records.readEnv(opts.env);
-        if (!state.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${opts.env} has no snapshot yet; build once or run feedlock snapshot capture`);
+        if (!state.snapshot)
+          throw new FeedlockError(
+            'FL_NO_SUCH_SNAPSHOT',
+            `environment ${opts.env} has no snapshot yet; build once or run feedlock snapshot capture`,
+          );
         ref = state.snapshot;
       }
       const r = await new Releases(ctx.records).create(name, ref!, opts.env ?? null);
       if (opts.out) await writeFile(opts.out, releaseLockText(r));
-      print(opts, r, () => `release ${r.name}: snapshot ${r.snapshot} (${r.repos.length} repositories)${opts.out ? `; lock file ${opts.out}` : ''}`);
+      print(
+        opts,
+        r,
+        () => `release ${r.name}: snapshot ${r.snapshot} (${r.repos.length} repositories)${opts.out ? `; lock file ${opts.out}` : ''}`,
+      );
     });
   });
 
@@ -56,11 +65,19 @@ export function registerRelease(program: Command): void {
   storeOptions(release.command('show').argument('<name>')).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const r = await new Releases(ctx.records).get(checkReleaseName(name));
-      print(opts, r, () => [line(r), ...r.repos.map((p) => `  ${p.kind} ${p.url}  snapshot ${p.snapshot}, captured ${p.capturedAt}`)].join('\n'));
+      print(opts, r, () =>
+        [line(r), ...r.repos.map((p) => `  ${p.kind} ${p.url}  snapshot ${p.snapshot}, captured ${p.capturedAt}`)].join('\n'),
+      );
     });
   });
 
-  storeOptions(release.command('diff').argument('<a>').argument('<b>').description('packages added, removed, upgraded, downgraded from release A to B')).action(async (a: string, b: string, opts) => {
+  storeOptions(
+    release
+      .command('diff')
+      .argument('<a>')
+      .argument('<b>')
+      .description('packages added, removed, upgraded, downgraded from release A to B'),
+  ).action(async (a: string, b: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const releases = new Releases(ctx.records);
       const [ra, rb] = [await releases.get(checkReleaseName(a)), await releases.get(checkReleaseName(b))];
@@ -69,11 +86,21 @@ export function registerRelease(program: Command): void {
     });
   });
 
-  storeOptions(release.command('lock').argument('<name>').option('--out <file>', 'lock file to write', 'feedlock.lock').description('write the release as a feedlock.lock a layer can commit (FEEDLOCK_SNAPSHOT reads it)')).action(async (name: string, opts) => {
+  storeOptions(
+    release
+      .command('lock')
+      .argument('<name>')
+      .option('--out <file>', 'lock file to write', 'feedlock.lock')
+      .description('write the release as a feedlock.lock a layer can commit (FEEDLOCK_SNAPSHOT reads it)'),
+  ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const r = await new Releases(ctx.records).get(checkReleaseName(name));
       await writeFile(opts.out, releaseLockText(r));
-      print(opts, { release: r.name, snapshot: r.snapshot, file: opts.out }, () => `wrote release ${r.name} (${r.snapshot}) to ${opts.out}`);
+      print(
+        opts,
+        { release: r.name, snapshot: r.snapshot, file: opts.out },
+        () => `wrote release ${r.name} (${r.snapshot}) to ${opts.out}`,
+      );
     });
   });
 }
@@ -88,14 +115,27 @@ export function registerSearch(program: Command): void {
       .option('--repo <text>', 'only repositories (feeds) whose URL contains this')
       .option('--snapshot <id>', 'only this snapshot (id or tag)')
       .option('--release <name>', 'only this release')
-      .description('every version of a package in the known snapshots: hashes, size, source, and which environments, releases and tags include it'),
+      .description(
+        'every version of a package in the known snapshots: hashes, size, source, and which environments, releases and tags include it',
+      ),
   ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const snapshot = opts.release ? (await new Releases(ctx.records).get(checkReleaseName(opts.release))).snapshot : opts.snapshot;
-      const found = await searchPackages(ctx.store, ctx.records, { name, substring: Boolean(opts.substring), arch: opts.arch, repo: opts.repo, snapshot });
+      const found = await searchPackages(ctx.store, ctx.records, {
+        name,
+        substring: Boolean(opts.substring),
+        arch: opts.arch,
+        repo: opts.repo,
+        snapshot,
+      });
       print(opts, found, () =>
         found.length
-          ? found.map((v) => `${v.name} ${v.version} ${v.arch}  ${v.inStore ? 'stored' : 'not stored'}  sha256 ${v.sha256}  ${v.size} B  source ${v.source ?? v.name}${v.envs.length ? `  env ${v.envs.join(',')}` : ''}${v.releases.length ? `  release ${v.releases.join(',')}` : ''}\n  ${v.url}`).join('\n')
+          ? found
+              .map(
+                (v) =>
+                  `${v.name} ${v.version} ${v.arch}  ${v.inStore ? 'stored' : 'not stored'}  sha256 ${v.sha256}  ${v.size} B  source ${v.source ?? v.name}${v.envs.length ? `  env ${v.envs.join(',')}` : ''}${v.releases.length ? `  release ${v.releases.join(',')}` : ''}\n  ${v.url}`,
+              )
+              .join('\n')
           : `no package ${name} in ${snapshot ? `snapshot ${snapshot}` : 'any known snapshot'}`,
       );
     });
@@ -122,16 +162,23 @@ export function registerUpgradeTest(program: Command): void {
       .option('--opkg <path>', 'opkg client for opkg feeds', 'opkg')
       .description('install A in a scratch root with the real apt/dpkg, offline from the store, upgrade to B, report; exit 1 unless clean'),
   ).action(async (opts) => {
-    if (!['text', 'json'].includes(opts.format)) throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected text or json)`);
-    if (!opts.manifest === !opts.packages) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs --manifest FILE or --packages a,b,c (one of them)');
+    if (!['text', 'json'].includes(opts.format))
+      throw new FeedlockError('FL_BAD_CONFIG', `bad --format ${JSON.stringify(opts.format)} (expected text or json)`);
+    if (!opts.manifest === !opts.packages)
+      throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs --manifest FILE or --packages a,b,c (one of them)');
     const packages: string[] = opts.manifest
       ? (await readManifest(opts.manifest)).packages.filter((p) => p.origin === 'snapshot').map((p) => p.name)
-      : String(opts.packages).split(',').map((p) => p.trim()).filter(Boolean);
-    for (const p of packages) if (!/^[a-z0-9][a-z0-9.+-]*$/.test(p)) throw new FeedlockError('FL_BAD_CONFIG', `bad package name ${JSON.stringify(p)}`);
+      : String(opts.packages)
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean);
+    for (const p of packages)
+      if (!/^[a-z0-9][a-z0-9.+-]*$/.test(p)) throw new FeedlockError('FL_BAD_CONFIG', `bad package name ${JSON.stringify(p)}`);
     await withCtx(opts, async (ctx) => {
       const to = await resolveRef(ctx, opts.to);
       const reports: UpgradeReport[] = [];
-      for (const ref of opts.from as string[]) reports.push(await upgradeTest(ctx.store, await resolveRef(ctx, ref), to, packages, { opkg: opts.opkg }));
+      for (const ref of opts.from as string[])
+        reports.push(await upgradeTest(ctx.store, await resolveRef(ctx, ref), to, packages, { opkg: opts.opkg }));
       print({ json: opts.json || opts.format === 'json' }, reports, () => reports.map(formatUpgradeReport).join('\n\n'));
       if (reports.some((r) => !r.clean)) process.exitCode = 1;
     });

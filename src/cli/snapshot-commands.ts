@@ -26,7 +26,8 @@ import { progress } from './progress.js';
 import { listedVariant } from '../debian/index-names.js';
 
 function checkEnvName(name: string): string {
-  if (!ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
+  if (!ENV_NAME.test(name))
+    throw new FeedlockError('FL_BAD_CONFIG', `bad environment name ${JSON.stringify(name)} (letters, digits, ".", "_", "-", max 64)`);
   return name;
 }
 
@@ -38,7 +39,14 @@ function snapshotText(r: SnapshotRecord, tags: string[]): string {
   return [
     `snapshot ${r.id}${tags.length ? ` (${tags.join(', ')})` : ''}`,
     `created   ${r.createdAt}`,
-    ...r.repos.map((p) => `  ${p.kind.padEnd(4)} ${p.url}  captured ${p.capturedAt}${p.signedBy ? `, signed by ${p.signedBy}` : ''}\n${Object.entries(p.anchors).map(([n, a]) => `         ${n} ${a.sha256} ${a.size}`).join('\n')}`),
+    ...r.repos.map(
+      (p) =>
+        `  ${p.kind.padEnd(4)} ${p.url}  captured ${p.capturedAt}${p.signedBy ? `, signed by ${p.signedBy}` : ''}\n${Object.entries(
+          p.anchors,
+        )
+          .map(([n, a]) => `         ${n} ${a.sha256} ${a.size}`)
+          .join('\n')}`,
+    ),
   ].join('\n');
 }
 
@@ -46,39 +54,66 @@ export function registerSnapshotCommands(program: Command): void {
   const env = program.command('env').description('build environments: list, show, diff, reset, pin, delete');
   for (const add of [envList, envShow, envReset, envDiff, envPin, envCompose, envDelete]) add(env);
   const snapshot = program.command('snapshot').description('snapshots: list, show, diff, capture, tag, export');
-  for (const add of [snapshotList, snapshotShow, snapshotDiff, snapshotTag, snapshotLock, snapshotExport, snapshotImport, snapshotGc, snapshotCapture]) add(snapshot);
+  for (const add of [
+    snapshotList,
+    snapshotShow,
+    snapshotDiff,
+    snapshotTag,
+    snapshotLock,
+    snapshotExport,
+    snapshotImport,
+    snapshotGc,
+    snapshotCapture,
+  ])
+    add(snapshot);
 }
 
 function envList(env: Command): void {
   storeOptions(env.command('list').description('every environment and its snapshot')).action(async (opts) => {
     await withCtx(opts, async (ctx) => {
       const envs = await ctx.records.listEnvs();
-      print(opts, envs.map(envSummary), () => (envs.length ? envs.map((e) => `${e.name.padEnd(24)} ${e.snapshot ?? '(empty)'}${e.locked ? '  pinned' : ''}  ${e.updatedAt}`).join('\n') : 'no environments yet'));
+      print(opts, envs.map(envSummary), () =>
+        envs.length
+          ? envs.map((e) => `${e.name.padEnd(24)} ${e.snapshot ?? '(empty)'}${e.locked ? '  pinned' : ''}  ${e.updatedAt}`).join('\n')
+          : 'no environments yet',
+      );
     });
   });
 }
 
 function envShow(env: Command): void {
-  storeOptions(env.command('show').argument('<name>').description('an environment, its snapshot and history')).action(async (name: string, opts) => {
-    await withCtx(opts, async (ctx) => {
-      const state = await ctx.records.readEnv(checkEnvName(name));
-      if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
-      const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
-      const baseRepos = new Set(state.base ? (await ctx.records.getSnapshot(state.base.snapshot)).repos.map((r) => r.url) : []);
-      print(opts, { ...envJson(state), repos: snapshot?.repos ?? [] }, () =>
-        [
-          `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
-          ...(state.base ? [`composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`] : []),
-          ...(snapshot?.repos ?? []).map((r) => `  ${state.base ? (baseRepos.has(r.url) ? '= ' : state.base.keep?.includes(r.url) ? '* ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`),
-          'history (generations, newest last):',
-          ...state.history.slice(-10).flatMap((g) => [
-            `  ${g.at} ${g.snapshot ?? '(empty)'} ${g.reason}${g.resetRepos?.length ? ` (${g.resetRepos.join(', ')})` : ''}`,
-            ...(g.added ?? []).map((a) => `      ${a.at} added repository ${a.repo}`),
-          ]),
-        ].join('\n'),
-      );
-    });
-  });
+  storeOptions(env.command('show').argument('<name>').description('an environment, its snapshot and history')).action(
+    async (name: string, opts) => {
+      await withCtx(opts, async (ctx) => {
+        const state = await ctx.records.readEnv(checkEnvName(name));
+        if (state.seq === 0 || state.deleted)
+          throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`);
+        const snapshot = state.snapshot ? await ctx.records.getSnapshot(state.snapshot) : undefined;
+        const baseRepos = new Set(state.base ? (await ctx.records.getSnapshot(state.base.snapshot)).repos.map((r) => r.url) : []);
+        print(opts, { ...envJson(state), repos: snapshot?.repos ?? [] }, () =>
+          [
+            `environment ${state.name}: ${state.snapshot ?? '(empty: captures on next use)'}${state.locked ? ' (pinned)' : ''}`,
+            ...(state.base
+              ? [
+                  `composed: ${state.base.release ? `release ${state.base.release}` : 'snapshot'} ${state.base.snapshot} frozen underneath (=); added repositories follow upstream until reset (+) or stay pinned (*)`,
+                ]
+              : []),
+            ...(snapshot?.repos ?? []).map(
+              (r) =>
+                `  ${state.base ? (baseRepos.has(r.url) ? '= ' : state.base.keep?.includes(r.url) ? '* ' : '+ ') : ''}${r.kind} ${r.url} captured ${r.capturedAt}`,
+            ),
+            'history (generations, newest last):',
+            ...state.history
+              .slice(-10)
+              .flatMap((g) => [
+                `  ${g.at} ${g.snapshot ?? '(empty)'} ${g.reason}${g.resetRepos?.length ? ` (${g.resetRepos.join(', ')})` : ''}`,
+                ...(g.added ?? []).map((a) => `      ${a.at} added repository ${a.repo}`),
+              ]),
+          ].join('\n'),
+        );
+      });
+    },
+  );
 }
 
 function envReset(env: Command): void {
@@ -86,7 +121,11 @@ function envReset(env: Command): void {
     env
       .command('reset')
       .argument('<name>')
-      .option('--repo <repo>', 'only this repository (as env show lists it, or a unique suite suffix such as bookworm-security); repeatable', (v: string, p: string[] = []) => [...p, v])
+      .option(
+        '--repo <repo>',
+        'only this repository (as env show lists it, or a unique suite suffix such as bookworm-security); repeatable',
+        (v: string, p: string[] = []) => [...p, v],
+      )
       .description('start a new generation: captured afresh on next use (only --repo ones if given); the old snapshot is kept'),
   ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
@@ -119,7 +158,13 @@ function envDiff(env: Command): void {
 }
 
 function envPin(env: Command): void {
-  storeOptions(env.command('pin').argument('<name>').argument('<snapshot>', 'snapshot id or tag').description('serve exactly this snapshot; other repositories are refused')).action(async (name: string, ref: string, opts) => {
+  storeOptions(
+    env
+      .command('pin')
+      .argument('<name>')
+      .argument('<snapshot>', 'snapshot id or tag')
+      .description('serve exactly this snapshot; other repositories are refused'),
+  ).action(async (name: string, ref: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const state = await ctx.envs.pin(checkEnvName(name), ref);
       print(opts, envSummary(state), () => `environment ${name} pinned to ${state.snapshot}`);
@@ -134,32 +179,48 @@ function envCompose(env: Command): void {
       .argument('<name>')
       .option('--base <release>', 'release whose repositories stay frozen underneath')
       .option('--base-snapshot <id>', 'or a snapshot id or tag')
-      .option('--keep <repo-url...>', 'added repositories (e.g. http://host/team/dists/stable) that stay pinned once captured, through resets')
+      .option(
+        '--keep <repo-url...>',
+        'added repositories (e.g. http://host/team/dists/stable) that stay pinned once captured, through resets',
+      )
       .description('a release frozen underneath, other repositories (a team feed) followed on top until the next reset'),
   ).action(async (name: string, opts) => {
-    if (!opts.base === !opts.baseSnapshot) throw new FeedlockError('FL_BAD_CONFIG', 'env compose needs --base RELEASE or --base-snapshot ID (one of them)');
+    if (!opts.base === !opts.baseSnapshot)
+      throw new FeedlockError('FL_BAD_CONFIG', 'env compose needs --base RELEASE or --base-snapshot ID (one of them)');
     await withCtx(opts, async (ctx) => {
-      const id = opts.base ? (await new Releases(ctx.records).get(checkReleaseName(opts.base))).snapshot : await ctx.records.resolveId(opts.baseSnapshot);
+      const id = opts.base
+        ? (await new Releases(ctx.records).get(checkReleaseName(opts.base))).snapshot
+        : await ctx.records.resolveId(opts.baseSnapshot);
       const keep: string[] = (opts.keep ?? []).map((u: string) => {
         try {
           return String(new URL(u)).replace(/\/+$/, '');
         } catch {
-          throw new FeedlockError('FL_BAD_CONFIG', `bad --keep ${JSON.stringify(u)} (expected a repository URL, e.g. http://host/path/dists/stable)`);
+          throw new FeedlockError(
+            'FL_BAD_CONFIG',
+            `bad --keep ${JSON.stringify(u)} (expected a repository URL, e.g. http://host/path/dists/stable)`,
+          );
         }
       });
       const state = await ctx.envs.compose(checkEnvName(name), id, opts.base, keep);
-      print(opts, { ...envSummary(state), base: state.base }, () => `environment ${name}: ${opts.base ? `release ${opts.base}` : id} (${id}) frozen underneath; other repositories are captured on first use and follow upstream until feedlock env reset ${name}`);
+      print(
+        opts,
+        { ...envSummary(state), base: state.base },
+        () =>
+          `environment ${name}: ${opts.base ? `release ${opts.base}` : id} (${id}) frozen underneath; other repositories are captured on first use and follow upstream until feedlock env reset ${name}`,
+      );
     });
   });
 }
 
 function envDelete(env: Command): void {
-  storeOptions(env.command('delete').argument('<name>').description('forget an environment (its snapshots stay)')).action(async (name: string, opts) => {
-    await withCtx(opts, async (ctx) => {
-      await ctx.envs.delete(checkEnvName(name));
-      print(opts, { name, deleted: true }, () => `environment ${name} deleted`);
-    });
-  });
+  storeOptions(env.command('delete').argument('<name>').description('forget an environment (its snapshots stay)')).action(
+    async (name: string, opts) => {
+      await withCtx(opts, async (ctx) => {
+        await ctx.envs.delete(checkEnvName(name));
+        print(opts, { name, deleted: true }, () => `environment ${name} deleted`);
+      });
+    },
+  );
 }
 
 function snapshotList(snapshot: Command): void {
@@ -168,8 +229,23 @@ function snapshotList(snapshot: Command): void {
       const all = await ctx.records.listSnapshots();
       const tags = await ctx.records.tags();
       const envs = await ctx.records.listEnvs();
-      const rows = all.map((r) => ({ id: r.id, createdAt: r.createdAt, repos: r.repos.length, tags: Object.keys(tags).filter((t) => tags[t] === r.id), envs: envs.filter((e) => e.snapshot === r.id).map((e) => e.name) }));
-      print(opts, rows, () => (rows.length ? rows.map((r) => `${r.id}  ${r.createdAt}  ${r.repos} repos${r.envs.length ? `  env: ${r.envs.join(',')}` : ''}${r.tags.length ? `  tags: ${r.tags.join(',')}` : ''}`).join('\n') : 'no snapshots yet'));
+      const rows = all.map((r) => ({
+        id: r.id,
+        createdAt: r.createdAt,
+        repos: r.repos.length,
+        tags: Object.keys(tags).filter((t) => tags[t] === r.id),
+        envs: envs.filter((e) => e.snapshot === r.id).map((e) => e.name),
+      }));
+      print(opts, rows, () =>
+        rows.length
+          ? rows
+              .map(
+                (r) =>
+                  `${r.id}  ${r.createdAt}  ${r.repos} repos${r.envs.length ? `  env: ${r.envs.join(',')}` : ''}${r.tags.length ? `  tags: ${r.tags.join(',')}` : ''}`,
+              )
+              .join('\n')
+          : 'no snapshots yet',
+      );
     });
   });
 }
@@ -179,13 +255,24 @@ function snapshotShow(snapshot: Command): void {
     await withCtx(opts, async (ctx) => {
       const r = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
       const tags = await ctx.records.tags();
-      print(opts, r, () => snapshotText(r, Object.keys(tags).filter((t) => tags[t] === r.id)));
+      print(opts, r, () =>
+        snapshotText(
+          r,
+          Object.keys(tags).filter((t) => tags[t] === r.id),
+        ),
+      );
     });
   });
 }
 
 function snapshotDiff(snapshot: Command): void {
-  storeOptions(snapshot.command('diff').argument('<a>', 'old snapshot id, tag or env:NAME').argument('<b>', 'new snapshot id, tag or env:NAME').description('packages added, removed, upgraded, downgraded')).action(async (a: string, b: string, opts) => {
+  storeOptions(
+    snapshot
+      .command('diff')
+      .argument('<a>', 'old snapshot id, tag or env:NAME')
+      .argument('<b>', 'new snapshot id, tag or env:NAME')
+      .description('packages added, removed, upgraded, downgraded'),
+  ).action(async (a: string, b: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const resolve = async (ref: string) => {
         if (ref.startsWith('env:')) {
@@ -202,47 +289,92 @@ function snapshotDiff(snapshot: Command): void {
 }
 
 function snapshotTag(snapshot: Command): void {
-  storeOptions(snapshot.command('tag').argument('<id>').argument('<tag>').description('name a snapshot (tags keep it from gc)')).action(async (id: string, tag: string, opts) => {
-    if (!ENV_NAME.test(tag)) throw new FeedlockError('FL_BAD_CONFIG', `bad tag ${JSON.stringify(tag)} (letters, digits, ".", "_", "-")`);
-    await withCtx(opts, async (ctx) => {
-      await ctx.records.tag(await ctx.records.resolveId(id), tag);
-      print(opts, { id, tag }, () => `tagged ${id} as ${tag}`);
-    });
-  });
+  storeOptions(snapshot.command('tag').argument('<id>').argument('<tag>').description('name a snapshot (tags keep it from gc)')).action(
+    async (id: string, tag: string, opts) => {
+      if (!ENV_NAME.test(tag)) throw new FeedlockError('FL_BAD_CONFIG', `bad tag ${JSON.stringify(tag)} (letters, digits, ".", "_", "-")`);
+      await withCtx(opts, async (ctx) => {
+        await ctx.records.tag(await ctx.records.resolveId(id), tag);
+        print(opts, { id, tag }, () => `tagged ${id} as ${tag}`);
+      });
+    },
+  );
 }
 
 function snapshotLock(snapshot: Command): void {
-  storeOptions(snapshot.command('lock').argument('<env>').option('--out <file>', 'lock file to write', 'feedlock.lock').description('write the environment\'s snapshot id to a lock file a layer can commit')).action(async (name: string, opts) => {
+  storeOptions(
+    snapshot
+      .command('lock')
+      .argument('<env>')
+      .option('--out <file>', 'lock file to write', 'feedlock.lock')
+      .description("write the environment's snapshot id to a lock file a layer can commit"),
+  ).action(async (name: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const s = await ctx.records.readEnv(checkEnvName(name));
-      if (!s.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} has no snapshot yet; build once or run feedlock snapshot capture`);
-      await writeFile(opts.out, `# feedlock snapshot pin for environment ${name}; use with: feedlock env pin ${name} $(grep -v '^#' ${opts.out})\n${s.snapshot}\n`);
+      if (!s.snapshot)
+        throw new FeedlockError(
+          'FL_NO_SUCH_SNAPSHOT',
+          `environment ${name} has no snapshot yet; build once or run feedlock snapshot capture`,
+        );
+      await writeFile(
+        opts.out,
+        `# feedlock snapshot pin for environment ${name}; use with: feedlock env pin ${name} $(grep -v '^#' ${opts.out})\n${s.snapshot}\n`,
+      );
       print(opts, { env: name, snapshot: s.snapshot, file: opts.out }, () => `wrote ${s.snapshot} to ${opts.out}`);
     });
   });
 }
 
 function snapshotExport(snapshot: Command): void {
-  storeOptions(snapshot.command('export').argument('<id>', 'snapshot id or tag').argument('<file>', 'tar file to write').option('--packages', 'include every package file of the snapshot the store holds').description('write a snapshot (and its blobs) to one file')).action(async (ref: string, file: string, opts) => {
+  storeOptions(
+    snapshot
+      .command('export')
+      .argument('<id>', 'snapshot id or tag')
+      .argument('<file>', 'tar file to write')
+      .option('--packages', 'include every package file of the snapshot the store holds')
+      .description('write a snapshot (and its blobs) to one file'),
+  ).action(async (ref: string, file: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const record = await ctx.records.getSnapshot(await ctx.records.resolveId(ref));
       const bar = progress('export', 0, { quiet: Boolean(opts.json) });
-      const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages), onTotal: (n) => bar.total(n) }, (b) => bar.tick(b.url, b.size));
+      const index = await exportSnapshot(ctx.store, record, file, { packages: Boolean(opts.packages), onTotal: (n) => bar.total(n) }, (b) =>
+        bar.tick(b.url, b.size),
+      );
       bar.done();
       const bytes = index.blobs.reduce((n, b) => n + b.size, 0);
-      print(opts, { id: record.id, file, blobs: index.blobs.length, bytes }, () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`);
+      print(
+        opts,
+        { id: record.id, file, blobs: index.blobs.length, bytes },
+        () => `exported snapshot ${record.id} to ${file}: ${index.blobs.length} files, ${bytes} bytes`,
+      );
     });
   });
 }
 
 function snapshotImport(snapshot: Command): void {
-  storeOptions(snapshot.command('import').argument('<file>').option('--env <name>', 'pin this environment to the imported snapshot').description('read a snapshot export into the store')).action(async (file: string, opts) => {
+  storeOptions(
+    snapshot
+      .command('import')
+      .argument('<file>')
+      .option('--env <name>', 'pin this environment to the imported snapshot')
+      .description('read a snapshot export into the store'),
+  ).action(async (file: string, opts) => {
     await withCtx(opts, async (ctx) => {
       const bar = progress('import', 0, { quiet: Boolean(opts.json) });
-      const result = await importSnapshot(ctx.store, ctx.records, file, () => bar.tick(), (n) => bar.total(n));
+      const result = await importSnapshot(
+        ctx.store,
+        ctx.records,
+        file,
+        () => bar.tick(),
+        (n) => bar.total(n),
+      );
       bar.done();
       if (opts.env) await ctx.envs.pin(checkEnvName(opts.env), result.snapshot.id);
-      print(opts, { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null }, () => `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`);
+      print(
+        opts,
+        { id: result.snapshot.id, blobs: result.blobs, added: result.added, env: opts.env ?? null },
+        () =>
+          `imported snapshot ${result.snapshot.id}: ${result.blobs} files (${result.added} new)${opts.env ? `; environment ${opts.env} pinned to it` : ''}`,
+      );
     });
   });
 }
@@ -257,12 +389,18 @@ function snapshotGc(snapshot: Command): void {
       .description('remove blobs no kept snapshot, release or given manifest references'),
   ).action(async (opts) => {
     const grace = Number(opts.grace);
-    if (!Number.isFinite(grace) || grace < 0) throw new FeedlockError('FL_BAD_CONFIG', `bad --grace ${JSON.stringify(opts.grace)} (expected minutes >= 0)`);
+    if (!Number.isFinite(grace) || grace < 0)
+      throw new FeedlockError('FL_BAD_CONFIG', `bad --grace ${JSON.stringify(opts.grace)} (expected minutes >= 0)`);
     const manifests = await Promise.all(((opts.keepManifest as string[] | undefined) ?? []).map((f) => readManifest(f)));
     const extraRoots = manifests.flatMap((m) => m.packages.map((p) => p.sha256).filter((x): x is string => Boolean(x)));
     await withCtx(opts, async (ctx) => {
       const report = await collectGarbage(ctx.store, ctx.records, { dryRun: Boolean(opts.dryRun), graceMs: grace * 60_000, extraRoots });
-      print(opts, report, () => `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`);
+      print(
+        opts,
+        report,
+        () =>
+          `${report.dryRun ? 'would remove' : 'removed'} ${report.removed.length} blobs (${report.removedBytes} bytes); kept ${report.reachable} blobs of ${report.keptSnapshots.length} snapshots; ${report.spared} spared as younger than ${grace} min`,
+      );
     });
   });
 }
@@ -298,7 +436,9 @@ function snapshotCapture(snapshot: Command): void {
         if (repo.kind === 'apt') fetched.push(...(await captureIndices(ctx, packages, repo, opts)));
       }
       const snapshot = state?.snapshot;
-      print(opts, { env: opts.env, snapshot, indices: fetched }, () => [`environment ${opts.env}: snapshot ${snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'));
+      print(opts, { env: opts.env, snapshot, indices: fetched }, () =>
+        [`environment ${opts.env}: snapshot ${snapshot}`, ...fetched.map((f) => `  captured ${f}`)].join('\n'),
+      );
     } finally {
       await ctx.close();
     }
@@ -322,7 +462,12 @@ interface CaptureOptions {
 }
 
 /** The Packages (and Sources) indices of a pinned apt repository, fetched by the pinned Release's digests and parsed; their URLs. */
-async function captureIndices(ctx: Ctx & { flights: SingleFlight }, packages: PackageIndex, repo: PinnedRepo, opts: CaptureOptions): Promise<string[]> {
+async function captureIndices(
+  ctx: Ctx & { flights: SingleFlight },
+  packages: PackageIndex,
+  repo: PinnedRepo,
+  opts: CaptureOptions,
+): Promise<string[]> {
   const release = parseRelease(await readFile(ctx.store.blobPath((repo.anchors.InRelease ?? repo.anchors.Release).sha256), 'utf8'));
   const fetched: string[] = [];
   for (const w of wantedIndices(release.components, opts)) {
@@ -330,7 +475,11 @@ async function captureIndices(ctx: Ctx & { flights: SingleFlight }, packages: Pa
     if (!variant) continue;
     const e = release.files.get(variant)!;
     if (!(await ctx.store.hasBlob(e.sha256))) {
-      const { download } = await fetchVerified(ctx.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), { sha256: e.sha256, size: e.size, source: `the Release of ${repo.url}` });
+      const { download } = await fetchVerified(ctx.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), {
+        sha256: e.sha256,
+        size: e.size,
+        source: `the Release of ${repo.url}`,
+      });
       await download.finished.promise;
     }
     await packages.ensureParsed(e.sha256, variant);

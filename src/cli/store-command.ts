@@ -32,7 +32,9 @@ export function registerStore(program: Command): void {
           `temp files:  ${stats.tempFiles}`,
           `quarantined: ${stats.quarantined}`,
           stats.freeBytes !== undefined ? `free space:  ${formatBytes(stats.freeBytes)}` : '',
-        ].filter(Boolean).join('\n'),
+        ]
+          .filter(Boolean)
+          .join('\n'),
       );
     } finally {
       await s.close();
@@ -68,7 +70,10 @@ export function registerStore(program: Command): void {
     try {
       const result = await s.index.reindex();
       print(opts, { indexDir: config.indexDir, ...result }, () =>
-        [`rebuilt ${config.indexDir}: ${result.records} URL records`, ...result.unreadable.map((p) => `skipped unreadable record ${p}`)].join('\n'),
+        [
+          `rebuilt ${config.indexDir}: ${result.records} URL records`,
+          ...result.unreadable.map((p) => `skipped unreadable record ${p}`),
+        ].join('\n'),
       );
     } finally {
       await s.close();

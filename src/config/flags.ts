@@ -15,7 +15,9 @@ interface Flagged {
   defaultDoc?: string;
 }
 
-const FLAGGED: Flagged[] = Object.entries(CONFIG_FIELDS).flatMap(([key, f]) => (f.flag ? [{ ...f, key: key as ConfigKey, flag: f.flag }] : []));
+const FLAGGED: Flagged[] = Object.entries(CONFIG_FIELDS).flatMap(([key, f]) =>
+  f.flag ? [{ ...f, key: key as ConfigKey, flag: f.flag }] : [],
+);
 
 /** "3142", "127.0.0.1", "$DL_DIR/feedlock, else ./downloads"; undefined when there is nothing to say. */
 function defaultText(f: Flagged): string | undefined {

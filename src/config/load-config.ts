@@ -25,7 +25,10 @@ export function readConfigFile(file: string): Record<string, unknown> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== 'object' || Array.isArray(data)) {
-    throw new FeedlockError('FL_BAD_CONFIG', `bad config: ${file} must hold a map of keys, not ${Array.isArray(data) ? 'a list' : typeof data}`);
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad config: ${file} must hold a map of keys, not ${Array.isArray(data) ? 'a list' : typeof data}`,
+    );
   }
   return data as Record<string, unknown>;
 }

@@ -32,7 +32,11 @@ export const DEFAULT_RULES: readonly ClassifyRule[] = [
   rule('index', String.raw`(^|/)(Packages|Sources)(${Z}|\.sig|\.stamps)$`, 'package index'),
   rule('index', String.raw`(^|/)Translation-[A-Za-z_@.]+${Z}$`, 'translation index'),
   rule('index', String.raw`(^|/)Contents-[A-Za-z0-9-]+${Z}$`, 'contents index'),
-  rule('index', String.raw`(^|/)(Components-[A-Za-z0-9-]+\.yml|icons-[0-9x@]+\.tar|Commands-[A-Za-z0-9-]+|Index)${Z}$`, 'other dists/ metadata'),
+  rule(
+    'index',
+    String.raw`(^|/)(Components-[A-Za-z0-9-]+\.yml|icons-[0-9x@]+\.tar|Commands-[A-Za-z0-9-]+|Index)${Z}$`,
+    'other dists/ metadata',
+  ),
   { kind: 'package', pattern: /\.(deb|udeb|ddeb|ipk|dsc)$/, why: 'package file' },
   rule('package', String.raw`\.(orig|debian)(-[A-Za-z0-9.-]+)?\.tar${Z}(\.asc)?$`, 'source tarball'),
   rule('package', String.raw`\.(diff\.gz|tar\.(${COMPRESSION}))$`, 'source archive'),

@@ -27,9 +27,14 @@ export function openDecompressed(file: string, name: string): Readable {
   const child = spawn(cmd, [...args, file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
-  child.on('error', (e) => child.stdout.destroy(new FeedlockError('FL_INTERNAL', `cannot run ${cmd} to read ${name}: ${e.message} (install ${cmd === 'xz' ? 'xz-utils' : cmd})`)));
+  child.on('error', (e) =>
+    child.stdout.destroy(
+      new FeedlockError('FL_INTERNAL', `cannot run ${cmd} to read ${name}: ${e.message} (install ${cmd === 'xz' ? 'xz-utils' : cmd})`),
+    ),
+  );
   child.on('close', (code) => {
-    if (code !== 0) child.stdout.destroy(new FeedlockError('FL_STORE_CORRUPT', `${cmd} failed on ${name}: ${err.trim() || `exit ${code}`}`));
+    if (code !== 0)
+      child.stdout.destroy(new FeedlockError('FL_STORE_CORRUPT', `${cmd} failed on ${name}: ${err.trim() || `exit ${code}`}`));
   });
   return child.stdout;
 }

@@ -62,12 +62,23 @@ async function checkStore(config: Config): Promise<Check> {
     await rename(probe, `${probe}.renamed`);
     await rm(`${probe}.renamed`);
   } catch (err) {
-    return { name: 'store', verdict: 'fail', detail: `${config.store} is not writable: ${(err as Error).message}`, fix: 'create it and give the user running feedlock write access, or pass --store DIR' };
+    return {
+      name: 'store',
+      verdict: 'fail',
+      detail: `${config.store} is not writable: ${(err as Error).message}`,
+      fix: 'create it and give the user running feedlock write access, or pass --store DIR',
+    };
   }
   const fs = await filesystemOf(config.store);
   const net = NETWORK_FS.has(fs.type);
   const detail = `${config.store} writable, on ${fs.type}, ${formatBytes(fs.freeBytes)} free${net ? ' (shared: feedlock only uses atomic renames there)' : ''}`;
-  if (fs.freeBytes < MIN_FREE) return { name: 'store', verdict: 'warn', detail, fix: `free space below ${formatBytes(MIN_FREE)}: run feedlock snapshot gc, or move the store` };
+  if (fs.freeBytes < MIN_FREE)
+    return {
+      name: 'store',
+      verdict: 'warn',
+      detail,
+      fix: `free space below ${formatBytes(MIN_FREE)}: run feedlock snapshot gc, or move the store`,
+    };
   return { name: 'store', verdict: 'ok', detail };
 }
 
@@ -79,10 +90,21 @@ async function checkIndex(config: Config): Promise<Check> {
     const store = await Store.open(config.store, dir);
     const count = store.index.count();
     await store.close();
-    if (NETWORK_FS.has(fs.type)) return { name: 'index', verdict: 'fail', detail: `${dir} is on ${fs.type}`, fix: 'LMDB must be on local disk: pass --index-dir on a local filesystem (it is rebuilt from the store)' };
+    if (NETWORK_FS.has(fs.type))
+      return {
+        name: 'index',
+        verdict: 'fail',
+        detail: `${dir} is on ${fs.type}`,
+        fix: 'LMDB must be on local disk: pass --index-dir on a local filesystem (it is rebuilt from the store)',
+      };
     return { name: 'index', verdict: 'ok', detail: `${dir} opens (${count} URL records, ${fs.type})` };
   } catch (err) {
-    return { name: 'index', verdict: 'fail', detail: `${dir}: ${(err as Error).message}`, fix: `rebuild it: feedlock store reindex --store ${config.store} --index-dir ${dir}` };
+    return {
+      name: 'index',
+      verdict: 'fail',
+      detail: `${dir}: ${(err as Error).message}`,
+      fix: `rebuild it: feedlock store reindex --store ${config.store} --index-dir ${dir}`,
+    };
   }
 }
 
@@ -94,15 +116,34 @@ async function checkSnapshots(config: Config): Promise<Check> {
     const snaps = await records.listSnapshots();
     return { name: 'snapshots', verdict: 'ok', detail: `${envs.length} environments, ${snaps.length} snapshots in ${dir}` };
   } catch (err) {
-    return { name: 'snapshots', verdict: 'fail', detail: `${dir}: ${(err as Error).message}`, fix: 'check the permissions of the snapshot dir (--snapshot-dir)' };
+    return {
+      name: 'snapshots',
+      verdict: 'fail',
+      detail: `${dir}: ${(err as Error).message}`,
+      fix: 'check the permissions of the snapshot dir (--snapshot-dir)',
+    };
   }
 }
 
 /** One request per upstream: reachable, and does its clock agree with ours? */
 async function checkUpstreams(config: Config, urls: { label: string; url: string }[]): Promise<Check[]> {
-  if (urls.length === 0) return [{ name: 'upstreams', verdict: 'warn', detail: 'no mirror, allowed host or apt source configured', fix: 'add --mirror NAME=URL or --allow-host HOST, or run on a host with apt sources' }];
+  if (urls.length === 0)
+    return [
+      {
+        name: 'upstreams',
+        verdict: 'warn',
+        detail: 'no mirror, allowed host or apt source configured',
+        fix: 'add --mirror NAME=URL or --allow-host HOST, or run on a host with apt sources',
+      },
+    ];
   const policy = new UpstreamPolicy({ mirrors: config.mirrors, allowHosts: config.allowHosts, aptSourceUris: urls.map((u) => u.url) });
-  const client = new UpstreamClient({ policy, timeouts: { connectMs: 5000, headersMs: 5000, bodyMs: 5000 }, concurrency: 4, retries: 0, upstreamProxy: config.upstreamProxy });
+  const client = new UpstreamClient({
+    policy,
+    timeouts: { connectMs: 5000, headersMs: 5000, bodyMs: 5000 },
+    concurrency: 4,
+    retries: 0,
+    upstreamProxy: config.upstreamProxy,
+  });
   try {
     return await Promise.all(
       urls.map(async ({ label, url }): Promise<Check> => {
@@ -111,16 +152,27 @@ async function checkUpstreams(config: Config, urls: { label: string; url: string
           const target = new URL(url.replace(/\/*$/, '/'));
           return await client.fetch(target, { method: 'HEAD' }, async (res) => {
             void discard(res.body);
-            if (res.status >= 500) return { name, verdict: 'fail', detail: `${url} answers ${res.status}`, fix: 'the mirror is failing; try another or wait' };
+            if (res.status >= 500)
+              return { name, verdict: 'fail', detail: `${url} answers ${res.status}`, fix: 'the mirror is failing; try another or wait' };
             const date = res.headers.date ? Date.parse(res.headers.date) : NaN;
             const skew = Number.isNaN(date) ? undefined : Math.round((Date.now() - date) / 1000);
             if (skew !== undefined && Math.abs(skew) > MAX_SKEW_S) {
-              return { name, verdict: 'warn', detail: `${url} reachable (${res.status}); its clock differs from ours by ${skew} s`, fix: 'fix this host\'s clock (NTP): apt rejects Release files "not valid yet" or expired' };
+              return {
+                name,
+                verdict: 'warn',
+                detail: `${url} reachable (${res.status}); its clock differs from ours by ${skew} s`,
+                fix: 'fix this host\'s clock (NTP): apt rejects Release files "not valid yet" or expired',
+              };
             }
             return { name, verdict: 'ok', detail: `${url} reachable (${res.status})${skew === undefined ? '' : `, clock skew ${skew} s`}` };
           });
         } catch (err) {
-          return { name, verdict: 'fail', detail: `${url} unreachable: ${(err as Error).message}`, fix: 'check the URL, DNS, firewall or upstreamProxy; builds that need it will fail unless --offline' };
+          return {
+            name,
+            verdict: 'fail',
+            detail: `${url} unreachable: ${(err as Error).message}`,
+            fix: 'check the URL, DNS, firewall or upstreamProxy; builds that need it will fail unless --offline',
+          };
         }
       }),
     );
@@ -144,7 +196,12 @@ export async function runDoctor(config: Config): Promise<Check[]> {
   const upstreams = [
     ...Object.entries(config.mirrors).map(([name, url]) => ({ label: name, url })),
     ...config.allowHosts.map((h) => ({ label: h, url: h.startsWith('http') ? h : `http://${h}` })),
-    ...(config.aptSources ? [...new Set(readAptSourceUris(config.aptSourcesDir).filter((u) => /^https?:/.test(u)))].map((u) => ({ label: "(apt source)", url: u })) : []),
+    ...(config.aptSources
+      ? [...new Set(readAptSourceUris(config.aptSourcesDir).filter((u) => /^https?:/.test(u)))].map((u) => ({
+          label: '(apt source)',
+          url: u,
+        }))
+      : []),
   ];
   const checks = [await checkStore(config), await checkIndex(config), await checkSnapshots(config), checkAptSources(config)];
   if (config.offline) checks.push({ name: 'upstreams', verdict: 'ok', detail: 'offline: not contacted' });

@@ -54,7 +54,11 @@ function summarise(files: ServedFile[]): BuildRecord['summary'] {
 }
 
 export function checkBuildName(name: unknown): string {
-  if (typeof name !== 'string' || !ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_REQUEST', `bad build record name ${JSON.stringify(name)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`);
+  if (typeof name !== 'string' || !ENV_NAME.test(name))
+    throw new FeedlockError(
+      'FL_BAD_REQUEST',
+      `bad build record name ${JSON.stringify(name)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`,
+    );
   return name;
 }
 
@@ -70,10 +74,20 @@ export class BuildRecorder {
   /** Opening a name that is already open is an error: two builds must not share one record. */
   start(name: string, env: string | null): BuildRecord {
     checkBuildName(name);
-    if (env !== null && !ENV_NAME.test(env)) throw new FeedlockError('FL_BAD_REQUEST', `bad environment name ${JSON.stringify(env).slice(0, 80)}`);
-    if (this.open.has(name)) throw new FeedlockError('FL_CONFLICT', `build record ${name} is already open; close it first (feedlock build close ${name})`);
+    if (env !== null && !ENV_NAME.test(env))
+      throw new FeedlockError('FL_BAD_REQUEST', `bad environment name ${JSON.stringify(env).slice(0, 80)}`);
+    if (this.open.has(name))
+      throw new FeedlockError('FL_CONFLICT', `build record ${name} is already open; close it first (feedlock build close ${name})`);
     if (this.open.size >= MAX_OPEN) throw new FeedlockError('FL_CONFLICT', `${MAX_OPEN} build records are open; close some first`);
-    const record: BuildRecord = { schema: BUILD_RECORD_SCHEMA, name, env, openedAt: new Date().toISOString(), closedAt: null, files: [], summary: summarise([]) };
+    const record: BuildRecord = {
+      schema: BUILD_RECORD_SCHEMA,
+      name,
+      env,
+      openedAt: new Date().toISOString(),
+      closedAt: null,
+      files: [],
+      summary: summarise([]),
+    };
     this.open.set(name, record);
     return record;
   }
@@ -101,7 +115,11 @@ export class BuildRecorder {
     this.open.delete(name);
     const closed: BuildRecord = { ...r, closedAt: new Date().toISOString() };
     await mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(this.dir, join(this.dir, `${name}.${closed.closedAt!.replace(/[:.]/g, '-')}.json`), JSON.stringify(closed, null, 1) + '\n');
+    await writeFileAtomic(
+      this.dir,
+      join(this.dir, `${name}.${closed.closedAt!.replace(/[:.]/g, '-')}.json`),
+      JSON.stringify(closed, null, 1) + '\n',
+    );
     return closed;
   }
 

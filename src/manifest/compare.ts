@@ -15,7 +15,11 @@ export async function readManifest(file: string): Promise<Manifest> {
   } catch (err) {
     throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable JSON manifest: ${(err as Error).message}`);
   }
-  if (m?.schema !== MANIFEST_SCHEMA || !Array.isArray(m.packages)) throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a feedlock manifest (schema ${JSON.stringify(m?.schema)}, expected ${MANIFEST_SCHEMA})`);
+  if (m?.schema !== MANIFEST_SCHEMA || !Array.isArray(m.packages))
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `${file} is not a feedlock manifest (schema ${JSON.stringify(m?.schema)}, expected ${MANIFEST_SCHEMA})`,
+    );
   return m;
 }
 

@@ -20,14 +20,21 @@ export function toText(m: Manifest): string {
 
 /** Paths are relative to the archive root, as in an exported repository (feedlock export repo). */
 export function toSha256sum(m: Manifest): string {
-  return m.packages.filter((p) => p.sha256 && p.filename).map((p) => `${p.sha256}  ${p.filename}`).join('\n') + '\n';
+  return (
+    m.packages
+      .filter((p) => p.sha256 && p.filename)
+      .map((p) => `${p.sha256}  ${p.filename}`)
+      .join('\n') + '\n'
+  );
 }
 
 const spdxId = (p: ManifestPackage) => `SPDXRef-Package-${`${p.name}-${p.version}-${p.arch}`.replace(/[^A-Za-z0-9.-]/g, '-')}`;
 
 export function toSpdx(m: Manifest): object {
   const name = `feedlock-${m.env}`;
-  const ns = createHash('sha256').update(JSON.stringify([m.env, m.snapshot, m.packages.map((p) => [p.name, p.version, p.arch, p.sha256])])).digest('hex');
+  const ns = createHash('sha256')
+    .update(JSON.stringify([m.env, m.snapshot, m.packages.map((p) => [p.name, p.version, p.arch, p.sha256])]))
+    .digest('hex');
   return {
     spdxVersion: 'SPDX-2.3',
     dataLicense: 'CC0-1.0',
@@ -48,7 +55,11 @@ export function toSpdx(m: Manifest): object {
       ...(p.sha256 ? { checksums: [{ algorithm: 'SHA256', checksumValue: p.sha256 }] } : {}),
       externalRefs: [{ referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: purlOf(p, m) }],
     })),
-    relationships: m.packages.map((p) => ({ spdxElementId: 'SPDXRef-DOCUMENT', relationshipType: 'DESCRIBES', relatedSpdxElement: spdxId(p) })),
+    relationships: m.packages.map((p) => ({
+      spdxElementId: 'SPDXRef-DOCUMENT',
+      relationshipType: 'DESCRIBES',
+      relatedSpdxElement: spdxId(p),
+    })),
   };
 }
 
@@ -60,7 +71,12 @@ export function toCycloneDx(m: Manifest): object {
     metadata: {
       timestamp: m.createdAt,
       tools: { components: [{ type: 'application', name: 'feedlock' }] },
-      component: { type: 'operating-system', name: `feedlock-${m.env}`, 'bom-ref': 'image', ...(m.snapshot ? { version: m.snapshot } : {}) },
+      component: {
+        type: 'operating-system',
+        name: `feedlock-${m.env}`,
+        'bom-ref': 'image',
+        ...(m.snapshot ? { version: m.snapshot } : {}),
+      },
       properties: [
         { name: 'feedlock:env', value: m.env },
         { name: 'feedlock:snapshot', value: m.snapshot ?? '' },

@@ -31,9 +31,12 @@ export function parseSourceField(field: string | undefined, name: string, versio
   return m ? [m[1], m[2] ?? version] : [name, version];
 }
 
-export async function readInstalledPackages(rootfs: string): Promise<{ manager: PackageManager; statusFile: string; packages: InstalledPackage[] }> {
+export async function readInstalledPackages(
+  rootfs: string,
+): Promise<{ manager: PackageManager; statusFile: string; packages: InstalledPackage[] }> {
   const found = STATUS_FILES.find(([, rel]) => existsSync(join(rootfs, rel)));
-  if (!found) throw new FeedlockError('FL_BAD_CONFIG', `no package database in ${rootfs}: looked for ${STATUS_FILES.map(([, r]) => r).join(', ')}`);
+  if (!found)
+    throw new FeedlockError('FL_BAD_CONFIG', `no package database in ${rootfs}: looked for ${STATUS_FILES.map(([, r]) => r).join(', ')}`);
   const [manager, rel] = found;
   const packages: InstalledPackage[] = [];
   const fields = new Set(['Package', 'Version', 'Architecture', 'Source', 'Status']);

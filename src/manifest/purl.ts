@@ -5,6 +5,7 @@ export function purlOf(p: ManifestPackage, m: Manifest): string {
   const type = m.packageManager === 'dpkg' ? 'deb' : 'opkg';
   const namespace = m.packageManager === 'dpkg' ? 'debian' : 'openembedded';
   const qualifiers = [`arch=${encodeURIComponent(p.arch)}`];
-  if (p.source !== p.name || p.sourceVersion !== p.version) qualifiers.push(`upstream=${encodeURIComponent(`${p.source}@${p.sourceVersion}`)}`);
+  if (p.source !== p.name || p.sourceVersion !== p.version)
+    qualifiers.push(`upstream=${encodeURIComponent(`${p.source}@${p.sourceVersion}`)}`);
   return `pkg:${type}/${namespace}/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?${qualifiers.join('&')}`;
 }

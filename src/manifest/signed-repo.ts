@@ -31,12 +31,18 @@ export async function readSigningKey(file: string, passphrase?: string): Promise
   const openpgp = await pgp();
   let key: OpenPgp.PrivateKey;
   try {
-    key = text.includes('-----BEGIN PGP PRIVATE KEY BLOCK-----') ? await openpgp.readPrivateKey({ armoredKey: text }) : await openpgp.readPrivateKey({ binaryKey: await readFile(file) });
+    key = text.includes('-----BEGIN PGP PRIVATE KEY BLOCK-----')
+      ? await openpgp.readPrivateKey({ armoredKey: text })
+      : await openpgp.readPrivateKey({ binaryKey: await readFile(file) });
   } catch (err) {
-    throw new FeedlockError('FL_BAD_CONFIG', `bad --sign-key ${JSON.stringify(file)} (not an OpenPGP secret key: ${(err as Error).message})`);
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad --sign-key ${JSON.stringify(file)} (not an OpenPGP secret key: ${(err as Error).message})`,
+    );
   }
   if (key.isDecrypted()) return key;
-  if (passphrase === undefined) throw new FeedlockError('FL_BAD_CONFIG', `--sign-key ${file} is protected by a passphrase; pass --sign-passphrase-file FILE`);
+  if (passphrase === undefined)
+    throw new FeedlockError('FL_BAD_CONFIG', `--sign-key ${file} is protected by a passphrase; pass --sign-passphrase-file FILE`);
   try {
     return await openpgp.decryptKey({ privateKey: key, passphrase });
   } catch (err) {
@@ -111,7 +117,13 @@ const indexText = (stanzas: Stanza[]) => Buffer.from(stanzas.length ? stanzas.ma
  * Writes signed indices for the repositories of `snapshots` (one or, for a
  * cumulative feed, several snapshots of the same repositories) into outDir.
  */
-export async function writeSignedIndices(store: Store, snapshots: SnapshotRecord[], outDir: string, options: SignedIndexOptions, key: OpenPgp.PrivateKey): Promise<SignedRepoResult> {
+export async function writeSignedIndices(
+  store: Store,
+  snapshots: SnapshotRecord[],
+  outDir: string,
+  options: SignedIndexOptions,
+  key: OpenPgp.PrivateKey,
+): Promise<SignedRepoResult> {
   let indices = 0;
   const listed = new Set<string>();
   const byUrl = new Map<string, PinnedRepo[]>();
@@ -122,7 +134,12 @@ export async function writeSignedIndices(store: Store, snapshots: SnapshotRecord
       const lists = [await published(join(dir, 'Packages'), options.keepPublished)];
       for (const repo of repos) {
         const src = repo.anchors['Packages.gz'] ?? repo.anchors.Packages;
-        lists.push(await filtered(await stanzasOf(store.blobPath(src.sha256), repo.anchors['Packages.gz'] ? 'Packages.gz' : 'Packages'), options.wanted));
+        lists.push(
+          await filtered(
+            await stanzasOf(store.blobPath(src.sha256), repo.anchors['Packages.gz'] ? 'Packages.gz' : 'Packages'),
+            options.wanted,
+          ),
+        );
       }
       const stanzas = merge(lists);
       for (const s of stanzas) listed.add(s.sha256);
@@ -140,7 +157,15 @@ export async function writeSignedIndices(store: Store, snapshots: SnapshotRecord
   return { publicKey, indices, packages: listed.size };
 }
 
-async function writeAptRepo(store: Store, url: string, repos: PinnedRepo[], outDir: string, options: SignedIndexOptions, key: OpenPgp.PrivateKey, listed: Set<string>): Promise<number> {
+async function writeAptRepo(
+  store: Store,
+  url: string,
+  repos: PinnedRepo[],
+  outDir: string,
+  options: SignedIndexOptions,
+  key: OpenPgp.PrivateKey,
+  listed: Set<string>,
+): Promise<number> {
   const dists = localPath(outDir, url);
   const lists = new Map<string, Stanza[][]>();
   let release: ReturnType<typeof parseRelease> | undefined;
@@ -166,14 +191,15 @@ async function writeAptRepo(store: Store, url: string, repos: PinnedRepo[], outD
   for (const f of written) await write(join(dists, f.path), f.data);
   // Suite fields from the newest release listed; hashes of what we wrote.
   const keep = ['Origin', 'Label', 'Suite', 'Codename', 'Version', 'Architectures', 'Components', 'Description'];
-  const body = [
-    ...keep.filter((k) => release!.fields[k]).map((k) => `${k}: ${release!.fields[k]}`),
-    `Date: ${new Date().toUTCString()}`,
-    'MD5Sum:',
-    ...written.map((f) => ` ${md5(f.data)} ${String(f.data.length).padStart(16)} ${f.path}`),
-    'SHA256:',
-    ...written.map((f) => ` ${sha256(f.data)} ${String(f.data.length).padStart(16)} ${f.path}`),
-  ].join('\n') + '\n';
+  const body =
+    [
+      ...keep.filter((k) => release!.fields[k]).map((k) => `${k}: ${release!.fields[k]}`),
+      `Date: ${new Date().toUTCString()}`,
+      'MD5Sum:',
+      ...written.map((f) => ` ${md5(f.data)} ${String(f.data.length).padStart(16)} ${f.path}`),
+      'SHA256:',
+      ...written.map((f) => ` ${sha256(f.data)} ${String(f.data.length).padStart(16)} ${f.path}`),
+    ].join('\n') + '\n';
   await write(join(dists, 'Release'), body);
   await write(join(dists, 'Release.gpg'), await detachedSignature(Buffer.from(body), key, false));
   const openpgp = await pgp();
@@ -185,5 +211,7 @@ async function writeAptRepo(store: Store, url: string, repos: PinnedRepo[], outD
 async function detachedSignature(data: Buffer, key: OpenPgp.PrivateKey, armored: boolean): Promise<Uint8Array | string> {
   const openpgp = await pgp();
   const message = await openpgp.createMessage({ binary: data });
-  return armored ? openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored' }) : openpgp.sign({ message, signingKeys: key, detached: true, format: 'binary' });
+  return armored
+    ? openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored' })
+    : openpgp.sign({ message, signingKeys: key, detached: true, format: 'binary' });
 }

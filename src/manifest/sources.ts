@@ -76,7 +76,11 @@ async function sourcesOf(deps: SourcesDeps, repo: PinnedRepo, problems: string[]
         problems.push(`${repo.url}/${variant}: not in the store (offline)`);
         continue;
       }
-      const { download } = await fetchVerified(deps.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), { sha256: e.sha256, size: e.size, source: `the Release of ${repo.url}` });
+      const { download } = await fetchVerified(deps.flights, indexFileUrls(repo.url, variant, e.sha256, release.acquireByHash), {
+        sha256: e.sha256,
+        size: e.size,
+        source: `the Release of ${repo.url}`,
+      });
       await download.finished.promise;
     }
     for await (const entry of readIndexEntries(deps.store.blobPath(e.sha256), variant)) {
@@ -89,7 +93,12 @@ async function sourcesOf(deps: SourcesDeps, repo: PinnedRepo, problems: string[]
   return out;
 }
 
-export async function fetchSources(deps: SourcesDeps, manifest: Manifest, snapshot: SnapshotRecord | undefined, options: { onFile?: (f: SourceFile) => void; onTotal?: (n: number) => void } = {}): Promise<SourcesReport> {
+export async function fetchSources(
+  deps: SourcesDeps,
+  manifest: Manifest,
+  snapshot: SnapshotRecord | undefined,
+  options: { onFile?: (f: SourceFile) => void; onTotal?: (n: number) => void } = {},
+): Promise<SourcesReport> {
   const wanted = new Map<string, { source: string; version: string; binaries: string[]; repository?: string }>();
   const local: string[] = [];
   for (const p of manifest.packages) {
@@ -117,7 +126,12 @@ export async function fetchSources(deps: SourcesDeps, manifest: Manifest, snapsh
     const order = [...snapshot.repos].sort((a, b) => Number(b.url === w.repository) - Number(a.url === w.repository));
     const repo = order.find((r) => byRepo.get(r.url)?.has(`${w.source} ${w.version}`));
     if (!repo) {
-      report.missing.push({ source: w.source, version: w.version, binaries: w.binaries, reason: `in no pinned Sources index${problems.length ? ` (${problems.join('; ')})` : ''}` });
+      report.missing.push({
+        source: w.source,
+        version: w.version,
+        binaries: w.binaries,
+        reason: `in no pinned Sources index${problems.length ? ` (${problems.join('; ')})` : ''}`,
+      });
       continue;
     }
     const files: SourceFile[] = [];
@@ -135,7 +149,11 @@ export async function fetchSources(deps: SourcesDeps, manifest: Manifest, snapsh
           break;
         }
         try {
-          const { download } = await fetchVerified(deps.flights, [new URL(url)], { sha256: e.sha256, size: e.size, source: `the Sources index of ${repo.url}` });
+          const { download } = await fetchVerified(deps.flights, [new URL(url)], {
+            sha256: e.sha256,
+            size: e.size,
+            source: `the Sources index of ${repo.url}`,
+          });
           await download.finished.promise;
           status = 'fetched';
         } catch (err) {
@@ -158,7 +176,8 @@ export async function layOutSources(store: Store, report: SourcesReport, out: st
   let n = 0;
   for (const s of report.sources) {
     for (const f of s.files) {
-      if (f.filename.split('/').some((seg) => seg === '..' || seg === '')) throw new FeedlockError('FL_STORE_CORRUPT', `refusing source file name ${JSON.stringify(f.filename)}`);
+      if (f.filename.split('/').some((seg) => seg === '..' || seg === ''))
+        throw new FeedlockError('FL_STORE_CORRUPT', `refusing source file name ${JSON.stringify(f.filename)}`);
       const target = join(out, f.filename);
       await mkdir(dirname(target), { recursive: true });
       await link(store.blobPath(f.sha256), target).catch(async (err: NodeJS.ErrnoException) => {

@@ -33,7 +33,9 @@ const spdxDate = (iso: string) => new Date(iso).toISOString().replace(/\.\d+Z$/,
 const seg = (s: string) => encodeURIComponent(s);
 
 export function toSpdx3(m: Manifest): object {
-  const hash = createHash('sha256').update(JSON.stringify([m.env, m.snapshot, m.packages.map((p) => [p.name, p.version, p.arch, p.sha256])])).digest('hex');
+  const hash = createHash('sha256')
+    .update(JSON.stringify([m.env, m.snapshot, m.packages.map((p) => [p.name, p.version, p.arch, p.sha256])]))
+    .digest('hex');
   const ns = `https://feedlock.invalid/spdx/${hash}`;
   const name = `feedlock-${m.env}`;
   const id = (...parts: string[]) => `${ns}/${parts.map(seg).join('/')}`;
@@ -73,13 +75,34 @@ export function toSpdx3(m: Manifest): object {
     name,
     software_primaryPurpose: 'archive',
     ...(m.snapshot
-      ? { externalIdentifier: [{ type: 'ExternalIdentifier', externalIdentifierType: 'other', identifier: m.snapshot, issuingAuthority: 'feedlock snapshot id' }] }
+      ? {
+          externalIdentifier: [
+            {
+              type: 'ExternalIdentifier',
+              externalIdentifierType: 'other',
+              identifier: m.snapshot,
+              issuingAuthority: 'feedlock snapshot id',
+            },
+          ],
+        }
       : {}),
   };
 
-  const relationship = (kind: 'Relationship' | 'LifecycleScopedRelationship', from: string, relationshipType: string, to: string[], extra: Node = {}): Node => ({
+  const relationship = (
+    kind: 'Relationship' | 'LifecycleScopedRelationship',
+    from: string,
+    relationshipType: string,
+    to: string[],
+    extra: Node = {},
+  ): Node => ({
     type: kind,
-    spdxId: id('relationship', relationshipType, createHash('md5').update(JSON.stringify([from, relationshipType, to])).digest('hex')),
+    spdxId: id(
+      'relationship',
+      relationshipType,
+      createHash('md5')
+        .update(JSON.stringify([from, relationshipType, to]))
+        .digest('hex'),
+    ),
     ...common,
     from,
     relationshipType,

@@ -71,7 +71,11 @@ function aptIn(work: string, rootfs: string) {
 
 async function dpkg(rootfs: string, args: string[]): Promise<{ ok: boolean; out: string }> {
   try {
-    const r = await run('dpkg', ['--root', rootfs, '--force-script-chrootless', '--force-not-root', '--force-confdef', '--force-confold', ...args], { maxBuffer: 64 << 20 });
+    const r = await run(
+      'dpkg',
+      ['--root', rootfs, '--force-script-chrootless', '--force-not-root', '--force-confdef', '--force-confold', ...args],
+      { maxBuffer: 64 << 20 },
+    );
     return { ok: true, out: r.stdout + r.stderr };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
@@ -79,22 +83,41 @@ async function dpkg(rootfs: string, args: string[]): Promise<{ ok: boolean; out:
   }
 }
 
-const debsIn = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.deb')).map((f) => join(dir, f));
+const debsIn = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.deb'))
+    .map((f) => join(dir, f));
 
 export interface UpgradeTestOptions {
   /** The opkg client for opkg feeds (default: `opkg` on PATH). */
   opkg?: string;
 }
 
-export async function upgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[], options: UpgradeTestOptions = {}): Promise<UpgradeReport> {
-  if (packages.length === 0) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs the package set to install: --manifest FILE or --packages a,b,c');
+export async function upgradeTest(
+  store: Store,
+  from: { label: string; snapshot: SnapshotRecord },
+  to: { label: string; snapshot: SnapshotRecord },
+  packages: string[],
+  options: UpgradeTestOptions = {},
+): Promise<UpgradeReport> {
+  if (packages.length === 0)
+    throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs the package set to install: --manifest FILE or --packages a,b,c');
   const kinds = new Set([...from.snapshot.repos, ...to.snapshot.repos].map((r) => r.kind));
-  if (kinds.size !== 1) throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs both releases to be apt repositories or both opkg feeds');
+  if (kinds.size !== 1)
+    throw new FeedlockError('FL_BAD_CONFIG', 'upgrade-test needs both releases to be apt repositories or both opkg feeds');
   if (kinds.has('opkg')) return opkgUpgradeTest(store, from, to, packages, options.opkg ?? 'opkg');
   return aptUpgradeTest(store, from, to, packages);
 }
 
-function diffStates(from: string, to: string, before: string, after: string, offered: Set<string>, extra: Pick<UpgradeReport, 'removed' | 'heldBack' | 'failedScripts'>, ok: boolean): UpgradeReport {
+function diffStates(
+  from: string,
+  to: string,
+  before: string,
+  after: string,
+  offered: Set<string>,
+  extra: Pick<UpgradeReport, 'removed' | 'heldBack' | 'failedScripts'>,
+  ok: boolean,
+): UpgradeReport {
   const v0 = versions(before);
   const v1 = versions(after);
   const c0 = conffiles(before);
@@ -113,7 +136,13 @@ function diffStates(from: string, to: string, before: string, after: string, off
 }
 
 /** opkg: the same steps with the real opkg client in an offline root, feeds exported from the store. */
-async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[], opkg: string): Promise<UpgradeReport> {
+async function opkgUpgradeTest(
+  store: Store,
+  from: { label: string; snapshot: SnapshotRecord },
+  to: { label: string; snapshot: SnapshotRecord },
+  packages: string[],
+  opkg: string,
+): Promise<UpgradeReport> {
   const work = mkdtempSync(join(tmpdir(), 'feedlock-upgrade-'));
   try {
     const root = join(work, 'root');
@@ -123,12 +152,23 @@ async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: Sn
       const exported = await exportRepo(store, [snapshot], dir);
       // Feed names are the sub-feed directories (all, <arch>, <machine>): also opkg's architectures, in that order of priority.
       const feeds = exported.sources.map((l) => l.split(' ')).map(([, name, url]) => ({ name, url }));
-      writeFileSync(conf, [...feeds.map((f) => `src/gz ${f.name} ${f.url}`), 'dest root /', ...feeds.map((f, i) => `arch ${f.name} ${f.name === 'all' ? 1 : 10 * (i + 1)}`), `option lists_dir ${join(work, 'lists')}`].join('\n') + '\n');
+      writeFileSync(
+        conf,
+        [
+          ...feeds.map((f) => `src/gz ${f.name} ${f.url}`),
+          'dest root /',
+          ...feeds.map((f, i) => `arch ${f.name} ${f.name === 'all' ? 1 : 10 * (i + 1)}`),
+          `option lists_dir ${join(work, 'lists')}`,
+        ].join('\n') + '\n',
+      );
       return feeds;
     };
     const opkgRun = async (...args: string[]) => {
       try {
-        const r = await run(opkg, ['-o', root, '-f', conf, ...args], { env: { ...process.env, http_proxy: '', HTTP_PROXY: '' }, maxBuffer: 64 << 20 });
+        const r = await run(opkg, ['-o', root, '-f', conf, ...args], {
+          env: { ...process.env, http_proxy: '', HTTP_PROXY: '' },
+          maxBuffer: 64 << 20,
+        });
         return { ok: true, out: r.stdout + r.stderr };
       } catch (err) {
         const e = err as { stdout?: string; stderr?: string; code?: string };
@@ -139,7 +179,11 @@ async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: Sn
     await setFeeds(from.snapshot, join(work, 'feed-from'));
     await opkgRun('update');
     const first = await opkgRun('install', ...packages);
-    if (!first.ok) throw new FeedlockError('FL_INTERNAL', `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`);
+    if (!first.ok)
+      throw new FeedlockError(
+        'FL_INTERNAL',
+        `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`,
+      );
     const status = join(root, 'var/lib/opkg/status');
     const before = readFileSync(status, 'utf8');
     const feeds = await setFeeds(to.snapshot, join(work, 'feed-to'));
@@ -159,7 +203,12 @@ async function opkgUpgradeTest(store: Store, from: { label: string; snapshot: Sn
   }
 }
 
-async function aptUpgradeTest(store: Store, from: { label: string; snapshot: SnapshotRecord }, to: { label: string; snapshot: SnapshotRecord }, packages: string[]): Promise<UpgradeReport> {
+async function aptUpgradeTest(
+  store: Store,
+  from: { label: string; snapshot: SnapshotRecord },
+  to: { label: string; snapshot: SnapshotRecord },
+  packages: string[],
+): Promise<UpgradeReport> {
   const work = mkdtempSync(join(tmpdir(), 'feedlock-upgrade-'));
   try {
     const rootfs = join(work, 'rootfs');
@@ -176,7 +225,11 @@ async function aptUpgradeTest(store: Store, from: { label: string; snapshot: Sna
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', '--no-install-recommends', ...packages);
     const first = await dpkg(rootfs, ['-i', ...debsIn(apt.archives)]);
-    if (!first.ok) throw new FeedlockError('FL_INTERNAL', `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`);
+    if (!first.ok)
+      throw new FeedlockError(
+        'FL_INTERNAL',
+        `installing ${from.label} failed in the scratch root: ${first.out.trim().split('\n').slice(-3).join(' | ')}`,
+      );
     const before = readFileSync(join(rootfs, 'var/lib/dpkg/status'), 'utf8');
     for (const f of debsIn(apt.archives)) rmSync(f);
 
@@ -190,7 +243,11 @@ async function aptUpgradeTest(store: Store, from: { label: string; snapshot: Sna
     const purge = removals.length ? await dpkg(rootfs, ['--purge', ...removals.map((r) => r.name)]) : { ok: true, out: '' };
     const after = readFileSync(join(rootfs, 'var/lib/dpkg/status'), 'utf8');
 
-    const failedScripts = [...`${second.out}\n${purge.out}`.matchAll(/(?:subprocess installed \S+ script|installed \S+ package \S+ script) returned error exit status \d+|dpkg: error processing package (\S+)[^\n]*/g)].map((m) => m[0]);
+    const failedScripts = [
+      ...`${second.out}\n${purge.out}`.matchAll(
+        /(?:subprocess installed \S+ script|installed \S+ package \S+ script) returned error exit status \d+|dpkg: error processing package (\S+)[^\n]*/g,
+      ),
+    ].map((m) => m[0]);
     if (!second.ok && failedScripts.length === 0) failedScripts.push(second.out.trim().split('\n').slice(-2).join(' | '));
     // Installed packages that no source of the target offers any more (only the dpkg status knows them).
     const policy = (await apt.cache('policy', ...versions(after).keys())).stdout;

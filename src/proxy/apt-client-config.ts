@@ -52,7 +52,7 @@ export function aptSnapshotConfig(input: AptSnapshotConfigInput): string {
   const template = (prefix: string) => `${base}/_snapshot/@SNAPSHOTID@/${prefix ? `${prefix}/` : ''}@PATH@/`;
   const out: string[] = [
     '// apt configuration from `feedlock client-config --apt`: with it, `apt --snapshot ID update`',
-    '// (apt 2.7 or later) takes every source feedlock serves from feedlock\'s snapshot ID (a snapshot',
+    "// (apt 2.7 or later) takes every source feedlock serves from feedlock's snapshot ID (a snapshot",
     '// id, release, tag or environment name). Without --snapshot apt works as before.',
     `// Install as /etc/apt/apt.conf.d/80feedlock-snapshots.`,
     '',
@@ -76,13 +76,22 @@ export function aptSnapshotConfig(input: AptSnapshotConfigInput): string {
   const mapped = hosts.filter((h) => !skipped.includes(h));
   if (mapped.length) out.push('', '// Sources left as they are (forward proxy): the host tells feedlock which repository is meant.');
   for (const h of mapped) out.push(`Acquire::Snapshots::URI::Host::${h} ${quote(template(remapPrefix(byHost.get(h)!)))};`);
-  const unmapped = input.upstreams.filter((u) => mapped.includes(u.hostname.toLowerCase()) && byHost.get(u.hostname.toLowerCase())!.origin !== u.origin);
-  for (const origin of [...new Set(unmapped.map((u) => u.origin))].sort()) out.push(`// ${origin}: apt matches hosts without port or scheme, and ${byHost.get(new URL(origin).hostname.toLowerCase())!.origin} has the entry; use remap form for its sources.`);
+  const unmapped = input.upstreams.filter(
+    (u) => mapped.includes(u.hostname.toLowerCase()) && byHost.get(u.hostname.toLowerCase())!.origin !== u.origin,
+  );
+  for (const origin of [...new Set(unmapped.map((u) => u.origin))].sort())
+    out.push(
+      `// ${origin}: apt matches hosts without port or scheme, and ${byHost.get(new URL(origin).hostname.toLowerCase())!.origin} has the entry; use remap form for its sources.`,
+    );
   for (const h of skipped) {
-    out.push(h === own ? `// ${h}: feedlock's own host; its forward-proxy sources cannot be told apart from remap ones: use remap form for them.` : `// ${h}: not usable as an apt configuration key; use remap form for its sources.`);
+    out.push(
+      h === own
+        ? `// ${h}: feedlock's own host; its forward-proxy sources cannot be told apart from remap ones: use remap form for them.`
+        : `// ${h}: not usable as an apt configuration key; use remap form for its sources.`,
+    );
   }
 
-  out.push('', '// apt\'s built-in Release-based mappings win over Host:: entries: empty them so the entries above apply.');
+  out.push('', "// apt's built-in Release-based mappings win over Host:: entries: empty them so the entries above apply.");
   for (const k of BUILT_IN_RELEASE_KEYS) out.push(`Acquire::Snapshots::URI::${k} "";`);
 
   // A Release naming its own snapshot server (Snapshots:) wins over Host:: too; only an Override beats it,

@@ -243,7 +243,7 @@ export class BlobReader {
   }
 
   private readIntoSync(fd: number, buf: Buffer, length: number, position: number): void {
-    for (let done = 0; done < length; ) {
+    for (let done = 0; done < length;) {
       const n = readSync(fd, buf, done, length - done, position + done);
       if (n === 0) throw shortBlob();
       done += n;

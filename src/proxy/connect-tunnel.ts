@@ -12,12 +12,23 @@ import type { UpstreamPolicy } from '../upstream/upstream-policy.js';
 
 export type TunnelConfig = Pick<Config, 'allowConnect' | 'upstreamProxy'>;
 
-export function tunnel(req: IncomingMessage, client: Socket, head: Buffer, config: TunnelConfig, policy: UpstreamPolicy, log: Logger): void {
+export function tunnel(
+  req: IncomingMessage,
+  client: Socket,
+  head: Buffer,
+  config: TunnelConfig,
+  policy: UpstreamPolicy,
+  log: Logger,
+): void {
   const refuse = (code: ErrorCode, why: string) => {
     log.info({ target: req.url, code }, `CONNECT refused: ${why}`);
     client.end(rawErrorResponse(new FeedlockError(code, why)));
   };
-  if (!config.allowConnect) return refuse('FL_CONNECT_REFUSED', 'CONNECT tunnels are disabled (their content cannot be cached); use http:// sources or the /https/HOST/... remap, or set allowConnect');
+  if (!config.allowConnect)
+    return refuse(
+      'FL_CONNECT_REFUSED',
+      'CONNECT tunnels are disabled (their content cannot be cached); use http:// sources or the /https/HOST/... remap, or set allowConnect',
+    );
   let target: URL;
   try {
     target = new URL(`https://${req.url}`);
@@ -41,7 +52,11 @@ export function tunnel(req: IncomingMessage, client: Socket, head: Buffer, confi
   const port = Number(target.port || 443);
   if (config.upstreamProxy) {
     // Chain through the corporate proxy with its own CONNECT.
-    const proxyReq = httpRequest(config.upstreamProxy, { method: 'CONNECT', path: `${target.hostname}:${port}`, headers: { host: `${target.hostname}:${port}` } });
+    const proxyReq = httpRequest(config.upstreamProxy, {
+      method: 'CONNECT',
+      path: `${target.hostname}:${port}`,
+      headers: { host: `${target.hostname}:${port}` },
+    });
     proxyReq.once('connect', (res, socket, upstreamHead) => {
       if (res.statusCode !== 200) {
         socket.destroy();
@@ -54,6 +69,7 @@ export function tunnel(req: IncomingMessage, client: Socket, head: Buffer, confi
     return;
   }
   const upstream = connect(port, target.hostname, () => splice(upstream));
-  upstream.once('error', (err) => (client.writable ? refuse('FL_UPSTREAM_UNREACHABLE', `cannot reach ${target.host}: ${err.message}`) : end()));
+  upstream.once('error', (err) =>
+    client.writable ? refuse('FL_UPSTREAM_UNREACHABLE', `cannot reach ${target.host}: ${err.message}`) : end(),
+  );
 }
-

@@ -80,7 +80,22 @@ class RequestPipeline {
     const method = req.method ?? '';
     const target = req.url ?? '/';
     const hitKey = this.deps.hits && method !== 'POST' ? HitCache.keyOf(target, req.headers['proxy-authorization']) : undefined;
-    const x: Exchange = { req, res, target, method, started: performance.now(), socketStart: req.socket.bytesWritten, hitKey, result: 'error', env: undefined, way: undefined, kind: undefined, upstream: undefined, sha256: undefined, digestKnown: undefined };
+    const x: Exchange = {
+      req,
+      res,
+      target,
+      method,
+      started: performance.now(),
+      socketStart: req.socket.bytesWritten,
+      hitKey,
+      result: 'error',
+      env: undefined,
+      way: undefined,
+      kind: undefined,
+      upstream: undefined,
+      sha256: undefined,
+      digestKnown: undefined,
+    };
     res.once('close', () => this.recordClosed(x));
     if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return this.methodNotAllowed(x);
     if (!this.fastHit(x)) this.route(x);
@@ -134,7 +149,11 @@ class RequestPipeline {
   /** Stage 2b: a snapshot host's /archive/ URL names the repository the archive view holds under that name, never the host itself. */
   private async fromArchive(x: Exchange, route: UpstreamRoute): Promise<void> {
     const resolver = this.deps.resolver;
-    if (!resolver.archiveUpstream) throw new FeedlockError('FL_NOT_FOUND', `${route.upstream.host} is a snapshot host, and this server has no archive view to answer ${route.upstream.pathname} from`);
+    if (!resolver.archiveUpstream)
+      throw new FeedlockError(
+        'FL_NOT_FOUND',
+        `${route.upstream.host} is a snapshot host, and this server has no archive view to answer ${route.upstream.pathname} from`,
+      );
     route.upstream = await resolver.archiveUpstream(x.env!, route.archive!, route.upstream);
     x.upstream = String(route.upstream);
     return this.answer(x, route);
@@ -151,7 +170,11 @@ class RequestPipeline {
 
   /** Stage 3b: neither an index nor a package file. */
   private async passThrough(x: Exchange, route: UpstreamRoute): Promise<void> {
-    if (this.deps.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`);
+    if (this.deps.offline)
+      throw new FeedlockError(
+        'FL_OFFLINE_MISS',
+        `offline: ${route.upstream} is neither an index nor a package file, so it is not kept in the store`,
+      );
     x.result = 'pass';
     return passThrough(this.deps.upstream, x.req, x.res, route);
   }
@@ -169,7 +192,15 @@ class RequestPipeline {
     x.sha256 = resolution.file.sha256;
     const headers = { 'x-feedlock-cache': x.result, ...resolution.headers };
     if (x.hitKey !== undefined && x.kind === 'package' && x.result === 'hit' && resolution.generation !== undefined) {
-      this.deps.hits!.set(x.hitKey, { file: resolution.file, env: x.env!, generation: resolution.generation, headers, full: fullResponseHeaders(resolution.file, headers), upstream: x.upstream!, way: x.way! });
+      this.deps.hits!.set(x.hitKey, {
+        file: resolution.file,
+        env: x.env!,
+        generation: resolution.generation,
+        headers,
+        full: fullResponseHeaders(resolution.file, headers),
+        upstream: x.upstream!,
+        way: x.way!,
+      });
     }
     try {
       return await sendStored(x.req, x.res, resolution.file, this.deps.io, headers);
@@ -184,14 +215,24 @@ class RequestPipeline {
     if (x.hitKey !== undefined) this.deps.hits!.delete(x.hitKey);
     await this.deps.store.index.forget(String(route.upstream));
     const again = await this.deps.resolver.resolve({ route, env: x.env!, kind: x.kind!, req: x.req });
-    if (again.type === 'stored') throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
+    if (again.type === 'stored')
+      throw new FeedlockError('FL_STORE_CORRUPT', `blob ${again.file.sha256} for ${route.upstream} is missing from the store`);
     return this.serveDownload(x, route, again.download, again.leader, again.headers);
   }
 
   /** Stage 4b: a running download, tailed as it arrives (or waited for, where the answer needs the whole file). */
-  private async serveDownload(x: Exchange, route: UpstreamRoute, download: Download, leader: boolean, extra: Record<string, string> = {}): Promise<void> {
+  private async serveDownload(
+    x: Exchange,
+    route: UpstreamRoute,
+    download: Download,
+    leader: boolean,
+    extra: Record<string, string> = {},
+  ): Promise<void> {
     x.result = leader ? 'miss' : 'coalesced';
-    x.digestKnown = download.finished.promise.then((rec) => (x.sha256 = rec.sha256), () => undefined);
+    x.digestKnown = download.finished.promise.then(
+      (rec) => (x.sha256 = rec.sha256),
+      () => undefined,
+    );
     const head = await download.head.promise;
     // HEAD and Range answers must carry the stored file's validators, so they
     // wait for the committed blob (opkg compares HEAD with the later GET).
@@ -204,13 +245,23 @@ class RequestPipeline {
     const size = head.size ?? download.request.expected?.size;
     if (size !== undefined && size <= (this.deps.verifyFirstBytes ?? 0)) await download.ready.promise;
     else download.streamed = true;
-    const outcome = await sendDownloading(x.res, download, this.deps.io, { 'content-type': contentTypeFor(route.upstream.pathname), 'x-feedlock-cache': x.result, ...extra });
+    const outcome = await sendDownloading(x.res, download, this.deps.io, {
+      'content-type': contentTypeFor(route.upstream.pathname),
+      'x-feedlock-cache': x.result,
+      ...extra,
+    });
     if (outcome === 'failed') x.result = 'error';
   }
 
   private methodNotAllowed(x: Exchange): void {
     x.res.setHeader('allow', 'GET, HEAD');
-    this.fail(x, new FeedlockError('FL_FORBIDDEN_METHOD', `method ${x.method.slice(0, 20)} is not supported; feedlock serves GET and HEAD (and POST to its admin API)`));
+    this.fail(
+      x,
+      new FeedlockError(
+        'FL_FORBIDDEN_METHOD',
+        `method ${x.method.slice(0, 20)} is not supported; feedlock serves GET and HEAD (and POST to its admin API)`,
+      ),
+    );
   }
 
   private fail(x: Exchange, err: unknown): void {
@@ -228,7 +279,19 @@ class RequestPipeline {
     const status = res.statusCode;
     const complete = res.writableFinished;
     const record = () => {
-      const entry: RequestLogEntry = { at, method: req.method ?? '?', path: x.target.slice(0, 300), env: x.env, result: x.result, status, ms, way: x.way, kind: x.kind, upstream: x.upstream, sha256: x.sha256 };
+      const entry: RequestLogEntry = {
+        at,
+        method: req.method ?? '?',
+        path: x.target.slice(0, 300),
+        env: x.env,
+        result: x.result,
+        status,
+        ms,
+        way: x.way,
+        kind: x.kind,
+        upstream: x.upstream,
+        sha256: x.sha256,
+      };
       this.deps.stats.record(entry, bytes);
       this.deps.log.info({ method: entry.method, path: entry.path, env: x.env, result: x.result, status, ms, bytes, complete }, 'request');
     };

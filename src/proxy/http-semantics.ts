@@ -46,7 +46,10 @@ export function selectRange(headers: IncomingHttpHeaders, rep: Representation): 
   const ifRangeRaw = headers['if-range'];
   const ifRange = Array.isArray(ifRangeRaw) ? ifRangeRaw[0] : ifRangeRaw;
   if (ifRange !== undefined) {
-    const matches = ifRange.startsWith('"') || ifRange.startsWith('W/') ? ifRange === rep.etag : Date.parse(ifRange) >= Math.floor(Date.parse(rep.lastModified) / 1000) * 1000;
+    const matches =
+      ifRange.startsWith('"') || ifRange.startsWith('W/')
+        ? ifRange === rep.etag
+        : Date.parse(ifRange) >= Math.floor(Date.parse(rep.lastModified) / 1000) * 1000;
     if (!matches) return undefined;
   }
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());

@@ -7,7 +7,12 @@ import { waitDrain } from './response-io.js';
 
 const RELAYED_HEADERS = ['content-type', 'content-length', 'last-modified', 'etag'];
 
-export async function passThrough(upstream: UpstreamClient, req: IncomingMessage, res: ServerResponse, route: UpstreamRoute): Promise<void> {
+export async function passThrough(
+  upstream: UpstreamClient,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: UpstreamRoute,
+): Promise<void> {
   const ac = new AbortController();
   res.once('close', () => ac.abort());
   await upstream.fetch(route.upstream, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', signal: ac.signal }, async (up) => {

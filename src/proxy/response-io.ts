@@ -28,7 +28,6 @@ export function writePooled(res: ServerResponse, io: BlobIo, buf: Buffer, length
   return res.write(data, giveBack);
 }
 
-
 /** Resolves true on drain, false if the client went away first. */
 export function waitDrain(res: ServerResponse): Promise<boolean> {
   return new Promise((resolve) => {

@@ -93,12 +93,16 @@ function parseEnvFromProxyAuth(header: string | undefined): string | undefined {
   const decoded = Buffer.from(m[1], 'base64').toString('utf8');
   const user = decodeURIComponent(decoded.split(':')[0]);
   if (!user) return undefined;
-  if (!ENV_NAME.test(user)) throw new FeedlockError('FL_BAD_REQUEST', `bad environment name in proxy credentials: ${JSON.stringify(user.slice(0, 80))}`);
+  if (!ENV_NAME.test(user))
+    throw new FeedlockError('FL_BAD_REQUEST', `bad environment name in proxy credentials: ${JSON.stringify(user.slice(0, 80))}`);
   return user;
 }
 
 function looksLikeHost(segment: string): boolean {
-  return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)(:\d{1,5})?$/.test(segment) && (segment.includes('.') || segment.includes(':') || segment === 'localhost');
+  return (
+    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)(:\d{1,5})?$/.test(segment) &&
+    (segment.includes('.') || segment.includes(':') || segment === 'localhost')
+  );
 }
 
 function upstreamUrl(raw: string, target: string): URL {
@@ -124,7 +128,11 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
     if (ctx.snapshotHosts?.includes(url.host)) {
       // Routed as feedlock's own /archive/ path (in the proxy user's environment); the host itself is never asked.
       if (!/^\/archive\/(.+\/)?\d{8}T\d{6}Z(\/|$)/.test(rawPath)) {
-        throw new FeedlockError('FL_NOT_FOUND', `${url.host} is a snapshot host (--snapshot-host): feedlock answers only its /archive/<archive>/<YYYYMMDDTHHMMSSZ>/… URLs, from the archive view, and never contacts it`, { target });
+        throw new FeedlockError(
+          'FL_NOT_FOUND',
+          `${url.host} is a snapshot host (--snapshot-host): feedlock answers only its /archive/<archive>/<YYYYMMDDTHHMMSSZ>/… URLs, from the archive view, and never contacts it`,
+          { target },
+        );
       }
       const r = routeRequest(`${env ? `/_env/${encodeURIComponent(env)}` : ''}${rawPath}${url.search}`, {}, ctx, url) as UpstreamRoute;
       return { ...r, wayIn: 'forward' };
@@ -187,9 +195,17 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
   if (snapshotHost && archive) return { kind: 'upstream', wayIn: 'forward', upstream: snapshotHost, env, archive };
   if (env?.startsWith('@')) {
     // apt's Release-based snapshot templates (Origin/Label) carry only the source's path, not its host.
-    throw new FeedlockError('FL_NOT_FOUND', `${JSON.stringify(first.slice(0, 80))} is neither an allowed host nor a mirror: a snapshot or archive path must go on with the repository in remap form (/HOST/path, /https/HOST/path or /MIRROR/path); for apt --snapshot use the configuration of feedlock client-config --apt`, { target });
+    throw new FeedlockError(
+      'FL_NOT_FOUND',
+      `${JSON.stringify(first.slice(0, 80))} is neither an allowed host nor a mirror: a snapshot or archive path must go on with the repository in remap form (/HOST/path, /https/HOST/path or /MIRROR/path); for apt --snapshot use the configuration of feedlock client-config --apt`,
+      { target },
+    );
   }
-  throw new FeedlockError('FL_NOT_FOUND', `no mirror named ${JSON.stringify(first.slice(0, 80))}; use /NAME/... for a configured mirror or /HOST/... for an allowed host`, { target });
+  throw new FeedlockError(
+    'FL_NOT_FOUND',
+    `no mirror named ${JSON.stringify(first.slice(0, 80))}; use /NAME/... for a configured mirror or /HOST/... for an allowed host`,
+    { target },
+  );
 
   function checked(url: URL, wayIn: WayIn, envName: string | undefined): UpstreamRoute {
     if (!ctx.policy.isAllowed(url)) forbidden(url);
@@ -198,5 +214,9 @@ export function routeRequest(target: string, headers: { 'proxy-authorization'?: 
 }
 
 function forbidden(url: URL): never {
-  throw new FeedlockError('FL_FORBIDDEN_HOST', `upstream ${url.protocol}//${url.host} is not an allowed host; add it with --allow-host ${url.host} or --mirror NAME=${url.protocol}//${url.host}/...`, { host: url.host });
+  throw new FeedlockError(
+    'FL_FORBIDDEN_HOST',
+    `upstream ${url.protocol}//${url.host} is not an allowed host; add it with --allow-host ${url.host} or --mirror NAME=${url.protocol}//${url.host}/...`,
+    { host: url.host },
+  );
 }

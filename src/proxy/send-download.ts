@@ -17,7 +17,12 @@ const TAIL_CHUNK = 128 << 10;
  * client never receives a complete-looking bad file: on
  * failure its connection is cut short instead.
  */
-export async function sendDownloading(res: ServerResponse, download: Download, io: BlobIo, headers: Record<string, string>): Promise<'complete' | 'client-gone' | 'failed'> {
+export async function sendDownloading(
+  res: ServerResponse,
+  download: Download,
+  io: BlobIo,
+  headers: Record<string, string>,
+): Promise<'complete' | 'client-gone' | 'failed'> {
   const head = await download.head.promise;
   // No status line before the first byte is on disk: a transfer that fails
   // before that still gets a 502 naming the cause instead of a bare hang-up.

@@ -42,7 +42,14 @@ function isPlainRequest(req: IncomingMessage): boolean {
  * Serves a stored blob with validators, conditional requests and Range.
  * `prepared` are the full 200 headers when the caller has them already.
  */
-export async function sendStored(req: IncomingMessage, res: ServerResponse, file: StoredFile, io: BlobIo, extraHeaders: Record<string, string> = {}, prepared?: OutgoingHttpHeaders): Promise<void> {
+export async function sendStored(
+  req: IncomingMessage,
+  res: ServerResponse,
+  file: StoredFile,
+  io: BlobIo,
+  extraHeaders: Record<string, string> = {},
+  prepared?: OutgoingHttpHeaders,
+): Promise<void> {
   if (isPlainRequest(req)) return sendBlob(req, res, file, io, prepared ?? fullResponseHeaders(file, extraHeaders), 0, file.size - 1, 200);
   const rep = representationOf(file);
   const headers = { ...representationHeaders(rep), ...extraHeaders };
@@ -54,7 +61,12 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
   const range = selectRange(req.headers, rep);
   if (range === 'unsatisfiable') {
     const e = new FeedlockError('FL_RANGE_NOT_SATISFIABLE', `range not satisfiable for a ${rep.size}-byte file`);
-    res.writeHead(e.httpStatus, { ...headers, 'content-range': `bytes */${rep.size}`, 'content-type': 'text/plain; charset=utf-8', 'x-feedlock-error': e.code });
+    res.writeHead(e.httpStatus, {
+      ...headers,
+      'content-range': `bytes */${rep.size}`,
+      'content-type': 'text/plain; charset=utf-8',
+      'x-feedlock-error': e.code,
+    });
     res.end(`feedlock: ${e.message}\n`);
     return;
   }
@@ -67,7 +79,16 @@ export async function sendStored(req: IncomingMessage, res: ServerResponse, file
 }
 
 /** Writes bytes start..end of a stored blob under the given status and headers. */
-async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredFile, io: BlobIo, headers: OutgoingHttpHeaders, start: number, end: number, status: number): Promise<void> {
+async function sendBlob(
+  req: IncomingMessage,
+  res: ServerResponse,
+  file: StoredFile,
+  io: BlobIo,
+  headers: OutgoingHttpHeaders,
+  start: number,
+  end: number,
+  status: number,
+): Promise<void> {
   const length = Math.max(0, end - start + 1);
   // Open before writing headers: a vanished blob must become a miss, not a broken 200.
   const blob = await io.reader.acquire(file.sha256);
@@ -96,7 +117,8 @@ async function sendBlob(req: IncomingMessage, res: ServerResponse, file: StoredF
         // Only onto a socket with nothing queued: a pipelined answer ahead of this one, or a head
         // the socket did not take at once, keeps the body on the stream path.
         const socketFd = res.writableLength === 0 ? socketDescriptor(socket) : undefined;
-        if (socket && socketFd !== undefined) return await sendFromKernel(res, socket, io, kernel.sendfile, socketFd, blob, start, end, uncork);
+        if (socket && socketFd !== undefined)
+          return await sendFromKernel(res, socket, io, kernel.sendfile, socketFd, blob, start, end, uncork);
       } finally {
         uncork();
       }
@@ -141,7 +163,17 @@ async function streamBody(res: ServerResponse, io: BlobIo, blob: OpenBlob, start
  * Nothing else writes to this socket meanwhile: the next pipelined answer
  * waits for this one to end.
  */
-async function sendFromKernel(res: ServerResponse, socket: Socket, io: BlobIo, send: SendfileFn, socketFd: number, blob: OpenBlob, start: number, end: number, afterFirst: () => void): Promise<void> {
+async function sendFromKernel(
+  res: ServerResponse,
+  socket: Socket,
+  io: BlobIo,
+  send: SendfileFn,
+  socketFd: number,
+  blob: OpenBlob,
+  start: number,
+  end: number,
+  afterFirst: () => void,
+): Promise<void> {
   const policy = io.reader.syncReads;
   let pos = start;
   while (pos <= end) {

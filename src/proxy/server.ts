@@ -30,7 +30,15 @@ export async function listen(config: ListenConfig, handler: RequestListener, pol
   // Slow header senders (slowloris) are cut at headersTimeout; idle keep-alive
   // sockets at keepAliveTimeout; at most maxConnections at once. No request
   // timeout: a slow reader of a big file is legitimate and holds no upstream.
-  const server = createServer({ keepAliveTimeout: config.clientTimeouts.keepAliveMs, headersTimeout: config.clientTimeouts.headersMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs) }, handlers.listener);
+  const server = createServer(
+    {
+      keepAliveTimeout: config.clientTimeouts.keepAliveMs,
+      headersTimeout: config.clientTimeouts.headersMs,
+      requestTimeout: 0,
+      connectionsCheckingInterval: Math.min(1000, config.clientTimeouts.headersMs),
+    },
+    handlers.listener,
+  );
   server.maxRequestsPerSocket = 0;
   server.maxConnections = config.maxConnections;
   const sockets = new Set<Socket>();
@@ -81,9 +89,18 @@ function trackHandlers(handler: RequestListener) {
 
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADER_TIMEOUT';
-  log.info({ code: err.code }, timeout ? 'closed a client that did not finish its request head in time' : `rejected malformed request: ${err.message}`);
+  log.info(
+    { code: err.code },
+    timeout ? 'closed a client that did not finish its request head in time' : `rejected malformed request: ${err.message}`,
+  );
   if (!socket.writable) return void socket.destroy();
-  socket.end(rawErrorResponse(timeout ? new FeedlockError('FL_REQUEST_TIMEOUT', 'request head not received in time') : new FeedlockError('FL_BAD_REQUEST', 'malformed HTTP request')));
+  socket.end(
+    rawErrorResponse(
+      timeout
+        ? new FeedlockError('FL_REQUEST_TIMEOUT', 'request head not received in time')
+        : new FeedlockError('FL_BAD_REQUEST', 'malformed HTTP request'),
+    ),
+  );
 }
 
 function bind(server: Server, config: ListenConfig): Promise<void> {

@@ -50,7 +50,9 @@ export function storedFileOf(rec: UrlRecord, path: string): StoredFile {
  * A stored resolution made under a known environment generation may be
  * remembered by the hit cache (proxy/hit-cache.ts) until that generation changes.
  */
-export type Resolution = { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string>; generation?: string } | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
+export type Resolution =
+  | { type: 'stored'; file: StoredFile; result: CacheResult; headers?: Record<string, string>; generation?: string }
+  | { type: 'download'; download: Download; leader: boolean; headers?: Record<string, string> };
 
 export interface RequestContext {
   route: UpstreamRoute;

@@ -21,7 +21,14 @@ export function snapshotParts(config: Config, log: Logger): ServerParts {
       const capture = { store, flights, keyring, log, parent, onCaptured: (_url: string) => {} };
       const envs = new Environments(records, capture);
       return {
-        resolver: new SnapshotResolver(store, flights, envs, new PackageIndex(store), { offline: config.offline, fallback: config.fallback, parent, strict: (env) => config.strict || config.strictEnvs.includes(env) }, log),
+        resolver: new SnapshotResolver(
+          store,
+          flights,
+          envs,
+          new PackageIndex(store),
+          { offline: config.offline, fallback: config.fallback, parent, strict: (env) => config.strict || config.strictEnvs.includes(env) },
+          log,
+        ),
         snapshots: new SnapshotAdmin(store, records, envs),
         builds: new BuildRecorder(join(dir, 'builds')),
         metrics: (m) => (capture.onCaptured = () => m.captures.inc()),

@@ -71,19 +71,59 @@ export interface ServerParts {
 export async function startServer(config: Config, log: Logger, parts: ServerParts = {}): Promise<RunningServer> {
   const policy = new UpstreamPolicy(policySources(config));
   // Checked before the store opens: a bad token file is a config error, exit 2.
-  const access = new AdminAccess({ token: config.adminToken ? readAdminToken(config.adminToken) : undefined, statusAllow: config.statusAllow });
+  const access = new AdminAccess({
+    token: config.adminToken ? readAdminToken(config.adminToken) : undefined,
+    statusAllow: config.statusAllow,
+  });
   const side = openUpstreamSide(config, policy, await Store.open(config.store, config.indexDir));
   const { store, flights, upstream } = side;
   const stats = new ProxyStats();
   const io = blobIo(config, store);
   const layer: LayerParts = (await parts.layer?.(side)) ?? { resolver: new LiveResolver(store, flights) };
-  const { metrics, storeTotals } = observeRequests({ log, store, stats, flights, upstream, reads: io.reader.syncReads, builds: layer.builds, defaultEnv: config.env });
+  const { metrics, storeTotals } = observeRequests({
+    log,
+    store,
+    stats,
+    flights,
+    upstream,
+    reads: io.reader.syncReads,
+    builds: layer.builds,
+    defaultEnv: config.env,
+  });
   layer.metrics?.(metrics);
 
   const routeContext = { mirrors: config.mirrors, policy, defaultEnv: config.env, snapshotHosts: config.snapshotHosts };
   const hits = new HitCache();
-  const admin = createAdminHandler({ store, stats, flights, upstream, io, version: version(), defaultEnv: config.env, access, metrics, storeTotals, snapshots: layer.snapshots, builds: layer.builds });
-  const handler = createRequestHandler({ routeContext, classifier: new PathClassifier(config.classify), store, io, flights, upstream, resolver: layer.resolver, stats, log, defaultEnv: config.env, offline: config.offline, verifyFirstBytes: config.verifyFirstBytes, hits, admin });
+  const admin = createAdminHandler({
+    store,
+    stats,
+    flights,
+    upstream,
+    io,
+    version: version(),
+    defaultEnv: config.env,
+    access,
+    metrics,
+    storeTotals,
+    snapshots: layer.snapshots,
+    builds: layer.builds,
+  });
+  const handler = createRequestHandler({
+    routeContext,
+    classifier: new PathClassifier(config.classify),
+    store,
+    io,
+    flights,
+    upstream,
+    resolver: layer.resolver,
+    stats,
+    log,
+    defaultEnv: config.env,
+    offline: config.offline,
+    verifyFirstBytes: config.verifyFirstBytes,
+    hits,
+    admin,
+  });
   const listening = await listen(config, handler, policy, log);
   logListening(config, log, listening.url, policy, io);
 
@@ -107,24 +147,50 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     await upstream.close();
     await store.close();
   };
-  return { server: listening.server, url: listening.url, port: listening.port, store, stats, flights, upstream, policy, reload, close: () => (closing ??= closeAll()) };
+  return {
+    server: listening.server,
+    url: listening.url,
+    port: listening.port,
+    store,
+    stats,
+    flights,
+    upstream,
+    policy,
+    reload,
+    close: () => (closing ??= closeAll()),
+  };
 }
 
 function openUpstreamSide(config: Config, policy: UpstreamPolicy, store: Store): UpstreamSide {
   const parent = config.parent ? new Parent(config.parent) : undefined;
-  const upstream = new UpstreamClient({ policy, timeouts: config.timeouts, concurrency: config.concurrency, retries: config.retries, upstreamProxy: config.upstreamProxy, parent });
+  const upstream = new UpstreamClient({
+    policy,
+    timeouts: config.timeouts,
+    concurrency: config.concurrency,
+    retries: config.retries,
+    upstreamProxy: config.upstreamProxy,
+    parent,
+  });
   return { store, flights: new SingleFlight(store, upstream), upstream, policy, parent };
 }
 
 function blobIo(config: Config, store: Store): BlobIo {
-  const reader = new BlobReader((sha) => store.blobPath(sha), blobDescriptorBudget(), new SyncReadPolicy(config.hitReads !== 'thread-pool'));
+  const reader = new BlobReader(
+    (sha) => store.blobPath(sha),
+    blobDescriptorBudget(),
+    new SyncReadPolicy(config.hitReads !== 'thread-pool'),
+  );
   return { reader, buffers: new BufferPool(), kernel: config.hitReads === 'auto' ? kernelSend() : undefined };
 }
 
 function logListening(config: Config, log: Logger, url: string, policy: UpstreamPolicy, io: BlobIo): void {
   const hitSend = io.kernel ? 'sendfile' : config.hitReads === 'thread-pool' ? 'thread-pool' : 'read';
-  if (config.hitReads === 'auto' && !io.kernel) log.info('hits are sent with read + write: the sendfile helper is not built (npm run build builds it with a C compiler)');
-  log.info({ store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env, hitSend }, `feedlock listening on ${url}`);
+  if (config.hitReads === 'auto' && !io.kernel)
+    log.info('hits are sent with read + write: the sendfile helper is not built (npm run build builds it with a C compiler)');
+  log.info(
+    { store: config.store, indexDir: config.indexDir, allowed: policy.described, env: config.env, hitSend },
+    `feedlock listening on ${url}`,
+  );
 }
 
 /**
@@ -132,7 +198,10 @@ function logListening(config: Config, log: Logger, url: string, policy: Upstream
  * them whole; past the drain timeout they are aborted and their temp files removed.
  */
 async function drainDownloads(flights: SingleFlight, drainTimeoutMs: number, log: Logger): Promise<void> {
-  const drained = await Promise.race([flights.idle().then(() => true), new Promise<false>((r) => setTimeout(r, drainTimeoutMs, false).unref())]);
+  const drained = await Promise.race([
+    flights.idle().then(() => true),
+    new Promise<false>((r) => setTimeout(r, drainTimeoutMs, false).unref()),
+  ]);
   if (drained) return;
   log.warn({ downloads: flights.size }, `drain timeout (${drainTimeoutMs} ms): aborting running downloads`);
   flights.abortAll('feedlock is shutting down');
@@ -140,7 +209,22 @@ async function drainDownloads(flights: SingleFlight, drainTimeoutMs: number, log
 }
 
 /** Settings a running server cannot change (SIGHUP reports them). */
-const RESTART_ONLY = ['port', 'bind', 'store', 'indexDir', 'snapshotDir', 'env', 'offline', 'keyring', 'adminToken', 'statusAllow', 'concurrency', 'timeouts', 'upstreamProxy', 'classify'] as const;
+const RESTART_ONLY = [
+  'port',
+  'bind',
+  'store',
+  'indexDir',
+  'snapshotDir',
+  'env',
+  'offline',
+  'keyring',
+  'adminToken',
+  'statusAllow',
+  'concurrency',
+  'timeouts',
+  'upstreamProxy',
+  'classify',
+] as const;
 
 function policySources(config: Config) {
   const aptSourceUris = config.aptSources ? readAptSourceUris(config.aptSourcesDir) : [];

@@ -107,12 +107,21 @@ async function verifyAptAnchors(deps: CaptureDeps, repoUrl: string, anchors: Rec
   }
   if (anchors.Release && anchors['Release.gpg']) {
     try {
-      return await verifyDetached(await readBlob(deps, anchors.Release), await readBlob(deps, anchors['Release.gpg']), deps.keyring!, `${repoUrl}/Release`);
+      return await verifyDetached(
+        await readBlob(deps, anchors.Release),
+        await readBlob(deps, anchors['Release.gpg']),
+        deps.keyring!,
+        `${repoUrl}/Release`,
+      );
     } catch (err) {
       problems.push((err as Error).message);
     }
   }
-  throw new FeedlockError('FL_SIGNATURE', `refusing to capture ${repoUrl}: ${problems.join('; ') || 'no signature (InRelease or Release.gpg) to check against the keyring'}`, { repo: repoUrl });
+  throw new FeedlockError(
+    'FL_SIGNATURE',
+    `refusing to capture ${repoUrl}: ${problems.join('; ') || 'no signature (InRelease or Release.gpg) to check against the keyring'}`,
+    { repo: repoUrl },
+  );
 }
 
 async function captureOpkg(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedRepo | undefined> {
@@ -129,13 +138,17 @@ async function captureOpkg(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedR
       }
       if (packages && !packages.equals(unzipped)) {
         if (attempt < 2) continue;
-        throw new FeedlockError('FL_UPSTREAM_STATUS', `${guess.url}: Packages and Packages.gz disagree after 3 tries; the feed is being rewritten, try again later`);
+        throw new FeedlockError(
+          'FL_UPSTREAM_STATUS',
+          `${guess.url}: Packages and Packages.gz disagree after 3 tries; the feed is being rewritten, try again later`,
+        );
       }
       packages ??= unzipped;
     }
     let signedBy: string | undefined;
     if (deps.keyring) {
-      if (!anchors['Packages.sig']) throw new FeedlockError('FL_SIGNATURE', `refusing to capture ${guess.url}: no Packages.sig to check against the keyring`);
+      if (!anchors['Packages.sig'])
+        throw new FeedlockError('FL_SIGNATURE', `refusing to capture ${guess.url}: no Packages.sig to check against the keyring`);
       signedBy = await verifyDetached(packages!, await readBlob(deps, anchors['Packages.sig']), deps.keyring, `${guess.url}/Packages`);
     }
     return { url: guess.url, kind: 'opkg', archiveRoot: guess.url, capturedAt: new Date().toISOString(), anchors, signedBy };
@@ -146,7 +159,12 @@ async function captureOpkg(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedR
 export async function captureRepo(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedRepo> {
   const repo = guess.kind === 'opkg' ? undefined : await captureApt(deps, guess);
   const found = repo ?? (guess.kind === 'apt' ? undefined : await captureOpkg(deps, guess));
-  if (!found) throw new FeedlockError('FL_NOT_FOUND', `no repository at ${guess.url}: upstream has neither InRelease/Release nor an opkg Packages index there`, { repo: guess.url });
+  if (!found)
+    throw new FeedlockError(
+      'FL_NOT_FOUND',
+      `no repository at ${guess.url}: upstream has neither InRelease/Release nor an opkg Packages index there`,
+      { repo: guess.url },
+    );
   return found;
 }
 
@@ -154,7 +172,11 @@ export async function captureRepo(deps: CaptureDeps, guess: RepoGuess): Promise<
  * Fetches content whose digest is known from the first upstream URL that has
  * it (by-hash first, then the plain path, then a fallback archive).
  */
-export async function fetchVerified(flights: SingleFlight, candidates: URL[], expected: ExpectedContent): Promise<{ download: Download; leader: boolean }> {
+export async function fetchVerified(
+  flights: SingleFlight,
+  candidates: URL[],
+  expected: ExpectedContent,
+): Promise<{ download: Download; leader: boolean }> {
   const problems: string[] = [];
   let mismatch: FeedlockError | undefined;
   for (const url of candidates) {
@@ -169,7 +191,12 @@ export async function fetchVerified(flights: SingleFlight, candidates: URL[], ex
     }
   }
   // Wrong bytes somewhere say more than "gone": the client sees the mismatch first.
-  if (mismatch) throw new FeedlockError('FL_SIZE_MISMATCH', problems.length > 1 ? `${mismatch.message} (tried: ${problems.join('; ')})` : mismatch.message, mismatch.details);
+  if (mismatch)
+    throw new FeedlockError(
+      'FL_SIZE_MISMATCH',
+      problems.length > 1 ? `${mismatch.message} (tried: ${problems.join('; ')})` : mismatch.message,
+      mismatch.details,
+    );
   throw new FeedlockError('FL_NOT_FOUND', `no upstream has the pinned file any more: ${problems.join('; ')}`);
 }
 

@@ -65,13 +65,18 @@ export async function* snapshotBlobs(store: Store, snapshot: SnapshotRecord, opt
  * their pinned images/SHA256SUMS). They belong to the snapshot as much as
  * the lists naming them do.
  */
-export async function* listedBelowRelease(store: Store, release: ReleaseFile): AsyncGenerator<{ path: string; sha256: string; size: number }> {
+export async function* listedBelowRelease(
+  store: Store,
+  release: ReleaseFile,
+): AsyncGenerator<{ path: string; sha256: string; size: number }> {
   for (const [path, e] of release.files) {
     const pdiff = /^(.+\.diff)\/Index$/.exec(path);
     const images = /^(.*installer-[^/]+\/[^/]+\/images)\/SHA256SUMS$/.exec(path);
     if ((!pdiff && !images) || !(await store.hasBlob(e.sha256))) continue;
     const text = await readFile(store.blobPath(e.sha256), 'utf8');
-    const files = pdiff ? pdiffDownloads(text).map((p) => ({ path: `${pdiff[1]}/${p.name}`, sha256: p.sha256 })) : sha256SumsEntries(text).map((f) => ({ path: `${images![1]}/${f.path}`, sha256: f.sha256 }));
+    const files = pdiff
+      ? pdiffDownloads(text).map((p) => ({ path: `${pdiff[1]}/${p.name}`, sha256: p.sha256 }))
+      : sha256SumsEntries(text).map((f) => ({ path: `${images![1]}/${f.path}`, sha256: f.sha256 }));
     for (const f of files) {
       if (!(await store.hasBlob(f.sha256))) continue;
       yield { ...f, size: (await stat(store.blobPath(f.sha256))).size };

@@ -35,7 +35,11 @@ export interface SnapshotDiff {
 }
 
 /** name -> version per architecture ("source" for Sources), for one pinned repository. */
-export async function packageVersions(store: Store, repo: PinnedRepo, notCaptured: string[] = []): Promise<Map<string, Map<string, string>>> {
+export async function packageVersions(
+  store: Store,
+  repo: PinnedRepo,
+  notCaptured: string[] = [],
+): Promise<Map<string, Map<string, string>>> {
   const out = new Map<string, Map<string, string>>();
   const add = (arch: string, name: string, version: string) => {
     let m = out.get(arch);
@@ -82,7 +86,8 @@ export function diffVersions(repo: string, arch: string, a: Map<string, string>,
     }
   }
   for (const [name, version] of a) if (!b.has(name)) d.removed.push({ name, version });
-  for (const list of [d.added, d.removed, d.upgraded, d.downgraded] as { name: string }[][]) list.sort((x, y) => x.name.localeCompare(y.name));
+  for (const list of [d.added, d.removed, d.upgraded, d.downgraded] as { name: string }[][])
+    list.sort((x, y) => x.name.localeCompare(y.name));
   return d;
 }
 
@@ -119,7 +124,8 @@ export interface GenerationDiff {
   reposNotCaptured: string[];
 }
 
-const sameAnchors = (a: PinnedRepo, b: PinnedRepo) => a.kind === b.kind && JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
+const sameAnchors = (a: PinnedRepo, b: PinnedRepo) =>
+  a.kind === b.kind && JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
 
 /**
  * What changed from one generation to the next: per repository and
@@ -128,7 +134,12 @@ const sameAnchors = (a: PinnedRepo, b: PinnedRepo) => a.kind === b.kind && JSON.
  * per-repository reset left alone) has no changes by definition; one the
  * newer generation has not captured yet is listed apart, not as removals.
  */
-export async function diffGenerations(store: Store, env: string | null, from: SnapshotRecord | undefined, to: SnapshotRecord): Promise<GenerationDiff> {
+export async function diffGenerations(
+  store: Store,
+  env: string | null,
+  from: SnapshotRecord | undefined,
+  to: SnapshotRecord,
+): Promise<GenerationDiff> {
   const result: GenerationDiff = { env, from: from?.id ?? null, to: to.id, changes: [], notCaptured: [], reposNotCaptured: [] };
   if (!from) return result;
   for (const rb of [...to.repos].sort((x, y) => x.url.localeCompare(y.url))) {
@@ -141,15 +152,20 @@ export async function diffGenerations(store: Store, env: string | null, from: Sn
       if (d.added.length + d.removed.length + d.upgraded.length + d.downgraded.length > 0) result.changes.push(d);
     }
   }
-  result.reposNotCaptured = from.repos.filter((r) => !to.repos.some((x) => x.url === r.url)).map((r) => r.url).sort();
+  result.reposNotCaptured = from.repos
+    .filter((r) => !to.repos.some((x) => x.url === r.url))
+    .map((r) => r.url)
+    .sort();
   result.notCaptured = [...new Set(result.notCaptured)].sort();
   return result;
 }
 
 export function formatGenerationDiff(diff: GenerationDiff): string {
-  if (!diff.from) return `environment ${diff.env}: one generation (${diff.to}), nothing earlier to compare with; compare with a snapshot using --against ID`;
+  if (!diff.from)
+    return `environment ${diff.env}: one generation (${diff.to}), nothing earlier to compare with; compare with a snapshot using --against ID`;
   const lines = [formatDiff({ ...diff, from: diff.from }).replace(/^snapshot diff/, `environment ${diff.env}: generation`)];
-  if (diff.reposNotCaptured.length) lines.push(`not captured yet in ${diff.to} (the next build fetches them):`, ...diff.reposNotCaptured.map((u) => `  ${u}`));
+  if (diff.reposNotCaptured.length)
+    lines.push(`not captured yet in ${diff.to} (the next build fetches them):`, ...diff.reposNotCaptured.map((u) => `  ${u}`));
   return lines.join('\n');
 }
 
@@ -163,6 +179,7 @@ export function formatDiff(diff: SnapshotDiff): string {
     for (const p of c.upgraded) lines.push(`  upgraded    ${p.name} ${p.from} -> ${p.to}`);
     for (const p of c.downgraded) lines.push(`  downgraded  ${p.name} ${p.from} -> ${p.to}`);
   }
-  if (diff.notCaptured.length) lines.push(`not compared (never fetched): ${diff.notCaptured.length} index files; run feedlock snapshot capture to fetch them`);
+  if (diff.notCaptured.length)
+    lines.push(`not compared (never fetched): ${diff.notCaptured.length} index files; run feedlock snapshot capture to fetch them`);
   return lines.join('\n');
 }

@@ -71,7 +71,10 @@ export class Environments {
       remote = await parent.api<ParentGeneration>(`api/environments/${encodeURIComponent(env)}/generation`);
     } catch (err) {
       // Parent down: keep serving what this edge holds (docs/deployment.md, "What is consistent where").
-      deps.log.warn({ env, parent: parent.base, err: (err as Error).message }, 'cannot check the environment with the parent; serving the snapshot this edge holds');
+      deps.log.warn(
+        { env, parent: parent.base, err: (err as Error).message },
+        'cannot check the environment with the parent; serving the snapshot this edge holds',
+      );
       return;
     }
     if (!remote) return; // a parent without generations: adopt per repository only, as before
@@ -87,8 +90,10 @@ export class Environments {
     await this.records.updateEnv(env, `followed ${parent.base}`, async (cur) => {
       if ((cur.snapshot === wanted && cur.locked === locked && !cur.deleted) || pinnedHere(cur, parent.base)) return undefined;
       const held = cur.snapshot && !cur.deleted ? (await this.snapshotRecord(cur.snapshot)).repos : [];
-      const grows = !locked && !cur.locked && !cur.deleted && held.every((h) => snap?.repos.some((r) => r.url === h.url && sameFiles(r, h)));
-      if (grows && snap) return { snapshot: snap.id, locked: false, added: snap.repos.filter((r) => !held.some((h) => h.url === r.url)).map((r) => r.url) };
+      const grows =
+        !locked && !cur.locked && !cur.deleted && held.every((h) => snap?.repos.some((r) => r.url === h.url && sameFiles(r, h)));
+      if (grows && snap)
+        return { snapshot: snap.id, locked: false, added: snap.repos.filter((r) => !held.some((h) => h.url === r.url)).map((r) => r.url) };
       return { snapshot: wanted, locked, reason: `${remote.reason ?? 'changed'} at ${parent.base}`, parent: parent.base };
     });
     this.cache.delete(env);
@@ -152,7 +157,8 @@ export class Environments {
       : capture.parent
         ? await reposFromParent({ ...capture, parent: capture.parent }, env, guess)
         : [await captureRepo(capture, guess)];
-    if (follows && incoming.length === 0) throw new FeedlockError('FL_INTERNAL', `environment ${follows} did not pin ${guess.url} for ${env}`);
+    if (follows && incoming.length === 0)
+      throw new FeedlockError('FL_INTERNAL', `environment ${follows} did not pin ${guess.url} for ${env}`);
     if (!follows) for (const r of incoming) capture.onCaptured?.(r.url);
     let snapshot: SnapshotRecord | undefined;
     const state = await this.records.updateEnv(env, 'created', async (current) => {
@@ -194,7 +200,8 @@ export class Environments {
 
   private async resetRepos(env: string, refs: readonly string[]): Promise<EnvState> {
     const state = await this.records.updateEnv(env, 'reset', async (current) => {
-      if (current.seq === 0 || current.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+      if (current.seq === 0 || current.deleted)
+        throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
       const repos = current.snapshot ? (await this.snapshotRecord(current.snapshot)).repos : [];
       // A repository reset before and not captured since can be named again: it stays unpinned.
       const pending = current.history.at(-1)?.resetRepos?.filter((u) => !repos.some((r) => r.url === u)) ?? [];
@@ -202,7 +209,12 @@ export class Environments {
       if (current.base) {
         const base = new Set((await this.snapshotRecord(current.base.snapshot)).repos.map((r) => r.url));
         const frozen = urls.filter((u) => base.has(u));
-        if (frozen.length) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: ${frozen.join(', ')} belong${frozen.length === 1 ? 's' : ''} to its frozen base (${current.base.release ? `release ${current.base.release}` : current.base.snapshot}), which a reset never changes; compose the environment on a newer release instead`, { env });
+        if (frozen.length)
+          throw new FeedlockError(
+            'FL_BAD_REQUEST',
+            `environment ${env}: ${frozen.join(', ')} belong${frozen.length === 1 ? 's' : ''} to its frozen base (${current.base.release ? `release ${current.base.release}` : current.base.snapshot}), which a reset never changes; compose the environment on a newer release instead`,
+            { env },
+          );
       }
       const rest = repos.filter((r) => !urls.includes(r.url));
       const snapshot = rest.length ? (await this.records.putSnapshot(rest)).id : null;
@@ -224,14 +236,19 @@ export class Environments {
   async compose(env: string, snapshotId: string, release?: string, keep: string[] = []): Promise<EnvState> {
     await this.snapshotRecord(snapshotId);
     const base = { snapshot: snapshotId, ...(release ? { release } : {}), ...(keep.length ? { keep } : {}) };
-    const state = await this.records.updateEnv(env, `composed on ${release ? `release ${release}` : snapshotId}`, () => ({ snapshot: snapshotId, locked: false, base }));
+    const state = await this.records.updateEnv(env, `composed on ${release ? `release ${release}` : snapshotId}`, () => ({
+      snapshot: snapshotId,
+      locked: false,
+      base,
+    }));
     this.cache.delete(env);
     return state;
   }
 
   async delete(env: string): Promise<EnvState> {
     const current = await this.records.readEnv(env);
-    if (current.seq === 0 || current.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`);
+    if (current.seq === 0 || current.deleted)
+      throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`);
     const state = await this.records.updateEnv(env, 'deleted', () => ({ snapshot: null, locked: false, deleted: true }));
     this.cache.delete(env);
     return state;
@@ -262,12 +279,18 @@ function isAnchorUrl(url: string): boolean {
 
 const pinnedHere = (state: EnvState, parent: string) => state.locked && !state.deleted && state.history.at(-1)?.parent !== parent;
 
-const sameFiles = (a: PinnedRepo, b: PinnedRepo) => JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
+const sameFiles = (a: PinnedRepo, b: PinnedRepo) =>
+  JSON.stringify(Object.entries(a.anchors).sort()) === JSON.stringify(Object.entries(b.anchors).sort());
 
 export function notInSnapshot(env: string, id: string | null, what: string): FeedlockError {
   const view = describeView(env);
-  if (view) return new FeedlockError('FL_NOT_IN_SNAPSHOT', `${view} (snapshot ${id ?? '(none)'}) does not include ${what}`, { env, snapshot: id });
-  return new FeedlockError('FL_NOT_IN_SNAPSHOT', `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`, { env, snapshot: id });
+  if (view)
+    return new FeedlockError('FL_NOT_IN_SNAPSHOT', `${view} (snapshot ${id ?? '(none)'}) does not include ${what}`, { env, snapshot: id });
+  return new FeedlockError(
+    'FL_NOT_IN_SNAPSHOT',
+    `environment ${env} is pinned to snapshot ${id ?? '(none)'}, which does not include ${what}; to take the current upstream state run: feedlock env reset ${env}`,
+    { env, snapshot: id },
+  );
 }
 
 /**
@@ -283,8 +306,19 @@ export function matchRepo(env: string, urls: readonly string[], ref: string): st
   if (found.length === 0 && wanted) found = urls.filter((u) => u.endsWith(wanted));
   if (found.length === 1) return found[0];
   const list = (us: readonly string[]) => us.map((u) => `  ${u}`).join('\n');
-  if (found.length > 1) throw new FeedlockError('FL_BAD_REQUEST', `environment ${env}: --repo ${JSON.stringify(ref)} matches ${found.length} repositories; name one of them:\n${list(found)}`, { env });
-  throw new FeedlockError('FL_BAD_REQUEST', urls.length ? `environment ${env} has no repository ${JSON.stringify(ref)}; its repositories (feedlock env show ${env}) are:\n${list(urls)}` : `environment ${env} holds no repository yet, so there is nothing to reset with --repo ${JSON.stringify(ref)}`, { env });
+  if (found.length > 1)
+    throw new FeedlockError(
+      'FL_BAD_REQUEST',
+      `environment ${env}: --repo ${JSON.stringify(ref)} matches ${found.length} repositories; name one of them:\n${list(found)}`,
+      { env },
+    );
+  throw new FeedlockError(
+    'FL_BAD_REQUEST',
+    urls.length
+      ? `environment ${env} has no repository ${JSON.stringify(ref)}; its repositories (feedlock env show ${env}) are:\n${list(urls)}`
+      : `environment ${env} holds no repository yet, so there is nothing to reset with --repo ${JSON.stringify(ref)}`,
+    { env },
+  );
 }
 
 export function repoFor(snapshot: SnapshotRecord | undefined, url: string): PinnedRepo | undefined {

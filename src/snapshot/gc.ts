@@ -20,7 +20,11 @@ export interface GcReport {
   spared: number;
 }
 
-export async function collectGarbage(store: Store, records: SnapshotRecords, options: { dryRun: boolean; graceMs: number; extraRoots?: Iterable<string> }): Promise<GcReport> {
+export async function collectGarbage(
+  store: Store,
+  records: SnapshotRecords,
+  options: { dryRun: boolean; graceMs: number; extraRoots?: Iterable<string> },
+): Promise<GcReport> {
   const kept = new Set<string>();
   for (const env of await records.listEnvs()) {
     if (env.snapshot) kept.add(env.snapshot);
@@ -35,7 +39,14 @@ export async function collectGarbage(store: Store, records: SnapshotRecords, opt
     if (!snapshot) continue;
     for await (const b of snapshotBlobs(store, snapshot, { packages: true })) reachable.add(b.sha256);
   }
-  const report: GcReport = { dryRun: options.dryRun, keptSnapshots: [...kept].sort(), reachable: reachable.size, removed: [], removedBytes: 0, spared: 0 };
+  const report: GcReport = {
+    dryRun: options.dryRun,
+    keptSnapshots: [...kept].sort(),
+    reachable: reachable.size,
+    removed: [],
+    removedBytes: 0,
+    spared: 0,
+  };
   const now = Date.now();
   for await (const { sha256, path } of store.blobs()) {
     if (reachable.has(sha256)) continue;

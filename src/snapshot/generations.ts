@@ -65,7 +65,8 @@ export function generationsOf(history: readonly (Generation | LegacyEntry)[]): G
     const last = out.at(-1);
     if (capture && e.snapshot) {
       const addition = { repo: capture[1], at: e.at, snapshot: e.snapshot };
-      if (last && last.reason !== 'deleted') out[out.length - 1] = { ...last, snapshot: e.snapshot, added: [...(last.added ?? []), addition] };
+      if (last && last.reason !== 'deleted')
+        out[out.length - 1] = { ...last, snapshot: e.snapshot, added: [...(last.added ?? []), addition] };
       else out.push({ snapshot: e.snapshot, at: e.at, reason: 'created', startSnapshot: null, added: [addition] });
       continue;
     }
@@ -105,7 +106,10 @@ export function previousGenerationId(generations: readonly Generation[], id?: st
  * grows as repositories are added): for a view of the history by date.
  * undefined before the first generation started.
  */
-export function generationAt(generations: readonly Generation[], t: Date): { generation: Generation; index: number; snapshot: string | null } | undefined {
+export function generationAt(
+  generations: readonly Generation[],
+  t: Date,
+): { generation: Generation; index: number; snapshot: string | null } | undefined {
   const ms = t.getTime();
   for (let i = generations.length - 1; i >= 0; i--) {
     const g = generations[i];

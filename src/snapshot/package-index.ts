@@ -25,7 +25,18 @@ export interface PackageEntry {
   size: number;
 }
 
-const BINARY_FIELDS = new Set(['Package', 'Version', 'Architecture', 'Source', 'Filename', 'Size', 'SHA256', 'SHA256sum', 'MD5sum', 'MD5Sum']);
+const BINARY_FIELDS = new Set([
+  'Package',
+  'Version',
+  'Architecture',
+  'Source',
+  'Filename',
+  'Size',
+  'SHA256',
+  'SHA256sum',
+  'MD5sum',
+  'MD5Sum',
+]);
 const SOURCE_FIELDS = new Set(['Package', 'Version', 'Directory', 'Checksums-Sha256', 'Files']);
 
 /** Turns one stanza into the package files it describes. */
@@ -58,11 +69,29 @@ export function entriesOf(stanza: Stanza, sources: boolean): PackageEntry[] {
     const m = /^\s*([0-9a-f]{64})\s+(\d+)\s+(\S+)/.exec(line);
     if (!m) continue;
     seen.add(m[3]);
-    out.push({ filename: `${dir}/${m[3]}`, name: stanza.Package, version: stanza.Version ?? '', arch: 'source', source: stanza.Package, sha256: m[1], md5: md5s.get(m[3]), size: Number(m[2]) });
+    out.push({
+      filename: `${dir}/${m[3]}`,
+      name: stanza.Package,
+      version: stanza.Version ?? '',
+      arch: 'source',
+      source: stanza.Package,
+      sha256: m[1],
+      md5: md5s.get(m[3]),
+      size: Number(m[2]),
+    });
   }
   for (const line of (stanza.Files ?? '').split('\n')) {
     const m = /^\s*([0-9a-f]{32})\s+(\d+)\s+(\S+)/.exec(line);
-    if (m && !seen.has(m[3])) out.push({ filename: `${dir}/${m[3]}`, name: stanza.Package, version: stanza.Version ?? '', arch: 'source', source: stanza.Package, md5: m[1], size: Number(m[2]) });
+    if (m && !seen.has(m[3]))
+      out.push({
+        filename: `${dir}/${m[3]}`,
+        name: stanza.Package,
+        version: stanza.Version ?? '',
+        arch: 'source',
+        source: stanza.Package,
+        md5: m[1],
+        size: Number(m[2]),
+      });
   }
   return out;
 }

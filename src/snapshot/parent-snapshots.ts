@@ -22,14 +22,19 @@ async function parentEnvSnapshot(parent: Parent, env: string): Promise<SnapshotR
 
 /** Asks the parent for an anchor through the environment, which makes the parent capture the repository. */
 async function letParentCapture(parent: Parent, env: string, guess: RepoGuess): Promise<void> {
-  const names = guess.kind === 'opkg' ? ['Packages'] : guess.kind === 'apt' ? ['InRelease', 'Release'] : ['InRelease', 'Release', 'Packages'];
+  const names =
+    guess.kind === 'opkg' ? ['Packages'] : guess.kind === 'apt' ? ['InRelease', 'Release'] : ['InRelease', 'Release', 'Packages'];
   for (const name of names) {
     const url = parent.remap(`${guess.url}/${name}`, env);
     let res: Response;
     try {
       res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
     } catch (err) {
-      throw new FeedlockError('FL_UPSTREAM_UNREACHABLE', `parent feedlock ${parent.base} unreachable: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`, { parent: parent.base });
+      throw new FeedlockError(
+        'FL_UPSTREAM_UNREACHABLE',
+        `parent feedlock ${parent.base} unreachable: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`,
+        { parent: parent.base },
+      );
     }
     await res.arrayBuffer().catch(() => undefined);
     if (res.ok) return;
@@ -41,7 +46,11 @@ async function fetchAnchors(deps: ParentDeps, repos: PinnedRepo[]): Promise<void
   for (const repo of repos) {
     for (const [name, a] of Object.entries(repo.anchors)) {
       if (await deps.store.hasBlob(a.sha256)) continue;
-      const { download } = await fetchVerified(deps.flights, [deps.parent.blobUrl(a.sha256)], { sha256: a.sha256, size: a.size, source: `snapshot anchor ${repo.url}/${name} from parent ${deps.parent.base}` });
+      const { download } = await fetchVerified(deps.flights, [deps.parent.blobUrl(a.sha256)], {
+        sha256: a.sha256,
+        size: a.size,
+        source: `snapshot anchor ${repo.url}/${name} from parent ${deps.parent.base}`,
+      });
       await download.finished.promise;
     }
   }
@@ -55,7 +64,9 @@ export async function reposFromParent(deps: ParentDeps, env: string, guess: Repo
     snapshot = await parentEnvSnapshot(deps.parent, env);
   }
   if (!snapshot?.repos.some((r) => r.url === guess.url)) {
-    throw new FeedlockError('FL_NOT_FOUND', `parent feedlock ${deps.parent.base} has no repository ${guess.url} in environment ${env}`, { parent: deps.parent.base });
+    throw new FeedlockError('FL_NOT_FOUND', `parent feedlock ${deps.parent.base} has no repository ${guess.url} in environment ${env}`, {
+      parent: deps.parent.base,
+    });
   }
   await fetchAnchors(deps, snapshot.repos);
   return snapshot.repos;
@@ -67,8 +78,17 @@ export async function snapshotFromParent(deps: ParentDeps, records: SnapshotReco
     if (isFeedlockError(err)) throw err;
     throw new FeedlockError('FL_UPSTREAM_UNREACHABLE', `parent feedlock ${deps.parent.base}: ${(err as Error).message}`);
   });
-  if (!remote) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `snapshot ${id} is neither here nor at the parent feedlock ${deps.parent.base}`, { id, parent: deps.parent.base });
-  if (snapshotId(remote.repos) !== id) throw new FeedlockError('FL_STORE_CORRUPT', `parent feedlock ${deps.parent.base} sent a snapshot whose content does not match id ${id}`, { id });
+  if (!remote)
+    throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `snapshot ${id} is neither here nor at the parent feedlock ${deps.parent.base}`, {
+      id,
+      parent: deps.parent.base,
+    });
+  if (snapshotId(remote.repos) !== id)
+    throw new FeedlockError(
+      'FL_STORE_CORRUPT',
+      `parent feedlock ${deps.parent.base} sent a snapshot whose content does not match id ${id}`,
+      { id },
+    );
   await fetchAnchors(deps, remote.repos);
   return records.putSnapshot(remote.repos);
 }

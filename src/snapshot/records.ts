@@ -32,7 +32,13 @@ const repoUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).refine(
     const url = new URL(u);
     const segments = url.pathname.split('/').slice(1);
     const normal = url.href === u || (url.pathname === '/' && url.href === `${u}/`);
-    return normal && !url.search && !url.hash && !url.username && (url.pathname === '/' || segments.every((s) => s !== '' && !/^(\.|%2e){1,2}$/i.test(s) && !/%2f/i.test(s)));
+    return (
+      normal &&
+      !url.search &&
+      !url.hash &&
+      !url.username &&
+      (url.pathname === '/' || segments.every((s) => s !== '' && !/^(\.|%2e){1,2}$/i.test(s) && !/%2f/i.test(s)))
+    );
   },
   { error: 'a normalized repository URL (no "." or ".." or empty segment, no query, no trailing slash)' },
 );
@@ -55,7 +61,10 @@ export const pinnedRepoSchema = z.object({
   /** ISO time of capture. */
   capturedAt: isoTime,
   /** InRelease/Release/Release.gpg or Packages/Packages.gz/Packages.sig that upstream published. */
-  anchors: z.record(z.string().regex(ANCHOR_NAME, { error: 'a file name of the repository (InRelease, Packages.gz, ...)' }), anchorFileSchema),
+  anchors: z.record(
+    z.string().regex(ANCHOR_NAME, { error: 'a file name of the repository (InRelease, Packages.gz, ...)' }),
+    anchorFileSchema,
+  ),
   /** Key id that signed the anchor, when a keyring was given. */
   signedBy: z.string().max(256).optional(),
 });
@@ -106,7 +115,10 @@ const envStateSchema = z.object({
    * frozen through resets; repositories added on top follow upstream until
    * the next reset, except those listed in `keep` (pinned once captured).
    */
-  base: z.object({ snapshot: snapshotIdSchema, release: z.string().optional(), keep: z.array(z.string()).optional() }).nullable().optional(),
+  base: z
+    .object({ snapshot: snapshotIdSchema, release: z.string().optional(), keep: z.array(z.string()).optional() })
+    .nullable()
+    .optional(),
   /**
    * A build's own environment: repositories it lacks are pinned through this
    * shared environment (one capture for every build), and what it has pinned
@@ -153,16 +165,32 @@ export function snapshotId(repos: PinnedRepo[]): string {
  * generation (a first capture of a new or deleted environment starts one,
  * "created"); everything else starts a generation.
  */
-function nextHistory(current: EnvState, snapshot: string | null, reason: string, added: string[] | undefined, resetRepos: string[] | undefined, parent: string | undefined): EnvHistoryEntry[] {
+function nextHistory(
+  current: EnvState,
+  snapshot: string | null,
+  reason: string,
+  added: string[] | undefined,
+  resetRepos: string[] | undefined,
+  parent: string | undefined,
+): EnvHistoryEntry[] {
   const at = new Date().toISOString();
   const history = [...current.history];
   const last = history.at(-1);
   if (added?.length && snapshot) {
     const additions = added.map((repo) => ({ repo, at, snapshot }));
-    if (last && !current.deleted && current.seq > 0) history[history.length - 1] = { ...last, snapshot, added: [...(last.added ?? []), ...additions] };
+    if (last && !current.deleted && current.seq > 0)
+      history[history.length - 1] = { ...last, snapshot, added: [...(last.added ?? []), ...additions] };
     else history.push({ snapshot, at, reason: 'created', startSnapshot: null, added: additions });
   } else {
-    history.push({ snapshot, at, reason, startSnapshot: snapshot, ...(resetRepos?.length ? { resetRepos } : {}), ...(parent ? { parent } : {}), added: [] });
+    history.push({
+      snapshot,
+      at,
+      reason,
+      startSnapshot: snapshot,
+      ...(resetRepos?.length ? { resetRepos } : {}),
+      ...(parent ? { parent } : {}),
+      added: [],
+    });
   }
   return history.slice(-HISTORY_MAX);
 }
@@ -225,10 +253,15 @@ export class SnapshotRecords {
     try {
       data = JSON.parse(text);
     } catch (err) {
-      throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${this.recordPath(id)} is not JSON (${(err as Error).message}); restore it from a bundle or re-capture`, { id });
+      throw new FeedlockError(
+        'FL_STORE_CORRUPT',
+        `snapshot record ${this.recordPath(id)} is not JSON (${(err as Error).message}); restore it from a bundle or re-capture`,
+        { id },
+      );
     }
     const record = parseOrThrow(snapshotRecordSchema, data, 'FL_STORE_CORRUPT', `snapshot record ${this.recordPath(id)}`);
-    if (snapshotId(record.repos) !== id) throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${id} does not match its content`, { id });
+    if (snapshotId(record.repos) !== id)
+      throw new FeedlockError('FL_STORE_CORRUPT', `snapshot record ${id} does not match its content`, { id });
     this.snapshotCache.set(id, record);
     return record;
   }
@@ -287,7 +320,11 @@ export class SnapshotRecords {
    * state. `change` may return undefined to leave the state alone (for
    * example: another process already pinned what we wanted to pin).
    */
-  async updateEnv(name: string, reason: string, change: (current: EnvState) => EnvChange | undefined | Promise<EnvChange | undefined>): Promise<EnvState> {
+  async updateEnv(
+    name: string,
+    reason: string,
+    change: (current: EnvState) => EnvChange | undefined | Promise<EnvChange | undefined>,
+  ): Promise<EnvState> {
     const dir = this.envDir(name);
     await mkdir(dir, { recursive: true });
     for (let attempt = 0; attempt < 100; attempt++) {
@@ -297,8 +334,8 @@ export class SnapshotRecords {
       const { added, resetRepos, reason: why, parent, ...fields } = wanted;
       const next: EnvState = {
         // A composition survives every change but an explicit new base (or deletion).
-        base: wanted.deleted ? null : current.base ?? null,
-        follows: wanted.deleted ? null : current.follows ?? null,
+        base: wanted.deleted ? null : (current.base ?? null),
+        follows: wanted.deleted ? null : (current.follows ?? null),
         ...fields,
         name,
         // Past every file on disk, readable or not.

@@ -33,7 +33,11 @@ export interface Release {
 }
 
 export function checkReleaseName(name: unknown): string {
-  if (typeof name !== 'string' || !ENV_NAME.test(name)) throw new FeedlockError('FL_BAD_CONFIG', `bad release name ${JSON.stringify(name)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`);
+  if (typeof name !== 'string' || !ENV_NAME.test(name))
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `bad release name ${JSON.stringify(name)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`,
+    );
   return name;
 }
 
@@ -71,7 +75,10 @@ export class Releases {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const existing = await this.get(name);
-      throw new FeedlockError('FL_CONFLICT', `release ${name} already exists (snapshot ${existing.snapshot}, created ${existing.createdAt}); releases never change: pick a new name`);
+      throw new FeedlockError(
+        'FL_CONFLICT',
+        `release ${name} already exists (snapshot ${existing.snapshot}, created ${existing.createdAt}); releases never change: pick a new name`,
+      );
     } finally {
       await unlink(temp).catch(() => {});
     }

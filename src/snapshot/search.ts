@@ -44,7 +44,9 @@ export interface SearchQuery {
 
 export async function searchPackages(store: Store, records: SnapshotRecords, q: SearchQuery): Promise<PackageVersion[]> {
   const index = new PackageIndex(store);
-  const snapshots: SnapshotRecord[] = q.snapshot ? [await records.getSnapshot(await records.resolveId(q.snapshot))] : await records.listSnapshots();
+  const snapshots: SnapshotRecord[] = q.snapshot
+    ? [await records.getSnapshot(await records.resolveId(q.snapshot))]
+    : await records.listSnapshots();
   const envs = await records.listEnvs();
   const releases = await new Releases(records).list();
   const tags = Object.entries(await records.tags());
@@ -69,7 +71,21 @@ export async function searchPackages(store: Store, records: SnapshotRecords, q: 
           let v = found.get(e.sha256);
           if (!v) {
             if (found.size >= limit) continue;
-            v = { name: e.name, version: e.version, arch: e.arch ?? 'all', source: e.source, sha256: e.sha256, size: e.size, url: `${repo.archiveRoot}/${e.filename}`, repo: repo.url, inStore: await store.hasBlob(e.sha256), snapshots: [], envs: [], releases: [], tags: [] };
+            v = {
+              name: e.name,
+              version: e.version,
+              arch: e.arch ?? 'all',
+              source: e.source,
+              sha256: e.sha256,
+              size: e.size,
+              url: `${repo.archiveRoot}/${e.filename}`,
+              repo: repo.url,
+              inStore: await store.hasBlob(e.sha256),
+              snapshots: [],
+              envs: [],
+              releases: [],
+              tags: [],
+            };
             found.set(e.sha256, v);
           }
           if (!v.snapshots.includes(snapshot.id)) {
@@ -82,5 +98,7 @@ export async function searchPackages(store: Store, records: SnapshotRecords, q: 
       }
     }
   }
-  return [...found.values()].sort((a, b) => a.name.localeCompare(b.name) || compareVersions(b.version, a.version) || a.arch.localeCompare(b.arch));
+  return [...found.values()].sort(
+    (a, b) => a.name.localeCompare(b.name) || compareVersions(b.version, a.version) || a.arch.localeCompare(b.arch),
+  );
 }

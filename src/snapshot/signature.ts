@@ -27,9 +27,14 @@ export function loadKeyring(file: string): Promise<Keyring> {
       const openpgp = await pgp();
       try {
         const text = data.toString('latin1');
-        return text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----') ? await openpgp.readKeys({ armoredKeys: text }) : await openpgp.readKeys({ binaryKeys: data });
+        return text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----')
+          ? await openpgp.readKeys({ armoredKeys: text })
+          : await openpgp.readKeys({ binaryKeys: data });
       } catch (err) {
-        throw new FeedlockError('FL_BAD_CONFIG', `bad config: keyring = ${JSON.stringify(file)} (not an OpenPGP keyring: ${(err as Error).message})`);
+        throw new FeedlockError(
+          'FL_BAD_CONFIG',
+          `bad config: keyring = ${JSON.stringify(file)} (not an OpenPGP keyring: ${(err as Error).message})`,
+        );
       }
     })();
     cache.set(file, keys);
@@ -70,7 +75,9 @@ export async function verifyDetached(data: Uint8Array, signature: Uint8Array, ke
   let sig;
   try {
     const text = Buffer.from(signature).toString('latin1');
-    sig = text.includes('-----BEGIN PGP SIGNATURE-----') ? await openpgp.readSignature({ armoredSignature: text }) : await openpgp.readSignature({ binarySignature: signature });
+    sig = text.includes('-----BEGIN PGP SIGNATURE-----')
+      ? await openpgp.readSignature({ armoredSignature: text })
+      : await openpgp.readSignature({ binarySignature: signature });
   } catch (err) {
     throw new FeedlockError('FL_SIGNATURE', `${what} signature is unreadable: ${(err as Error).message}`);
   }

@@ -46,7 +46,11 @@ export interface SnapshotDetail {
 }
 
 export function checkName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !ENV_NAME.test(value)) throw new FeedlockError('FL_BAD_REQUEST', `bad ${what} ${JSON.stringify(value)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`);
+  if (typeof value !== 'string' || !ENV_NAME.test(value))
+    throw new FeedlockError(
+      'FL_BAD_REQUEST',
+      `bad ${what} ${JSON.stringify(value)?.slice(0, 80)} (letters, digits, ".", "_", "-", max 64)`,
+    );
   return value;
 }
 
@@ -62,8 +66,14 @@ function previousOf(state: EnvState, id: string): string | null {
  */
 export async function environmentDiff(store: Store, records: SnapshotRecords, name: string, against?: string): Promise<GenerationDiff> {
   const state = await records.readEnv(checkName('environment name', name));
-  if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`, { env: name });
-  if (!state.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${name} holds no repository yet (reset, nothing captured since): build once, then run feedlock env diff ${name}`, { env: name });
+  if (state.seq === 0 || state.deleted)
+    throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${name}; see feedlock env list`, { env: name });
+  if (!state.snapshot)
+    throw new FeedlockError(
+      'FL_NO_SUCH_SNAPSHOT',
+      `environment ${name} holds no repository yet (reset, nothing captured since): build once, then run feedlock env diff ${name}`,
+      { env: name },
+    );
   const from = against ? await records.resolveId(checkName('snapshot id', against)) : previousGenerationId(state.history);
   return diffGenerations(store, name, from ? await records.getSnapshot(from) : undefined, await records.getSnapshot(state.snapshot));
 }
@@ -83,7 +93,10 @@ export class SnapshotAdmin {
     if (!anchor) return [];
     let archs = this.archCache.get(anchor.sha256);
     if (!archs) {
-      archs = await readFile(this.store.blobPath(anchor.sha256), 'utf8').then((t) => parseRelease(t).architectures, () => []);
+      archs = await readFile(this.store.blobPath(anchor.sha256), 'utf8').then(
+        (t) => parseRelease(t).architectures,
+        () => [],
+      );
       this.archCache.set(anchor.sha256, archs);
     }
     return archs;
@@ -104,20 +117,27 @@ export class SnapshotAdmin {
   /** What an edge checks on each anchor request: small, and 200 for an environment this host does not have. */
   async generation(name: string): Promise<ParentGeneration> {
     const state = await this.records.readEnv(checkName('environment name', name));
-    if (state.seq === 0 || state.deleted) return { name, snapshot: null, pinned: false, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
+    if (state.seq === 0 || state.deleted)
+      return { name, snapshot: null, pinned: false, locked: false, reason: state.deleted ? 'deleted' : 'not created yet' };
     return { name, snapshot: state.snapshot, pinned: state.locked, locked: state.locked, reason: state.history.at(-1)?.reason };
   }
 
   private async summarise(state: EnvState): Promise<EnvironmentSummary> {
     const snapshot = state.snapshot ? await this.records.getSnapshot(state.snapshot).catch(() => undefined) : undefined;
     const repos: RepoSummary[] = [];
-    for (const r of snapshot?.repos ?? []) repos.push({ url: r.url, kind: r.kind, capturedAt: r.capturedAt, architectures: await this.architectures(r), signedBy: r.signedBy });
+    for (const r of snapshot?.repos ?? [])
+      repos.push({ url: r.url, kind: r.kind, capturedAt: r.capturedAt, architectures: await this.architectures(r), signedBy: r.signedBy });
     return {
       name: state.name,
       snapshot: state.snapshot,
       pinned: state.locked,
       updatedAt: state.updatedAt,
-      capturedAt: snapshot ? snapshot.repos.map((r) => r.capturedAt).sort().at(-1) ?? snapshot.createdAt : null,
+      capturedAt: snapshot
+        ? (snapshot.repos
+            .map((r) => r.capturedAt)
+            .sort()
+            .at(-1) ?? snapshot.createdAt)
+        : null,
       repos,
       previousSnapshot: state.snapshot ? previousOf(state, state.snapshot) : null,
       base: state.base ?? null,
@@ -131,7 +151,12 @@ export class SnapshotAdmin {
     const envs = await this.records.listEnvs();
     let previous: string | null = null;
     for (const e of envs) previous ??= previousOf(e, id);
-    return { snapshot, tags: Object.keys(tags).filter((t) => tags[t] === id), envs: envs.filter((e) => e.snapshot === id).map((e) => e.name), previous };
+    return {
+      snapshot,
+      tags: Object.keys(tags).filter((t) => tags[t] === id),
+      envs: envs.filter((e) => e.snapshot === id).map((e) => e.name),
+      previous,
+    };
   }
 
   /** The diff against the previous generation of an environment that used this one; null if none. */
@@ -140,7 +165,8 @@ export class SnapshotAdmin {
     const from = against ? await this.records.resolveId(checkName('snapshot id', against)) : detail.previous;
     if (!from) return null;
     const envs = await this.records.listEnvs();
-    const env = envs.find((e) => e.snapshot === detail.snapshot.id) ?? envs.find((e) => generationIndexOf(e.history, detail.snapshot.id) !== -1);
+    const env =
+      envs.find((e) => e.snapshot === detail.snapshot.id) ?? envs.find((e) => generationIndexOf(e.history, detail.snapshot.id) !== -1);
     return diffGenerations(this.store, env?.name ?? null, await this.records.getSnapshot(from), detail.snapshot);
   }
 
@@ -151,8 +177,14 @@ export class SnapshotAdmin {
 
   /** `repos`: the admin API's `{"repos": [...]}`, as `feedlock env reset NAME --repo REPO`. */
   async reset(name: string, repos?: unknown): Promise<ReturnType<typeof envJson<EnvState>>> {
-    if (repos !== undefined && (!Array.isArray(repos) || repos.length > 100 || repos.some((r) => typeof r !== 'string' || r.length === 0 || r.length > 500))) {
-      throw new FeedlockError('FL_BAD_REQUEST', `bad repos ${JSON.stringify(repos)?.slice(0, 80)} (expected a list of repositories as feedlock env show lists them, or suite suffixes such as "bookworm-security")`);
+    if (
+      repos !== undefined &&
+      (!Array.isArray(repos) || repos.length > 100 || repos.some((r) => typeof r !== 'string' || r.length === 0 || r.length > 500))
+    ) {
+      throw new FeedlockError(
+        'FL_BAD_REQUEST',
+        `bad repos ${JSON.stringify(repos)?.slice(0, 80)} (expected a list of repositories as feedlock env show lists them, or suite suffixes such as "bookworm-security")`,
+      );
     }
     return envJson(await this.envs.reset(checkName('environment name', name), (repos as string[] | undefined) ?? []));
   }
@@ -172,9 +204,14 @@ export class SnapshotAdmin {
   search(q: SearchQuery): Promise<PackageVersion[]> {
     if (q.snapshot) checkName('snapshot id', q.snapshot);
     if (q.arch) checkName('architecture', q.arch);
-    if (q.repo && (q.repo.length > 300 || /[\s<>"]/.test(q.repo))) throw new FeedlockError('FL_BAD_REQUEST', `bad repo filter ${JSON.stringify(q.repo).slice(0, 80)}`);
+    if (q.repo && (q.repo.length > 300 || /[\s<>"]/.test(q.repo)))
+      throw new FeedlockError('FL_BAD_REQUEST', `bad repo filter ${JSON.stringify(q.repo).slice(0, 80)}`);
     // An empty name browses a whole snapshot (or release).
-    if ((!q.name && !q.snapshot) || q.name.length > 100 || /[^A-Za-z0-9.+~:_-]/.test(q.name)) throw new FeedlockError('FL_BAD_REQUEST', `bad package name ${JSON.stringify(q.name).slice(0, 80)} (letters, digits and . + ~ : _ -)`);
+    if ((!q.name && !q.snapshot) || q.name.length > 100 || /[^A-Za-z0-9.+~:_-]/.test(q.name))
+      throw new FeedlockError(
+        'FL_BAD_REQUEST',
+        `bad package name ${JSON.stringify(q.name).slice(0, 80)} (letters, digits and . + ~ : _ -)`,
+      );
     return searchPackages(this.store, this.records, q);
   }
 

@@ -32,10 +32,19 @@ export async function resolveSnapshotRef(records: SnapshotRecords, ref: string):
   if (tags[ref]) return { kind: 'tag', id: tags[ref] };
   const env = await records.readEnv(ref);
   if (env.seq > 0 && !env.deleted) {
-    if (!env.snapshot) throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${ref} has no snapshot yet (reset and not captured since); run apt-get update through /_env/${ref}/ first`, { ref });
+    if (!env.snapshot)
+      throw new FeedlockError(
+        'FL_NO_SUCH_SNAPSHOT',
+        `environment ${ref} has no snapshot yet (reset and not captured since); run apt-get update through /_env/${ref}/ first`,
+        { ref },
+      );
     return { kind: 'environment', id: env.snapshot, env };
   }
-  throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `no snapshot, release, tag or environment named ${JSON.stringify(ref)}; see feedlock snapshot list, release list, env list`, { ref });
+  throw new FeedlockError(
+    'FL_NO_SUCH_SNAPSHOT',
+    `no snapshot, release, tag or environment named ${JSON.stringify(ref)}; see feedlock snapshot list, release list, env list`,
+    { ref },
+  );
 }
 
 /**
@@ -49,7 +58,8 @@ export async function resolveSnapshotRef(records: SnapshotRecords, ref: string):
 export async function snapshotAt(records: SnapshotRecords, name: string, time: Date): Promise<{ id: string; at: string }> {
   let env = name;
   let state = await records.readEnv(env);
-  if (state.seq === 0 || state.deleted) throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
+  if (state.seq === 0 || state.deleted)
+    throw new FeedlockError('FL_NO_SUCH_ENV', `no environment named ${env}; see feedlock env list`, { env });
   // A build's environment is a window on the shared one it follows: the history is that one's.
   const followed = state.follows ? await records.readEnv(state.follows) : undefined;
   if (followed && followed.seq > 0 && !followed.deleted) [env, state] = [followed.name, followed];
@@ -59,8 +69,13 @@ export async function snapshotAt(records: SnapshotRecords, name: string, time: D
   // The id the current generation had then; a generation still empty at that time (just reset) means the one before.
   const at = generationAt(generations, time);
   if (at?.snapshot) return { id: at.snapshot, at: at.generation.at };
-  for (let i = (at?.index ?? 0) - 1; at && i >= 0; i--) if (generations[i].snapshot) return { id: generations[i].snapshot!, at: generations[i].at };
-  throw new FeedlockError('FL_NO_SUCH_SNAPSHOT', `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(first.at))} (${first.snapshot})`, { env, first: first.at });
+  for (let i = (at?.index ?? 0) - 1; at && i >= 0; i--)
+    if (generations[i].snapshot) return { id: generations[i].snapshot!, at: generations[i].at };
+  throw new FeedlockError(
+    'FL_NO_SUCH_SNAPSHOT',
+    `environment ${env} has no snapshot as early as ${archiveTimestamp(time)}: its first capture is ${archiveTimestamp(new Date(first.at))} (${first.snapshot})`,
+    { env, first: first.at },
+  );
 }
 
 /**
@@ -75,13 +90,25 @@ export function archiveRoot(snapshot: SnapshotRecord | undefined, name: string, 
   const matching = roots.filter((r) => `${new URL(r).pathname.replace(/\/+$/, '')}/`.endsWith(`/${name}/`));
   if (matching.length === 1) return matching[0];
   const held = roots.length ? roots.join(', ') : 'nothing';
-  if (matching.length === 0) throw new FeedlockError('FL_NOT_FOUND', `${view} holds no repository whose path ends in /${name} (it holds ${held}); name one with --mirror ${name}=URL`, { archive: name });
-  throw new FeedlockError('FL_NOT_FOUND', `archive ${name} is ambiguous in ${view}: ${matching.join(', ')}; name one with --mirror ${name}=URL`, { archive: name });
+  if (matching.length === 0)
+    throw new FeedlockError(
+      'FL_NOT_FOUND',
+      `${view} holds no repository whose path ends in /${name} (it holds ${held}); name one with --mirror ${name}=URL`,
+      { archive: name },
+    );
+  throw new FeedlockError(
+    'FL_NOT_FOUND',
+    `archive ${name} is ambiguous in ${view}: ${matching.join(', ')}; name one with --mirror ${name}=URL`,
+    { archive: name },
+  );
 }
 
 /** 2026-07-11T10:16:37.123Z -> 20260711T101637Z (the public snapshot archive's form). */
 export function archiveTimestamp(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 /** 20260711T101637Z -> Date; undefined if it is not one. */

@@ -76,7 +76,10 @@ export class SnapshotResolver implements Resolver {
     let repo = repoFor(view.snapshot, url);
     if (!repo) {
       if (view.state.locked) throw notInSnapshot(ctx.env, view.state.snapshot, url);
-      if (this.opts.offline) throw new FeedlockError('FL_OFFLINE_MISS', `offline: environment ${ctx.env} has not captured the repository of ${url}`, { env: ctx.env });
+      if (this.opts.offline)
+        throw new FeedlockError('FL_OFFLINE_MISS', `offline: environment ${ctx.env} has not captured the repository of ${url}`, {
+          env: ctx.env,
+        });
       const guess = guessRepo(ctx.route.upstream);
       view = await this.envs.pinRepository(ctx.env, guess);
       repo = repoFor(view.snapshot, url);
@@ -84,9 +87,16 @@ export class SnapshotResolver implements Resolver {
     }
     const rel = url.slice(repo.url.length + 1);
     const anchor = repo.anchors[rel];
-    if (anchor) return this.serveKnown(ctx, view, repo, { sha256: anchor.sha256, size: anchor.size, source: `the snapshot of ${repo.url}` }, [], rel);
-    if ((repo.kind === 'apt' ? (APT_ANCHORS as readonly string[]) : (OPKG_ANCHORS as readonly string[])).includes(rel) || rel === 'Packages.stamps') {
-      throw new FeedlockError('FL_NOT_FOUND', `${url}: upstream did not publish this file when environment ${ctx.env} captured ${repo.url} (snapshot ${view.state.snapshot})`);
+    if (anchor)
+      return this.serveKnown(ctx, view, repo, { sha256: anchor.sha256, size: anchor.size, source: `the snapshot of ${repo.url}` }, [], rel);
+    if (
+      (repo.kind === 'apt' ? (APT_ANCHORS as readonly string[]) : (OPKG_ANCHORS as readonly string[])).includes(rel) ||
+      rel === 'Packages.stamps'
+    ) {
+      throw new FeedlockError(
+        'FL_NOT_FOUND',
+        `${url}: upstream did not publish this file when environment ${ctx.env} captured ${repo.url} (snapshot ${view.state.snapshot})`,
+      );
     }
     if (repo.kind !== 'apt') throw new FeedlockError('FL_NOT_FOUND', `${url} is not an index file of the pinned feed ${repo.url}`);
 
@@ -109,7 +119,11 @@ export class SnapshotResolver implements Resolver {
     if (!expected) {
       const listed = await this.listedBelowRelease(ctx, view, repo, release, rel);
       if (listed) return this.serveKnown(ctx, view, repo, listed.expected, listed.candidates, listed.path);
-      throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `${rel} is not listed in the Release that environment ${ctx.env} pinned for ${repo.url} (snapshot ${view.state.snapshot})`, { env: ctx.env });
+      throw new FeedlockError(
+        'FL_NOT_IN_SNAPSHOT',
+        `${rel} is not listed in the Release that environment ${ctx.env} pinned for ${repo.url} (snapshot ${view.state.snapshot})`,
+        { env: ctx.env },
+      );
     }
     const candidates = this.indexCandidates(repo, release, path, expected.sha256!);
     return this.serveKnown(ctx, view, repo, expected, candidates, path);
@@ -121,7 +135,13 @@ export class SnapshotResolver implements Resolver {
    * `installer-*\/DIR/images/SHA256SUMS`). Both are served only with the digest
    * that list gives, so they are frozen with the snapshot like the list itself.
    */
-  private async listedBelowRelease(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, rel: string): Promise<{ expected: ExpectedContent; candidates: URL[]; path: string } | undefined> {
+  private async listedBelowRelease(
+    ctx: RequestContext,
+    view: EnvView,
+    repo: PinnedRepo,
+    release: ReleaseFile,
+    rel: string,
+  ): Promise<{ expected: ExpectedContent; candidates: URL[]; path: string } | undefined> {
     const pdiff = /^(.+\.diff)\/(?:by-hash\/SHA256\/([0-9a-f]{64})|(T-[^/]+))$/.exec(rel);
     if (pdiff) {
       const [, dir, hash, name] = pdiff;
@@ -131,7 +151,11 @@ export class SnapshotResolver implements Resolver {
       if (!patch) return undefined;
       const urls = [`${repo.url}/${byHashPath(`${dir}/`, patch.sha256)}`, `${repo.url}/${dir}/${patch.name}`];
       if (!release.acquireByHash) urls.reverse();
-      return { expected: { sha256: patch.sha256, size: patch.size, source: `the pinned ${dir}/Index of ${repo.url}` }, candidates: urls.map((u) => new URL(u)), path: `${dir}/${patch.name}` };
+      return {
+        expected: { sha256: patch.sha256, size: patch.size, source: `the pinned ${dir}/Index of ${repo.url}` },
+        candidates: urls.map((u) => new URL(u)),
+        path: `${dir}/${patch.name}`,
+      };
     }
     const installer = /^(.*installer-[^/]+)\/([^/]+)\/images\/(.+)$/.exec(rel);
     if (installer) {
@@ -145,20 +169,39 @@ export class SnapshotResolver implements Resolver {
       // caught at its last byte): ask first in the directories whose SHA256SUMS is the pinned one
       // under another name, i.e. the dated directory `current` pointed at when the snapshot was taken.
       const pinned = release.files.get(sumsPath)!.sha256;
-      const sameImages = [...release.files].filter(([p, e]) => e.sha256 === pinned && p !== sumsPath && p.startsWith(`${base}/`) && p.endsWith('/images/SHA256SUMS'));
+      const sameImages = [...release.files].filter(
+        ([p, e]) => e.sha256 === pinned && p !== sumsPath && p.startsWith(`${base}/`) && p.endsWith('/images/SHA256SUMS'),
+      );
       const urls = [...sameImages.map(([p]) => `${p.slice(0, -'SHA256SUMS'.length)}${file}`), rel].map((p) => new URL(`${repo.url}/${p}`));
       const fallback = this.fallbackUrl(repo, `${repo.url}/${rel}`);
-      return { expected: { sha256, source: `the pinned ${sumsPath} of ${repo.url}` }, candidates: fallback ? [...urls, new URL(fallback)] : urls, path: rel };
+      return {
+        expected: { sha256, source: `the pinned ${sumsPath} of ${repo.url}` },
+        candidates: fallback ? [...urls, new URL(fallback)] : urls,
+        path: rel,
+      };
     }
     return undefined;
   }
 
   /** The text of an index file the pinned Release lists, fetched (verified) if this store lacks it; undefined if not listed. */
-  private async pinnedText(ctx: RequestContext, view: EnvView, repo: PinnedRepo, release: ReleaseFile, path: string): Promise<string | undefined> {
+  private async pinnedText(
+    ctx: RequestContext,
+    view: EnvView,
+    repo: PinnedRepo,
+    release: ReleaseFile,
+    path: string,
+  ): Promise<string | undefined> {
     const e = release.files.get(path);
     if (!e) return undefined;
     if (!(await this.store.hasBlob(e.sha256))) {
-      const resolution = await this.serveKnown(ctx, view, repo, { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` }, this.indexCandidates(repo, release, path, e.sha256), path);
+      const resolution = await this.serveKnown(
+        ctx,
+        view,
+        repo,
+        { sha256: e.sha256, size: e.size, source: `the pinned Release of ${repo.url}` },
+        this.indexCandidates(repo, release, path, e.sha256),
+        path,
+      );
       if (resolution.type === 'download') await resolution.download.finished.promise;
     }
     return readFile(this.store.blobPath(e.sha256), 'utf8');
@@ -185,7 +228,10 @@ export class SnapshotResolver implements Resolver {
     this.releases.set(anchor.sha256, release);
     if (release.validUntil && release.validUntil.getTime() < Date.now() && !this.warnedExpired.has(anchor.sha256)) {
       this.warnedExpired.add(anchor.sha256);
-      this.log.warn({ repo: repo.url, validUntil: release.validUntil.toISOString() }, 'pinned Release is past its Valid-Until: apt clients need Acquire::Check-Valid-Until "false" (the bitbake class sets it)');
+      this.log.warn(
+        { repo: repo.url, validUntil: release.validUntil.toISOString() },
+        'pinned Release is past its Valid-Until: apt clients need Acquire::Check-Valid-Until "false" (the bitbake class sets it)',
+      );
     }
     return release;
   }
@@ -197,14 +243,21 @@ export class SnapshotResolver implements Resolver {
     const resolution = await this.resolvePackageIn(view, ctx, url);
     // Stamped with the view it was made under, so the hit cache drops it when the environment changes.
     // Unverified files are never remembered there: each request revalidates them.
-    return resolution.type === 'stored' && resolution.headers?.['x-feedlock-verified'] !== 'no' ? { ...resolution, generation: generationOf(view) } : resolution;
+    return resolution.type === 'stored' && resolution.headers?.['x-feedlock-verified'] !== 'no'
+      ? { ...resolution, generation: generationOf(view) }
+      : resolution;
   }
 
   private async resolvePackageIn(view: EnvView, ctx: RequestContext, url: string): Promise<Resolution> {
     const found = await this.lookupPackage(view, url);
     if (found) {
       const { repo, entry } = found;
-      const expected: ExpectedContent = { sha256: entry.sha256, md5: entry.sha256 ? undefined : entry.md5, size: entry.size >= 0 ? entry.size : undefined, source: `the pinned index of ${repo.url}` };
+      const expected: ExpectedContent = {
+        sha256: entry.sha256,
+        md5: entry.sha256 ? undefined : entry.md5,
+        size: entry.size >= 0 ? entry.size : undefined,
+        source: `the pinned index of ${repo.url}`,
+      };
       const candidates = [ctx.route.upstream];
       const fallback = this.fallbackUrl(repo, url);
       if (fallback) candidates.push(new URL(fallback));
@@ -220,7 +273,13 @@ export class SnapshotResolver implements Resolver {
     }
     if (this.opts.offline) {
       const rec = this.store.index.getCached(url) ?? (await this.store.index.get(url));
-      if (rec) return { type: 'stored', file: storedFileOf(rec, ctx.route.upstream.pathname), result: 'hit', headers: { 'x-feedlock-verified': 'no' } };
+      if (rec)
+        return {
+          type: 'stored',
+          file: storedFileOf(rec, ctx.route.upstream.pathname),
+          result: 'hit',
+          headers: { 'x-feedlock-verified': 'no' },
+        };
       throw new FeedlockError('FL_OFFLINE_MISS', `offline: ${url} is not in the store`, { env: ctx.env });
     }
     // Listed by no pinned index: nothing vouches for it, so it is not kept as
@@ -240,7 +299,10 @@ export class SnapshotResolver implements Resolver {
     if (this.warnedUnlisted.has(key)) return;
     if (this.warnedUnlisted.size >= 10_000) this.warnedUnlisted.clear();
     this.warnedUnlisted.add(key);
-    this.log.warn({ env, url }, 'package file listed by no index the environment pinned: served unverified and revalidated upstream on each request; --strict refuses it');
+    this.log.warn(
+      { env, url },
+      'package file listed by no index the environment pinned: served unverified and revalidated upstream on each request; --strict refuses it',
+    );
   }
 
   /**
@@ -294,30 +356,61 @@ export class SnapshotResolver implements Resolver {
   // ---- common ------------------------------------------------------------
 
   /** Serves content whose digest the snapshot fixes: from the store, else from the first upstream that has it. */
-  private async serveKnown(ctx: RequestContext, view: EnvView, repo: PinnedRepo, expected: ExpectedContent, upstreamCandidates: URL[], path: string): Promise<Resolution> {
+  private async serveKnown(
+    ctx: RequestContext,
+    view: EnvView,
+    repo: PinnedRepo,
+    expected: ExpectedContent,
+    upstreamCandidates: URL[],
+    path: string,
+  ): Promise<Resolution> {
     const parent = this.opts.parent;
     // An edge asks its parent: by digest (any environment's copy will do), else through the same environment.
-    const candidates = parent ? [...(expected.sha256 ? [parent.blobUrl(expected.sha256)] : []), ...upstreamCandidates.map((u) => parent.remap(u, ctx.env))] : upstreamCandidates;
+    const candidates = parent
+      ? [...(expected.sha256 ? [parent.blobUrl(expected.sha256)] : []), ...upstreamCandidates.map((u) => parent.remap(u, ctx.env))]
+      : upstreamCandidates;
     const lastModified = new Date(repo.capturedAt).toUTCString();
     if (expected.sha256 && (await this.store.hasBlob(expected.sha256))) {
       this.afterIndexServed(path, expected.sha256);
-      return { type: 'stored', file: { sha256: expected.sha256, size: expected.size ?? (await this.sizeOf(expected.sha256)), lastModified, contentType: contentTypeFor(path) }, result: 'hit' };
+      return {
+        type: 'stored',
+        file: {
+          sha256: expected.sha256,
+          size: expected.size ?? (await this.sizeOf(expected.sha256)),
+          lastModified,
+          contentType: contentTypeFor(path),
+        },
+        result: 'hit',
+      };
     }
     if (!expected.sha256 && expected.md5) {
       // md5-only feeds: the URL record tells which blob was verified against this md5 before.
       const rec = this.store.index.getCached(String(ctx.route.upstream));
-      if (rec && rec.md5 === expected.md5 && (await this.store.hasBlob(rec.sha256))) return { type: 'stored', file: storedFileOf(rec, path), result: 'hit' };
+      if (rec && rec.md5 === expected.md5 && (await this.store.hasBlob(rec.sha256)))
+        return { type: 'stored', file: storedFileOf(rec, path), result: 'hit' };
     }
     if (this.opts.offline || candidates.length === 0) {
-      throw new FeedlockError('FL_OFFLINE_MISS', `${this.opts.offline ? 'offline' : 'not in the store'}: ${ctx.route.upstream} (${expected.sha256 ?? expected.md5}) of environment ${ctx.env}, snapshot ${view.state.snapshot}, is not in the store`, { env: ctx.env });
+      throw new FeedlockError(
+        'FL_OFFLINE_MISS',
+        `${this.opts.offline ? 'offline' : 'not in the store'}: ${ctx.route.upstream} (${expected.sha256 ?? expected.md5}) of environment ${ctx.env}, snapshot ${view.state.snapshot}, is not in the store`,
+        { env: ctx.env },
+      );
     }
     try {
       const { download, leader } = await fetchVerified(this.flights, candidates, expected);
-      if (PACKAGE_LIST.test(path) && expected.sha256) void download.finished.promise.then(() => this.afterIndexServed(path, expected.sha256!), () => {});
+      if (PACKAGE_LIST.test(path) && expected.sha256)
+        void download.finished.promise.then(
+          () => this.afterIndexServed(path, expected.sha256!),
+          () => {},
+        );
       return { type: 'download', download, leader };
     } catch (err) {
       if (!isFeedlockError(err, 'FL_NOT_FOUND')) throw err;
-      throw new FeedlockError('FL_NOT_IN_SNAPSHOT', `upstream no longer has ${path} as pinned by environment ${ctx.env} (snapshot ${view.state.snapshot}, captured ${repo.capturedAt}): ${(err as Error).message}. Configure --fallback with an archive of that date, or run: feedlock env reset ${ctx.env}`, { env: ctx.env });
+      throw new FeedlockError(
+        'FL_NOT_IN_SNAPSHOT',
+        `upstream no longer has ${path} as pinned by environment ${ctx.env} (snapshot ${view.state.snapshot}, captured ${repo.capturedAt}): ${(err as Error).message}. Configure --fallback with an archive of that date, or run: feedlock env reset ${ctx.env}`,
+        { env: ctx.env },
+      );
     }
   }
 

@@ -41,7 +41,10 @@ const exportIndexSchema = z.object({
     )
     .max(10_000_000),
   /** Extra documents carried along (a bundle's manifests and sources report), by file name. */
-  documents: z.array(z.string().regex(DOCUMENT_NAME, { error: 'a document file name' })).max(10_000).optional(),
+  documents: z
+    .array(z.string().regex(DOCUMENT_NAME, { error: 'a document file name' }))
+    .max(10_000)
+    .optional(),
 });
 type ExportIndex = z.output<typeof exportIndexSchema>;
 
@@ -66,12 +69,20 @@ function parseIndex(bytes: Buffer, file: string): ExportIndex {
   try {
     data = JSON.parse(bytes.toString('utf8'));
   } catch (err) {
-    throw new FeedlockError('FL_BAD_BUNDLE', `${file}: feedlock-snapshot.json is not JSON (${(err as Error).message}); nothing was imported`);
+    throw new FeedlockError(
+      'FL_BAD_BUNDLE',
+      `${file}: feedlock-snapshot.json is not JSON (${(err as Error).message}); nothing was imported`,
+    );
   }
   const format = (data as { format?: unknown } | null)?.format;
-  if (format !== EXPORT_FORMAT) throw new FeedlockError('FL_BAD_BUNDLE', `${file} is not a feedlock snapshot export (format ${JSON.stringify(format)}, expected ${EXPORT_FORMAT})`);
+  if (format !== EXPORT_FORMAT)
+    throw new FeedlockError(
+      'FL_BAD_BUNDLE',
+      `${file} is not a feedlock snapshot export (format ${JSON.stringify(format)}, expected ${EXPORT_FORMAT})`,
+    );
   const index = parseOrThrow(exportIndexSchema, data, 'FL_BAD_BUNDLE', `${file}: feedlock-snapshot.json`);
-  if (snapshotId(index.snapshot.repos) !== index.snapshot.id) throw new FeedlockError('FL_BAD_BUNDLE', `${file}: snapshot record does not match its id ${index.snapshot.id}; nothing was imported`);
+  if (snapshotId(index.snapshot.repos) !== index.snapshot.id)
+    throw new FeedlockError('FL_BAD_BUNDLE', `${file}: snapshot record does not match its id ${index.snapshot.id}; nothing was imported`);
   return index;
 }
 
@@ -82,7 +93,13 @@ export interface ExportOptions {
   onTotal?: (blobs: number) => void;
 }
 
-export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, file: string, options: ExportOptions, onBlob?: (b: SnapshotBlob) => void): Promise<ExportIndex> {
+export async function exportSnapshot(
+  store: Store,
+  snapshot: SnapshotRecord,
+  file: string,
+  options: ExportOptions,
+  onBlob?: (b: SnapshotBlob) => void,
+): Promise<ExportIndex> {
   const blobs: SnapshotBlob[] = [];
   const wanted = options.packages;
   for await (const b of snapshotBlobs(store, snapshot, { packages: wanted !== false })) {
@@ -91,7 +108,8 @@ export async function exportSnapshot(store: Store, snapshot: SnapshotRecord, fil
   }
   options.onTotal?.(blobs.length);
   const documents = options.documents ?? [];
-  for (const d of documents) if (!DOCUMENT_NAME.test(d.name)) throw new FeedlockError('FL_BAD_CONFIG', `bad bundle document name ${JSON.stringify(d.name)}`);
+  for (const d of documents)
+    if (!DOCUMENT_NAME.test(d.name)) throw new FeedlockError('FL_BAD_CONFIG', `bad bundle document name ${JSON.stringify(d.name)}`);
   const index: ExportIndex = { format: EXPORT_FORMAT, snapshot, blobs, documents: documents.map((d) => d.name) };
   const { pack: tarPack } = await import('tar-stream');
   const pack = tarPack();
@@ -130,7 +148,12 @@ async function stageBlob(store: Store, entry: AsyncIterable<unknown>, sha256: st
       await fh.write(c as Buffer);
     }
     const found = hash.digest('hex');
-    if (found !== sha256) throw new FeedlockError('FL_HASH_MISMATCH', `${file}: sha256 mismatch for blob ${sha256} (found ${found}); the export is damaged, nothing was imported`, { expected: sha256, found });
+    if (found !== sha256)
+      throw new FeedlockError(
+        'FL_HASH_MISMATCH',
+        `${file}: sha256 mismatch for blob ${sha256} (found ${found}); the export is damaged, nothing was imported`,
+        { expected: sha256, found },
+      );
     await fh.datasync();
     await fh.close();
     return temp;
@@ -141,7 +164,13 @@ async function stageBlob(store: Store, entry: AsyncIterable<unknown>, sha256: st
   }
 }
 
-export async function importSnapshot(store: Store, records: SnapshotRecords, file: string, onBlob?: (sha256: string) => void, onTotal?: (blobs: number) => void): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
+export async function importSnapshot(
+  store: Store,
+  records: SnapshotRecords,
+  file: string,
+  onBlob?: (sha256: string) => void,
+  onTotal?: (blobs: number) => void,
+): Promise<{ snapshot: SnapshotRecord; blobs: number; added: number; documents: Map<string, Buffer> }> {
   const { extract: tarExtract } = await import('tar-stream');
   const extract = tarExtract();
   let index: ExportIndex | undefined;
@@ -170,7 +199,10 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
       const m = /^blobs\/([0-9a-f]{64})$/.exec(name);
       if (!m || !index) {
         entry.resume();
-        throw new FeedlockError('FL_BAD_BUNDLE', `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`);
+        throw new FeedlockError(
+          'FL_BAD_BUNDLE',
+          `${file}: unexpected entry ${JSON.stringify(name)}${index ? '' : ' before the snapshot index'}`,
+        );
       }
       blobs++;
       if (staged.has(m[1]) || (await store.hasBlob(m[1]))) {
@@ -182,7 +214,8 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
     }
     if (!index) throw new FeedlockError('FL_BAD_BUNDLE', `${file} holds no feedlock-snapshot.json`);
     for (const b of index.blobs.filter((x) => x.kind !== 'package')) {
-      if (!staged.has(b.sha256) && !(await store.hasBlob(b.sha256))) throw new FeedlockError('FL_BAD_BUNDLE', `${file} lacks ${b.url} (${b.sha256}); nothing was imported`);
+      if (!staged.has(b.sha256) && !(await store.hasBlob(b.sha256)))
+        throw new FeedlockError('FL_BAD_BUNDLE', `${file} lacks ${b.url} (${b.sha256}); nothing was imported`);
     }
     // Everything checked: only now do the blobs enter the store, before the record that references them.
     for (const [sha256, temp] of staged) {
@@ -199,4 +232,3 @@ export async function importSnapshot(store: Store, records: SnapshotRecords, fil
   const snapshot = await records.putSnapshot(index.snapshot.repos);
   return { snapshot, blobs, added, documents };
 }
-

@@ -108,15 +108,24 @@ export class BlobWriter {
     const from = expected.source ? ` (expected by ${expected.source})` : '';
     if (expected.size !== undefined && expected.size !== this.bytes) {
       await this.abort();
-      throw new FeedlockError('FL_SIZE_MISMATCH', `size mismatch: expected ${expected.size} bytes${from}, got ${this.bytes}`, { expected: expected.size, found: this.bytes });
+      throw new FeedlockError('FL_SIZE_MISMATCH', `size mismatch: expected ${expected.size} bytes${from}, got ${this.bytes}`, {
+        expected: expected.size,
+        found: this.bytes,
+      });
     }
     if (expected.sha256 !== undefined && expected.sha256 !== sha256) {
       await this.abort();
-      throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${expected.sha256}${from}, got ${sha256}`, { expected: expected.sha256, found: sha256 });
+      throw new FeedlockError('FL_HASH_MISMATCH', `sha256 mismatch: expected ${expected.sha256}${from}, got ${sha256}`, {
+        expected: expected.sha256,
+        found: sha256,
+      });
     }
     if (expected.md5 !== undefined && expected.md5 !== md5) {
       await this.abort();
-      throw new FeedlockError('FL_HASH_MISMATCH', `md5 mismatch: expected ${expected.md5}${from}, got ${md5}`, { expected: expected.md5, found: md5 });
+      throw new FeedlockError('FL_HASH_MISMATCH', `md5 mismatch: expected ${expected.md5}${from}, got ${md5}`, {
+        expected: expected.md5,
+        found: md5,
+      });
     }
     this.verified = { sha256, size: this.bytes, md5 };
     return this.verified;

@@ -83,7 +83,15 @@ export class Store {
     const tempFiles = (await readdir(this.layout.tmpDir).catch(() => [])).length;
     const quarantined = (await readdir(this.layout.quarantineDir).catch(() => [])).length;
     const fs = await statfs(this.layout.root).catch(() => undefined);
-    return { root: this.root, blobs, bytes, urls: this.index.count(), tempFiles, quarantined, freeBytes: fs ? fs.bavail * fs.bsize : undefined };
+    return {
+      root: this.root,
+      blobs,
+      bytes,
+      urls: this.index.count(),
+      tempFiles,
+      quarantined,
+      freeBytes: fs ? fs.bavail * fs.bsize : undefined,
+    };
   }
 
   /** Re-hashes every blob; a mismatch is moved to quarantine/ so nothing serves it. */

@@ -27,7 +27,16 @@ export interface UrlRecord {
 
 function isUrlRecord(value: unknown): value is UrlRecord {
   const r = value as UrlRecord;
-  return typeof r === 'object' && r !== null && typeof r.url === 'string' && typeof r.sha256 === 'string' && SHA256_HEX.test(r.sha256) && Number.isSafeInteger(r.size) && r.size >= 0 && typeof r.storedAt === 'number';
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.url === 'string' &&
+    typeof r.sha256 === 'string' &&
+    SHA256_HEX.test(r.sha256) &&
+    Number.isSafeInteger(r.size) &&
+    r.size >= 0 &&
+    typeof r.storedAt === 'number'
+  );
 }
 
 export class UrlIndex {
@@ -71,10 +80,22 @@ export class UrlIndex {
     await checkLmdbFile(join(indexDir, 'urls.mdb'), layout.root, indexDir);
     let db: RootDatabase<unknown, string>;
     try {
-      db = openLmdb<unknown, string>({ path: join(indexDir, 'urls.mdb'), compression: false, noSubdir: true, mapSize: 2 ** 34, noSync: true, maxDbs: 8 });
+      db = openLmdb<unknown, string>({
+        path: join(indexDir, 'urls.mdb'),
+        compression: false,
+        noSubdir: true,
+        mapSize: 2 ** 34,
+        noSync: true,
+        maxDbs: 8,
+      });
       db.openDB({ name: 'urls' }).get('\0probe');
     } catch (err) {
-      throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} cannot be opened (${(err as Error).message}); rebuild it from the store with: feedlock store reindex --store ${layout.root} --index-dir ${indexDir}`, { indexDir }, { cause: err });
+      throw new FeedlockError(
+        'FL_STORE_CORRUPT',
+        `the local index ${indexDir} cannot be opened (${(err as Error).message}); rebuild it from the store with: feedlock store reindex --store ${layout.root} --index-dir ${indexDir}`,
+        { indexDir },
+        { cause: err },
+      );
     }
     await writeFile(markerPath(indexDir), boot);
     const index = new UrlIndex(layout, indexDir, db);
@@ -198,7 +219,11 @@ async function checkLmdbFile(path: string, storeRoot: string, indexDir: string):
     const magicAt = (off: number) => buf.readUInt32LE(off + 24) === 0xbeefc0de;
     if (bytesRead === 0) return;
     if (bytesRead < 8192 || !magicAt(0) || !magicAt(4096)) {
-      throw new FeedlockError('FL_STORE_CORRUPT', `the local index ${indexDir} is damaged (not an LMDB file); nothing in the store is lost: rebuild it with: feedlock store reindex --store ${storeRoot} --index-dir ${indexDir}`, { indexDir });
+      throw new FeedlockError(
+        'FL_STORE_CORRUPT',
+        `the local index ${indexDir} is damaged (not an LMDB file); nothing in the store is lost: rebuild it with: feedlock store reindex --store ${storeRoot} --index-dir ${indexDir}`,
+        { indexDir },
+      );
     }
   } finally {
     await fh.close();

@@ -154,7 +154,8 @@ export class Download {
         }
         if (res.status !== 200) {
           void discard(res.body);
-          if (res.status === 404 || res.status === 410) throw new FeedlockError('FL_NOT_FOUND', `upstream ${url} answered ${res.status}`, { url: String(url), status: res.status });
+          if (res.status === 404 || res.status === 410)
+            throw new FeedlockError('FL_NOT_FOUND', `upstream ${url} answered ${res.status}`, { url: String(url), status: res.status });
           throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status}`, { url: String(url), status: res.status });
         }
         const lengthHeader = res.headers['content-length'];
@@ -167,11 +168,20 @@ export class Download {
         const encoding = res.headers['content-encoding'];
         if (encoding !== undefined && !/^\s*identity\s*$/i.test(encoding)) {
           void discard(res.body);
-          throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} sent ${basename(url)} with Content-Encoding: ${encoding.slice(0, 40)}, not as the file itself; fix the mirror's configuration`, { url: String(url), encoding });
+          throw new FeedlockError(
+            'FL_UPSTREAM_STATUS',
+            `upstream ${url} sent ${basename(url)} with Content-Encoding: ${encoding.slice(0, 40)}, not as the file itself; fix the mirror's configuration`,
+            { url: String(url), encoding },
+          );
         }
         this.writer = await store.createWriter({ md5: expected?.md5 !== undefined });
         this.keepInMemory(size);
-        this.head.resolve({ notModified: false, size: size ?? expected?.size, lastModified: res.headers['last-modified'], contentType: res.headers['content-type'] });
+        this.head.resolve({
+          notModified: false,
+          size: size ?? expected?.size,
+          lastModified: res.headers['last-modified'],
+          contentType: res.headers['content-type'],
+        });
         await this.drainBody(res.body, this.writer);
         if (size !== undefined && this.bytes !== size) {
           throw new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${this.received} of ${size} bytes`, { url: String(url) });
@@ -182,7 +192,12 @@ export class Download {
           const e = err as FeedlockError;
           if (e.code === 'FL_HASH_MISMATCH' || e.code === 'FL_SIZE_MISMATCH') {
             const found = e.details.found as string | number;
-            throw mismatch(url, e.code === 'FL_SIZE_MISMATCH' ? 'size' : typeof found === 'string' && found.length === 32 ? 'md5' : 'sha256', expected ?? {}, { size: this.bytes, digest: typeof found === 'string' ? found : undefined, contentType: res.headers['content-type'] });
+            throw mismatch(
+              url,
+              e.code === 'FL_SIZE_MISMATCH' ? 'size' : typeof found === 'string' && found.length === 32 ? 'md5' : 'sha256',
+              expected ?? {},
+              { size: this.bytes, digest: typeof found === 'string' ? found : undefined, contentType: res.headers['content-type'] },
+            );
           }
           throw err;
         }
@@ -213,7 +228,8 @@ export class Download {
       this.finish(record);
     } catch (err) {
       const e = err instanceof FeedlockError ? err : toFeedlockError(err);
-      const mapped = e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? midBodyError(url, err, this.received) : e;
+      const mapped =
+        e.code === 'FL_INTERNAL' && (err as { code?: string })?.code?.startsWith?.('UND_ERR') ? midBodyError(url, err, this.received) : e;
       await this.writer?.abort();
       this.fail(mapped);
     }
@@ -262,7 +278,8 @@ export class Download {
       };
       // The body may have failed while the temp file was being created.
       if (body.errored) return fail(body.errored);
-      if (body.destroyed) return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
+      if (body.destroyed)
+        return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
       body.on('data', (chunk: Buffer) => {
         this.received += chunk.length;
         this.kept?.push(chunk);
@@ -279,7 +296,10 @@ export class Download {
       body.on('error', fail);
       // A body that closes without 'end' was cut short (undici may not emit an error).
       body.on('close', () => {
-        if (!ended) fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`));
+        if (!ended)
+          fail(
+            new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`),
+          );
       });
     });
   }
@@ -307,9 +327,26 @@ export class Download {
 /** An undici failure after the status line: the transfer was cut, or the upstream went quiet. */
 function midBodyError(url: URL, err: unknown, bytes: number): FeedlockError {
   const code = (err as { code?: string }).code;
-  if (code === 'UND_ERR_BODY_TIMEOUT') return new FeedlockError('FL_UPSTREAM_TIMEOUT', `upstream ${url} stalled after ${bytes} bytes of ${basename(url)} (body timeout)`, { url: String(url) }, { cause: err });
-  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent ${basename(url)} with a body that does not match its Content-Length`, { url: String(url) }, { cause: err });
-  return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} cut ${basename(url)} after ${bytes} bytes: ${(err as Error).message}`, { url: String(url) }, { cause: err });
+  if (code === 'UND_ERR_BODY_TIMEOUT')
+    return new FeedlockError(
+      'FL_UPSTREAM_TIMEOUT',
+      `upstream ${url} stalled after ${bytes} bytes of ${basename(url)} (body timeout)`,
+      { url: String(url) },
+      { cause: err },
+    );
+  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH')
+    return new FeedlockError(
+      'FL_UPSTREAM_TRUNCATED',
+      `upstream ${url} sent ${basename(url)} with a body that does not match its Content-Length`,
+      { url: String(url) },
+      { cause: err },
+    );
+  return new FeedlockError(
+    'FL_UPSTREAM_TRUNCATED',
+    `upstream ${url} cut ${basename(url)} after ${bytes} bytes: ${(err as Error).message}`,
+    { url: String(url) },
+    { cause: err },
+  );
 }
 
 function basename(url: URL): string {
@@ -321,15 +358,29 @@ function basename(url: URL): string {
  * Its message is the reason phrase of the 502 (apt prints it), so it names the
  * file and both values first; the full digests follow in details.
  */
-export function mismatch(url: URL, what: 'size' | 'sha256' | 'md5', expected: ExpectedContent, found: { size?: number; digest?: string; contentType?: string }): FeedlockError {
+export function mismatch(
+  url: URL,
+  what: 'size' | 'sha256' | 'md5',
+  expected: ExpectedContent,
+  found: { size?: number; digest?: string; contentType?: string },
+): FeedlockError {
   const name = basename(url);
-  const html = found.contentType && /html/i.test(found.contentType) ? ` (${found.contentType.split(';')[0]}: an error page from the mirror?)` : '';
+  const html =
+    found.contentType && /html/i.test(found.contentType) ? ` (${found.contentType.split(';')[0]}: an error page from the mirror?)` : '';
   const by = expected.source ? `; pinned by ${expected.source}` : '';
   if (what === 'size') {
-    return new FeedlockError('FL_SIZE_MISMATCH', `size mismatch for ${name}: pinned ${expected.size} bytes, upstream sent ${found.size}${html}${by}`, { url: String(url), expected: expected.size, found: found.size });
+    return new FeedlockError(
+      'FL_SIZE_MISMATCH',
+      `size mismatch for ${name}: pinned ${expected.size} bytes, upstream sent ${found.size}${html}${by}`,
+      { url: String(url), expected: expected.size, found: found.size },
+    );
   }
   const pinned = what === 'sha256' ? expected.sha256! : expected.md5!;
-  return new FeedlockError('FL_HASH_MISMATCH', `${what} mismatch for ${name}: pinned ${pinned.slice(0, 12)}, upstream sent ${found.digest?.slice(0, 12)}${html}${by}`, { url: String(url), expected: pinned, found: found.digest });
+  return new FeedlockError(
+    'FL_HASH_MISMATCH',
+    `${what} mismatch for ${name}: pinned ${pinned.slice(0, 12)}, upstream sent ${found.digest?.slice(0, 12)}${html}${by}`,
+    { url: String(url), expected: pinned, found: found.digest },
+  );
 }
 
 /** How long a streamed file whose upstream bytes did not match is answered with the same 502 without a new download. */

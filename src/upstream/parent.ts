@@ -44,7 +44,12 @@ export class Parent {
       await res.body?.cancel();
       return undefined;
     }
-    if (!res.ok) throw new FeedlockError('FL_UPSTREAM_STATUS', `parent feedlock ${this.base} answered ${res.status} for /_feedlock/${path}: ${(await res.text()).trim().slice(0, 200)}`, { parent: this.base });
+    if (!res.ok)
+      throw new FeedlockError(
+        'FL_UPSTREAM_STATUS',
+        `parent feedlock ${this.base} answered ${res.status} for /_feedlock/${path}: ${(await res.text()).trim().slice(0, 200)}`,
+        { parent: this.base },
+      );
     return (await res.json()) as T;
   }
 }

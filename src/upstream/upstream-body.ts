@@ -78,7 +78,13 @@ export class UpstreamBody extends Readable {
     if (room) return;
     if (this.pausable) this.controller.pause();
     else if (this.readableLength > this.maxBuffered) {
-      this.destroy(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.url} closes its connection after each answer and sent more than ${this.maxBuffered >> 20} MiB ahead of the store's writes; the transfer was stopped (try again, or check the store's disk)`, { url: this.url }));
+      this.destroy(
+        new FeedlockError(
+          'FL_UPSTREAM_TRUNCATED',
+          `upstream ${this.url} closes its connection after each answer and sent more than ${this.maxBuffered >> 20} MiB ahead of the store's writes; the transfer was stopped (try again, or check the store's disk)`,
+          { url: this.url },
+        ),
+      );
     }
   }
 
@@ -95,7 +101,8 @@ export class UpstreamBody extends Readable {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    if (!this.ended && !this.controller.aborted) this.controller.abort(err ?? new FeedlockError('FL_UPSTREAM_TRUNCATED', `transfer from ${this.url} stopped by feedlock`));
+    if (!this.ended && !this.controller.aborted)
+      this.controller.abort(err ?? new FeedlockError('FL_UPSTREAM_TRUNCATED', `transfer from ${this.url} stopped by feedlock`));
     cb(err);
   }
 
@@ -136,10 +143,19 @@ class ResponseHandler implements Dispatcher.DispatchHandler {
     signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
     const flat: Record<string, string | undefined> = {};
     for (const [k, v] of Object.entries(headers)) flat[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
-    this.body = new UpstreamBody(controller, keepsConnection(flat, this.opts.method), this.opts.maxBuffered ?? UNPAUSABLE_BUFFER_BYTES, String(this.url));
+    this.body = new UpstreamBody(
+      controller,
+      keepsConnection(flat, this.opts.method),
+      this.opts.maxBuffered ?? UNPAUSABLE_BUFFER_BYTES,
+      String(this.url),
+    );
     this.settle.resolve({ statusCode, headers: flat, body: this.body });
   }
 
@@ -168,7 +184,10 @@ export function openUpstream(dispatcher: Dispatcher, url: URL, opts: OpenOptions
   return new Promise((resolve, reject) => {
     const handler = new ResponseHandler(url, opts, { resolve, reject });
     try {
-      dispatcher.dispatch({ origin: url.origin, path: `${url.pathname}${url.search}`, method: opts.method, headers: opts.headers }, handler);
+      dispatcher.dispatch(
+        { origin: url.origin, path: `${url.pathname}${url.search}`, method: opts.method, headers: opts.headers },
+        handler,
+      );
     } catch (err) {
       reject(err);
     }

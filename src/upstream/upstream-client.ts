@@ -113,12 +113,20 @@ export class UpstreamClient {
       if (!REDIRECT_STATUS.has(res.status)) return res;
       void discard(res.body);
       const location = res.headers.location;
-      if (!location) throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status} without a Location`, { url: String(url) });
+      if (!location)
+        throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status} without a Location`, { url: String(url) });
       const next = new URL(location, url);
       if (!this.opts.policy.isAllowed(next)) {
-        throw new FeedlockError('FL_FORBIDDEN_HOST', `upstream ${url} redirected to ${next.protocol}//${next.host}, which is not an allowed host`, { url: String(url), location: String(next) });
+        throw new FeedlockError(
+          'FL_FORBIDDEN_HOST',
+          `upstream ${url} redirected to ${next.protocol}//${next.host}, which is not an allowed host`,
+          { url: String(url), location: String(next) },
+        );
       }
-      if (redirects >= MAX_REDIRECTS) throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${original} redirected more than ${MAX_REDIRECTS} times`, { url: String(original) });
+      if (redirects >= MAX_REDIRECTS)
+        throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${original} redirected more than ${MAX_REDIRECTS} times`, {
+          url: String(original),
+        });
       url = next;
     }
   }
@@ -188,7 +196,12 @@ export function mapUpstreamError(err: unknown, url: URL): FeedlockError {
     return new FeedlockError('FL_UPSTREAM_TIMEOUT', `upstream ${url} timed out: ${what}`, { url: String(url) }, { cause: err });
   }
   if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
-    return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${url} sent a body that does not match its Content-Length`, { url: String(url) }, { cause: err });
+    return new FeedlockError(
+      'FL_UPSTREAM_TRUNCATED',
+      `upstream ${url} sent a body that does not match its Content-Length`,
+      { url: String(url) },
+      { cause: err },
+    );
   }
   return new FeedlockError('FL_UPSTREAM_UNREACHABLE', `upstream ${url} unreachable: ${what}`, { url: String(url) }, { cause: err });
 }

@@ -35,9 +35,20 @@ export interface IsolatedApt {
 }
 
 export function isolatedApt(dir: string, options: IsolatedAptOptions = {}): IsolatedApt {
-  for (const d of ['etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d', 'etc/trusted.gpg.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of [
+    'etc/apt.conf.d',
+    'etc/preferences.d',
+    'etc/sources.list.d',
+    'etc/trusted.gpg.d',
+    'state/lists/partial',
+    'cache/archives/partial',
+  ])
+    mkdirSync(join(dir, d), { recursive: true });
   // APT_CONFIG is read before /etc/apt/apt.conf.d, so pointing it here keeps the machine's parts out.
-  writeFileSync(join(dir, 'etc/apt.conf'), `Dir::Etc::Parts "${join(dir, 'etc/apt.conf.d')}";\nDir::Etc::main "${join(dir, 'etc/apt.conf')}";\n`);
+  writeFileSync(
+    join(dir, 'etc/apt.conf'),
+    `Dir::Etc::Parts "${join(dir, 'etc/apt.conf.d')}";\nDir::Etc::main "${join(dir, 'etc/apt.conf')}";\n`,
+  );
   let statusFile = options.statusFile;
   if (!statusFile) {
     statusFile = join(dir, 'status');

@@ -37,7 +37,9 @@ export const REEXEC_MARKER = 'FEEDLOCK_REEXECUTED';
 
 /** Splits command words into VAR=value assignments and the rest, as env(1) reads them. */
 export function splitEnvWords(words: string[]): { env: Record<string, string>; rest: string[] } {
-  const env = Object.fromEntries(words.filter((w) => ENV_WORD.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+  const env = Object.fromEntries(
+    words.filter((w) => ENV_WORD.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]),
+  );
   return { env, rest: words.filter((w) => !ENV_WORD.test(w)) };
 }
 
@@ -134,7 +136,12 @@ export function ensureRuntimeSettings(script: string): void {
     const builtin = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
     if (native) {
       // Returns only on failure, with -errno.
-      const errno = native(process.execPath, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`), keep);
+      const errno = native(
+        process.execPath,
+        argv,
+        Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        keep,
+      );
       why = `re-executing node failed (errno ${-errno})`;
     } else if (builtin && !socketActivated) {
       try {

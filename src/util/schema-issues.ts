@@ -25,6 +25,7 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, data: unknown, code
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const where = issue.code === 'unrecognized_keys' ? issuePath([...issue.path, issue.keys[0]]) : issuePath(issue.path) || 'the document';
-  const problem = issue.code === 'unrecognized_keys' ? 'unknown key' : `expected ${issueExpected(issue)} (found ${shownValue(issue.input)})`;
+  const problem =
+    issue.code === 'unrecognized_keys' ? 'unknown key' : `expected ${issueExpected(issue)} (found ${shownValue(issue.input)})`;
   throw new FeedlockError(code, `${what}: ${where}: ${problem}`, { path: where });
 }

@@ -18,7 +18,6 @@ const run = promisify(execFile);
 const ROUNDS = Number(process.env.CHAOS_ROUNDS ?? 20);
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-
 describe('chaos: kill -9 during 50 concurrent downloads, restart, verify', () => {
   it(`survives ${ROUNDS} random kills`, async () => {
     const dir = tempDir('chaos');
@@ -47,14 +46,18 @@ describe('chaos: kill -9 during 50 concurrent downloads, restart, verify', () =>
     let injected = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const s = await startCli(args, 'error');
-      const pending = Array.from({ length: 50 }, (_, i) => download(`${s.url}/127.0.0.1:${upstream.port}/pool/${files[(i + round) % files.length].name}`));
+      const pending = Array.from({ length: 50 }, (_, i) =>
+        download(`${s.url}/127.0.0.1:${upstream.port}/pool/${files[(i + round) % files.length].name}`),
+      );
       await new Promise((r) => setTimeout(r, 20 + Math.random() * 300));
       s.child.kill('SIGKILL');
       injected++;
       const results = await Promise.all(pending);
       // A client that got a complete 200 got the right bytes.
       for (const [i, r] of results.entries()) if (r.ok) expect(sha(r.body)).toBe(sha(files[(i + round) % files.length].data));
-      const verify = JSON.parse((await run(process.execPath, [CLI, 'store', 'verify', '--json', '--store', store, '--index-dir', join(dir, 'index')])).stdout);
+      const verify = JSON.parse(
+        (await run(process.execPath, [CLI, 'store', 'verify', '--json', '--store', store, '--index-dir', join(dir, 'index')])).stdout,
+      );
       expect(verify.bad, `round ${round}`).toEqual([]);
       expect(verify.danglingUrls, `round ${round}`).toEqual([]);
     }

@@ -34,7 +34,10 @@ describe(`soak: ${BUILDS} parallel builds for ${SECONDS} s on two servers sharin
     const upstream = await startStaticUpstream(join(dir, 'up'));
     const store = join(dir, 'store');
     const common = ['--store', store, '--allow-host', `127.0.0.1:${upstream.port}`];
-    const servers = [await startCli([...common, '--index-dir', join(dir, 'index-a')]), await startCli([...common, '--index-dir', join(dir, 'index-b')])];
+    const servers = [
+      await startCli([...common, '--index-dir', join(dir, 'index-a')]),
+      await startCli([...common, '--index-dir', join(dir, 'index-b')]),
+    ];
     const pidOf = (s: { child: ChildProcess }) => s.child.pid!;
     const names = [...new Set(SAMPLE_PACKAGES.map((p) => p.name))];
     let rounds = 0;
@@ -44,7 +47,10 @@ describe(`soak: ${BUILDS} parallel builds for ${SECONDS} s on two servers sharin
 
     async function build(i: number): Promise<void> {
       const server = servers[i % 2];
-      const apt = aptClient(tempDir(`soak-client-${i}`), `deb [signed-by=${key.keyring}] ${server.url}/_env/build-${i}/127.0.0.1:${upstream.port}/debian stable main\n`);
+      const apt = aptClient(
+        tempDir(`soak-client-${i}`),
+        `deb [signed-by=${key.keyring}] ${server.url}/_env/build-${i}/127.0.0.1:${upstream.port}/debian stable main\n`,
+      );
       try {
         await apt.get('update');
         await apt.get('install', '--download-only', '-y', ...names);
@@ -63,7 +69,11 @@ describe(`soak: ${BUILDS} parallel builds for ${SECONDS} s on two servers sharin
       const cli = (async () => {
         const storeArgs = ['--store', store, '--index-dir', join(dir, 'index-cli')];
         for (let n = 0; Date.now() < deadline; n++) {
-          const op = [['env', 'reset', `build-${n % BUILDS}`], ['snapshot', 'gc', '--grace', '0'], ['store', 'verify']][n % 3];
+          const op = [
+            ['env', 'reset', `build-${n % BUILDS}`],
+            ['snapshot', 'gc', '--grace', '0'],
+            ['store', 'verify'],
+          ][n % 3];
           const r = await run(process.execPath, [CLI, ...op, ...storeArgs, '--json']).catch((e) => e);
           if (r.code) failures.push(`feedlock ${op.join(' ')}: exit ${r.code}: ${r.stderr}`);
           cliRuns++;
@@ -79,8 +89,21 @@ describe(`soak: ${BUILDS} parallel builds for ${SECONDS} s on two servers sharin
       const status = await Promise.all(servers.map(async (s) => (await fetch(`${s.url}/_feedlock/api/status`)).json()));
       const served = status.reduce((n, s) => n + s.requests, 0);
       const errors = status.reduce((n, s) => n + s.results.error, 0);
-      const verify = JSON.parse((await run(process.execPath, [CLI, 'store', 'verify', '--store', store, '--index-dir', join(dir, 'index-cli'), '--json'])).stdout);
-      const figures = { seconds: SECONDS, builds: (rounds + 1) * BUILDS, rounds: rounds + 1, served, errors, cliRuns, start, end, blobs: verify.blobs, bad: verify.bad.length };
+      const verify = JSON.parse(
+        (await run(process.execPath, [CLI, 'store', 'verify', '--store', store, '--index-dir', join(dir, 'index-cli'), '--json'])).stdout,
+      );
+      const figures = {
+        seconds: SECONDS,
+        builds: (rounds + 1) * BUILDS,
+        rounds: rounds + 1,
+        served,
+        errors,
+        cliRuns,
+        start,
+        end,
+        blobs: verify.blobs,
+        bad: verify.bad.length,
+      };
       console.log(`soak figures: ${JSON.stringify(figures)}`);
       failures = failures.filter(Boolean);
       expect(failures).toEqual([]);

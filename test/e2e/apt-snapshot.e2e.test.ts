@@ -31,16 +31,31 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
   /** The upstream's InRelease files as the first snapshot captured them. */
   let firstInRelease: { debian: Buffer; real: Buffer };
   let s1: string;
-  const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
-  const inChroot = (...args: string[]) => run('chroot', [root, ...args], { maxBuffer: 16 << 20, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive' } });
-  const candidate = async (pkg: string, ...opts: string[]) => /Candidate: (\S+)/.exec((await inChroot('apt-cache', ...opts, 'policy', pkg)).stdout)?.[1];
+  const cli = (...args: string[]) =>
+    run(process.execPath, [CLI, ...args, '--store', join(w.dir, 'store'), '--index-dir', join(w.dir, 'index')]);
+  const inChroot = (...args: string[]) =>
+    run('chroot', [root, ...args], {
+      maxBuffer: 16 << 20,
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  const candidate = async (pkg: string, ...opts: string[]) =>
+    /Candidate: (\S+)/.exec((await inChroot('apt-cache', ...opts, 'policy', pkg)).stdout)?.[1];
   const lists = () => readdirSync(join(root, 'var/lib/apt/lists')).filter((f) => f.endsWith('InRelease'));
-  const listFile = (re: RegExp) => readFileSync(join(root, 'var/lib/apt/lists', lists().find((f) => re.test(f))!));
+  const listFile = (re: RegExp) =>
+    readFileSync(
+      join(
+        root,
+        'var/lib/apt/lists',
+        lists().find((f) => re.test(f))!,
+      ),
+    );
   const clearLists = () => {
-    for (const f of readdirSync(join(root, 'var/lib/apt/lists'))) if (f !== 'partial' && f !== 'lock' && f !== 'auxfiles') rmSync(join(root, 'var/lib/apt/lists', f), { recursive: true, force: true });
+    for (const f of readdirSync(join(root, 'var/lib/apt/lists')))
+      if (f !== 'partial' && f !== 'lock' && f !== 'auxfiles') rmSync(join(root, 'var/lib/apt/lists', f), { recursive: true, force: true });
   };
   function sources(uriOf: (path: string) => string) {
-    const stanza = (path: string) => `Types: deb\nURIs: ${uriOf(path)}\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/feedlock-fixture.gpg\n`;
+    const stanza = (path: string) =>
+      `Types: deb\nURIs: ${uriOf(path)}\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/feedlock-fixture.gpg\n`;
     writeFileSync(join(root, 'etc/apt/sources.list.d/fixture.sources'), `${stanza('debian')}\n${stanza('debian-real')}`);
   }
 
@@ -48,7 +63,10 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
     // feedlock on 127.0.0.2, the fixture upstream on 127.0.0.1: apt tells the hosts apart by name.
     w = await startFixtureWorld('apt-snapshot', { feedlock: { bind: '127.0.0.2' } });
     up = `127.0.0.1:${w.upstream.port}`;
-    real = createAptRepo(join(w.dir, 'up', 'debian-real'), w.key, [{ name: 'fl-real', version: '1.0-1' }], { origin: 'Debian', label: 'Debian' });
+    real = createAptRepo(join(w.dir, 'up', 'debian-real'), w.key, [{ name: 'fl-real', version: '1.0-1' }], {
+      origin: 'Debian',
+      label: 'Debian',
+    });
     // Its own copy of the shared trixie root: this file changes the root's apt configuration and lists.
     root = await trixieRootCopy(join(w.dir, 'trixie'));
     rmSync(join(root, 'etc/apt/sources.list'), { force: true });
@@ -61,7 +79,10 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
     sources((p) => `${w.feedlock.url}/_env/e2e/${up}/${p}`);
     await inChroot('apt-get', 'update');
     s1 = JSON.parse((await cli('env', 'show', 'e2e', '--json')).stdout).snapshot;
-    firstInRelease = { debian: readFileSync(join(w.dir, 'up/debian/dists/stable/InRelease')), real: readFileSync(join(w.dir, 'up/debian-real/dists/stable/InRelease')) };
+    firstInRelease = {
+      debian: readFileSync(join(w.dir, 'up/debian/dists/stable/InRelease')),
+      real: readFileSync(join(w.dir, 'up/debian-real/dists/stable/InRelease')),
+    };
     // Upstream moves on; e2e takes the new state, environment "frozen" keeps the first.
     updateAptRepo(w.repo, w.key, { add: [{ name: 'fl-hello', version: '1.1-1', depends: 'fl-libfoo' }] });
     updateAptRepo(real, w.key, { add: [{ name: 'fl-real', version: '1.1-1' }] });
@@ -78,7 +99,7 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
     expect((await inChroot('apt', '--version')).stdout).toMatch(/^apt 3\.\d/);
   });
 
-  it('remap sources: without --snapshot apt sees the environment as before; --snapshot ID gets exactly snapshot ID\'s index files and its candidates', async () => {
+  it("remap sources: without --snapshot apt sees the environment as before; --snapshot ID gets exactly snapshot ID's index files and its candidates", async () => {
     await inChroot('apt-get', 'update');
     expect(await candidate('fl-hello')).toBe('1.1-1');
     expect(await candidate('fl-real')).toBe('1.1-1');
@@ -92,14 +113,14 @@ describe.skipIf(Boolean(skip))('apt 3.0 --snapshot through feedlock client-confi
     expect(listFile(new RegExp(`snapshot_${s1}_.*_debian-real_dists_stable_InRelease$`)).equals(firstInRelease.real)).toBe(true);
   });
 
-  it('--snapshot with an environment name takes that environment\'s snapshot', async () => {
+  it("--snapshot with an environment name takes that environment's snapshot", async () => {
     await inChroot('apt', '--snapshot', 'frozen', 'update');
     expect(await candidate('fl-hello', '-S', 'frozen')).toBe('1.0-1');
     expect(await candidate('fl-real', '-S', 'frozen')).toBe('1.0-1');
     expect(await candidate('fl-hello')).toBe('1.1-1');
   });
 
-  it('--snapshot with an unknown id fails, and feedlock\'s 404 names it', async () => {
+  it("--snapshot with an unknown id fails, and feedlock's 404 names it", async () => {
     const r = await inChroot('apt', '--snapshot', 'no-such-snapshot', 'update').catch((e) => e);
     expect(`${r.stdout}${r.stderr}`).toMatch(/404/);
     const res = await fetch(`${w.feedlock.url}/_snapshot/no-such-snapshot/${up}/debian/dists/stable/InRelease`);

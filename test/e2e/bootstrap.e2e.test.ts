@@ -23,17 +23,32 @@ function mirror(): URL {
   return new URL(m![1].replace(/\/+$/, ''));
 }
 
-
 const why = (tool: string) =>
-  process.getuid?.() !== 0 ? `${tool} into a directory needs root` : !hasCommand(tool) ? `${tool} is not installed (apt-get install ${tool})` : !existsSync(SOURCES) ? `no ${SOURCES} to read the mirror from` : '';
+  process.getuid?.() !== 0
+    ? `${tool} into a directory needs root`
+    : !hasCommand(tool)
+      ? `${tool} is not installed (apt-get install ${tool})`
+      : !existsSync(SOURCES)
+        ? `no ${SOURCES} to read the mirror from`
+        : '';
 
 /** The installed set of a root filesystem, as dpkg sees it. */
 function packageSet(rootfs: string): string[] {
-  return execFileSync('dpkg-query', [`--admindir=${join(rootfs, 'var/lib/dpkg')}`, '-W', '-f', '${Package} ${Version} ${Architecture}\n']).toString().trim().split('\n').sort();
+  return execFileSync('dpkg-query', [`--admindir=${join(rootfs, 'var/lib/dpkg')}`, '-W', '-f', '${Package} ${Version} ${Architecture}\n'])
+    .toString()
+    .trim()
+    .split('\n')
+    .sort();
 }
 
-async function serve(store: string): Promise<{ url: string; stop: () => Promise<void>; status: () => Promise<{ results: Record<string, number> }> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function serve(
+  store: string,
+): Promise<{ url: string; stop: () => Promise<void>; status: () => Promise<{ results: Record<string, number> }> }> {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--log-level', 'warn'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const url = await new Promise<string>((res, rej) => {
     createInterface({ input: child.stdout }).once('line', res);
     child.once('exit', (c) => rej(new Error(`feedlock exited ${c}`)));
@@ -47,7 +62,15 @@ async function serve(store: string): Promise<{ url: string; stop: () => Promise<
 
 /** The bootstrap command line for a repository URL and target. */
 const TOOLS = {
-  mmdebstrap: (repo: string, target: string) => ['mmdebstrap', '--variant=minbase', '--mode=root', '--quiet', 'bookworm', target, `deb ${repo} bookworm main`],
+  mmdebstrap: (repo: string, target: string) => [
+    'mmdebstrap',
+    '--variant=minbase',
+    '--mode=root',
+    '--quiet',
+    'bookworm',
+    target,
+    `deb ${repo} bookworm main`,
+  ],
   debootstrap: (repo: string, target: string) => ['debootstrap', '--variant=minbase', 'bookworm', target, repo],
 } as const;
 
@@ -91,7 +114,9 @@ for (const tool of Object.keys(TOOLS) as (keyof typeof TOOLS)[]) {
         `${process.execPath} ${CLI} serve --offline --port ${port} --store ${store} --index-dir ${store}-index --log-level warn > /dev/null &`,
         'FL=$!',
         `for i in $(seq 100); do curl -sf http://127.0.0.1:${port}/_feedlock/health > /dev/null && break; sleep 0.1; done`,
-        `${cmd(repoVia(`http://127.0.0.1:${port}`), join(dir, 'offline')).map((a) => `'${a}'`).join(' ')}`,
+        `${cmd(repoVia(`http://127.0.0.1:${port}`), join(dir, 'offline'))
+          .map((a) => `'${a}'`)
+          .join(' ')}`,
         'kill $FL; wait $FL || true',
       ].join('\n');
       execFileSync('unshare', ['-n', 'bash', '-c', script], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 });

@@ -31,7 +31,10 @@ const REPRODUCIBLE = ['SOURCE_DATE_EPOCH = "1735689600"', 'IMAGE_FSTYPES = "tar.
 function sha256(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
-    createReadStream(file).on('data', (b) => h.update(b)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+    createReadStream(file)
+      .on('data', (b) => h.update(b))
+      .on('error', reject)
+      .on('end', () => resolve(h.digest('hex')));
   });
 }
 
@@ -51,8 +54,14 @@ function difference(a: string, b: string): string {
 
 /** The InRelease files the bootstrap got (the mirror state a build saw). */
 function mirrorState(build: string): string {
-  const tarball = execFileSync('bash', ['-c', `ls ${join(build, 'tmp/work/debian-bookworm-amd64/isar-mmdebstrap-target/*/rootfs.tar.zst')}`], { encoding: 'utf8' }).trim();
-  return execFileSync('bash', ['-c', `tar --zstd -xOf '${tarball}' --wildcards './var/lib/apt/lists/*InRelease' | sha256sum`], { encoding: 'utf8' }).trim();
+  const tarball = execFileSync(
+    'bash',
+    ['-c', `ls ${join(build, 'tmp/work/debian-bookworm-amd64/isar-mmdebstrap-target/*/rootfs.tar.zst')}`],
+    { encoding: 'utf8' },
+  ).trim();
+  return execFileSync('bash', ['-c', `tar --zstd -xOf '${tarball}' --wildcards './var/lib/apt/lists/*InRelease' | sha256sum`], {
+    encoding: 'utf8',
+  }).trim();
 }
 
 async function busy(port: number): Promise<Server | undefined> {
@@ -88,7 +97,10 @@ describe.skipIf(Boolean(SKIP))('Isar through feedlock', () => {
 
     const [hPlain, hOnline, hOffline] = await Promise.all([plain, online, offline].map((b) => sha256(join(b, `${IMAGE}.tar.zst`))));
     // The oracle holds only for the same mirror state: say so if the mirror moved between builds 1 and 2.
-    const moved = mirrorState(plain) !== mirrorState(online) ? ' (the mirror published new indices between the plain and the feedlock build: rerun)' : '';
+    const moved =
+      mirrorState(plain) !== mirrorState(online)
+        ? ' (the mirror published new indices between the plain and the feedlock build: rerun)'
+        : '';
     expect(hOnline, `through feedlock vs plain${moved}:\n${hOnline === hPlain ? '' : difference(plain, online)}`).toBe(hPlain);
     expect(hOffline, `offline vs online:\n${hOffline === hOnline ? '' : difference(online, offline)}`).toBe(hOnline);
 

@@ -24,9 +24,16 @@ describe.skipIf(Boolean(SKIP))("trixie's apt 3.0 through feedlock, beside the ho
   beforeAll(async () => {
     root = await trixieChroot();
     world = await startFixtureWorld('trixie');
-    flat = createFlatAptRepo(join(world.dir, 'up', 'vendor', 'feed'), world.key, SAMPLE_PACKAGES.filter((p) => ['fl-base', 'fl-epoch'].includes(p.name)));
+    flat = createFlatAptRepo(
+      join(world.dir, 'up', 'vendor', 'feed'),
+      world.key,
+      SAMPLE_PACKAGES.filter((p) => ['fl-base', 'fl-epoch'].includes(p.name)),
+    );
     // What the host's apt gets through feedlock, to compare with.
-    const host = aptClient(tempDir('trixie-host'), `deb [signed-by=${world.key.keyring}] ${world.feedlock.url}/_env/host-apt/127.0.0.1:${world.upstream.port}/debian stable main\n`);
+    const host = aptClient(
+      tempDir('trixie-host'),
+      `deb [signed-by=${world.key.keyring}] ${world.feedlock.url}/_env/host-apt/127.0.0.1:${world.upstream.port}/debian stable main\n`,
+    );
     await host.get('update');
     await host.get('install', '--download-only', '-y', ...WANTED);
     hostResult = host.downloaded();
@@ -39,8 +46,16 @@ describe.skipIf(Boolean(SKIP))("trixie's apt 3.0 through feedlock, beside the ho
   });
 
   const ways = [
-    { name: 'host remap', sources: (k: string) => `deb [signed-by=${k}] ${world.feedlock.url}/_env/trixie-remap/127.0.0.1:${world.upstream.port}/debian stable main` },
-    { name: 'forward proxy', sources: (k: string) => `deb [signed-by=${k}] ${world.upstream.url}/debian stable main`, proxy: () => `http://trixie-fwd@127.0.0.1:${world.feedlock.port}` },
+    {
+      name: 'host remap',
+      sources: (k: string) =>
+        `deb [signed-by=${k}] ${world.feedlock.url}/_env/trixie-remap/127.0.0.1:${world.upstream.port}/debian stable main`,
+    },
+    {
+      name: 'forward proxy',
+      sources: (k: string) => `deb [signed-by=${k}] ${world.upstream.url}/debian stable main`,
+      proxy: () => `http://trixie-fwd@127.0.0.1:${world.feedlock.port}`,
+    },
   ];
   for (const way of ways) {
     it(`${way.name}: apt 3.0 updates (sqv checks the pinned InRelease) and downloads the same bytes as the host's apt`, async () => {
@@ -52,7 +67,12 @@ describe.skipIf(Boolean(SKIP))("trixie's apt 3.0 through feedlock, beside the ho
   }
 
   it('a flat repository through the /_env/ prefix: apt 3.0 gets it captured and verified like the host apt does', async () => {
-    const apt = chrootApt(root, 'flat', (k) => `deb [signed-by=${k}] ${world.feedlock.url}/_env/trixie-flat/127.0.0.1:${world.upstream.port}/vendor/feed ./`, { keyring: world.key.keyring });
+    const apt = chrootApt(
+      root,
+      'flat',
+      (k) => `deb [signed-by=${k}] ${world.feedlock.url}/_env/trixie-flat/127.0.0.1:${world.upstream.port}/vendor/feed ./`,
+      { keyring: world.key.keyring },
+    );
     await apt.get('update');
     await apt.get('install', '--download-only', '-y', 'fl-epoch');
     expect(Object.values(apt.downloaded())).toEqual([flat.packages.find((p) => p.name === 'fl-epoch')!.sha256]);

@@ -20,7 +20,11 @@ export interface AptClient {
 }
 
 export function aptClient(dir: string, sources: string, options: { proxy?: string; extraOptions?: string[] } = {}): AptClient {
-  const apt = isolatedApt(dir, { proxy: options.proxy, arch: 'amd64', extraOptions: ['Acquire::Retries=0', ...(options.extraOptions ?? [])] });
+  const apt = isolatedApt(dir, {
+    proxy: options.proxy,
+    arch: 'amd64',
+    extraOptions: ['Acquire::Retries=0', ...(options.extraOptions ?? [])],
+  });
   apt.sources(sources.trimEnd().split('\n'));
   const archives = apt.archives;
   return {
@@ -32,7 +36,10 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
     downloaded() {
       const out: Record<string, string> = {};
       for (const f of readdirSync(archives)) {
-        if (f.endsWith('.deb')) out[f] = createHash('sha256').update(readFileSync(join(archives, f))).digest('hex');
+        if (f.endsWith('.deb'))
+          out[f] = createHash('sha256')
+            .update(readFileSync(join(archives, f)))
+            .digest('hex');
       }
       return out;
     },
@@ -40,8 +47,15 @@ export function aptClient(dir: string, sources: string, options: { proxy?: strin
 }
 
 /** A fresh apt client for environment `env` of a feedlock remapping the fixture upstream: update, then download `pkgs`. */
-export async function installThroughEnv(o: { feedlockUrl: string; upstreamPort: number; keyring: string; tempDir: (label: string) => string }, env: string, ...pkgs: string[]): Promise<Record<string, string>> {
-  const apt = aptClient(o.tempDir(`client-${env}`), `deb [signed-by=${o.keyring}] ${o.feedlockUrl}/_env/${env}/127.0.0.1:${o.upstreamPort}/debian stable main\n`);
+export async function installThroughEnv(
+  o: { feedlockUrl: string; upstreamPort: number; keyring: string; tempDir: (label: string) => string },
+  env: string,
+  ...pkgs: string[]
+): Promise<Record<string, string>> {
+  const apt = aptClient(
+    o.tempDir(`client-${env}`),
+    `deb [signed-by=${o.keyring}] ${o.feedlockUrl}/_env/${env}/127.0.0.1:${o.upstreamPort}/debian stable main\n`,
+  );
   await apt.get('update');
   await apt.get('install', '--download-only', '-y', ...pkgs);
   return apt.downloaded();

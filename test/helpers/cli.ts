@@ -8,7 +8,9 @@ export const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', '
 
 /** `feedlock serve` on a free port; resolves once it printed its URL. */
 export function startCli(args: string[], logLevel = 'warn'): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', logLevel, ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--no-apt-sources', '--log-level', logLevel, ...args], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout }).once('line', (url) => resolve({ child, url }));
     child.once('exit', (code) => reject(new Error(`feedlock exited with ${code}`)));

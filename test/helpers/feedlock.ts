@@ -14,7 +14,18 @@ export function tempDir(label: string): string {
 
 export async function startFeedlock(flags: Record<string, unknown>, parts?: ServerParts): Promise<RunningServer & { config: Config }> {
   const store = (flags.store as string) ?? join(tempDir('store'), 'store');
-  const config = loadConfig({ port: 0, aptSources: false, logLevel: process.env.FEEDLOCK_TEST_LOG ?? 'silent', store, indexDir: join(store, '..', 'index'), ...flags }, undefined, {});
+  const config = loadConfig(
+    {
+      port: 0,
+      aptSources: false,
+      logLevel: process.env.FEEDLOCK_TEST_LOG ?? 'silent',
+      store,
+      indexDir: join(store, '..', 'index'),
+      ...flags,
+    },
+    undefined,
+    {},
+  );
   const log = createLogger(config.logLevel, { pretty: false });
   // The product's wiring (snapshots on) unless a test swaps parts in.
   const running = await startServer(config, log, parts ?? snapshotParts(config, log));

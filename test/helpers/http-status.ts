@@ -14,7 +14,14 @@ export function statusOf(url: string, method: 'GET' | 'HEAD' = 'GET'): Promise<S
   return new Promise((resolve, reject) => {
     const req = request(url, { method }, (res) => {
       const chunks: Buffer[] = [];
-      const done = (complete: boolean) => resolve({ status: res.statusCode ?? 0, reason: res.statusMessage ?? '', headers: res.headers, body: Buffer.concat(chunks), complete });
+      const done = (complete: boolean) =>
+        resolve({
+          status: res.statusCode ?? 0,
+          reason: res.statusMessage ?? '',
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+          complete,
+        });
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => done(res.complete));
       res.on('error', () => done(false));

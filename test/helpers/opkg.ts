@@ -25,7 +25,11 @@ export interface OpkgClient {
   run(...args: string[]): Promise<{ stdout: string; stderr: string }>;
 }
 
-export function opkgClient(dir: string, feeds: { name: string; url: string }[], options: { proxy?: string; checkSignature?: boolean } = {}): OpkgClient {
+export function opkgClient(
+  dir: string,
+  feeds: { name: string; url: string }[],
+  options: { proxy?: string; checkSignature?: boolean } = {},
+): OpkgClient {
   const root = join(dir, 'root');
   mkdirSync(join(root, 'var/lib/opkg'), { recursive: true });
   mkdirSync(join(dir, 'lists'), { recursive: true });
@@ -42,6 +46,7 @@ export function opkgClient(dir: string, feeds: { name: string; url: string }[], 
   writeFileSync(join(dir, 'opkg.conf'), conf.join('\n') + '\n');
   return {
     root,
-    run: (...args: string[]) => run(OPKG, ['-o', root, '-f', join(dir, 'opkg.conf'), ...args], { env: { ...process.env, http_proxy: '', HTTP_PROXY: '' } }),
+    run: (...args: string[]) =>
+      run(OPKG, ['-o', root, '-f', join(dir, 'opkg.conf'), ...args], { env: { ...process.env, http_proxy: '', HTTP_PROXY: '' } }),
   };
 }

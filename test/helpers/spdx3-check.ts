@@ -8,9 +8,28 @@
  */
 export const SPDX3_CONTEXT = 'https://spdx.org/rdf/3.0.1/spdx-context.jsonld';
 
-const ELEMENT = ['type', 'spdxId', 'creationInfo', 'name', 'summary', 'description', 'comment', 'verifiedUsing', 'externalRef', 'externalIdentifier', 'extension'];
+const ELEMENT = [
+  'type',
+  'spdxId',
+  'creationInfo',
+  'name',
+  'summary',
+  'description',
+  'comment',
+  'verifiedUsing',
+  'externalRef',
+  'externalIdentifier',
+  'extension',
+];
 const ARTIFACT = [...ELEMENT, 'originatedBy', 'suppliedBy', 'builtTime', 'releaseTime', 'validUntilTime', 'standardName'];
-const SOFTWARE_ARTIFACT = [...ARTIFACT, 'software_primaryPurpose', 'software_additionalPurpose', 'software_copyrightText', 'software_attributionText', 'software_contentIdentifier'];
+const SOFTWARE_ARTIFACT = [
+  ...ARTIFACT,
+  'software_primaryPurpose',
+  'software_additionalPurpose',
+  'software_copyrightText',
+  'software_attributionText',
+  'software_contentIdentifier',
+];
 const COLLECTION = [...ELEMENT, 'element', 'rootElement', 'profileConformance'];
 const RELATIONSHIP = [...ELEMENT, 'from', 'to', 'relationshipType', 'completeness', 'startTime', 'endTime'];
 
@@ -23,8 +42,26 @@ const ALLOWED: Record<string, string[]> = {
   Tool: ELEMENT,
   SpdxDocument: [...COLLECTION, 'dataLicense', 'import', 'namespaceMap'],
   software_Sbom: [...COLLECTION, 'software_sbomType'],
-  software_Package: [...SOFTWARE_ARTIFACT, 'software_downloadLocation', 'software_homePage', 'software_packageUrl', 'software_packageVersion', 'software_sourceInfo'],
-  build_Build: [...ELEMENT, 'build_buildType', 'build_buildId', 'build_configSourceEntrypoint', 'build_configSourceUri', 'build_configSourceDigest', 'build_parameter', 'build_buildStartTime', 'build_buildEndTime', 'build_environment'],
+  software_Package: [
+    ...SOFTWARE_ARTIFACT,
+    'software_downloadLocation',
+    'software_homePage',
+    'software_packageUrl',
+    'software_packageVersion',
+    'software_sourceInfo',
+  ],
+  build_Build: [
+    ...ELEMENT,
+    'build_buildType',
+    'build_buildId',
+    'build_configSourceEntrypoint',
+    'build_configSourceUri',
+    'build_configSourceDigest',
+    'build_parameter',
+    'build_buildStartTime',
+    'build_buildEndTime',
+    'build_environment',
+  ],
   Relationship: RELATIONSHIP,
   LifecycleScopedRelationship: [...RELATIONSHIP, 'scope'],
   Annotation: [...ELEMENT, 'annotationType', 'contentType', 'statement', 'subject'],
@@ -33,10 +70,122 @@ const AGENTS = new Set(['Agent', 'Person', 'Organization', 'SoftwareAgent']);
 
 const PROFILES = ['core', 'software', 'simpleLicensing', 'expandedLicensing', 'security', 'build', 'ai', 'dataset', 'extension', 'lite'];
 const SBOM_TYPES = ['design', 'source', 'build', 'deployed', 'runtime', 'analyzed'];
-const PURPOSES = ['application', 'archive', 'bom', 'configuration', 'container', 'data', 'device', 'deviceDriver', 'diskImage', 'documentation', 'evidence', 'executable', 'file', 'filesystemImage', 'firmware', 'framework', 'install', 'library', 'manifest', 'model', 'module', 'operatingSystem', 'other', 'patch', 'platform', 'requirement', 'source', 'specification', 'test'];
-const HASH_ALGORITHMS: Record<string, number | undefined> = { sha256: 64, sha1: 40, sha512: 128, sha384: 96, md5: 32, 'sha3_256': 64, 'sha3_512': 128, blake2b256: 64, other: undefined };
-const EXTERNAL_ID_TYPES = ['cpe22', 'cpe23', 'cve', 'email', 'gitoid', 'other', 'packageUrl', 'securityOther', 'swhid', 'swid', 'urlScheme'];
-const RELATIONSHIP_TYPES = ['affects', 'amendedBy', 'ancestorOf', 'availableFrom', 'configures', 'contains', 'coordinatedBy', 'copiedTo', 'delegatedTo', 'dependsOn', 'descendantOf', 'describes', 'doesNotAffect', 'expandsTo', 'exploitCreatedBy', 'fixedBy', 'fixedIn', 'foundBy', 'generates', 'hasAddedFile', 'hasAssessmentFor', 'hasAssociatedVulnerability', 'hasConcludedLicense', 'hasDataFile', 'hasDeclaredLicense', 'hasDeletedFile', 'hasDependencyManifest', 'hasDistributionArtifact', 'hasDocumentation', 'hasDynamicLink', 'hasEvidence', 'hasExample', 'hasHost', 'hasInput', 'hasMetadata', 'hasOptionalComponent', 'hasOptionalDependency', 'hasOutput', 'hasPrerequisite', 'hasProvidedDependency', 'hasRequirement', 'hasSpecification', 'hasStaticLink', 'hasTest', 'hasTestCase', 'hasVariant', 'invokedBy', 'modifiedBy', 'other', 'packagedBy', 'patchedBy', 'publishedBy', 'reportedBy', 'republishedBy', 'serializedInArtifact', 'testedOn', 'trainedOn', 'underInvestigationFor', 'usesTool'];
+const PURPOSES = [
+  'application',
+  'archive',
+  'bom',
+  'configuration',
+  'container',
+  'data',
+  'device',
+  'deviceDriver',
+  'diskImage',
+  'documentation',
+  'evidence',
+  'executable',
+  'file',
+  'filesystemImage',
+  'firmware',
+  'framework',
+  'install',
+  'library',
+  'manifest',
+  'model',
+  'module',
+  'operatingSystem',
+  'other',
+  'patch',
+  'platform',
+  'requirement',
+  'source',
+  'specification',
+  'test',
+];
+const HASH_ALGORITHMS: Record<string, number | undefined> = {
+  sha256: 64,
+  sha1: 40,
+  sha512: 128,
+  sha384: 96,
+  md5: 32,
+  sha3_256: 64,
+  sha3_512: 128,
+  blake2b256: 64,
+  other: undefined,
+};
+const EXTERNAL_ID_TYPES = [
+  'cpe22',
+  'cpe23',
+  'cve',
+  'email',
+  'gitoid',
+  'other',
+  'packageUrl',
+  'securityOther',
+  'swhid',
+  'swid',
+  'urlScheme',
+];
+const RELATIONSHIP_TYPES = [
+  'affects',
+  'amendedBy',
+  'ancestorOf',
+  'availableFrom',
+  'configures',
+  'contains',
+  'coordinatedBy',
+  'copiedTo',
+  'delegatedTo',
+  'dependsOn',
+  'descendantOf',
+  'describes',
+  'doesNotAffect',
+  'expandsTo',
+  'exploitCreatedBy',
+  'fixedBy',
+  'fixedIn',
+  'foundBy',
+  'generates',
+  'hasAddedFile',
+  'hasAssessmentFor',
+  'hasAssociatedVulnerability',
+  'hasConcludedLicense',
+  'hasDataFile',
+  'hasDeclaredLicense',
+  'hasDeletedFile',
+  'hasDependencyManifest',
+  'hasDistributionArtifact',
+  'hasDocumentation',
+  'hasDynamicLink',
+  'hasEvidence',
+  'hasExample',
+  'hasHost',
+  'hasInput',
+  'hasMetadata',
+  'hasOptionalComponent',
+  'hasOptionalDependency',
+  'hasOutput',
+  'hasPrerequisite',
+  'hasProvidedDependency',
+  'hasRequirement',
+  'hasSpecification',
+  'hasStaticLink',
+  'hasTest',
+  'hasTestCase',
+  'hasVariant',
+  'invokedBy',
+  'modifiedBy',
+  'other',
+  'packagedBy',
+  'patchedBy',
+  'publishedBy',
+  'reportedBy',
+  'republishedBy',
+  'serializedInArtifact',
+  'testedOn',
+  'trainedOn',
+  'underInvestigationFor',
+  'usesTool',
+];
 const SCOPES = ['design', 'development', 'build', 'test', 'runtime', 'other'];
 const ANNOTATION_TYPES = ['other', 'review'];
 const DATE_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
@@ -100,9 +249,10 @@ export function checkSpdx3(doc: unknown): string[] {
     for (const k of Object.keys(n)) if (!allowed.includes(k)) bad(where, `property ${k} is not defined for ${t}`);
 
     if (t === 'CreationInfo') {
-      if (typeof n['@id'] !== 'string' || !(n['@id']).startsWith('_:')) bad(where, 'a CreationInfo is a blank node (@id "_:…")');
+      if (typeof n['@id'] !== 'string' || !n['@id'].startsWith('_:')) bad(where, 'a CreationInfo is a blank node (@id "_:…")');
       if (typeof n.specVersion !== 'string' || !SEMVER.test(n.specVersion)) bad(where, 'specVersion is not a semantic version');
-      if (typeof n.created !== 'string' || !DATE_TIME.test(n.created)) bad(where, `created ${JSON.stringify(n.created)} is not an SPDX dateTime`);
+      if (typeof n.created !== 'string' || !DATE_TIME.test(n.created))
+        bad(where, `created ${JSON.stringify(n.created)} is not an SPDX dateTime`);
       refs(where, 'createdBy', n.createdBy, 1, (x) => AGENTS.has(x));
       if (n.createdUsing !== undefined) refs(where, 'createdUsing', n.createdUsing, 0, (x) => x === 'Tool');
       continue;
@@ -110,7 +260,8 @@ export function checkSpdx3(doc: unknown): string[] {
     // Every Element
     if (!isAbsoluteIri(n.spdxId)) bad(where, 'spdxId is not an absolute IRI');
     ref(where, 'creationInfo', n.creationInfo, (x) => x === 'CreationInfo');
-    for (const p of ['name', 'summary', 'description', 'comment'] as const) if (n[p] !== undefined && typeof n[p] !== 'string') bad(where, `${p} is not a string`);
+    for (const p of ['name', 'summary', 'description', 'comment'] as const)
+      if (n[p] !== undefined && typeof n[p] !== 'string') bad(where, `${p} is not a string`);
     if (n.verifiedUsing !== undefined) {
       if (!Array.isArray(n.verifiedUsing)) bad(where, 'verifiedUsing is not a list');
       else
@@ -118,7 +269,8 @@ export function checkSpdx3(doc: unknown): string[] {
           if (h.type !== 'Hash') bad(where, `verifiedUsing entry of type ${JSON.stringify(h.type)}`);
           oneOf(where, 'Hash.algorithm', h.algorithm, Object.keys(HASH_ALGORITHMS));
           const len = HASH_ALGORITHMS[h.algorithm as string];
-          if (typeof h.hashValue !== 'string' || (len !== undefined && !new RegExp(`^[0-9a-f]{${len}}$`).test(h.hashValue))) bad(where, `hashValue ${JSON.stringify(h.hashValue)} does not fit ${String(h.algorithm)}`);
+          if (typeof h.hashValue !== 'string' || (len !== undefined && !new RegExp(`^[0-9a-f]{${len}}$`).test(h.hashValue)))
+            bad(where, `hashValue ${JSON.stringify(h.hashValue)} does not fit ${String(h.algorithm)}`);
           for (const k of Object.keys(h)) if (!['type', 'algorithm', 'hashValue', 'comment'].includes(k)) bad(where, `Hash property ${k}`);
         }
     }
@@ -129,7 +281,9 @@ export function checkSpdx3(doc: unknown): string[] {
           if (e.type !== 'ExternalIdentifier') bad(where, `externalIdentifier entry of type ${JSON.stringify(e.type)}`);
           oneOf(where, 'externalIdentifierType', e.externalIdentifierType, EXTERNAL_ID_TYPES);
           if (typeof e.identifier !== 'string' || !e.identifier) bad(where, 'ExternalIdentifier without identifier');
-          for (const k of Object.keys(e)) if (!['type', 'externalIdentifierType', 'identifier', 'identifierLocator', 'issuingAuthority', 'comment'].includes(k)) bad(where, `ExternalIdentifier property ${k}`);
+          for (const k of Object.keys(e))
+            if (!['type', 'externalIdentifierType', 'identifier', 'identifierLocator', 'issuingAuthority', 'comment'].includes(k))
+              bad(where, `ExternalIdentifier property ${k}`);
         }
     }
 
@@ -147,9 +301,12 @@ export function checkSpdx3(doc: unknown): string[] {
         break;
       case 'software_Package':
         if (n.software_primaryPurpose !== undefined) oneOf(where, 'software_primaryPurpose', n.software_primaryPurpose, PURPOSES);
-        if (n.software_packageUrl !== undefined && !/^pkg:[a-z][a-z0-9.+-]*\/\S+$/.test(String(n.software_packageUrl))) bad(where, 'software_packageUrl is not a purl');
-        if (n.software_downloadLocation !== undefined && !isAbsoluteIri(n.software_downloadLocation)) bad(where, 'software_downloadLocation is not an absolute URI');
-        if (n.software_packageVersion !== undefined && typeof n.software_packageVersion !== 'string') bad(where, 'software_packageVersion is not a string');
+        if (n.software_packageUrl !== undefined && !/^pkg:[a-z][a-z0-9.+-]*\/\S+$/.test(String(n.software_packageUrl)))
+          bad(where, 'software_packageUrl is not a purl');
+        if (n.software_downloadLocation !== undefined && !isAbsoluteIri(n.software_downloadLocation))
+          bad(where, 'software_downloadLocation is not an absolute URI');
+        if (n.software_packageVersion !== undefined && typeof n.software_packageVersion !== 'string')
+          bad(where, 'software_packageVersion is not a string');
         break;
       case 'build_Build':
         if (!isAbsoluteIri(n.build_buildType)) bad(where, 'build_buildType is not an absolute URI');

@@ -34,5 +34,12 @@ export function listBlobs(store: string): { sha256: string; actual: string }[] {
   } catch {
     return [];
   }
-  return buckets.flatMap((b) => readdirSync(join(root, b)).map((name) => ({ sha256: name, actual: createHash('sha256').update(readFileSync(join(root, b, name))).digest('hex') })));
+  return buckets.flatMap((b) =>
+    readdirSync(join(root, b)).map((name) => ({
+      sha256: name,
+      actual: createHash('sha256')
+        .update(readFileSync(join(root, b, name)))
+        .digest('hex'),
+    })),
+  );
 }

@@ -46,9 +46,13 @@ export async function trixieChroot(): Promise<string> {
   if (existsSync(join(TRIXIE_CHROOT, COMPLETE))) return TRIXIE_CHROOT;
   mkdirSync(dirname(TRIXIE_CHROOT), { recursive: true });
   // The lock's owner pid is checked, so a crashed maker does not hold it; making it takes minutes.
-  await withStateLock(`${TRIXIE_CHROOT}.lock`, async () => {
-    if (!existsSync(join(TRIXIE_CHROOT, COMPLETE))) await makeChroot();
-  }, 1_800_000);
+  await withStateLock(
+    `${TRIXIE_CHROOT}.lock`,
+    async () => {
+      if (!existsSync(join(TRIXIE_CHROOT, COMPLETE))) await makeChroot();
+    },
+    1_800_000,
+  );
   return TRIXIE_CHROOT;
 }
 
@@ -57,7 +61,11 @@ async function makeChroot(): Promise<void> {
   const store = `${tmp}-store`;
   rmSync(tmp, { recursive: true, force: true });
   // aptSources on: the mirror of this machine's sources is an allowed upstream.
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--env', 'trixie-chroot', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--port', '0', '--store', store, '--index-dir', `${store}-index`, '--env', 'trixie-chroot', '--log-level', 'warn'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   try {
     const url = await new Promise<string>((res, rej) => {
       createInterface({ input: child.stdout }).once('line', res);
@@ -65,7 +73,10 @@ async function makeChroot(): Promise<void> {
     });
     const up = debianMirror();
     const repo = `${url}/${up.protocol === 'https:' ? 'https/' : ''}${up.host}${up.pathname}`;
-    await run('mmdebstrap', ['--variant=apt', '--mode=root', '--quiet', 'trixie', tmp, `deb ${repo} trixie main`], { maxBuffer: 64 << 20, timeout: 1_200_000 });
+    await run('mmdebstrap', ['--variant=apt', '--mode=root', '--quiet', 'trixie', tmp, `deb ${repo} trixie main`], {
+      maxBuffer: 64 << 20,
+      timeout: 1_200_000,
+    });
     // The loopback feedlock it was made through stays out of the root's own sources.
     rmSync(join(tmp, 'etc/apt/sources.list'), { force: true });
     writeFileSync(join(tmp, COMPLETE), `${new Date().toISOString()}\n`);
@@ -108,10 +119,16 @@ export interface ChrootApt {
  * chroot's own lists and archives stay untouched), like test/helpers/apt.ts
  * on the host. `keyring` (a host path) is copied in for signed-by.
  */
-export function chrootApt(root: string, label: string, sources: (keyring: string) => string, o: { keyring: string; proxy?: string }): ChrootApt {
+export function chrootApt(
+  root: string,
+  label: string,
+  sources: (keyring: string) => string,
+  o: { keyring: string; proxy?: string },
+): ChrootApt {
   const dir = `/feedlock-tests/${label}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const host = join(root, dir);
-  for (const d of ['etc/sources.list.d', 'etc/apt.conf.d', 'etc/preferences.d', 'state/lists/partial', 'cache/archives/partial']) mkdirSync(join(host, d), { recursive: true });
+  for (const d of ['etc/sources.list.d', 'etc/apt.conf.d', 'etc/preferences.d', 'state/lists/partial', 'cache/archives/partial'])
+    mkdirSync(join(host, d), { recursive: true });
   copyFileSync(o.keyring, join(host, 'keyring.gpg'));
   writeFileSync(join(host, 'etc/sources.list'), sources(`${dir}/keyring.gpg`).trimEnd() + '\n');
   writeFileSync(join(host, 'status'), '');
@@ -138,7 +155,11 @@ export function chrootApt(root: string, label: string, sources: (keyring: string
     downloaded() {
       const out: Record<string, string> = {};
       const archives = join(host, 'cache/archives');
-      for (const line of execFileSync('sh', ['-c', 'cd "$1" && sha256sum -- *.deb 2>/dev/null || true', 'sh', archives]).toString().trim().split('\n').filter(Boolean)) {
+      for (const line of execFileSync('sh', ['-c', 'cd "$1" && sha256sum -- *.deb 2>/dev/null || true', 'sh', archives])
+        .toString()
+        .trim()
+        .split('\n')
+        .filter(Boolean)) {
         const [sha, name] = line.split(/\s+/);
         out[name] = sha;
       }

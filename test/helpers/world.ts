@@ -30,7 +30,13 @@ export async function startFixtureWorld(label: string, o: FixtureWorldOptions = 
   const key = createGpgKey(dir);
   const repo = createAptRepo(join(dir, 'up', 'debian'), key, o.packages ?? SAMPLE_PACKAGES);
   const upstream = await startStaticUpstream(join(dir, 'up'));
-  const feedlock = await startFeedlock({ allowHosts: [`127.0.0.1:${upstream.port}`], store: join(dir, 'store'), indexDir: join(dir, 'index'), ...(o.keyring ? { keyring: key.keyring } : {}), ...o.feedlock });
+  const feedlock = await startFeedlock({
+    allowHosts: [`127.0.0.1:${upstream.port}`],
+    store: join(dir, 'store'),
+    indexDir: join(dir, 'index'),
+    ...(o.keyring ? { keyring: key.keyring } : {}),
+    ...o.feedlock,
+  });
   return {
     dir,
     key,
