@@ -134,7 +134,10 @@ describe('feedlock as a service', () => {
     expect(await exited(s.child)).toBe(0);
     const took = Date.now() - started;
     await up.close();
-    expect(took).toBeGreaterThanOrEqual(1400);
+    // Waited for the drain timeout rather than aborting at once (the bound is loose: the
+    // child's timer runs on its loop's cached clock, which a loaded machine leaves stale)...
+    expect(took).toBeGreaterThanOrEqual(1000);
+    // ...and did not wait for the long download, which needs about 9 s.
     expect(took).toBeLessThan(8000);
     expect(s.log()).toMatch(/drain timeout \(1500 ms\): aborting running downloads/);
     expect(readdirSync(join(store, 'tmp')), 'no partial file left').toEqual([]);
