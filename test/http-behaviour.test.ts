@@ -205,6 +205,35 @@ describe('HTTP behaviour of the proxy', () => {
       }
     });
 
+    it('a redirect loop is a 502 that says it redirected more than 5 times; a 3xx without Location is a 502 that says so', async () => {
+      let hops = 0;
+      upstream.fault = (req, res) => {
+        if (req.url?.includes('loop_1_amd64.deb')) {
+          hops++;
+          res.writeHead(302, { location: `/pool/main/loop_1_amd64.deb?hop=${hops}` }).end();
+          return true;
+        }
+        if (req.url?.endsWith('nowhere_1_amd64.deb')) {
+          res.writeHead(301).end();
+          return true;
+        }
+        return false;
+      };
+      try {
+        const loop = await get(`${base}/pool/main/loop_1_amd64.deb`);
+        expect(loop.status).toBe(502);
+        expect(loop.headers['x-feedlock-error']).toBe('FL_UPSTREAM_STATUS');
+        expect(loop.body.toString()).toMatch(/redirected more than 5 times/);
+        // The request and five hops, then the 3xx is given up on.
+        expect(hops).toBe(6);
+        const nowhere = await get(`${base}/pool/main/nowhere_1_amd64.deb`);
+        expect(nowhere.status).toBe(502);
+        expect(nowhere.body.toString()).toMatch(/answered 301 without a Location/);
+      } finally {
+        upstream.fault = undefined;
+      }
+    });
+
     it('rejects traversal and smuggling shapes with 400 and keeps serving', async () => {
       for (const p of [
         '/../../etc/passwd',

@@ -139,6 +139,8 @@ class ResponseHandler implements Dispatcher.DispatchHandler {
     const { signal } = this.opts;
     if (!signal) return;
     if (signal.aborted) return controller.abort(signal.reason);
+    // A redirect starts the request again with a new controller.
+    this.release();
     this.onAbort = () => controller.abort(signal.reason);
     signal.addEventListener('abort', this.onAbort, { once: true });
   }

@@ -4,10 +4,16 @@
  * Retries and redirects live here so route handlers never see them: a retry
  * happens only before the response is handed out (before any byte reached a
  * client), and a redirect is followed only to an allowed origin.
+ *
+ * Redirects are undici's own interceptor, behind an allowed-origin one of
+ * ours that refuses each hop to a host the policy does not allow. Retries stay
+ * hand-written: undici's retry interceptor resumes a started body with Range,
+ * and a body that reached clients or the hash must never be stitched.
  */
 import PQueue from 'p-queue';
 import type { Parent } from './parent.js';
 import type { Dispatcher } from 'undici';
+import { allowedOrigins } from './allowed-origins.js';
 import { openUpstream, type UpstreamBody } from './upstream-body.js';
 import { FeedlockError } from '../errors.js';
 import type { Timeouts } from '../config/schema.js';
@@ -65,7 +71,7 @@ export class UpstreamClient {
    * one that only serves hits, does not need.
    */
   private dispatcherFor(): Promise<Dispatcher> {
-    this.dispatcher ??= import('undici').then(({ Agent, ProxyAgent }) => {
+    this.dispatcher ??= import('undici').then(({ Agent, ProxyAgent, interceptors }) => {
       const { timeouts, concurrency, upstreamProxy } = this.opts;
       const common = {
         connect: { timeout: timeouts.connectMs },
@@ -74,7 +80,9 @@ export class UpstreamClient {
         keepAliveTimeout: 30_000,
         connections: concurrency,
       };
-      return upstreamProxy ? new ProxyAgent({ uri: upstreamProxy, ...common }) : new Agent(common);
+      const agent = upstreamProxy ? new ProxyAgent({ uri: upstreamProxy, ...common }) : new Agent(common);
+      // The last interceptor is the outermost: each redirect hop passes the allowed-origin check.
+      return agent.compose(allowedOrigins(this.opts.policy), interceptors.redirect({ maxRedirections: MAX_REDIRECTS }));
     });
     return this.dispatcher;
   }
@@ -107,28 +115,16 @@ export class UpstreamClient {
   }
 
   private async open(original: URL, options: UpstreamOptions): Promise<UpstreamResponse> {
-    let url = this.opts.parent ? this.opts.parent.remap(original) : original;
-    for (let redirects = 0; ; redirects++) {
-      const res = await this.openWithRetries(url, options);
-      if (!REDIRECT_STATUS.has(res.status)) return res;
-      void discard(res.body);
-      const location = res.headers.location;
-      if (!location)
-        throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status} without a Location`, { url: String(url) });
-      const next = new URL(location, url);
-      if (!this.opts.policy.isAllowed(next)) {
-        throw new FeedlockError(
-          'FL_FORBIDDEN_HOST',
-          `upstream ${url} redirected to ${next.protocol}//${next.host}, which is not an allowed host`,
-          { url: String(url), location: String(next) },
-        );
-      }
-      if (redirects >= MAX_REDIRECTS)
-        throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${original} redirected more than ${MAX_REDIRECTS} times`, {
-          url: String(original),
-        });
-      url = next;
-    }
+    const url = this.opts.parent ? this.opts.parent.remap(original) : original;
+    const res = await this.openWithRetries(url, options);
+    if (!REDIRECT_STATUS.has(res.status)) return res;
+    // The redirect interceptor hands a 3xx on only when it cannot follow it.
+    void discard(res.body);
+    if (!res.headers.location)
+      throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${url} answered ${res.status} without a Location`, { url: String(url) });
+    throw new FeedlockError('FL_UPSTREAM_STATUS', `upstream ${original} redirected more than ${MAX_REDIRECTS} times`, {
+      url: String(original),
+    });
   }
 
   private async openWithRetries(url: URL, options: UpstreamOptions): Promise<UpstreamResponse> {
