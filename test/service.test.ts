@@ -44,6 +44,12 @@ function serve(args: string[]): Promise<{ child: ChildProcess; url: string; log:
   });
 }
 
+/** Waits (bounded: 10 s) until the server's log says `what`; a signal is handled asynchronously. */
+async function waitForLog(s: { log: () => string }, what: RegExp): Promise<void> {
+  for (let waited = 0; !what.test(s.log()) && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+  expect(s.log()).toMatch(what);
+}
+
 const exited = (child: ChildProcess) =>
   new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
 
@@ -69,7 +75,7 @@ describe('feedlock as a service', () => {
 
       writeFileSync(config, `allowHosts: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]\n`);
       s.child.kill('SIGHUP');
-      await new Promise((r) => setTimeout(r, 300));
+      await waitForLog(s, /configuration reloaded/);
       const res = await fetch(`${s.url}/127.0.0.1:${b.port}/pool/b_1_all.deb`);
       expect(res.status).toBe(200);
       expect(await res.text()).toBe('package b\n');
@@ -79,9 +85,7 @@ describe('feedlock as a service', () => {
 
       writeFileSync(config, 'allowHosts: [1, 2\n');
       s.child.kill('SIGHUP');
-      await new Promise((r) => setTimeout(r, 300));
-      await new Promise((r) => setTimeout(r, 1200));
-      expect(s.log()).toMatch(/config not reloaded, keeping the running one/);
+      await waitForLog(s, /config not reloaded, keeping the running one/);
       expect((await fetch(`${s.url}/127.0.0.1:${b.port}/pool/b_1_all.deb`)).status).toBe(200);
       expect(s.child.exitCode).toBeNull();
     } finally {
