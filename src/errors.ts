@@ -28,7 +28,11 @@ export const ERROR_CODES = {
   FL_OFFLINE_MISS: { status: 504, exit: 1, doc: 'offline, and the store does not hold the file' },
   FL_SIGNATURE: { status: 502, exit: 1, doc: 'a Debian Release file (or opkg Packages) without a valid signature from the keyring' },
   FL_NO_SPACE: { status: 507, exit: 1, doc: 'the store is out of space' },
-  FL_STORE_CORRUPT: { status: 500, exit: 1, doc: 'a record or blob in the store is damaged; the message names it and the repair' },
+  FL_STORE_CORRUPT: {
+    status: 500,
+    exit: 1,
+    doc: 'a record or blob in the store (or a build state file, or a record the parent sent) is damaged; the message names it, the field and the repair',
+  },
   FL_SHORT_BLOB: {
     status: 500,
     exit: 1,

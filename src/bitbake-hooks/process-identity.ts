@@ -6,12 +6,15 @@
  * was spawned and its command line carries the marker we gave it.
  */
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { matching } from '../util/schema-issues.js';
 
-export interface ProcessIdentity {
-  pid: number;
-  /** Start time in clock ticks since boot, as /proc/PID/stat gives it. */
-  startTime: string;
-}
+export const processIdentitySchema = z.object({
+  pid: z.int({ error: 'a process id' }).min(1, { error: 'a process id' }),
+  /** Start time in clock ticks since boot, as /proc/PID/stat gives it ('' when /proc did not say). */
+  startTime: matching(/^\d*$/, 'a start time in clock ticks'),
+});
+export type ProcessIdentity = z.output<typeof processIdentitySchema>;
 
 /** The identity of a running process, or undefined when it is gone (or /proc is unavailable). */
 export function identityOf(pid: number): ProcessIdentity | undefined {

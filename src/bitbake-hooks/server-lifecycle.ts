@@ -20,9 +20,12 @@ import { closeSync, openSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic-file.js';
 import { nodeCommandFor } from '../util/node-command.js';
-import { commandLineOf, identityOf, isSameProcess, type ProcessIdentity } from './process-identity.js';
+import { parseJsonOrThrow } from '../util/schema-issues.js';
+import { commandLineOf, identityOf, isSameProcess, processIdentitySchema, type ProcessIdentity } from './process-identity.js';
 import { withStateLock } from './state-lock.js';
 
 export interface HookPaths {
@@ -66,26 +69,36 @@ export function buildEnvName(env: string, stateDir: string): string {
 }
 
 /** What server.json records about the server this state dir started. */
-export interface ServerRecord extends ProcessIdentity {
-  url: string;
-  port: number;
+const serverRecordSchema = processIdentitySchema.extend({
+  url: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }),
+  port: z.int({ error: 'a port (0-65535)' }).min(0, { error: 'a port (0-65535)' }).max(65535, { error: 'a port (0-65535)' }),
   /** The effective `feedlock serve` arguments (without port, bind and admin token). */
-  args: string[];
+  args: z.array(z.string({ error: 'a serve argument' })),
   /** The watcher that stops the server when the bitbake call ends. */
-  watcher?: ProcessIdentity;
-}
+  watcher: processIdentitySchema.optional(),
+});
+export type ServerRecord = z.output<typeof serverRecordSchema>;
 
 /** The word only this state dir's server has on its command line. */
 const tokenPath = (stateDir: string) => resolve(file(stateDir, 'admin.token'));
 
-/** The state dir's server record; a missing or torn file reads as none. */
+/**
+ * The state dir's server record; a missing or empty file reads as none. It is
+ * written atomically, so a damaged one is not a torn write: it is an error,
+ * never a reason to forget a server that may still run.
+ */
 async function readRecord(stateDir: string): Promise<ServerRecord | undefined> {
-  const text = await readText(file(stateDir, 'server.json'));
-  try {
-    return text ? (JSON.parse(text) as ServerRecord) : undefined;
-  } catch {
-    return undefined;
-  }
+  const path = file(stateDir, 'server.json');
+  const text = await readText(path);
+  return text
+    ? parseJsonOrThrow(
+        serverRecordSchema,
+        text,
+        'FL_STORE_CORRUPT',
+        `state file ${path}`,
+        `stop the server it names if it still runs, then remove the file (or the state dir ${stateDir})`,
+      )
+    : undefined;
 }
 
 /**
@@ -252,8 +265,8 @@ export async function startServerForBuild(o: StartOptions): Promise<StartResult>
 }
 
 async function writeRecord(stateDir: string, record: ServerRecord): Promise<void> {
-  // Local disk (TMPDIR) under the state lock: a plain write is enough; readers check identity anyway.
-  await writeFile(file(stateDir, 'server.json'), JSON.stringify(record) + '\n');
+  // Temp and rename (the temp in the state dir itself): a crash never leaves a torn record. Readers check identity anyway.
+  await writeFileAtomic(stateDir, file(stateDir, 'server.json'), JSON.stringify(record) + '\n');
   await writeFile(file(stateDir, 'server.pid'), `${record.pid}\n`);
 }
 

@@ -9,6 +9,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuildRecord } from '../manifest/build-records.js';
 import { envJson } from '../snapshot/records.js';
+import { parseLockText } from '../snapshot/releases.js';
 import { adminCall, summaryLine } from './build-command.js';
 import { CONFIG_DEFAULTS, ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
@@ -54,12 +55,7 @@ export async function readLockFile(file: string): Promise<string> {
   const text = await readFile(file, 'utf8').catch((err) => {
     throw new FeedlockError('FL_BAD_CONFIG', `cannot read lock file ${file}: ${(err as Error).message}`);
   });
-  const id = text
-    .split('\n')
-    .map((l) => l.trim())
-    .find((l) => l && !l.startsWith('#'));
-  if (!id) throw new FeedlockError('FL_BAD_CONFIG', `lock file ${file} holds no snapshot id`);
-  return id;
+  return parseLockText(text, file);
 }
 
 export function registerHook(program: Command): void {

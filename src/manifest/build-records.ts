@@ -12,31 +12,39 @@
  */
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { writeFileAtomic } from '../store/atomic-file.js';
+import { matching, parseJsonOrThrow } from '../util/schema-issues.js';
+import { sha256Schema } from '../store/layout.js';
 
 export const BUILD_RECORD_SCHEMA = 'feedlock-build-record/1';
 
-export interface ServedFile {
-  at: string;
-  url: string;
-  env: string;
-  result: string;
-  status: number;
-  bytes: number;
-  sha256?: string;
-}
+const count = z.int({ error: 'a count' }).min(0, { error: 'a count' });
 
-export interface BuildRecord {
-  schema: typeof BUILD_RECORD_SCHEMA;
-  name: string;
-  env: string | null;
-  openedAt: string;
-  closedAt: string | null;
-  files: ServedFile[];
-  summary: { files: number; hits: number; misses: number; errors: number; bytes: number };
-}
+const servedFileSchema = z.object({
+  at: z.string({ error: 'an ISO time' }),
+  url: z.string({ error: 'a URL' }),
+  env: z.string({ error: 'an environment name' }),
+  result: z.string({ error: 'a result (hit, miss, ...)' }),
+  status: z.int({ error: 'an HTTP status' }),
+  bytes: count,
+  sha256: sha256Schema.optional(),
+});
+export type ServedFile = z.output<typeof servedFileSchema>;
+
+/** A closed build record as read back from disk (written by an earlier run, maybe another version). */
+const buildRecordSchema = z.object({
+  schema: z.literal(BUILD_RECORD_SCHEMA, { error: BUILD_RECORD_SCHEMA }),
+  name: matching(ENV_NAME, 'a build record name'),
+  env: z.string({ error: 'an environment name or null' }).nullable(),
+  openedAt: z.string({ error: 'an ISO time' }),
+  closedAt: z.string({ error: 'an ISO time or null' }).nullable(),
+  files: z.array(servedFileSchema),
+  summary: z.object({ files: count, hits: count, misses: count, errors: count, bytes: count }),
+});
+export type BuildRecord = z.output<typeof buildRecordSchema>;
 
 /** A bounded record: a runaway build must not grow the server without limit. */
 const MAX_FILES = 200_000;
@@ -128,7 +136,14 @@ export class BuildRecorder {
     const names = (await readdir(this.dir).catch(() => [] as string[])).filter((f) => f.endsWith('.json')).sort();
     const out = [];
     for (const file of names) {
-      const r = JSON.parse(await readFile(join(this.dir, file), 'utf8')) as BuildRecord;
+      const path = join(this.dir, file);
+      const r = parseJsonOrThrow(
+        buildRecordSchema,
+        await readFile(path, 'utf8'),
+        'FL_STORE_CORRUPT',
+        `build record ${path}`,
+        'move the file away (the other records stay listed)',
+      );
       out.push({ name: r.name, closedAt: r.closedAt ?? '', file });
     }
     return out.sort((a, b) => a.closedAt.localeCompare(b.closedAt));

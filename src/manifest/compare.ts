@@ -6,21 +6,23 @@ import { pipeline } from 'node:stream/promises';
 import { FeedlockError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { diffVersions, type RepoArchDiff } from '../snapshot/diff.js';
-import { MANIFEST_SCHEMA, type Manifest, type ManifestPackage } from './manifest.js';
+import { z } from 'zod';
+import { parseJsonOrThrow, parseOrThrow } from '../util/schema-issues.js';
+import { MANIFEST_SCHEMA, manifestSchema, type Manifest, type ManifestPackage } from './manifest.js';
 
 export async function readManifest(file: string): Promise<Manifest> {
-  let m: Manifest;
-  try {
-    m = JSON.parse(await readFile(file, 'utf8')) as Manifest;
-  } catch (err) {
-    throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable JSON manifest: ${(err as Error).message}`);
-  }
-  if (m?.schema !== MANIFEST_SCHEMA || !Array.isArray(m.packages))
+  const text = await readFile(file, 'utf8').catch((err: Error) => {
+    throw new FeedlockError('FL_BAD_CONFIG', `${file} is not a readable manifest: ${err.message}`);
+  });
+  const next = 'write it with: feedlock manifest --format json';
+  const data = parseJsonOrThrow(z.unknown(), text, 'FL_BAD_CONFIG', `manifest ${file}`, next);
+  const schema = (data as { schema?: unknown } | null)?.schema;
+  if (schema !== MANIFEST_SCHEMA)
     throw new FeedlockError(
       'FL_BAD_CONFIG',
-      `${file} is not a feedlock manifest (schema ${JSON.stringify(m?.schema)}, expected ${MANIFEST_SCHEMA})`,
+      `${file} is not a feedlock manifest (schema ${JSON.stringify(schema)}, expected ${MANIFEST_SCHEMA})`,
     );
-  return m;
+  return parseOrThrow(manifestSchema, data, 'FL_BAD_CONFIG', `manifest ${file}`, next);
 }
 
 /** Same ordering and shape as snapshot diff, one entry per architecture. */

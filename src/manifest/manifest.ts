@@ -3,8 +3,10 @@
  * environment's snapshot (where it came from, its digest and size). JSON is
  * the source of truth; the other formats are views of it.
  */
+import { z } from 'zod';
 import type { Store } from '../store/store.js';
-import type { SnapshotRecord } from '../snapshot/records.js';
+import { snapshotIdSchema, type SnapshotRecord } from '../snapshot/records.js';
+import { sha256Schema } from '../store/layout.js';
 import { snapshotBlobs } from '../snapshot/contents.js';
 import { readIndexEntries } from '../snapshot/package-index.js';
 import { parseSourceField, readInstalledPackages, type PackageManager } from './installed-packages.js';
@@ -12,32 +14,37 @@ import { BINARY_PACKAGES } from '../debian/index-names.js';
 
 export const MANIFEST_SCHEMA = 'feedlock-manifest/1';
 
-export interface ManifestPackage {
-  name: string;
-  version: string;
-  arch: string;
-  source: string;
-  sourceVersion: string;
-  /** "snapshot": found in a pinned index; "local": installed but in no pinned index (built locally). */
-  origin: 'snapshot' | 'local';
-  sha256?: string;
-  size?: number;
-  /** Pinned repository (apt: .../dists/<suite>; opkg: the feed URL). */
-  repository?: string;
-  /** Path relative to the repository's archive root (Filename:). */
-  filename?: string;
-  url?: string;
-}
+const text = (what: string) => z.string({ error: what });
 
-export interface Manifest {
-  schema: typeof MANIFEST_SCHEMA;
-  createdAt: string;
-  env: string;
-  snapshot: string | null;
-  packageManager: PackageManager;
-  rootfs: string;
-  packages: ManifestPackage[];
-}
+const manifestPackageSchema = z.object({
+  name: text('a package name'),
+  version: text('a version'),
+  arch: text('an architecture'),
+  source: text('a source package name'),
+  sourceVersion: text('a source version'),
+  /** "snapshot": found in a pinned index; "local": installed but in no pinned index (built locally). */
+  origin: z.enum(['snapshot', 'local'], { error: 'snapshot or local' }),
+  sha256: sha256Schema.optional(),
+  size: z.int({ error: 'a size in bytes' }).min(0, { error: 'a size in bytes' }).optional(),
+  /** Pinned repository (apt: .../dists/<suite>; opkg: the feed URL). */
+  repository: text('a repository URL').optional(),
+  /** Path relative to the repository's archive root (Filename:). */
+  filename: text('a path in the archive').optional(),
+  url: text('a URL').optional(),
+});
+export type ManifestPackage = z.output<typeof manifestPackageSchema>;
+
+/** A manifest as `manifest diff`, `manifest check` and `export repo --manifest` read it: a file from anywhere. */
+export const manifestSchema = z.object({
+  schema: z.literal(MANIFEST_SCHEMA, { error: MANIFEST_SCHEMA }),
+  createdAt: text('an ISO time'),
+  env: text('an environment name'),
+  snapshot: snapshotIdSchema.nullable(),
+  packageManager: z.enum(['dpkg', 'opkg'] satisfies PackageManager[], { error: 'dpkg or opkg' }),
+  rootfs: text('a directory'),
+  packages: z.array(manifestPackageSchema),
+});
+export type Manifest = z.output<typeof manifestSchema>;
 
 const key = (name: string, version: string, arch: string) => `${name}\0${version}\0${arch}`;
 

@@ -13,6 +13,7 @@ import { observeRequests } from '../admin/observers.js';
 import { ProxyStats } from '../admin/stats.js';
 import type { Config } from '../config/schema.js';
 import { PathClassifier } from '../debian/classify-path.js';
+import type { FeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BuildRecorder } from '../manifest/build-records.js';
 import { BlobReader, SyncReadPolicy } from '../proxy/blob-reader.js';
@@ -75,7 +76,9 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
     token: config.adminToken ? readAdminToken(config.adminToken) : undefined,
     statusAllow: config.statusAllow,
   });
-  const side = openUpstreamSide(config, policy, await Store.open(config.store, config.indexDir));
+  // A damaged URL record reads as absent (the file is fetched again); the log names it.
+  const onUnreadable = (path: string, err: FeedlockError) => log.warn({ code: err.code, path: err.details.path, file: path }, err.message);
+  const side = openUpstreamSide(config, policy, await Store.open(config.store, config.indexDir, onUnreadable));
   const { store, flights, upstream } = side;
   const stats = new ProxyStats();
   const io = blobIo(config, store);

@@ -2,11 +2,12 @@
  * Build environments: which snapshot each one serves, and the only places
  * where that changes (first sight of a repository, reset, pin, delete).
  */
+import { z } from 'zod';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import { reposFromParent, snapshotFromParent } from './parent-snapshots.js';
 import { SharedPromises } from '../util/shared-promise.js';
 import { APT_ANCHORS, captureRepo, OPKG_ANCHORS, type CaptureDeps, type RepoGuess } from './capture.js';
-import type { EnvState, PinnedRepo, SnapshotRecord, SnapshotRecords } from './records.js';
+import { snapshotIdSchema, type EnvState, type PinnedRepo, type SnapshotRecord, type SnapshotRecords } from './records.js';
 import { parseView } from '../resolver/resolver.js';
 import { describeView, viewState } from './snapshot-ref.js';
 
@@ -68,7 +69,7 @@ export class Environments {
     const parent = deps.parent!;
     let remote: ParentGeneration | undefined;
     try {
-      remote = await parent.api<ParentGeneration>(`api/environments/${encodeURIComponent(env)}/generation`);
+      remote = await parent.api(`api/environments/${encodeURIComponent(env)}/generation`, parentGenerationSchema);
     } catch (err) {
       // Parent down: keep serving what this edge holds (docs/deployment.md, "What is consistent where").
       deps.log.warn(
@@ -256,16 +257,17 @@ export class Environments {
 }
 
 /** What an edge asks its parent on each anchor request (`/_feedlock/api/environments/NAME/generation`). */
-export interface ParentGeneration {
-  name: string;
-  snapshot: string | null;
+const parentGenerationSchema = z.object({
+  name: z.string({ error: 'an environment name' }),
+  snapshot: snapshotIdSchema.nullable(),
   /** Serves exactly `snapshot`. */
-  pinned?: boolean;
+  pinned: z.boolean({ error: 'true or false' }).optional(),
   /** Deprecated: `pinned` under its old name, still sent for edges of the previous release. */
-  locked?: boolean;
+  locked: z.boolean({ error: 'true or false' }).optional(),
   /** Why the parent's current generation started ("reset", "pinned ID", ...). */
-  reason?: string;
-}
+  reason: z.string().optional(),
+});
+export type ParentGeneration = z.output<typeof parentGenerationSchema>;
 
 const ANCHOR_NAMES = new Set<string>(APT_ANCHORS);
 const OPKG_ANCHOR_NAMES = new Set<string>(OPKG_ANCHORS);

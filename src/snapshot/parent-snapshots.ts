@@ -4,19 +4,31 @@
  * adopts the parent's whole snapshot of an environment (the same repositories
  * give the same content-derived id) and fetches the anchor files by digest.
  */
+import { z } from 'zod';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Parent } from '../upstream/parent.js';
 import { fetchVerified, type CaptureDeps, type RepoGuess } from './capture.js';
-import { snapshotId, type PinnedRepo, type SnapshotRecord, type SnapshotRecords } from './records.js';
+import {
+  snapshotId,
+  snapshotIdSchema,
+  snapshotRecordSchema,
+  type PinnedRepo,
+  type SnapshotRecord,
+  type SnapshotRecords,
+} from './records.js';
 
 export type ParentDeps = CaptureDeps & { parent: Parent };
 
+/** The parent's answers, checked like a bundle: a snapshot record and an environment's current snapshot. */
+const parentSnapshotAnswer = z.object({ snapshot: snapshotRecordSchema });
+const parentEnvAnswer = z.object({ snapshot: snapshotIdSchema.nullable() });
+
 async function parentSnapshot(parent: Parent, id: string): Promise<SnapshotRecord | undefined> {
-  return (await parent.api<{ snapshot: SnapshotRecord }>(`api/snapshots/${id}`))?.snapshot;
+  return (await parent.api(`api/snapshots/${id}`, parentSnapshotAnswer))?.snapshot;
 }
 
 async function parentEnvSnapshot(parent: Parent, env: string): Promise<SnapshotRecord | undefined> {
-  const state = await parent.api<{ snapshot: string | null }>(`api/environments/${encodeURIComponent(env)}`);
+  const state = await parent.api(`api/environments/${encodeURIComponent(env)}`, parentEnvAnswer);
   return state?.snapshot ? parentSnapshot(parent, state.snapshot) : undefined;
 }
 

@@ -14,20 +14,21 @@ import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { FeedlockError } from '../errors.js';
-import { parseOrThrow } from '../util/schema-issues.js';
+import { matching, parseOrThrow } from '../util/schema-issues.js';
+import { sha256Schema } from '../store/layout.js';
 import { fsyncDir, tempName, writeDurable, writeFileAtomic } from '../store/atomic-file.js';
 import { generationsOf, type Generation } from './generations.js';
 
 const SNAPSHOT_ID = /^[0-9a-f]{20}$/;
-const snapshotIdSchema = z.string().regex(SNAPSHOT_ID, { error: 'a snapshot id (20 hex digits)' });
-const isoTime = z.iso.datetime({ offset: true, error: 'an ISO time' });
+export const snapshotIdSchema = matching(SNAPSHOT_ID, 'a snapshot id (20 hex digits)');
+export const isoTime = z.iso.datetime({ offset: true, error: 'an ISO time' });
 
 /**
  * A repository URL exactly as capture writes it: http(s), normalized (no
  * "." or ".." segment, no empty segment, no query or fragment) and without a
  * trailing slash, so it can only name the repository it was captured from.
  */
-const repoUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).refine(
+export const repoUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).refine(
   (u) => {
     const url = new URL(u);
     const segments = url.pathname.split('/').slice(1);
@@ -44,7 +45,7 @@ const repoUrl = z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).refine(
 );
 
 export const anchorFileSchema = z.object({
-  sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: 'a sha256 digest (64 hex digits)' }),
+  sha256: sha256Schema,
   size: z.int({ error: 'a size in bytes' }).min(0, { error: 'a size in bytes' }).max(Number.MAX_SAFE_INTEGER, { error: 'a size in bytes' }),
 });
 export type AnchorFile = z.output<typeof anchorFileSchema>;
@@ -61,10 +62,7 @@ export const pinnedRepoSchema = z.object({
   /** ISO time of capture. */
   capturedAt: isoTime,
   /** InRelease/Release/Release.gpg or Packages/Packages.gz/Packages.sig that upstream published. */
-  anchors: z.record(
-    z.string().regex(ANCHOR_NAME, { error: 'a file name of the repository (InRelease, Packages.gz, ...)' }),
-    anchorFileSchema,
-  ),
+  anchors: z.record(matching(ANCHOR_NAME, 'a file name of the repository (InRelease, Packages.gz, ...)'), anchorFileSchema),
   /** Key id that signed the anchor, when a keyring was given. */
   signedBy: z.string().max(256).optional(),
 });

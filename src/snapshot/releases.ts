@@ -7,30 +7,37 @@
  */
 import { link, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ENV_NAME } from '../config/schema.js';
 import { FeedlockError } from '../errors.js';
 import { fsyncDir, tempName, writeDurable } from '../store/atomic-file.js';
-import type { SnapshotRecords } from './records.js';
+import { matching, parseJsonOrThrow, parseOrThrow } from '../util/schema-issues.js';
+import { isoTime, repoUrl, snapshotIdSchema, type SnapshotRecords } from './records.js';
 
 export const RELEASE_SCHEMA = 'feedlock-release/1';
 
-export interface ReleaseRepo {
-  url: string;
-  kind: 'apt' | 'opkg';
-  snapshot: string;
-  capturedAt: string;
-}
+const releaseName = matching(ENV_NAME, 'a release name (letters, digits, ".", "_", "-", max 64)');
 
-export interface Release {
-  schema: typeof RELEASE_SCHEMA;
-  name: string;
-  createdAt: string;
+const releaseRepoSchema = z.object({
+  url: repoUrl,
+  kind: z.enum(['apt', 'opkg'], { error: 'apt or opkg' }),
+  snapshot: snapshotIdSchema,
+  capturedAt: isoTime,
+});
+export type ReleaseRepo = z.output<typeof releaseRepoSchema>;
+
+/** A release record as read from disk: it keeps snapshots from gc, so a damaged one is an error, never skipped. */
+const releaseSchema = z.object({
+  schema: z.literal(RELEASE_SCHEMA, { error: RELEASE_SCHEMA }),
+  name: releaseName,
+  createdAt: isoTime,
   /** The environment it was cut from, if any. */
-  env: string | null;
+  env: z.string({ error: 'an environment name or null' }).nullable(),
   /** The snapshot holding all of its repositories (what a feedlock.lock pins). */
-  snapshot: string;
-  repos: ReleaseRepo[];
-}
+  snapshot: snapshotIdSchema,
+  repos: z.array(releaseRepoSchema),
+});
+export type Release = z.output<typeof releaseSchema>;
 
 export function checkReleaseName(name: unknown): string {
   if (typeof name !== 'string' || !ENV_NAME.test(name))
@@ -86,23 +93,24 @@ export class Releases {
   }
 
   async get(name: string): Promise<Release> {
-    try {
-      return JSON.parse(await readFile(this.path(name), 'utf8')) as Release;
-    } catch (err) {
-      if (err instanceof FeedlockError) throw err;
+    const path = this.path(name);
+    const text = await readFile(path, 'utf8').catch(() => {
       throw new FeedlockError('FL_NOT_FOUND', `no release named ${name}; see feedlock release list`);
-    }
+    });
+    return readRelease(path, text);
   }
 
+  /**
+   * Every release. A damaged record is an error, not skipped: its snapshots
+   * would lose their gc root.
+   */
   async list(): Promise<Release[]> {
     const out: Release[] = [];
     for (const n of await readdir(this.dir).catch(() => [] as string[])) {
       if (!n.endsWith('.json')) continue;
-      try {
-        out.push(JSON.parse(await readFile(join(this.dir, n), 'utf8')) as Release);
-      } catch {
-        /* a damaged record is skipped, not fatal */
-      }
+      const path = join(this.dir, n);
+      const text = await readFile(path, 'utf8').catch(() => undefined);
+      if (text !== undefined) out.push(readRelease(path, text));
     }
     return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
@@ -113,7 +121,41 @@ export class Releases {
   }
 }
 
+function readRelease(path: string, text: string): Release {
+  return parseJsonOrThrow(
+    releaseSchema,
+    text,
+    'FL_STORE_CORRUPT',
+    `release record ${path}`,
+    'restore it from a backup or move it away (releases never change; gc stops rather than drop the snapshots it pins)',
+  );
+}
+
 /** The text of a feedlock.lock for a release: readable by FEEDLOCK_SNAPSHOT and feedlock hook start. */
 export function releaseLockText(r: Release): string {
   return `# feedlock release ${r.name} (created ${r.createdAt}${r.env ? ` from environment ${r.env}` : ''})\n${r.snapshot}\n`;
+}
+
+/**
+ * The snapshot id a feedlock.lock pins: comment lines (#) and blank lines,
+ * and exactly one line holding the id (what releaseLockText writes).
+ */
+export function parseLockText(text: string, file: string): string {
+  const lines = text
+    .split('\n')
+    .map((l, i) => ({ line: i + 1, text: l.trim() }))
+    .filter((l) => l.text && !l.text.startsWith('#'));
+  if (lines.length !== 1)
+    throw new FeedlockError(
+      'FL_BAD_CONFIG',
+      `lock file ${file}: expected one line holding a snapshot id (found ${lines.length}); write it again with: feedlock release lock NAME --out ${file}`,
+      { file },
+    );
+  return parseOrThrow(
+    snapshotIdSchema,
+    lines[0].text,
+    'FL_BAD_CONFIG',
+    `lock file ${file}: line ${lines[0].line}`,
+    'a lock file pins a snapshot id, not a tag',
+  );
 }

@@ -6,8 +6,10 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { FeedlockError } from '../errors.js';
+import { matching } from '../util/schema-issues.js';
 
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
+export const sha256Schema = matching(SHA256_HEX, 'a sha256 digest (64 hex digits)');
 
 export class StoreLayout {
   constructor(readonly root: string) {}

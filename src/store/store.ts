@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { cleanTempDir } from './atomic-file.js';
 import { BlobWriter } from './blob-writer.js';
 import { SHA256_HEX, StoreLayout } from './layout.js';
-import { UrlIndex } from './url-index.js';
+import { UrlIndex, type UnreadableRecord } from './url-index.js';
 
 export interface StoreStats {
   root: string;
@@ -33,12 +33,13 @@ export class Store {
     readonly index: UrlIndex,
   ) {}
 
-  static async open(root: string, indexDir: string): Promise<Store> {
+  /** `onUnreadable` hears of every URL record file that does not parse (it reads as absent). */
+  static async open(root: string, indexDir: string, onUnreadable?: UnreadableRecord): Promise<Store> {
     const layout = new StoreLayout(root);
     await mkdir(layout.blobsDir, { recursive: true });
     await mkdir(layout.tmpDir, { recursive: true });
     await cleanTempDir(layout.tmpDir);
-    return new Store(layout, await UrlIndex.open(layout, indexDir));
+    return new Store(layout, await UrlIndex.open(layout, indexDir, onUnreadable));
   }
 
   get root(): string {

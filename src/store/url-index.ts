@@ -6,38 +6,31 @@
 import { open as openFile, readFile, readdir, rename, rm, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { FeedlockError } from '../errors.js';
+import { z } from 'zod';
+import { FeedlockError, isFeedlockError } from '../errors.js';
+import { parseJsonOrThrow } from '../util/schema-issues.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { SHA256_HEX, type StoreLayout } from './layout.js';
+import { sha256Schema, type StoreLayout } from './layout.js';
 import { processAlive } from '../util/process-alive.js';
 
-export interface UrlRecord {
-  url: string;
-  sha256: string;
-  size: number;
+/** A URL record as read from the store (any host or version may have written it). */
+const urlRecordSchema = z.object({
+  url: z.string({ error: 'a URL' }),
+  sha256: sha256Schema,
+  size: z.int({ error: 'a size in bytes' }).min(0, { error: 'a size in bytes' }),
   /** ms since epoch */
-  storedAt: number;
-  lastModified?: string;
-  contentType?: string;
+  storedAt: z.number({ error: 'a time in ms since epoch' }),
+  lastModified: z.string().optional(),
+  contentType: z.string().optional(),
   /** Upstream ETag, used to revalidate; clients see the blob digest instead. */
-  upstreamEtag?: string;
+  upstreamEtag: z.string().optional(),
   /** Recorded when an index only vouched for the file by md5. */
-  md5?: string;
-}
+  md5: z.string().optional(),
+});
+export type UrlRecord = z.output<typeof urlRecordSchema>;
 
-function isUrlRecord(value: unknown): value is UrlRecord {
-  const r = value as UrlRecord;
-  return (
-    typeof r === 'object' &&
-    r !== null &&
-    typeof r.url === 'string' &&
-    typeof r.sha256 === 'string' &&
-    SHA256_HEX.test(r.sha256) &&
-    Number.isSafeInteger(r.size) &&
-    r.size >= 0 &&
-    typeof r.storedAt === 'number'
-  );
-}
+/** Told about a record file that does not parse: it reads as absent (the URL is fetched again), and nothing is deleted. */
+export type UnreadableRecord = (path: string, problem: FeedlockError) => void;
 
 export class UrlIndex {
   private readonly db: Database<UrlRecord, string>;
@@ -47,6 +40,7 @@ export class UrlIndex {
     private readonly layout: StoreLayout,
     readonly indexDir: string,
     private readonly root: RootDatabase<unknown, string>,
+    private readonly onUnreadable: UnreadableRecord,
   ) {
     this.db = root.openDB<UrlRecord, string>({ name: 'urls' });
   }
@@ -71,7 +65,7 @@ export class UrlIndex {
    * at the next start (an unclean run before a reboot) triggers a rebuild
    * from the records.
    */
-  static async open(layout: StoreLayout, indexDir: string): Promise<UrlIndex> {
+  static async open(layout: StoreLayout, indexDir: string, onUnreadable: UnreadableRecord = () => {}): Promise<UrlIndex> {
     await mkdir(indexDir, { recursive: true });
     const boot = await currentBootId();
     const claimed = await claimMarkersOfOtherBoots(indexDir, boot);
@@ -98,7 +92,7 @@ export class UrlIndex {
       );
     }
     await writeFile(markerPath(indexDir), boot);
-    const index = new UrlIndex(layout, indexDir, db);
+    const index = new UrlIndex(layout, indexDir, db, onUnreadable);
     if (tornByReboot) {
       await index.reindex();
       for (const c of claimed) await unlink(c).catch(() => {});
@@ -106,10 +100,14 @@ export class UrlIndex {
     return index;
   }
 
-  /** Synchronous LMDB read: the hot path of every cache hit. */
+  /**
+   * Synchronous LMDB read: the hot path of every cache hit. LMDB holds only
+   * records that passed the schema (put by this code, or read from the store
+   * by get and reindex), so a hit is not parsed again.
+   */
   getCached(url: string): UrlRecord | undefined {
     const rec = this.db.get(url);
-    return rec && isUrlRecord(rec) && rec.url === url ? rec : undefined;
+    return rec?.url === url ? rec : undefined;
   }
 
   /** LMDB first, then the store's record (another process or host may have written it). */
@@ -140,11 +138,21 @@ export class UrlIndex {
     await this.db.remove(url);
   }
 
+  /** A record file through the schema; a missing one is absent, a damaged one too (and reported). */
   private async readRecordFile(path: string): Promise<UrlRecord | undefined> {
+    const text = await readFile(path, 'utf8').catch(() => undefined);
+    if (text === undefined) return undefined;
     try {
-      const rec: unknown = JSON.parse(await readFile(path, 'utf8'));
-      return isUrlRecord(rec) ? rec : undefined;
-    } catch {
+      return parseJsonOrThrow(
+        urlRecordSchema,
+        text,
+        'FL_STORE_CORRUPT',
+        `URL record ${path}`,
+        'it reads as absent: the file is fetched again',
+      );
+    } catch (err) {
+      if (!isFeedlockError(err)) throw err;
+      this.onUnreadable(path, err);
       return undefined;
     }
   }

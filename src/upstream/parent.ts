@@ -5,7 +5,9 @@
  * anything); snapshots move by id; anything else goes through the parent's
  * remap forms, with the environment prefix so the parent pins it too.
  */
+import type { z } from 'zod';
 import { FeedlockError } from '../errors.js';
+import { parseJsonOrThrow } from '../util/schema-issues.js';
 
 export class Parent {
   readonly base: string;
@@ -31,8 +33,11 @@ export class Parent {
     return url.href.startsWith(`${this.base}/`);
   }
 
-  /** GET a JSON document from the parent's API; 404 -> undefined. */
-  async api<T>(path: string): Promise<T | undefined> {
+  /**
+   * GET a JSON document from the parent's API, parsed with `schema` (another
+   * host, maybe another version: untrusted); 404 -> undefined.
+   */
+  async api<S extends z.ZodType>(path: string, schema: S): Promise<z.output<S> | undefined> {
     let res: Response;
     try {
       res = await fetch(`${this.base}/_feedlock/${path}`, { signal: AbortSignal.timeout(30_000) });
@@ -50,6 +55,12 @@ export class Parent {
         `parent feedlock ${this.base} answered ${res.status} for /_feedlock/${path}: ${(await res.text()).trim().slice(0, 200)}`,
         { parent: this.base },
       );
-    return (await res.json()) as T;
+    return parseJsonOrThrow(
+      schema,
+      await res.text(),
+      'FL_STORE_CORRUPT',
+      `parent feedlock ${this.base} sent a bad answer for /_feedlock/${path}`,
+      'check that the parent runs a compatible feedlock',
+    );
   }
 }
