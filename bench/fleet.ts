@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fetchHash, runPool, startCli, type Proc, type SyntheticRepo } from './lib.js';
+import { fetchHash, runPool, serveArgs, startCli, type Proc, type SyntheticRepo } from './lib.js';
 
 export interface FleetRow {
   scenario: string;
@@ -40,21 +40,7 @@ export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 20
     return { requests, bytes };
   };
   const serve = (name: string, extra: string[]) =>
-    startCli([
-      'serve',
-      '--port',
-      '0',
-      '--no-apt-sources',
-      '--log-level',
-      'warn',
-      '--store',
-      join(work, name),
-      '--index-dir',
-      join(work, `${name}-index`),
-      '--allow-host',
-      `127.0.0.1:${upstream.port}`,
-      ...extra,
-    ]);
+    startCli(serveArgs(join(work, name), join(work, `${name}-index`), `127.0.0.1:${upstream.port}`, ...extra));
 
   async function scenario(name: string, bases: string[]): Promise<FleetRow> {
     const before = await upstreamTotals();

@@ -159,6 +159,25 @@ export class RssSampler {
 }
 
 /** Starts a child that prints its URL as the first stdout line. */
+/** `feedlock serve` on a free loopback port, quiet, with its own store and index, allowed one upstream. */
+export function serveArgs(store: string, indexDir: string, allowHost: string, ...extra: string[]): string[] {
+  return [
+    'serve',
+    '--port',
+    '0',
+    '--no-apt-sources',
+    '--log-level',
+    'warn',
+    '--store',
+    store,
+    '--index-dir',
+    indexDir,
+    '--allow-host',
+    allowHost,
+    ...extra,
+  ];
+}
+
 /** Starts the feedlock CLI with its shebang's node flags and environment (no exec bit needed). */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, stderrFile?: string): Promise<Proc> {
   const self = nodeCommandFor(CLI);

@@ -43,6 +43,7 @@ import {
   ratio,
   runPool,
   spread,
+  serveArgs,
   startCli,
   startCpuBurners,
   startProcess,
@@ -147,21 +148,7 @@ async function startFeedlockPeer(work: string, upPort: number, variant?: Variant
   const name = variant ? `feedlock ${variant.name}` : 'feedlock';
   const store = join(work, `${name.replace(/\W+/g, '-')}-store`);
   const p: Proc = await startCli(
-    [
-      'serve',
-      '--port',
-      '0',
-      '--no-apt-sources',
-      '--log-level',
-      'warn',
-      '--store',
-      store,
-      '--index-dir',
-      `${store}-index`,
-      '--allow-host',
-      `127.0.0.1:${upPort}`,
-      ...(variant?.flags ?? []),
-    ],
+    serveArgs(store, `${store}-index`, `127.0.0.1:${upPort}`, ...(variant?.flags ?? [])),
     variant?.env,
     `${store}.log`,
   );

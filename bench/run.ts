@@ -10,7 +10,19 @@ import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, fetchDiscard, fetchHash, loadTest, makeSyntheticRepo, ratio, runPool, startCli, startProcess, type Proc } from './lib.js';
+import {
+  ROOT,
+  fetchDiscard,
+  fetchHash,
+  loadTest,
+  makeSyntheticRepo,
+  ratio,
+  runPool,
+  serveArgs,
+  startCli,
+  startProcess,
+  type Proc,
+} from './lib.js';
 import { benchIndices } from './indices.js';
 import { benchFleet, type FleetRow } from './fleet.js';
 import { benchIsar, isarSkipReason, type IsarRow } from './isar.js';
@@ -47,21 +59,7 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   const repo = makeSyntheticRepo(repoDir, Number(args.small), largeMiB);
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
   console.error(`upstream: Node static server at ${upstream.url}`);
-  const startFeedlock = (store: string): Promise<Proc> =>
-    startCli([
-      'serve',
-      '--port',
-      '0',
-      '--no-apt-sources',
-      '--log-level',
-      'warn',
-      '--store',
-      store,
-      '--index-dir',
-      `${store}-index`,
-      '--allow-host',
-      `127.0.0.1:${upstream.port}`,
-    ]);
+  const startFeedlock = (store: string): Promise<Proc> => startCli(serveArgs(store, `${store}-index`, `127.0.0.1:${upstream.port}`));
   let feedlock = await startFeedlock(join(work, 'store'));
   const via = (p: string) => `${feedlock.url}/127.0.0.1:${upstream.port}${p}`;
   const direct = (p: string) => `${upstream.url}${p}`;

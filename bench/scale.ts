@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StoreLayout } from '../src/store/layout.js';
-import { CLI, loadTest, startCli } from './lib.js';
+import { CLI, loadTest, serveArgs, startCli } from './lib.js';
 
 export interface ScaleRow {
   files: number;
@@ -56,20 +56,7 @@ async function measure(root: string, files: number, seconds: number, work: strin
     execFileSync(process.execPath, [CLI, 'store', 'reindex', '--store', root, '--index-dir', index], { stdio: 'ignore' });
     const reindexMs = Math.round(performance.now() - t);
     t = performance.now();
-    const server = await startCli([
-      'serve',
-      '--port',
-      '0',
-      '--no-apt-sources',
-      '--log-level',
-      'warn',
-      '--store',
-      root,
-      '--index-dir',
-      index,
-      '--allow-host',
-      FAKE_UPSTREAM,
-    ]);
+    const server = await startCli(serveArgs(root, index, FAKE_UPSTREAM));
     for (;;) {
       if ((await fetch(`${server.url}/_feedlock/ready`).catch(() => undefined))?.ok) break;
       await new Promise((r) => setTimeout(r, 10));

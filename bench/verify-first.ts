@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONFIG_DEFAULTS } from '../src/config/schema.js';
-import { fetchDiscard, makeSyntheticRepo, ROOT, runPool, startCli, startProcess } from './lib.js';
+import { fetchDiscard, makeSyntheticRepo, ROOT, runPool, serveArgs, startCli, startProcess } from './lib.js';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, small: { type: 'string', default: '400' } } });
 const rounds = Number(args.rounds);
@@ -46,22 +46,9 @@ try {
         continue;
       }
       const work = mkdtempSync(join(tmpdir(), 'feedlock-vf-'));
-      const fl = await startCli([
-        'serve',
-        '--port',
-        '0',
-        '--no-apt-sources',
-        '--log-level',
-        'warn',
-        '--store',
-        join(work, 'store'),
-        '--index-dir',
-        join(work, 'index'),
-        '--allow-host',
-        `127.0.0.1:${upstream.port}`,
-        '--verify-first-bytes',
-        String(variants[name]),
-      ]);
+      const fl = await startCli(
+        serveArgs(join(work, 'store'), join(work, 'index'), `127.0.0.1:${upstream.port}`, '--verify-first-bytes', String(variants[name])),
+      );
       try {
         results[name].push(await coldRps(`${fl.url}/127.0.0.1:${upstream.port}`));
       } finally {
