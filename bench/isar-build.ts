@@ -4,7 +4,7 @@
  * apt sources at run time and is never written anywhere else.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 // bench/ under vitest, dist/bench/ when compiled.
@@ -69,11 +69,37 @@ export function setupIsarBuild(build: string, downloads: string, options: { feed
 /** Runs bitbake in the build dir; offline: inside a new network namespace with only loopback. */
 export function bitbake(build: string, targets: string[], task: string, offlineNetns = false): void {
   const script = `set +u; . ./isar-init-build-env ${build} > /dev/null; export LANG=en_US.UTF-8; bitbake ${targets.join(' ')} -c ${task}`;
-  if (offlineNetns)
-    execFileSync('unshare', ['-n', 'bash', '-c', `ip link set lo up; ${script}`], {
-      cwd: ISAR,
-      stdio: ['ignore', 'ignore', 'inherit'],
-      timeout: 1_200_000,
-    });
-  else execFileSync('bash', ['-c', script], { cwd: ISAR, stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 });
+  const out = join(build, 'bitbake.out');
+  const argv = offlineNetns ? ['unshare', '-n', 'bash', '-c', `ip link set lo up; ${script}`] : ['bash', '-c', script];
+  const fd = openSync(out, 'w');
+  try {
+    execFileSync(argv[0], argv.slice(1), { cwd: ISAR, stdio: ['ignore', fd, 'inherit'], timeout: 1_200_000 });
+  } catch (e) {
+    throw new Error(
+      `bitbake ${targets.join(' ')} -c ${task} in ${build} failed (${(e as Error).message.split('\n')[0]})\n${failureReport(build, out)}`,
+      { cause: e },
+    );
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What a failed build left: the tails of the failed tasks' logs and the feedlock server's warnings, for a CI log. */
+function failureReport(build: string, out: string): string {
+  const text = existsSync(out) ? readFileSync(out, 'utf8') : '';
+  const logs = [...new Set([...text.matchAll(/Logfile of failure stored in: (\S+)/g)].map((m) => m[1]))];
+  const parts = logs.map((l) => `--- ${l} (last 60 lines)\n${tail(l, 60)}`);
+  const server = join(build, 'tmp', 'feedlock', 'server.log');
+  if (existsSync(server)) {
+    const lines = readFileSync(server, 'utf8').split('\n');
+    // pino levels: 40 warn, 50 error, 60 fatal
+    const bad = lines.filter((l) => /"level":(4|5|6)0/.test(l));
+    parts.push(`--- ${server}: ${lines.length} lines, ${bad.length} warnings or errors (last 30)\n${bad.slice(-30).join('\n')}`);
+  }
+  if (!logs.length) parts.push(`--- ${out} (last 60 lines)\n${tail(out, 60)}`);
+  return parts.join('\n');
+}
+
+function tail(file: string, n: number): string {
+  return existsSync(file) ? readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join('\n') : '(missing)';
 }

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { download, startCli } from './helpers/cli.js';
@@ -96,4 +97,83 @@ describe.each<Shape>(['close-with-length', 'http10-eof'])('an upstream that clos
       .toEqual(want);
     for (const b of listBlobs(store)) expect(b.actual).toBe(b.sha256);
   });
+});
+
+/**
+ * A package far larger than any buffer, sent as fast as loopback takes it by
+ * an upstream whose connection undici must not pause: an HTTP/1.1 answer that
+ * names no Connection (as the Debian CDN answers, so llhttp's keep-alive
+ * default is unknown to us) and an HTTP/1.0 EOF-delimited one. The store's
+ * writes (and the digest) are slower than such a link, so what the disk has
+ * not taken must wait in the socket, not in memory, and not be cut either.
+ */
+const LARGE = 128 << 20;
+function largeChunk(i: number): Buffer {
+  return Buffer.alloc(1 << 20, createHash('sha256').update(`chunk ${i}`).digest());
+}
+const largeSha = (() => {
+  const h = createHash('sha256');
+  for (let i = 0; i < LARGE >> 20; i++) h.update(largeChunk(i));
+  return h.digest('hex');
+})();
+
+type FastShape = 'http11-no-connection' | 'http10-eof';
+async function fastServer(shape: FastShape): Promise<{ server: Server; port: number }> {
+  const server = createServer((sock: Socket) => {
+    sock.on('error', () => {});
+    sock.once(
+      'data',
+      () =>
+        void (async () => {
+          sock.write(
+            shape === 'http10-eof'
+              ? 'HTTP/1.0 200 OK\r\nContent-Type: application/vnd.debian.binary-package\r\n\r\n'
+              : `HTTP/1.1 200 OK\r\nContent-Type: application/vnd.debian.binary-package\r\nContent-Length: ${LARGE}\r\n\r\n`,
+          );
+          for (let i = 0; i < LARGE >> 20 && !sock.destroyed; i++)
+            if (!sock.write(largeChunk(i))) await once(sock, 'drain').catch(() => {});
+          sock.end();
+        })(),
+    );
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+describe.each<FastShape>(['http11-no-connection', 'http10-eof'])('a fast upstream whose connection cannot be paused (%s)', (shape) => {
+  let up: { server: Server; port: number };
+  let fl: { child: ChildProcess; url: string };
+  let store: string;
+  beforeAll(async () => {
+    up = await fastServer(shape);
+    store = `${tempDir('fast-close')}/store`;
+    fl = await startCli(['--store', store, '--index-dir', `${store}-index`, '--allow-host', `127.0.0.1:${up.port}`]);
+  });
+  afterAll(() => {
+    fl.child.kill('SIGTERM');
+    up.server.close();
+  });
+
+  it('a 128 MiB package at loopback speed is served whole and stored once under its digest, and the process stays up', async () => {
+    const url = `${fl.url}/127.0.0.1:${up.port}/debian/pool/main/l/linux/linux-image_1_amd64.deb`;
+    expect(listBlobs(store)).toEqual([]);
+    const got = await new Promise<{ status?: number; complete: boolean; sha256: string; bytes: number }>((resolve) => {
+      const h = createHash('sha256');
+      let bytes = 0;
+      const req = httpRequest(url, (res) => {
+        res.on('data', (c: Buffer) => {
+          bytes += c.length;
+          h.update(c);
+        });
+        res.on('end', () => resolve({ status: res.statusCode, complete: res.complete, sha256: h.digest('hex'), bytes }));
+        res.on('error', () => resolve({ status: res.statusCode, complete: false, sha256: '', bytes }));
+      });
+      req.on('error', () => resolve({ complete: false, sha256: '', bytes }));
+      req.end();
+    });
+    expect(got).toEqual({ status: 200, complete: true, sha256: largeSha, bytes: LARGE });
+    expect(fl.child.exitCode).toBe(null);
+    await expect.poll(() => listBlobs(store), { timeout: 10_000 }).toEqual([{ sha256: largeSha, actual: largeSha }]);
+  }, 60_000);
 });

@@ -4,6 +4,7 @@
  * content path. Until then nothing can serve it from the store.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { writeSync, writevSync } from 'node:fs';
 import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import { FeedlockError, toFeedlockError } from '../errors.js';
 import { publish, tempName } from './atomic-file.js';
@@ -70,15 +71,21 @@ export class BlobWriter {
     this.bytes += chunk.length;
   }
 
-  /** Writes a batch of chunks with one system call where the OS allows. */
-  async writev(chunks: Uint8Array[]): Promise<void> {
-    if (chunks.length === 1) return this.write(chunks[0]);
+  /** Hashes the chunks in order; returns their length. */
+  private digest(chunks: Uint8Array[]): number {
     let total = 0;
     for (const c of chunks) {
       this.hash.update(c);
       this.md5?.update(c);
       total += c.length;
     }
+    return total;
+  }
+
+  /** Writes a batch of chunks with one system call where the OS allows. */
+  async writev(chunks: Uint8Array[]): Promise<void> {
+    if (chunks.length === 1) return this.write(chunks[0]);
+    const total = this.digest(chunks);
     try {
       const { bytesWritten } = await this.fh.writev(chunks, this.bytes);
       if (bytesWritten < total) {
@@ -89,6 +96,25 @@ export class BlobWriter {
           const r = await this.fh.write(rest, offset, rest.length - offset, this.bytes + bytesWritten + offset);
           offset += r.bytesWritten;
         }
+      }
+    } catch (err) {
+      throw toFeedlockError(err);
+    }
+    this.bytes += total;
+  }
+
+  /**
+   * writev() on the calling thread: for a body that cannot be paused, so the
+   * time spent here is what holds the socket back (see Download.drainBody).
+   */
+  writevSync(chunks: Uint8Array[]): void {
+    const total = this.digest(chunks);
+    try {
+      const written = writevSync(this.fh.fd, chunks, this.bytes);
+      if (written < total) {
+        const rest = Buffer.concat(chunks).subarray(written);
+        for (let offset = 0; offset < rest.length;)
+          offset += writeSync(this.fh.fd, rest, offset, rest.length - offset, this.bytes + written + offset);
       }
     } catch (err) {
       throw toFeedlockError(err);

@@ -241,6 +241,7 @@ export class Download {
    * buffered, so a slow disk slows the upstream and memory stays bounded.
    */
   private drainBody(body: UpstreamResponse['body'], writer: BlobWriter): Promise<void> {
+    if (!body.pausable) return this.drainUnpausable(body, writer);
     const HIGH_WATER = 1 << 20;
     return new Promise((resolve, reject) => {
       let pending: Buffer[] = [];
@@ -297,6 +298,67 @@ export class Download {
       // A body that closes without 'end' was cut short (undici may not emit an error).
       body.on('close', () => {
         if (!ended)
+          fail(
+            new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`),
+          );
+      });
+    });
+  }
+
+  /**
+   * A body whose parser must not be paused (see upstream-body.ts: HTTP/1.0,
+   * `Connection: close`, or an HTTP/1.1 answer that names no Connection, as
+   * CDNs send) is written as it arrives, on this thread: while a write runs
+   * nothing reads the socket, so the kernel's socket buffers, not memory, hold
+   * what the disk has not taken yet, and a link faster than the disk (or the
+   * digest) slows to their pace instead of outrunning them.
+   */
+  private drainUnpausable(body: UpstreamResponse['body'], writer: BlobWriter): Promise<void> {
+    const BATCH = 256 << 10;
+    return new Promise((resolve, reject) => {
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        body.destroy();
+        reject(err);
+      };
+      const flush = (): boolean => {
+        if (!pending.length) return true;
+        try {
+          writer.writevSync(pending);
+        } catch (err) {
+          fail(err);
+          return false;
+        }
+        pending = [];
+        pendingBytes = 0;
+        this.bytes = writer.bytes;
+        this.wake();
+        return true;
+      };
+      if (body.errored) return fail(body.errored);
+      if (body.destroyed)
+        return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
+      body.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        this.received += chunk.length;
+        this.kept?.push(chunk);
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        releaseReadBuffers(chunk.length);
+        if (pendingBytes >= BATCH) flush();
+      });
+      body.on('end', () => {
+        if (settled || !flush()) return;
+        settled = true;
+        resolve();
+      });
+      body.on('error', fail);
+      body.on('close', () => {
+        if (!settled)
           fail(
             new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`),
           );

@@ -14,10 +14,11 @@
  * the response says `Connection: keep-alive` and frames its body: only then is
  * a pause safe, whatever the HTTP version, because a FIN then ends the socket
  * through undici's "other side closed" path instead of `finish()`. Every other
- * response is read at the rate the socket delivers into a bounded buffer: the
- * store writes to its temp file at disk speed, faster than a mirror sends, and
- * a body that outruns its reader by more than the bound is cut with an error
- * naming the cause instead of growing memory.
+ * response (HTTP/1.1 without a Connection header too: the version is not ours
+ * to see) is taken as the socket delivers it, and the download writes it on
+ * the event loop (Download's drainUnpausable), so the socket is read at the
+ * disk's pace. A reader that still falls behind by more than the bound is
+ * cut with an error naming the cause instead of growing memory.
  */
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
