@@ -97,6 +97,10 @@ describe('records survive a power cut', () => {
       // b caches a URL record in the shared LMDB.
       const url = `${b.url}/127.0.0.1:${world.upstream.port}/debian/pool/main/f/fl-base/fl-base_1.0-1_amd64.deb`;
       expect((await fetch(url).then((r) => r.arrayBuffer())).byteLength).toBeGreaterThan(0);
+      // Its blob, record file and LMDB entry are written just after the last byte; the flight ends after all three.
+      const inflight = async () =>
+        ((await (await fetch(`${b.url}/_feedlock/api/status`)).json()) as { inflightDownloads: number }).inflightDownloads;
+      await expect.poll(inflight, { timeout: 5_000 }).toBe(0);
       a.child.kill('SIGTERM');
       await new Promise((r) => a.child.once('exit', r));
       const markers = () => readdirSync(indexDir).filter((n) => n.startsWith('open-since-boot'));
