@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { promisify } from 'node:util';
@@ -33,9 +33,12 @@ describe('real archive shapes in a pinned environment', () => {
   let lastDate = Date.now();
   // Each new upstream state dated after the last (apt keeps its lists when a Release is older), at most seconds ahead (apt allows 10 s).
   const publish = (extraFiles: ExtraSuiteFile[]) => {
-    lastDate = Math.max(Date.now(), lastDate + 1000);
+    lastDate = Math.max(Date.now() + 1000, lastDate + 1000);
     minute++;
     publishAptRepo(world.repo, world.key, { date: new Date(lastDate), extraFiles });
+    // Last-Modified comes from the files' mtimes, in whole seconds: two states published within one
+    // second would look alike to apt's If-Modified-Since, so each state's files carry its own date.
+    touchTree(join(world.repo.root, 'dists'), new Date(lastDate));
   };
   const cli = async (...args: string[]) =>
     JSON.parse(
@@ -268,3 +271,12 @@ describe('real archive shapes in a pinned environment', () => {
     }
   });
 });
+
+/** Sets the mtime of every file under `dir`. */
+function touchTree(dir: string, at: Date): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) touchTree(path, at);
+    else utimesSync(path, at, at);
+  }
+}

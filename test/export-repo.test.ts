@@ -34,6 +34,7 @@ describe('export repo of real archive shapes', () => {
     const viaFeedlock = aptClient(tempDir('export-two-client'), sources(`${feedlock.url}/_env/two/127.0.0.1:${upstream.port}/debian`));
     await viaFeedlock.get('update');
     await viaFeedlock.get('install', '--download-only', '-y', 'fl-epoch');
+    await feedlock.flights.idle(); // stored just after its last byte; the export reads the store
     const packagesOf = (suite: string) => readFileSync(join(world.repo.root, 'dists', suite, 'main/binary-amd64/Packages.gz'));
     expect(packagesOf('stable-updates').equals(packagesOf('stable')), 'the fixture really has byte-identical indices').toBe(true);
 

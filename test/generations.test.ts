@@ -40,6 +40,8 @@ describe('generations', () => {
         .join('\n') + '\n',
     );
     await apt.get('update');
+    // Index files are stored just after their last byte; the CLI reads the store next.
+    await feedlock.flights.idle();
     return apt;
   };
 

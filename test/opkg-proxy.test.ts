@@ -246,6 +246,7 @@ describe('opkg feeds through feedlock', () => {
       const client = opkgClient(tempDir('opkg-oe3'), feeds());
       await client.run('update');
       await client.run('install', 'foo-tools', 'base-files');
+      await feedlock.flights.idle(); // stored just after the last byte; the release reads the store
       await cli('release', 'create', 'oe-3', '--env', env);
       const r = await run(process.execPath, [
         CLI,

@@ -25,8 +25,11 @@ describe('releases and the feed viewer', () => {
   let team: AptRepo;
   const storeArgs = () => ['--store', join(dir, 'store'), '--index-dir', join(dir, 'index-cli')];
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs(), '--json'])).stdout);
-  const install = (env: string, ...pkgs: string[]) =>
-    installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+  // Packages are stored just after their last byte; the CLI that follows reads the store.
+  const install = async (env: string, ...pkgs: string[]) => {
+    await installThroughEnv({ feedlockUrl: feedlock.url, upstreamPort: upstream.port, keyring: key.keyring, tempDir }, env, ...pkgs);
+    await feedlock.flights.idle();
+  };
 
   let world: FixtureWorld | undefined;
   beforeAll(async () => {
