@@ -34,15 +34,22 @@ export async function sendDownloading(
   // When the digest is known in advance (by-hash, snapshot), a miss carries the same ETag as a later hit.
   const expectedSha = download.request.expected?.sha256;
   if (expectedSha) out.etag = etagFor(expectedSha);
-  res.writeHead(200, out);
   // A small verified file still in memory: the chunks that were hashed, no read of the temp file.
   const body = download.verifiedBody();
   if (body) {
+    res.writeHead(200, out);
     for (const chunk of body) res.write(chunk);
     res.end();
     return 'complete';
   }
 
+  // The status line goes with the first body bytes: a download that fails before them
+  // (a short HTML page in place of a pinned file) is still answered with a 502 naming why.
+  let headed = false;
+  const head200 = () => {
+    if (!headed) res.writeHead(200, out);
+    headed = true;
+  };
   const fh = await download.openForReading();
   let pos = 0;
   try {
@@ -50,6 +57,7 @@ export async function sendDownloading(
       if (res.destroyed) return 'client-gone';
       // A failure after verification (e.g. the fsync) does not make the bytes wrong.
       if (download.error && !download.verified) {
+        if (!headed) throw download.error;
         res.destroy(download.error);
         return 'failed';
       }
@@ -64,10 +72,12 @@ export async function sendDownloading(
           throw new FeedlockError('FL_INTERNAL', 'temp file shorter than written bytes');
         }
         pos += bytesRead;
+        head200();
         if (!writePooled(res, io, buf, bytesRead, false) && !(await waitDrain(res))) return 'client-gone';
         continue;
       }
       if (download.verified) {
+        head200();
         res.end();
         return 'complete';
       }
