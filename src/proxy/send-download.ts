@@ -45,10 +45,8 @@ export async function sendDownloading(
 
   // The status line goes with the first body bytes: a download that fails before them
   // (a short HTML page in place of a pinned file) is still answered with a 502 naming why.
-  let headed = false;
   const head200 = () => {
-    if (!headed) res.writeHead(200, out);
-    headed = true;
+    if (!res.headersSent) res.writeHead(200, out);
   };
   const fh = await download.openForReading();
   let pos = 0;
@@ -57,7 +55,7 @@ export async function sendDownloading(
       if (res.destroyed) return 'client-gone';
       // A failure after verification (e.g. the fsync) does not make the bytes wrong.
       if (download.error && !download.verified) {
-        if (!headed) throw download.error;
+        if (!res.headersSent) throw download.error;
         res.destroy(download.error);
         return 'failed';
       }

@@ -105,7 +105,7 @@ export class BlobWriter {
 
   /**
    * writev() on the calling thread: for a body that cannot be paused, so the
-   * time spent here is what holds the socket back (see Download.drainBody).
+   * time spent here is what holds the socket back (Download's drainUnpausable).
    */
   writevSync(chunks: Uint8Array[]): void {
     const total = this.digest(chunks);

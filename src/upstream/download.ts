@@ -277,16 +277,12 @@ export class Download {
         failed = true;
         reject(err);
       };
-      // The body may have failed while the temp file was being created.
-      if (body.errored) return fail(body.errored);
-      if (body.destroyed)
-        return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
+      const lost = this.lostBody(body);
+      if (lost) return fail(lost);
       body.on('data', (chunk: Buffer) => {
-        this.received += chunk.length;
-        this.kept?.push(chunk);
+        this.take(chunk);
         pending.push(chunk);
         pendingBytes += chunk.length;
-        releaseReadBuffers(chunk.length);
         if (pendingBytes >= HIGH_WATER) body.pause();
         void pump();
       });
@@ -297,12 +293,27 @@ export class Download {
       body.on('error', fail);
       // A body that closes without 'end' was cut short (undici may not emit an error).
       body.on('close', () => {
-        if (!ended)
-          fail(
-            new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`),
-          );
+        if (!ended) fail(this.cutShort());
       });
     });
+  }
+
+  /** The body failed or closed while the temp file was being created; undefined if it is still there to read. */
+  private lostBody(body: UpstreamResponse['body']): unknown {
+    if (body.errored) return body.errored;
+    if (body.destroyed) return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`);
+    return undefined;
+  }
+
+  private cutShort(): FeedlockError {
+    return new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`);
+  }
+
+  /** Counts a chunk from upstream and keeps it while the body is kept in memory. */
+  private take(chunk: Buffer): void {
+    this.received += chunk.length;
+    this.kept?.push(chunk);
+    releaseReadBuffers(chunk.length);
   }
 
   /**
@@ -339,16 +350,13 @@ export class Download {
         this.wake();
         return true;
       };
-      if (body.errored) return fail(body.errored);
-      if (body.destroyed)
-        return fail(new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection early`));
+      const lost = this.lostBody(body);
+      if (lost) return fail(lost);
       body.on('data', (chunk: Buffer) => {
         if (settled) return;
-        this.received += chunk.length;
-        this.kept?.push(chunk);
+        this.take(chunk);
         pending.push(chunk);
         pendingBytes += chunk.length;
-        releaseReadBuffers(chunk.length);
         if (pendingBytes >= BATCH) flush();
       });
       body.on('end', () => {
@@ -358,10 +366,7 @@ export class Download {
       });
       body.on('error', fail);
       body.on('close', () => {
-        if (!settled)
-          fail(
-            new FeedlockError('FL_UPSTREAM_TRUNCATED', `upstream ${this.request.url} closed the connection after ${this.received} bytes`),
-          );
+        if (!settled) fail(this.cutShort());
       });
     });
   }
