@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createAptRepo, createGpgKey, updateAptRepo, type AptRepo, type GpgKey } from '../fixtures/apt-repo.js';
@@ -121,6 +121,31 @@ describe('generations', () => {
     expect(generationAt(state.history, new Date(before.history[0].at))?.snapshot).toBe(before.history[0].added[0].snapshot);
     expect(generationAt(state.history, new Date())?.snapshot).toBe(state.snapshot);
     expect(generationAt(state.history, new Date(0))).toBeUndefined();
+  });
+
+  it('a reset captured within the second of the capture before is served with a later Last-Modified: If-Modified-Since gets the new InRelease', async () => {
+    const suite = createAptRepo(join(dir, 'up', 'debian'), key, [{ name: 'fl-lm', version: '1.0-1' }], { suite: 'lm' });
+    const inRelease = `${feedlock.url}/_env/lm/127.0.0.1:${upstream.port}/debian/dists/lm/InRelease`;
+    // Start at the top of a wall-clock second, so capture, reset and recapture fall within one.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+    const first = await fetch(inRelease);
+    expect(first.status).toBe(200);
+    const upstreamInRelease = () => readFileSync(join(suite.root, 'dists', 'lm', 'InRelease'), 'utf8');
+    const old = upstreamInRelease();
+    expect(await first.text()).toBe(old);
+    const firstModified = first.headers.get('last-modified')!;
+    updateAptRepo(suite, key, { add: [{ name: 'fl-lm', version: '1.1-1' }], remove: [{ name: 'fl-lm', version: '1.0-1' }] });
+    const reset = await fetch(`${feedlock.url}/_feedlock/api/environments/lm/reset`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: '{}',
+    });
+    expect(reset.status).toBe(200);
+    const again = await fetch(inRelease, { headers: { 'if-modified-since': firstModified } });
+    expect(again.status).toBe(200);
+    expect(upstreamInRelease()).not.toBe(old);
+    expect(await again.text()).toBe(upstreamInRelease());
+    expect(Date.parse(again.headers.get('last-modified')!)).toBeGreaterThan(Date.parse(firstModified));
   });
 
   it('env diff lists exactly the upgrade in the one suite that changed; the JSON API and the snapshot page show the same', async () => {

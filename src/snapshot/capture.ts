@@ -5,6 +5,7 @@
  * then trusted only through the anchor's hashes.
  */
 import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { gunzipSync } from 'node:zlib';
 import { FeedlockError, isFeedlockError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -52,6 +53,26 @@ export function guessRepo(url: URL): RepoGuess {
   return { url: dir, archiveRoot: dir, kind: (APT_ANCHORS as readonly string[]).includes(name) ? 'apt' : undefined };
 }
 
+// Repository URL -> the whole second of its last capture by this process.
+const lastCaptureSecond = new Map<string, number>();
+
+/**
+ * A capture's time, in a later whole second than this process's previous
+ * capture of the same repository. The time is the index files'
+ * Last-Modified, which HTTP gives in whole seconds: a generation captured in
+ * the same second as the one before would answer an apt client's
+ * If-Modified-Since with 304, and the client would keep the old lists. The
+ * second is reserved before the wait, so two captures at once differ too.
+ */
+export async function captureTime(repoUrl: string): Promise<string> {
+  const now = Date.now();
+  const last = lastCaptureSecond.get(repoUrl);
+  const second = Math.max(Math.floor(now / 1000), last === undefined ? -Infinity : last + 1);
+  lastCaptureSecond.set(repoUrl, second);
+  if (second * 1000 > now) await sleep(second * 1000 - now);
+  return new Date(Math.max(Date.now(), second * 1000)).toISOString();
+}
+
 /** Fetches one URL fresh from upstream into the store; undefined if upstream has no such file. */
 async function fetchAnchor(deps: CaptureDeps, url: string): Promise<AnchorFile | undefined> {
   const { download } = deps.flights.join({ url: new URL(url) });
@@ -92,7 +113,7 @@ async function captureApt(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedRe
     }
     let signedBy: string | undefined;
     if (deps.keyring) signedBy = await verifyAptAnchors(deps, guess.url, anchors);
-    return { url: guess.url, kind: 'apt', archiveRoot: guess.archiveRoot, capturedAt: new Date().toISOString(), anchors, signedBy };
+    return { url: guess.url, kind: 'apt', archiveRoot: guess.archiveRoot, capturedAt: await captureTime(guess.url), anchors, signedBy };
   }
 }
 
@@ -151,7 +172,7 @@ async function captureOpkg(deps: CaptureDeps, guess: RepoGuess): Promise<PinnedR
         throw new FeedlockError('FL_SIGNATURE', `refusing to capture ${guess.url}: no Packages.sig to check against the keyring`);
       signedBy = await verifyDetached(packages!, await readBlob(deps, anchors['Packages.sig']), deps.keyring, `${guess.url}/Packages`);
     }
-    return { url: guess.url, kind: 'opkg', archiveRoot: guess.url, capturedAt: new Date().toISOString(), anchors, signedBy };
+    return { url: guess.url, kind: 'opkg', archiveRoot: guess.url, capturedAt: await captureTime(guess.url), anchors, signedBy };
   }
 }
 
