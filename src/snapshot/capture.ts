@@ -70,7 +70,10 @@ export async function captureTime(repoUrl: string): Promise<string> {
   const second = Math.max(Math.floor(now / 1000), last === undefined ? -Infinity : last + 1);
   lastCaptureSecond.set(repoUrl, second);
   if (second * 1000 > now) await sleep(second * 1000 - now);
-  return new Date(Math.max(Date.now(), second * 1000)).toISOString();
+  const at = Math.max(Date.now(), second * 1000);
+  // A late timer can land in a later second still: the next capture must come after that one.
+  lastCaptureSecond.set(repoUrl, Math.max(lastCaptureSecond.get(repoUrl)!, Math.floor(at / 1000)));
+  return new Date(at).toISOString();
 }
 
 /** Fetches one URL fresh from upstream into the store; undefined if upstream has no such file. */
