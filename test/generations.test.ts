@@ -32,6 +32,12 @@ describe('generations', () => {
   const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [CLI, ...args, ...storeArgs, '--json'])).stdout);
   const cliText = async (...args: string[]) => (await run(process.execPath, [CLI, ...args, ...storeArgs])).stdout;
   const repoUrl = (suite: string) => `http://127.0.0.1:${upstream.port}/debian/dists/${suite}`;
+  const resetByApi = (env: string, body: unknown) =>
+    fetch(`${feedlock.url}/_feedlock/api/environments/${env}/reset`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify(body),
+    });
   const update = async (env: string, names: string[]) => {
     const apt = aptClient(
       tempDir(`client-${env}`),
@@ -135,12 +141,7 @@ describe('generations', () => {
     expect(await first.text()).toBe(old);
     const firstModified = first.headers.get('last-modified')!;
     updateAptRepo(suite, key, { add: [{ name: 'fl-lm', version: '1.1-1' }], remove: [{ name: 'fl-lm', version: '1.0-1' }] });
-    const reset = await fetch(`${feedlock.url}/_feedlock/api/environments/lm/reset`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-      body: '{}',
-    });
-    expect(reset.status).toBe(200);
+    expect((await resetByApi('lm', {})).status).toBe(200);
     const again = await fetch(inRelease, { headers: { 'if-modified-since': firstModified } });
     expect(again.status).toBe(200);
     expect(upstreamInRelease()).not.toBe(old);
@@ -353,12 +354,7 @@ describe('generations', () => {
     });
 
     it('the admin API resets one repository the same way: {"repos": [...]}', async () => {
-      const post = (body: unknown) =>
-        fetch(`${feedlock.url}/_feedlock/api/environments/sec/reset`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-          body: JSON.stringify(body),
-        });
+      const post = (body: unknown) => resetByApi('sec', body);
       const bad = await post({ repos: ['bookworm'] });
       expect(bad.status).toBe(400);
       expect(await bad.text()).toContain('matches 2 repositories');
