@@ -17,7 +17,7 @@ export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
 export interface SyntheticRepo {
   root: string;
   small: { path: string; size: number; name: string }[];
-  /** The apt suite listing the small files (dists/bench, unsigned: sources need [trusted=yes]). */
+  /** The apt suite listing every file, small and large (dists/bench, unsigned: sources need [trusted=yes]). */
   suite: string;
   large: { path: string; size: number; sha256: string };
 }
@@ -56,17 +56,6 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
       `Package: pkg${i}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${createHash('sha256').update(buf).digest('hex')}\nDescription: synthetic package ${i}\n`,
     );
   }
-  // An unsigned suite listing the small files, for workload (5): apt-get through each proxy.
-  const suite = 'bench';
-  const packages = Buffer.from(stanzas.join('\n'));
-  const binary = join(root, 'debian', 'dists', suite, 'main', 'binary-amd64');
-  mkdirSync(binary, { recursive: true });
-  writeFileSync(join(binary, 'Packages'), packages);
-  const digest = (b: Buffer, alg: string) => createHash(alg).update(b).digest('hex');
-  writeFileSync(
-    join(root, 'debian', 'dists', suite, 'Release'),
-    `Origin: feedlock bench\nSuite: ${suite}\nCodename: ${suite}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nMD5Sum:\n ${digest(packages, 'md5')} ${packages.length} main/binary-amd64/Packages\nSHA256:\n ${digest(packages, 'sha256')} ${packages.length} main/binary-amd64/Packages\n`,
-  );
   const largePath = '/debian/pool/main/large/large_1.0-1_amd64.deb';
   const largeFile = join(root, largePath);
   const largeSize = largeMiB << 20;
@@ -82,7 +71,38 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
     if (write) writeSync(fd, chunk);
   }
   if (write) closeSync(fd);
-  return { root, small, suite, large: { path: largePath, size: largeSize, sha256: hash.digest('hex') } };
+  // An unsigned suite listing every file, so a proxy that pins indices can verify
+  // them all: apt-get through each proxy, and the benches that fetch the index first.
+  const suite = 'bench';
+  const largeSha256 = hash.digest('hex');
+  stanzas.push(
+    `Package: large\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${largePath.slice('/debian/'.length)}\nSize: ${largeSize}\nSHA256: ${largeSha256}\nDescription: synthetic large package\n`,
+  );
+  const packages = Buffer.from(stanzas.join('\n'));
+  const binary = join(root, 'debian', 'dists', suite, 'main', 'binary-amd64');
+  mkdirSync(binary, { recursive: true });
+  writeFileSync(join(binary, 'Packages'), packages);
+  const digest = (b: Buffer, alg: string) => createHash(alg).update(b).digest('hex');
+  writeFileSync(
+    join(root, 'debian', 'dists', suite, 'Release'),
+    `Origin: feedlock bench\nSuite: ${suite}\nCodename: ${suite}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nMD5Sum:\n ${digest(packages, 'md5')} ${packages.length} main/binary-amd64/Packages\nSHA256:\n ${digest(packages, 'sha256')} ${packages.length} main/binary-amd64/Packages\n`,
+  );
+  return { root, small, suite, large: { path: largePath, size: largeSize, sha256: largeSha256 } };
+}
+
+/**
+ * Fetches the bench suite's indices through a proxy, as a build does before
+ * any package, so the environment pins them and every file is verified
+ * against them. Without it every file is one that no pinned index lists:
+ * served unverified and revalidated upstream on each request, and hit figures
+ * would measure that path instead.
+ */
+export async function pinSuite(base: string, repo: SyntheticRepo): Promise<void> {
+  for (const index of ['Release', 'main/binary-amd64/Packages']) {
+    const res = await fetch(`${base}/debian/dists/${repo.suite}/${index}`);
+    await res.arrayBuffer();
+    if (!res.ok) throw new Error(`pinning the bench suite through ${base}: ${index} got HTTP ${res.status}`);
+  }
 }
 
 export interface Proc {

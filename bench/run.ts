@@ -16,6 +16,7 @@ import {
   fetchHash,
   loadTest,
   makeSyntheticRepo,
+  pinSuite,
   ratio,
   runPool,
   serveArgs,
@@ -59,7 +60,11 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   const repo = makeSyntheticRepo(repoDir, Number(args.small), largeMiB);
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist', 'bench', 'upstream-main.js'), repoDir]);
   console.error(`upstream: Node static server at ${upstream.url}`);
-  const startFeedlock = (store: string): Promise<Proc> => startCli(serveArgs(store, `${store}-index`, `127.0.0.1:${upstream.port}`));
+  const startFeedlock = async (store: string): Promise<Proc> => {
+    const p = await startCli(serveArgs(store, `${store}-index`, `127.0.0.1:${upstream.port}`));
+    await pinSuite(`${p.url}/127.0.0.1:${upstream.port}`, repo);
+    return p;
+  };
   let feedlock = await startFeedlock(join(work, 'store'));
   const via = (p: string) => `${feedlock.url}/127.0.0.1:${upstream.port}${p}`;
   const direct = (p: string) => `${upstream.url}${p}`;
