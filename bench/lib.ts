@@ -17,8 +17,10 @@ export const CLI = join(ROOT, 'dist', 'src', 'cli', 'bin.cjs');
 export interface SyntheticRepo {
   root: string;
   small: { path: string; size: number; name: string }[];
-  /** The apt suite listing every file, small and large (dists/bench, unsigned: sources need [trusted=yes]). */
+  /** The apt suite listing the small files (dists/bench, unsigned: sources need [trusted=yes]). */
   suite: string;
+  /** The suite listing the large file alone (dists/bench-large). */
+  largeSuite: string;
   large: { path: string; size: number; sha256: string };
 }
 
@@ -71,13 +73,22 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
     if (write) writeSync(fd, chunk);
   }
   if (write) closeSync(fd);
-  // An unsigned suite listing every file, so a proxy that pins indices can verify
-  // them all: apt-get through each proxy, and the benches that fetch the index first.
+  // Unsigned suites: `bench` lists the small files (apt-get through each proxy),
+  // `bench-large` the large file. They are apart so bench:peers, whose rounds
+  // reach one store under new URLs, keeps its large file unlisted there: listed
+  // by a pinned index, a proxy that knows the hash would serve round 2's "cold"
+  // file from round 1's blob.
   const suite = 'bench';
+  const largeSuite = 'bench-large';
   const largeSha256 = hash.digest('hex');
-  stanzas.push(
+  writeSuite(root, suite, stanzas);
+  writeSuite(root, largeSuite, [
     `Package: large\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${largePath.slice('/debian/'.length)}\nSize: ${largeSize}\nSHA256: ${largeSha256}\nDescription: synthetic large package\n`,
-  );
+  ]);
+  return { root, small, suite, largeSuite, large: { path: largePath, size: largeSize, sha256: largeSha256 } };
+}
+
+function writeSuite(root: string, suite: string, stanzas: string[]): void {
   const packages = Buffer.from(stanzas.join('\n'));
   const binary = join(root, 'debian', 'dists', suite, 'main', 'binary-amd64');
   mkdirSync(binary, { recursive: true });
@@ -87,19 +98,18 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
     join(root, 'debian', 'dists', suite, 'Release'),
     `Origin: feedlock bench\nSuite: ${suite}\nCodename: ${suite}\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nMD5Sum:\n ${digest(packages, 'md5')} ${packages.length} main/binary-amd64/Packages\nSHA256:\n ${digest(packages, 'sha256')} ${packages.length} main/binary-amd64/Packages\n`,
   );
-  return { root, small, suite, large: { path: largePath, size: largeSize, sha256: largeSha256 } };
 }
 
 /**
- * Fetches the bench suite's indices through a proxy, as a build does before
+ * Fetches both bench suites' indices through a proxy, as a build does before
  * any package, so the environment pins them and every file is verified
  * against them. Without it every file is one that no pinned index lists:
  * served unverified and revalidated upstream on each request, and hit figures
  * would measure that path instead.
  */
 export async function pinSuite(base: string, repo: SyntheticRepo): Promise<void> {
-  for (const index of ['Release', 'main/binary-amd64/Packages']) {
-    const res = await fetch(`${base}/debian/dists/${repo.suite}/${index}`);
+  for (const index of [repo.suite, repo.largeSuite].flatMap((s) => [`${s}/Release`, `${s}/main/binary-amd64/Packages`])) {
+    const res = await fetch(`${base}/debian/dists/${index}`);
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`pinning the bench suite through ${base}: ${index} got HTTP ${res.status}`);
   }
