@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fetchHash, pinSuite, runPool, serveArgs, startCli, type Proc, type SyntheticRepo } from './lib.js';
+import { fetchHash, pinSuites, runPool, serveArgs, startCli, type Proc, type SyntheticRepo } from './lib.js';
 
 export interface FleetRow {
   scenario: string;
@@ -45,7 +45,7 @@ export async function benchFleet(repo: SyntheticRepo, upstream: Proc, files = 20
   async function scenario(name: string, bases: string[]): Promise<FleetRow> {
     // Each proxy's environment pins the suite first, as a build's would (only
     // package files are counted below, so the index fetches do not show).
-    if (bases[0] !== upstream.url) for (const base of bases) await pinSuite(base, repo);
+    if (bases[0] !== upstream.url) for (const base of bases) await pinSuites(base, repo);
     const before = await upstreamTotals();
     const t0 = performance.now();
     let ok = true;

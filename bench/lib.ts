@@ -54,9 +54,7 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
       writeFileSync(file, buf);
     }
     small.push({ path, size, name: `pkg${i}` });
-    stanzas.push(
-      `Package: pkg${i}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${createHash('sha256').update(buf).digest('hex')}\nDescription: synthetic package ${i}\n`,
-    );
+    stanzas.push(stanza(`pkg${i}`, path, size, createHash('sha256').update(buf).digest('hex')));
   }
   const largePath = '/debian/pool/main/large/large_1.0-1_amd64.deb';
   const largeFile = join(root, largePath);
@@ -82,10 +80,12 @@ export function makeSyntheticRepo(root: string, smallCount: number, largeMiB: nu
   const largeSuite = 'bench-large';
   const largeSha256 = hash.digest('hex');
   writeSuite(root, suite, stanzas);
-  writeSuite(root, largeSuite, [
-    `Package: large\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${largePath.slice('/debian/'.length)}\nSize: ${largeSize}\nSHA256: ${largeSha256}\nDescription: synthetic large package\n`,
-  ]);
+  writeSuite(root, largeSuite, [stanza('large', largePath, largeSize, largeSha256)]);
   return { root, small, suite, largeSuite, large: { path: largePath, size: largeSize, sha256: largeSha256 } };
+}
+
+function stanza(name: string, path: string, size: number, sha256: string): string {
+  return `Package: ${name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: feedlock bench <bench@example.org>\nFilename: ${path.slice('/debian/'.length)}\nSize: ${size}\nSHA256: ${sha256}\nDescription: synthetic package ${name}\n`;
 }
 
 function writeSuite(root: string, suite: string, stanzas: string[]): void {
@@ -107,7 +107,7 @@ function writeSuite(root: string, suite: string, stanzas: string[]): void {
  * served unverified and revalidated upstream on each request, and hit figures
  * would measure that path instead.
  */
-export async function pinSuite(base: string, repo: SyntheticRepo): Promise<void> {
+export async function pinSuites(base: string, repo: SyntheticRepo): Promise<void> {
   for (const index of [repo.suite, repo.largeSuite].flatMap((s) => [`${s}/Release`, `${s}/main/binary-amd64/Packages`])) {
     const res = await fetch(`${base}/debian/dists/${index}`);
     await res.arrayBuffer();

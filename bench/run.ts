@@ -16,7 +16,7 @@ import {
   fetchHash,
   loadTest,
   makeSyntheticRepo,
-  pinSuite,
+  pinSuites,
   ratio,
   runPool,
   serveArgs,
@@ -62,7 +62,7 @@ async function benchProxy(): Promise<Record<string, unknown>> {
   console.error(`upstream: Node static server at ${upstream.url}`);
   const startFeedlock = async (store: string): Promise<Proc> => {
     const p = await startCli(serveArgs(store, `${store}-index`, `127.0.0.1:${upstream.port}`));
-    await pinSuite(`${p.url}/127.0.0.1:${upstream.port}`, repo);
+    await pinSuites(`${p.url}/127.0.0.1:${upstream.port}`, repo);
     return p;
   };
   let feedlock = await startFeedlock(join(work, 'store'));
