@@ -22,6 +22,26 @@
 // few of them stall every other file operation.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+/**
+ * The CLI as one bundle (scripts/bundle.mjs: less for the module loader to
+ * hold, so a smaller idle server) when the build made one at least as new as
+ * the compiled sources; else the compiled modules, so a `tsc` run alone never
+ * leaves the bin on stale code.
+ */
+function entry(): string {
+  const bundle = join(__dirname, '..', '..', 'bundle', 'main.js');
+  try {
+    if (statSync(bundle).mtimeMs >= statSync(join(__dirname, 'main.js')).mtimeMs) return pathToFileURL(bundle).href;
+  } catch {
+    /* no bundle: the modules */
+  }
+  return './main.js';
+}
+
 // The first line is the one place the settings live, but node reads it only
 // when this file is run as a program (`feedlock serve`, npx). Started as
 // `node .../bin.cjs serve` (a unit file, a wrapper), the bin re-executes
@@ -34,7 +54,7 @@ import('../util/node-command.js')
     if (process.argv.slice(2).find((a) => !a.startsWith('-')) === 'serve') ensureRuntimeSettings(__filename);
     // Read by glibc at startup only; the tools feedlock runs (apt-get, gpg, dpkg) need not inherit it.
     delete process.env.MALLOC_MMAP_THRESHOLD_;
-    return import('./main.js');
+    return import(entry()) as Promise<typeof import('./main.js')>;
   })
   .then(
     async ({ main }) => {
