@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -127,6 +128,17 @@ static napi_value Execve(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value Trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+#ifdef __GLIBC__
+  napi_create_int32(env, malloc_trim(0), &result);
+#else
+  napi_create_int32(env, -1, &result);
+#endif
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "sendfile", NAPI_AUTO_LENGTH, Sendfile, NULL, &fn);
@@ -135,5 +147,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "cork", fn);
   napi_create_function(env, "execve", NAPI_AUTO_LENGTH, Execve, NULL, &fn);
   napi_set_named_property(env, exports, "execve", fn);
+  napi_create_function(env, "trim", NAPI_AUTO_LENGTH, Trim, NULL, &fn);
+  napi_set_named_property(env, exports, "trim", fn);
   return exports;
 }

@@ -31,6 +31,8 @@ export type CorkFn = (fd: number, on: boolean) => number;
 export interface KernelHelper {
   sendfile: SendfileFn;
   cork: CorkFn;
+  /** malloc_trim(0) (glibc): 1 if memory went back to the system, 0 if not, -1 elsewhere; absent in an older build. */
+  trim?: () => number;
 }
 
 /** What the helper returns when the non-blocking socket is full. */
@@ -49,7 +51,8 @@ export function kernelSend(): KernelHelper | undefined {
   if (!file) return undefined;
   try {
     const addon = createRequire(import.meta.url)(file) as Partial<KernelHelper>;
-    if (typeof addon.sendfile === 'function' && typeof addon.cork === 'function') loaded = { sendfile: addon.sendfile, cork: addon.cork };
+    if (typeof addon.sendfile === 'function' && typeof addon.cork === 'function')
+      loaded = { sendfile: addon.sendfile, cork: addon.cork, trim: typeof addon.trim === 'function' ? addon.trim : undefined };
   } catch {
     /* built for another platform or Node: read + write it is */
   }

@@ -21,6 +21,7 @@ import { BufferPool } from '../proxy/buffer-pool.js';
 import { createRequestHandler } from '../proxy/handle-request.js';
 import { HitCache } from '../proxy/hit-cache.js';
 import { kernelSend } from '../proxy/kernel-send.js';
+import { startMemoryTrim } from './memory-trim.js';
 import type { BlobIo } from '../proxy/response-io.js';
 import { listen } from '../proxy/server.js';
 import { LiveResolver } from '../resolver/live-resolver.js';
@@ -129,6 +130,8 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   });
   const listening = await listen(config, handler, policy, log);
   logListening(config, log, listening.url, policy, io);
+  const trim = kernelSend()?.trim;
+  const stopTrim = trim ? startMemoryTrim(trim, () => stats.requests) : () => {};
 
   const reload = (next: Config): string[] => {
     policy.reload(policySources(next));
@@ -143,6 +146,7 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   };
   let closing: Promise<void> | undefined;
   const closeAll = async (): Promise<void> => {
+    stopTrim();
     await listening.stopAccepting();
     await drainDownloads(flights, config.drainTimeoutMs, log);
     await listening.settled(2000);
