@@ -5,9 +5,9 @@
  *
  * Why: a server started from ~400 separate module files spends its idle
  * memory on Node's loader (the code it compiles for hundreds of resolutions,
- * the sources it keeps for lazy compilation): 66-67 MB idle RSS unbundled,
- * 58-60 MB bundled (docs/performance.md, 2026-12-03/04). Code that is loaded
- * on demand (openpgp, the SBOM writers) stays in chunks of its own.
+ * the sources it keeps for lazy compilation): idle RSS 10 s after start 62 MB
+ * unbundled, 59 MB bundled (docs/performance.md, 2026-12-04). Code loaded on
+ * demand (openpgp) stays in a chunk of its own.
  *
  * Left outside the bundle: lmdb (a native addon that finds its binary next to
  * its own files), pino with pino-pretty (pino's transports start a worker
