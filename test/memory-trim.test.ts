@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { kernelSend } from '../src/proxy/kernel-send.js';
-import { QUIET_TICKS, startMemoryTrim } from '../src/serve/memory-trim.js';
+import { QUIET_TICKS, startMemoryTrim, trimSettingProblem } from '../src/serve/memory-trim.js';
 
 const TICK = 25;
 
@@ -44,6 +44,13 @@ describe('memory trim', () => {
 
   it('does nothing with FEEDLOCK_MALLOC_TRIM=0', async () => {
     expect((await run(10, 5, { FEEDLOCK_MALLOC_TRIM: '0' })).total).toBe(0);
+  });
+
+  it('FEEDLOCK_MALLOC_TRIM other than 0, 1 or unset is named as a problem; those three are not', () => {
+    expect(trimSettingProblem({ FEEDLOCK_MALLOC_TRIM: 'off' })).toBe(
+      'FEEDLOCK_MALLOC_TRIM="off" is neither 0 (off) nor 1 (on): trimming stays on',
+    );
+    for (const ok of [{}, { FEEDLOCK_MALLOC_TRIM: '0' }, { FEEDLOCK_MALLOC_TRIM: '1' }]) expect(trimSettingProblem(ok)).toBeUndefined();
   });
 
   it("the native helper's trim is malloc_trim: it answers 1 or 0 under glibc", (ctx) => {

@@ -9,10 +9,17 @@
  * Every TRIM_EVERY_MS while requests arrive, and for QUIET_TICKS more ticks
  * after the last one, so the memory freed by V8's memory reducer (about 8 s
  * after the heap last grew) goes back too; an idle server is not woken.
- * FEEDLOCK_MALLOC_TRIM=0 turns it off (for comparing).
+ * FEEDLOCK_MALLOC_TRIM=0 turns it off (for comparing), 1 or unset leaves it on.
  */
 const TRIM_EVERY_MS = 2000;
 export const QUIET_TICKS = 6;
+
+/** What is wrong with FEEDLOCK_MALLOC_TRIM, if anything (the server logs it and keeps trimming). */
+export function trimSettingProblem(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const value = env.FEEDLOCK_MALLOC_TRIM;
+  if (value === undefined || value === '0' || value === '1') return undefined;
+  return `FEEDLOCK_MALLOC_TRIM=${JSON.stringify(value)} is neither 0 (off) nor 1 (on): trimming stays on`;
+}
 
 /** Starts trimming; returns the function that stops it. */
 export function startMemoryTrim(

@@ -21,7 +21,7 @@ import { BufferPool } from '../proxy/buffer-pool.js';
 import { createRequestHandler } from '../proxy/handle-request.js';
 import { HitCache } from '../proxy/hit-cache.js';
 import { kernelSend } from '../proxy/kernel-send.js';
-import { startMemoryTrim } from './memory-trim.js';
+import { startMemoryTrim, trimSettingProblem } from './memory-trim.js';
 import type { BlobIo } from '../proxy/response-io.js';
 import { listen } from '../proxy/server.js';
 import { LiveResolver } from '../resolver/live-resolver.js';
@@ -130,6 +130,8 @@ export async function startServer(config: Config, log: Logger, parts: ServerPart
   });
   const listening = await listen(config, handler, policy, log);
   logListening(config, log, listening.url, policy, io);
+  const trimProblem = trimSettingProblem();
+  if (trimProblem) log.warn(trimProblem);
   const trim = kernelSend()?.trim;
   const stopTrim = trim ? startMemoryTrim(trim, () => stats.requests) : () => {};
 
