@@ -6,6 +6,7 @@
  *
  *   node dist/bench/peers.js [--rounds 5] [--loaded [--burners N]] [--small 1000] [--large-mib 200]
  *                            [--seconds 6] [--variant 'NAME=--serve-flag value'...]
+ *                            [--peers feedlock,apt-cacher-ng,nginx]
  *
  * Every round runs every workload against every peer: cold misses of the
  * small files (16 clients), apt-get update + install first and warm, warm
@@ -21,6 +22,9 @@
  * Each --variant adds another feedlock (own store) started with those extra
  * serve flags (and NAME=value words as environment variables), measured in
  * the same rounds, e.g. --variant 'pool=--hit-reads thread-pool'.
+ *
+ * --peers limits the proxies started (direct upstream is always measured):
+ * e.g. --peers feedlock for a quicker look at feedlock's own figures.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -61,7 +65,15 @@ const { values: args } = parseArgs({
     loaded: { type: 'boolean', default: false },
     burners: { type: 'string', default: String(os.availableParallelism()) },
     variant: { type: 'string', multiple: true, default: [] },
+    peers: { type: 'string', default: 'feedlock,apt-cacher-ng,nginx' },
   },
+});
+
+const PEER_STARTS = { feedlock: startFeedlockPeer, 'apt-cacher-ng': startAcng, nginx: startNginxCache } as const;
+const chosenPeers = args.peers.split(',').map((name) => {
+  if (!(name in PEER_STARTS))
+    throw new Error(`--peers: no peer named ${JSON.stringify(name)} (known: ${Object.keys(PEER_STARTS).join(', ')})`);
+  return PEER_STARTS[name as keyof typeof PEER_STARTS];
 });
 
 interface Peer {
@@ -425,7 +437,7 @@ async function main(): Promise<void> {
     })());
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void cleanup().finally(() => process.exit(130)));
   try {
-    for (const start of [startFeedlockPeer, startAcng, startNginxCache]) {
+    for (const start of chosenPeers) {
       const peer = await start(work, upPort);
       if (!peer) {
         console.error(`skipped ${start.name.replace('start', '')}: apt-get install apt-cacher-ng nginx-light wrk`);
