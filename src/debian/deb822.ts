@@ -107,13 +107,3 @@ export function fieldOf(stanza: Stanza, name: string): string | undefined {
   for (const key in stanza) if (key.toLowerCase() === lower) return stanza[key];
   return undefined;
 }
-
-/**
- * A copy of `s` that does not point into the chunk it was cut from. V8 keeps
- * substrings of 13+ characters as views of their parent, so keeping one
- * field of a parsed stanza would otherwise keep a whole megabyte of index
- * text alive (docs/performance.md).
- */
-export function detach(s: string): string {
-  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
-}

@@ -22,7 +22,7 @@ import type { BlobIo } from './response-io.js';
 import { routeRequest, type RouteContext } from './route-request.js';
 import { sendDownloading } from './send-download.js';
 import { sendError } from './send-error.js';
-import { fullResponseHeaders, sendStored } from './send-stored.js';
+import { sendStored } from './send-stored.js';
 import { storedFileOf, type CacheResult, type Resolution, type Resolver, type UpstreamRoute } from '../resolver/resolver.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 
@@ -197,7 +197,6 @@ class RequestPipeline {
         env: x.env!,
         generation: resolution.generation,
         headers,
-        full: fullResponseHeaders(resolution.file, headers),
         upstream: x.upstream!,
         way: x.way!,
       });

@@ -27,9 +27,16 @@ export function representationOf(file: StoredFile): Representation {
   return { size: file.size, etag: etagFor(file.sha256), lastModified: file.lastModified, contentType: file.contentType };
 }
 
-/** The headers of a full 200 answer for a stored file (the hit cache builds them once). */
+/**
+ * The headers of a full 200 answer for a stored file (the hit cache builds them
+ * once). Assigned one by one, not spread: an object built from two spreads got
+ * a hidden class of its own each time, ~400 bytes per hit-cache entry.
+ */
 export function fullResponseHeaders(file: StoredFile, extraHeaders: Record<string, string>): OutgoingHttpHeaders {
-  return { ...representationHeaders(representationOf(file)), ...extraHeaders, 'content-length': String(file.size) };
+  const headers: OutgoingHttpHeaders = representationHeaders(representationOf(file));
+  for (const name in extraHeaders) headers[name] = extraHeaders[name];
+  headers['content-length'] = String(file.size);
+  return headers;
 }
 
 /** Whether a request asks for more than the plain full answer (a validator check or a range). */

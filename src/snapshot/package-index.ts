@@ -9,7 +9,8 @@ import { basename } from 'node:path';
 import type { Database } from 'lmdb';
 import type { Store } from '../store/store.js';
 import { SharedPromises } from '../util/shared-promise.js';
-import { detach, parseStanzas, type Stanza } from '../debian/deb822.js';
+import { parseStanzas, type Stanza } from '../debian/deb822.js';
+import { detach } from '../util/detach.js';
 import { openDecompressed } from '../debian/decompress.js';
 import { isSourcesIndex } from '../debian/index-names.js';
 

@@ -293,11 +293,16 @@ export class SnapshotResolver implements Resolver {
 
   private readonly warnedUnlisted = new Set<string>();
 
-  /** Once per environment and file per process: a build that depends on an unpinned file should know. */
+  /**
+   * Once per environment and file per process: a build that depends on an
+   * unpinned file should know. Bounded at 2,000 keys (~0.3 MB) and then
+   * started over: the warning is about a build's dependency, and one that asks
+   * for thousands of unlisted files has been told.
+   */
   private warnUnlisted(env: string, url: string): void {
     const key = `${env} ${url}`;
     if (this.warnedUnlisted.has(key)) return;
-    if (this.warnedUnlisted.size >= 10_000) this.warnedUnlisted.clear();
+    if (this.warnedUnlisted.size >= 2_000) this.warnedUnlisted.clear();
     this.warnedUnlisted.add(key);
     this.log.warn(
       { env, url },
