@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobReader, SyncReadPolicy } from '../src/proxy/blob-reader.js';
 import { BufferPool } from '../src/proxy/buffer-pool.js';
@@ -36,6 +36,38 @@ describe('blob reader', () => {
         await expect(reader.readPooled(blob.fd, pool, 2000, 0)).rejects.toMatchObject({ code: 'FL_SHORT_BLOB' });
       } finally {
         reader.release(blob);
+        reader.closeAll();
+      }
+    });
+  }
+
+  for (const mode of ['on the event loop', 'in the thread pool'] as const) {
+    it(`a descriptor reused after the recheck interval is checked ${mode}: kept while its path names its file, again and again, replaced once the path names another`, async () => {
+      const blobs = blobDir();
+      blobs.write('a', Buffer.from('first'));
+      const reader = new BlobReader(blobs.path, 8, new SyncReadPolicy(mode === 'on the event loop'));
+      const within = <T>(p: Promise<T>) =>
+        Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('acquire did not settle in 2 s')), 2000))]);
+      try {
+        const first = await reader.acquire('a');
+        reader.release(first);
+        for (let i = 0; i < 3; i++) {
+          first.checkedAt -= 60_000; // as if last checked a minute ago
+          const again = await within(reader.acquire('a'));
+          expect(again, `reuse ${i + 1}`).toBe(first);
+          expect(Date.now() - again.checkedAt, `reuse ${i + 1} refreshed the check`).toBeLessThan(1000);
+          reader.release(again);
+        }
+        // What quarantine or gc leaves: the path now names another file.
+        writeFileSync(blobs.path('b'), Buffer.from('other bytes'));
+        renameSync(blobs.path('b'), blobs.path('a'));
+        first.checkedAt -= 60_000;
+        const fresh = await within(reader.acquire('a'));
+        expect(fresh).not.toBe(first);
+        expect(fresh.size).toBe('other bytes'.length);
+        expect(first.evicted).toBe(true);
+        reader.release(fresh);
+      } finally {
         reader.closeAll();
       }
     });
