@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { sha256 } from '../fixtures/apt-repo.js';
 import { startStaticUpstream, type StaticUpstream } from '../fixtures/static-server.js';
@@ -22,6 +23,40 @@ if (!built)
 
 const SMALL = randomBytes(300_000);
 const BIG = randomBytes(24 << 20);
+const TINY = [1, 2, 3, 4].map((i) => randomBytes(3000 + i * 100));
+/** Fetched cold by the pipelining test only: a download in flight ahead of the pipelined hits. */
+const COLD = randomBytes(8 << 20);
+
+/** Writes `requests` at once on one connection (the last asks to close it) and splits the answers by Content-Length. */
+function pipelined(port: number, requests: string[], pauseMs = 0): Promise<{ head: string; body: Buffer }[]> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(requests[0]);
+      // The rest while the first answer is on its way (pauseMs without reading fills the socket).
+      socket.pause();
+      setTimeout(() => {
+        socket.write(requests.slice(1).join(''));
+        socket.resume();
+      }, pauseMs);
+    });
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const all = Buffer.concat(chunks);
+      const answers: { head: string; body: Buffer }[] = [];
+      for (let at = 0; at < all.length;) {
+        const headEnd = all.indexOf('\r\n\r\n', at);
+        if (headEnd < 0) return reject(new Error(`answer ${answers.length + 1} has no complete head`));
+        const head = all.subarray(at, headEnd).toString('latin1');
+        const length = Number(/^content-length: (\d+)/im.exec(head)?.[1] ?? 0);
+        answers.push({ head, body: all.subarray(headEnd + 4, headEnd + 4 + length) });
+        at = headEnd + 4 + length;
+      }
+      resolve(answers);
+    });
+  });
+}
 
 async function metric(base: string, on: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -90,6 +125,8 @@ describe.each([
     mkdirSync(join(dir, 'up', 'pool', 'main'), { recursive: true });
     writeFileSync(join(dir, 'up', 'pool', 'main', 'small_1_amd64.deb'), SMALL);
     writeFileSync(join(dir, 'up', 'pool', 'main', 'big_1_amd64.deb'), BIG);
+    TINY.forEach((bytes, i) => writeFileSync(join(dir, 'up', 'pool', 'main', `tiny${i}_1_amd64.deb`), bytes));
+    writeFileSync(join(dir, 'up', 'pool', 'main', 'cold_1_amd64.deb'), COLD);
     upstream = await startStaticUpstream(join(dir, 'up'));
     feedlock = await startFeedlock({
       allowHosts: [`127.0.0.1:${upstream.port}`],
@@ -100,7 +137,7 @@ describe.each([
     small = `${feedlock.url}/127.0.0.1:${upstream.port}/pool/main/small_1_amd64.deb`;
     big = `${feedlock.url}/127.0.0.1:${upstream.port}/pool/main/big_1_amd64.deb`;
     // Cold: stored.
-    for (const url of [small, big]) {
+    for (const url of [small, big, ...TINY.map((_, i) => `${feedlock.url}/127.0.0.1:${upstream.port}/pool/main/tiny${i}_1_amd64.deb`)]) {
       const r = await fetch(url);
       expect(r.status).toBe(200);
       await r.arrayBuffer();
@@ -141,6 +178,36 @@ describe.each([
     if (hitReads === 'auto') expect(sent).toBeGreaterThan(0);
     else expect(sent).toBe(0);
   });
+
+  it.skipIf(skip)(
+    `pipelined requests that arrive while a download is on its way are answered in order with their bytes${how === 'sendfile' ? ', every hit by sendfile (none read into memory)' : ''}`,
+    async () => {
+      const reads = async () => ({ sendfile: await metric(feedlock.url, 'sendfile'), loop: await metric(feedlock.url, 'event-loop') });
+      const before = await reads();
+      const get = (file: string, last = false) =>
+        `GET /127.0.0.1:${upstream.port}/pool/main/${file} HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+      // The client does not read for 300 ms: the download fills the socket, and the hits queue behind it.
+      const answers = await pipelined(
+        feedlock.port,
+        [get('cold_1_amd64.deb'), ...TINY.map((_, i) => get(`tiny${i}_1_amd64.deb`, i === TINY.length - 1))],
+        300,
+      );
+      const after = await reads();
+      expect(answers).toHaveLength(1 + TINY.length);
+      expect(answers[0].head).toMatch(/x-feedlock-cache: miss/i);
+      expect(sha256(answers[0].body)).toBe(sha256(COLD));
+      answers.slice(1).forEach((a, i) => {
+        expect(a.head, `answer ${i + 2}`).toMatch(/^HTTP\/1\.1 200/);
+        expect(a.head, `answer ${i + 2}`).toMatch(/x-feedlock-cache: hit/i);
+        expect(sha256(a.body), `answer ${i + 2} is tiny${i}`).toBe(sha256(TINY[i]));
+      });
+      if (how === 'sendfile') {
+        // Each hit waits for its turn on the socket, then goes out by the kernel: no body read on the event loop.
+        expect(after.sendfile - before.sendfile).toBeGreaterThanOrEqual(TINY.length);
+        expect(after.loop - before.loop).toBe(0);
+      }
+    },
+  );
 
   it.skipIf(skip)('a reader that stops for a while (socket full) still gets every byte, counted once in the stats', async () => {
     const before = (await (await fetch(`${feedlock.url}/_feedlock/api/status`)).json()).bytesServed as number;
